@@ -1,0 +1,1 @@
+"""The `denial-risk` command line and the project's settings."""

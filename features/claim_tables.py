@@ -1,0 +1,113 @@
+"""The unit the model scores: claims with their service lines and diagnoses.
+
+``ClaimTables`` is what flows into the fitted pipeline at training, batch scoring and in the API.
+A flat "claim lines" layout (one row per service line, claim fields repeated, diagnoses as a
+comma-separated list) is offered for CSV input and for the MLflow pyfunc signature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from features.schema import CLAIMS, DIAGNOSES, LINES, ClaimsDataset, validate_table
+
+FLAT_DIAGNOSES_COLUMN = "diagnosis_codes"
+_LINE_COLUMNS = [c for c in LINES.columns if c != "claim_id"]
+
+
+@dataclass
+class ClaimTables:
+    """Claims, their lines and diagnoses: the input of every scoring path."""
+
+    claims: pd.DataFrame
+    lines: pd.DataFrame
+    diagnoses: pd.DataFrame
+
+    @classmethod
+    def from_dataset(cls, dataset: ClaimsDataset) -> ClaimTables:
+        return cls(dataset.claims, dataset.lines, dataset.diagnoses)
+
+    def __len__(self) -> int:
+        return len(self.claims)
+
+    def subset(self, claim_ids: pd.Series | list[str]) -> ClaimTables:
+        """The claims named, with their lines and diagnoses, in the order of ``claims``."""
+        keep = set(claim_ids)
+        return ClaimTables(
+            self.claims[self.claims["claim_id"].isin(keep)].reset_index(drop=True),
+            self.lines[self.lines["claim_id"].isin(keep)].reset_index(drop=True),
+            self.diagnoses[self.diagnoses["claim_id"].isin(keep)].reset_index(drop=True),
+        )
+
+    def to_flat_lines(self) -> pd.DataFrame:
+        """One row per service line with the claim's fields repeated and diagnoses joined."""
+        dx = (
+            self.diagnoses.sort_values(["claim_id", "position"])
+            .groupby("claim_id", sort=False)["code"]
+            .agg(",".join)
+            .rename(FLAT_DIAGNOSES_COLUMN)
+        )
+        flat = self.lines.merge(self.claims, on="claim_id", how="left", suffixes=("", "_claim"))
+        return flat.merge(dx, left_on="claim_id", right_index=True, how="left")
+
+    @classmethod
+    def from_flat_lines(cls, flat: pd.DataFrame) -> tuple[ClaimTables, pd.DataFrame]:
+        """Split a flat claim-lines frame into validated tables; return them and rejected rows."""
+        claim_columns = [c for c in CLAIMS.columns if c in flat.columns]
+        claims = flat[claim_columns].drop_duplicates("claim_id").reset_index(drop=True)
+        for column in CLAIMS.columns:
+            if column not in claims.columns:
+                claims[column] = False if column == "has_other_coverage" else None
+        lines = flat[["claim_id", *[c for c in _LINE_COLUMNS if c in flat.columns]]].copy()
+        for column in _LINE_COLUMNS:
+            if column not in lines.columns:
+                lines[column] = None
+        if FLAT_DIAGNOSES_COLUMN in flat.columns:
+            codes = flat[["claim_id", FLAT_DIAGNOSES_COLUMN]].drop_duplicates("claim_id")
+            codes = codes.dropna(subset=[FLAT_DIAGNOSES_COLUMN])
+            split = codes[FLAT_DIAGNOSES_COLUMN].astype(str).str.replace(".", "", regex=False)
+            exploded = codes.assign(code=split.str.split(",")).explode("code")
+            exploded["code"] = exploded["code"].str.strip().str.upper()
+            exploded = exploded[exploded["code"] != ""]
+            exploded["position"] = exploded.groupby("claim_id").cumcount() + 1
+            diagnoses = exploded[["claim_id", "position", "code"]]
+        else:
+            diagnoses = pd.DataFrame(columns=list(DIAGNOSES.columns))
+        return validated(claims, lines, diagnoses)
+
+
+def validated(
+    claims: pd.DataFrame, lines: pd.DataFrame, diagnoses: pd.DataFrame
+) -> tuple[ClaimTables, pd.DataFrame]:
+    """Validate the three tables; quarantine bad rows and any claim left incomplete by them."""
+    rejects = []
+    tables = []
+    for name, frame in (("claims", claims), ("lines", lines), ("diagnoses", diagnoses)):
+        good, bad = validate_table(name, frame)
+        tables.append(good)
+        if len(bad):
+            rejects.append(bad)
+    dataset = ClaimsDataset(claims=tables[0], lines=tables[1], diagnoses=tables[2])
+    all_rejects = (
+        pd.concat(rejects, ignore_index=True)
+        if rejects
+        else pd.DataFrame(columns=["table", "reason"])
+    )
+    dataset, all_rejects = dataset.drop_incomplete_claims(all_rejects)
+    # Orphan lines/diagnoses (no claim row) would be silently unused: quarantine them too.
+    known = set(dataset.claims["claim_id"])
+    orphans = []
+    for name in ("lines", "diagnoses"):
+        frame = getattr(dataset, name)
+        mask = ~frame["claim_id"].isin(known)
+        if mask.any():
+            rows = frame[mask].copy()
+            rows.insert(0, "table", name)
+            rows["reason"] = "no claim row with this claim_id (or the claim was quarantined)"
+            orphans.append(rows)
+            setattr(dataset, name, frame[~mask].reset_index(drop=True))
+    if orphans:
+        all_rejects = pd.concat([all_rejects, *orphans], ignore_index=True)
+    return ClaimTables.from_dataset(dataset), all_rejects

@@ -1,0 +1,161 @@
+"""Code tables kept as data files (CARC, reason categories, claim filing indicators, payer defaults).
+
+One loader serves the simulator, the feature pipeline, the scorer and the worklist, so a rule
+changes in one place: edit the CSV under ``features/data/``, not the code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import pandas as pd
+
+DENIAL_CATEGORIES: tuple[str, ...] = (
+    "eligibility",
+    "missing_information",
+    "authorization",
+    "non_covered",
+    "documentation",
+    "medical_necessity",
+    "timely_filing",
+    "coding",
+    "credentialing",
+    "duplicate",
+    "other",
+)
+"""Root-cause categories of a denial, in a fixed order (the reason model's class order)."""
+
+NON_DENIAL_CATEGORIES: tuple[str, ...] = ("patient_share", "contractual")
+
+PAYER_TYPES: tuple[str, ...] = (
+    "commercial",
+    "medicare",
+    "medicare_advantage",
+    "medicaid",
+    "other",
+)
+
+
+def _read_table(name: str) -> pd.DataFrame:
+    path = resources.files("features") / "data" / name
+    with path.open("r", encoding="utf-8") as handle:
+        return pd.read_csv(handle, dtype=str, keep_default_na=False)
+
+
+def _as_bool(column: pd.Series) -> pd.Series:
+    return column.str.strip().str.lower().map({"true": True, "false": False}).astype(bool)
+
+
+@dataclass(frozen=True)
+class CarcInfo:
+    """One Claim Adjustment Reason Code and the root cause it usually signals."""
+
+    code: str
+    description: str
+    category: str
+    default_group: str
+    is_denial: bool
+    appealable: bool
+    rarc_required: bool
+
+
+@dataclass(frozen=True)
+class CodeTables:
+    """The reference tables, loaded once (see :func:`code_tables`)."""
+
+    carc: pd.DataFrame
+    reason_categories: pd.DataFrame
+    claim_filing_indicators: pd.DataFrame
+    payer_type_defaults: pd.DataFrame
+
+    def carc_info(self, code: str) -> CarcInfo | None:
+        """The CARC's row, or ``None`` for a code the table does not know."""
+        key = str(code).strip().upper()
+        if key not in self.carc.index:
+            return None
+        row = self.carc.loc[key]
+        return CarcInfo(
+            code=key,
+            description=row["description"],
+            category=row["category"],
+            default_group=row["default_group"],
+            is_denial=bool(row["is_denial"]),
+            appealable=bool(row["appealable"]),
+            rarc_required=bool(row["rarc_required"]),
+        )
+
+    def carc_category(self, code: str) -> str:
+        """Root-cause category of a CARC; ``other`` for an unknown code."""
+        info = self.carc_info(code)
+        return info.category if info else "other"
+
+    def is_denial_carc(self, code: str, group_code: str) -> bool:
+        """Whether an adjustment means a denial rather than a patient share or contractual cut.
+
+        PR-1/2/3 and CO-45 are the ordinary price of a paid claim; an unknown CARC under CO or PI
+        is treated as a denial so that a code missing from the table is never silently ignored.
+        """
+        info = self.carc_info(code)
+        if info is None:
+            return group_code.upper() in {"CO", "PI", "OA"}
+        return info.is_denial
+
+    def payer_type_for_indicator(self, sbr09: str | None) -> str:
+        """Payer type from the 837's claim filing indicator (SBR09); ``other`` when unknown."""
+        if not sbr09:
+            return "other"
+        key = str(sbr09).strip().upper()
+        if key in self.claim_filing_indicators.index:
+            return str(self.claim_filing_indicators.loc[key, "payer_type"])
+        return "other"
+
+    def timely_filing_days(self, payer_type: str) -> int:
+        return int(self.payer_type_defaults.loc[payer_type, "timely_filing_days"])
+
+    def appeal_window_days(self, payer_type: str) -> int:
+        return int(self.payer_type_defaults.loc[payer_type, "appeal_window_days"])
+
+    def category_fix(self, category: str) -> str:
+        if category in self.reason_categories.index:
+            return str(self.reason_categories.loc[category, "suggested_fix"])
+        return ""
+
+    def category_label(self, category: str) -> str:
+        if category in self.reason_categories.index:
+            return str(self.reason_categories.loc[category, "label"])
+        return category.replace("_", " ").capitalize()
+
+
+@lru_cache(maxsize=1)
+def code_tables() -> CodeTables:
+    """Load every code table from ``features/data`` (cached: the files do not change at run time)."""
+    carc = _read_table("carc.csv")
+    for column in ("is_denial", "appealable", "rarc_required"):
+        carc[column] = _as_bool(carc[column])
+    carc["carc"] = carc["carc"].str.strip().str.upper()
+    carc = carc.set_index("carc", verify_integrity=True)
+
+    categories = _read_table("reason_categories.csv")
+    for column in ("preventable", "clinical", "hard_by_default"):
+        categories[column] = _as_bool(categories[column])
+    categories["recovery_when_worked"] = categories["recovery_when_worked"].astype(float)
+    categories = categories.set_index("category", verify_integrity=True)
+
+    indicators = _read_table("claim_filing_indicators.csv").set_index("code", verify_integrity=True)
+
+    defaults = _read_table("payer_type_defaults.csv")
+    for column in ("timely_filing_days", "appeal_window_days"):
+        defaults[column] = defaults[column].astype(int)
+    defaults = defaults.set_index("payer_type", verify_integrity=True)
+
+    unknown = set(carc["category"]) - set(DENIAL_CATEGORIES) - set(NON_DENIAL_CATEGORIES)
+    if unknown:
+        raise ValueError(f"carc.csv names categories missing from reason_categories: {unknown}")
+    return CodeTables(
+        carc=carc,
+        reason_categories=categories,
+        claim_filing_indicators=indicators,
+        payer_type_defaults=defaults,
+    )

@@ -1,0 +1,178 @@
+"""The feature half of the fitted pipeline: claim tables in, model matrix out.
+
+``ClaimFeatureTransformer`` is a scikit-learn transformer over :class:`ClaimTables`. ``fit``
+learns only from the training period: which category levels are common enough to keep, and the
+history state (see :mod:`features.history`). ``transform`` is pure. Training, batch scoring and
+the API all call this one ``transform``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from features.claim_features import (
+    CATEGORICAL_FEATURES,
+    LINE_SLOTS,
+    NUMERIC_CLAIM_FEATURES,
+    build_claim_features,
+)
+from features.claim_tables import ClaimTables
+from features.history import HISTORY_FEATURES, HistoryFeatures
+
+OTHER_LEVEL = "__other__"
+MISSING_LEVEL = "__missing__"
+
+CONTEXT_COLUMNS: tuple[str, ...] = (
+    "claim_id",
+    *[f"line_of_procedure_{i}" for i in range(1, LINE_SLOTS + 1)],
+)
+"""Columns kept beside the matrix to word explanations (not model inputs)."""
+
+# Which claim field a person would recognise behind each model column. Explanations and the
+# SHAP summary add contributions up by these fields, so "payer" is one factor, not five columns.
+_SOURCE_BY_PREFIX: tuple[tuple[str, str], ...] = (
+    ("hist_payer_procedure_auth", "prior authorization"),
+    ("hist_payer_family_auth", "prior authorization"),
+    ("hist_payer_procedure", "procedure"),
+    ("hist_procedure_dx", "diagnosis supports procedure"),
+    ("hist_payer_family_dx", "diagnosis supports procedure"),
+    ("hist_provider_payer_prior_claims", "rendering provider enrolment with payer"),
+    ("hist_provider_payer", "rendering provider enrolment with payer"),
+    ("hist_provider", "rendering provider"),
+    ("hist_patient_payer", "patient eligibility"),
+    ("hist_patient", "patient eligibility"),
+    ("hist_same_service", "possible duplicate"),
+    ("hist_payer", "payer"),
+    ("procedure_family_", "procedure"),
+    ("procedure_", "procedure"),
+)
+_SOURCE_BY_NAME: dict[str, str] = {
+    "payer_id": "payer",
+    "payer_type": "payer",
+    "claim_filing_indicator": "payer",
+    "place_of_service": "place of service",
+    "provider_taxonomy": "provider specialty",
+    "taxonomy_present": "provider specialty",
+    "frequency_code": "claim frequency (original/replacement)",
+    "is_replacement": "claim frequency (original/replacement)",
+    "patient_sex": "patient sex",
+    "patient_age": "patient age",
+    "principal_dx_category": "diagnosis",
+    "principal_dx_chapter": "diagnosis",
+    "n_diagnoses": "diagnosis",
+    "lines_without_dx_pointer": "diagnosis pointer",
+    "n_lines": "number of service lines",
+    "n_distinct_procedures": "number of service lines",
+    "total_charge_log": "charges",
+    "max_line_charge_log": "charges",
+    "total_units": "units",
+    "max_units": "units",
+    "days_service_to_submission": "days from service to submission",
+    "filing_limit_days": "days from service to submission",
+    "days_past_filing_limit": "days from service to submission",
+    "prior_auth_present": "prior authorization",
+    "referral_present": "referral",
+    "referring_npi_present": "referring provider NPI",
+    "rendering_npi_present": "rendering provider NPI",
+    "rendering_npi_valid": "rendering provider NPI",
+    "billing_npi_valid": "billing provider NPI",
+    "has_other_coverage": "other coverage (COB)",
+    "em_with_procedure": "modifier 25 (E/M with procedure)",
+    "em_with_procedure_no_mod25": "modifier 25 (E/M with procedure)",
+    "any_modifier_25": "modifier 25 (E/M with procedure)",
+    "multi_procedure_no_distinct_modifier": "modifier 59/X (distinct procedures)",
+    "any_distinct_service_modifier": "modifier 59/X (distinct procedures)",
+    "any_modifier_22": "modifiers",
+    "any_laterality_modifier": "modifiers",
+    "any_professional_technical_modifier": "modifiers",
+    "has_unlisted_procedure": "unlisted procedure code",
+}
+
+
+def feature_source(feature: str) -> str:
+    """The claim field behind a model column, in words a biller recognises."""
+    if feature in _SOURCE_BY_NAME:
+        return _SOURCE_BY_NAME[feature]
+    for prefix, source in _SOURCE_BY_PREFIX:
+        if feature.startswith(prefix):
+            return source
+    return feature
+
+
+class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
+    """Claim features + point-in-time history + categorical encoding.
+
+    Parameters
+    ----------
+    max_levels:
+        At most this many levels per categorical column are kept (the most frequent in the
+        training period); the rest become ``__other__``. Keeps rare codes from being memorised.
+    min_level_count:
+        A level must appear this many times in training to be kept.
+    smoothing, prior_rate:
+        Passed to :class:`~features.history.HistoryFeatures`.
+    """
+
+    def __init__(
+        self,
+        max_levels: int = 300,
+        min_level_count: int = 30,
+        smoothing: float = 5.0,
+        prior_rate: float = 0.1,
+    ) -> None:
+        self.max_levels = max_levels
+        self.min_level_count = min_level_count
+        self.smoothing = smoothing
+        self.prior_rate = prior_rate
+
+    def fit(self, tables: ClaimTables, y: pd.DataFrame) -> ClaimFeatureTransformer:
+        """Learn category levels and history state from the training period.
+
+        ``y`` is the outcomes frame (``claim_id``, ``remit_date``, ``denied``, ``category``),
+        one row per training claim.
+        """
+        claim_features = build_claim_features(tables)
+        self.levels_: dict[str, list[str]] = {}
+        for column in CATEGORICAL_FEATURES:
+            counts = claim_features[column].fillna(MISSING_LEVEL).astype(str).value_counts()
+            kept = counts[counts >= self.min_level_count].index[: self.max_levels]
+            self.levels_[column] = sorted({*kept, OTHER_LEVEL, MISSING_LEVEL})
+        self.history_ = HistoryFeatures(self.smoothing, self.prior_rate).fit(
+            tables, y, claim_features
+        )
+        self.feature_names_out_ = [*CATEGORICAL_FEATURES, *NUMERIC_CLAIM_FEATURES,
+                                   *HISTORY_FEATURES]
+        return self
+
+    def refresh_history(self, tables: ClaimTables, outcomes: pd.DataFrame) -> None:
+        """Bring the history state up to date with newer claims and outcomes; no refit."""
+        self.history_.refresh(tables, outcomes, build_claim_features(tables))
+
+    def transform(self, tables: ClaimTables) -> pd.DataFrame:
+        return self.transform_with_context(tables)[0]
+
+    def transform_with_context(self, tables: ClaimTables) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Model matrix (one row per claim, in ``tables.claims`` order) and its context."""
+        claim_features = build_claim_features(tables)
+        history = self.history_.transform(tables, claim_features)
+        matrix = pd.DataFrame(index=pd.RangeIndex(len(claim_features)))
+        for column in CATEGORICAL_FEATURES:
+            levels = self.levels_[column]
+            values = claim_features[column].fillna(MISSING_LEVEL).astype(str)
+            values = values.where(values.isin(levels), OTHER_LEVEL)
+            matrix[column] = pd.Categorical(values.to_numpy(), categories=levels)
+        for column in NUMERIC_CLAIM_FEATURES:
+            matrix[column] = claim_features[column].to_numpy(dtype=float)
+        for column in HISTORY_FEATURES:
+            matrix[column] = history[column].to_numpy(dtype=float)
+        context = claim_features[list(CONTEXT_COLUMNS)].copy()
+        for slot in range(1, LINE_SLOTS + 1):
+            context[f"procedure_{slot}"] = claim_features[f"procedure_{slot}"].to_numpy()
+        context["days_service_to_submission"] = claim_features["days_service_to_submission"]
+        context["filing_limit_days"] = claim_features["filing_limit_days"]
+        return matrix, context
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        return np.asarray(self.feature_names_out_, dtype=object)

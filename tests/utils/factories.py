@@ -1,0 +1,89 @@
+"""Factories that build valid claims: a test states only what it changes."""
+
+from __future__ import annotations
+
+from itertools import count
+from typing import Any
+
+import pandas as pd
+
+from features.claim_tables import ClaimTables, validated
+
+_ids = count(1)
+
+VALID_NPI = "1234567893"  # passes the NPI Luhn check (CMS example)
+OTHER_VALID_NPI = "1245319599"
+
+
+def make_claim(
+    lines: list[dict[str, Any]] | None = None,
+    diagnoses: list[str] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """One claim as a dict with ``lines`` and ``diagnoses`` lists (API-like shape)."""
+    claim_id = overrides.pop("claim_id", f"T{next(_ids):07d}")
+    claim: dict[str, Any] = {
+        "claim_id": claim_id,
+        "submission_date": "2025-03-10",
+        "claim_type": "professional",
+        "frequency_code": "1",
+        "original_payer_claim_number": None,
+        "payer_id": "60054",
+        "payer_name": "Example Health Plan",
+        "claim_filing_indicator": "CI",
+        "payer_type": "commercial",
+        "billing_npi": VALID_NPI,
+        "rendering_npi": OTHER_VALID_NPI,
+        "referring_npi": None,
+        "provider_taxonomy": "207Q00000X",
+        "place_of_service": "11",
+        "total_charge": None,
+        "service_date_from": "2025-03-03",
+        "service_date_to": "2025-03-03",
+        "patient_id": "MBR0001",
+        "patient_birth_date": "1970-06-01",
+        "patient_sex": "F",
+        "prior_auth_number": None,
+        "referral_number": None,
+        "has_other_coverage": False,
+    }
+    claim.update(overrides)
+    claim["lines"] = lines or [
+        {"procedure_code": "99213", "line_charge": 180.0, "units": 1, "diagnosis_pointers": "1"}
+    ]
+    claim["diagnoses"] = diagnoses or ["I10"]
+    return claim
+
+
+def tables_from(claims: list[dict[str, Any]]) -> ClaimTables:
+    """Validated ClaimTables from factory claims (fails the test on any quarantined row)."""
+    claim_rows, line_rows, dx_rows = [], [], []
+    for claim in claims:
+        claim = dict(claim)
+        lines = claim.pop("lines")
+        diagnoses = claim.pop("diagnoses")
+        if claim.get("total_charge") is None:
+            claim["total_charge"] = float(sum(line["line_charge"] for line in lines))
+        claim_rows.append(claim)
+        for number, line in enumerate(lines, start=1):
+            row = {
+                "claim_id": claim["claim_id"],
+                "line_number": number,
+                "modifier_1": None,
+                "modifier_2": None,
+                "modifier_3": None,
+                "modifier_4": None,
+                "units": 1.0,
+                "service_date": claim["service_date_from"],
+                "diagnosis_pointers": "1",
+                "revenue_code": None,
+            }
+            row.update(line)
+            line_rows.append(row)
+        for position, code in enumerate(diagnoses, start=1):
+            dx_rows.append({"claim_id": claim["claim_id"], "position": position, "code": code})
+    tables, rejects = validated(
+        pd.DataFrame(claim_rows), pd.DataFrame(line_rows), pd.DataFrame(dx_rows)
+    )
+    assert rejects.empty, rejects.to_string()
+    return tables

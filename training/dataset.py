@@ -1,0 +1,145 @@
+"""Training sets: claims joined to their first-adjudication outcome, split by time.
+
+Label = denied on first adjudication (never a front-end rejection, never a patient-share or
+contractual adjustment); reason = root-cause category of the primary denial CARC; carc = that
+CARC. The split is by submission date: train on the earlier period, report on the later one.
+A training claim counts only if its outcome had arrived by the training cutoff.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from features.claim_tables import ClaimTables
+from features.schema import ClaimsDataset
+from features.x12.outcomes import first_adjudication_outcomes
+
+
+class TrainingDataError(ValueError):
+    """The data cannot train a model (too few valid claims, no denials...)."""
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    train_until: pd.Timestamp
+    test_from: pd.Timestamp
+
+    def describe(self) -> str:
+        return (
+            f"train: submitted before {self.train_until:%Y-%m-%d}; "
+            f"test: submitted from {self.test_from:%Y-%m-%d}"
+        )
+
+
+def default_split(
+    claims: pd.DataFrame,
+    train_until: pd.Timestamp | None = None,
+    test_from: pd.Timestamp | None = None,
+    test_fraction: float = 0.2,
+) -> TimeSplit:
+    """Defaults: the last ``test_fraction`` of claims by submission date form the test period."""
+    dates = pd.to_datetime(claims["submission_date"])
+    if test_from is None:
+        test_from = (
+            pd.Timestamp(train_until)
+            if train_until is not None
+            else pd.Timestamp(dates.quantile(1.0 - test_fraction)).normalize()
+        )
+    if train_until is None:
+        train_until = pd.Timestamp(test_from)
+    split = TimeSplit(pd.Timestamp(train_until), pd.Timestamp(test_from))
+    if split.test_from < split.train_until:
+        raise TrainingDataError(
+            f"--test-from {split.test_from:%Y-%m-%d} is before --train-until "
+            f"{split.train_until:%Y-%m-%d}: the test period must come after training"
+        )
+    return split
+
+
+@dataclass
+class TrainingData:
+    split: TimeSplit
+    train_tables: ClaimTables
+    train_labels: pd.DataFrame
+    test_tables: ClaimTables
+    test_labels: pd.DataFrame
+    all_tables: ClaimTables
+    all_outcomes: pd.DataFrame
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def outcome_labels(dataset: ClaimsDataset) -> pd.DataFrame:
+    """Per-claim labels from the remittances: claim_id, remit_date, denied, category, carc."""
+    outcomes = first_adjudication_outcomes(dataset)
+    labels = outcomes.rename(columns={"primary_carc": "carc"})[
+        ["claim_id", "remit_date", "denied", "category", "carc"]
+    ].copy()
+    labels["denied"] = labels["denied"].astype(bool)
+    labels["category"] = labels["category"].where(labels["denied"], "").fillna("other")
+    labels["carc"] = labels["carc"].where(labels["denied"], "").fillna("other").astype(str)
+    return labels
+
+
+def labels_for(tables: ClaimTables, labels: pd.DataFrame) -> pd.DataFrame:
+    """Labels aligned row-for-row with ``tables.claims`` (with submission dates)."""
+    aligned = tables.claims[["claim_id", "submission_date", "payer_type"]].merge(
+        labels, on="claim_id", how="left", validate="one_to_one"
+    )
+    return aligned
+
+
+def make_training_data(
+    dataset: ClaimsDataset,
+    split: TimeSplit,
+    min_training_claims: int = 500,
+) -> TrainingData:
+    """Split claims with a known outcome into training and test periods."""
+    labels = outcome_labels(dataset)
+    tables = ClaimTables.from_dataset(dataset)
+    rejected_ids = set(dataset.rejections["claim_id"]) - set(labels["claim_id"])
+    claims = tables.claims.merge(labels[["claim_id", "remit_date"]], on="claim_id", how="left")
+    known = claims["remit_date"].notna()
+    submitted = claims["submission_date"]
+    train_mask = known & (submitted < split.train_until) & (claims["remit_date"] < split.train_until)
+    test_mask = known & (submitted >= split.test_from)
+    train_tables = tables.subset(claims.loc[train_mask, "claim_id"])
+    test_tables = tables.subset(claims.loc[test_mask, "claim_id"])
+    train_labels = labels_for(train_tables, labels)
+    test_labels = labels_for(test_tables, labels)
+    counts = {
+        "claims": len(claims),
+        "front_end_rejections": len(rejected_ids),
+        "no_outcome_yet": int((~known).sum()) - len(rejected_ids & set(claims["claim_id"])),
+        "train_claims": len(train_tables),
+        "train_denials": int(train_labels["denied"].sum()),
+        "test_claims": len(test_tables),
+        "test_denials": int(test_labels["denied"].sum()),
+    }
+    if counts["train_claims"] < min_training_claims:
+        raise TrainingDataError(
+            f"only {counts['train_claims']} claims with a known outcome were submitted before "
+            f"{split.train_until:%Y-%m-%d}; at least {min_training_claims} are needed to train "
+            "(move --train-until later or add data)"
+        )
+    if counts["train_denials"] == 0:
+        raise TrainingDataError(
+            "no denied claims in the training period: a denial model cannot be trained "
+            "(check that the 835 remittances were ingested with their CAS adjustments)"
+        )
+    if counts["test_claims"] == 0:
+        raise TrainingDataError(
+            f"no claims with a known outcome submitted from {split.test_from:%Y-%m-%d}: "
+            "nothing to evaluate on (move --test-from earlier)"
+        )
+    return TrainingData(
+        split=split,
+        train_tables=train_tables,
+        train_labels=train_labels,
+        test_tables=test_tables,
+        test_labels=test_labels,
+        all_tables=tables,
+        all_outcomes=labels,
+        counts=counts,
+    )

@@ -1,0 +1,191 @@
+"""The model half of the fitted pipeline: denial probability, likely reason, likely CARCs.
+
+``DenialRiskEstimator`` takes the model matrix from
+:class:`features.pipeline.ClaimFeatureTransformer` and holds three LightGBM boosters:
+
+* denial: binary, fit on the earlier part of the training period and calibrated (isotonic) on
+  the later part, so probabilities mean what they say on claims the booster has not seen;
+* reason: multiclass over root-cause categories, fit on denied claims;
+* CARC: multiclass over the CARC codes common enough to learn, fit on denied claims.
+
+SHAP values come from LightGBM's own TreeSHAP (``pred_contrib``), the same algorithm as
+``shap.TreeExplainer`` without the copy of the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.isotonic import IsotonicRegression
+
+OTHER_CARC = "other"
+
+
+@dataclass
+class BoosterParams:
+    """LightGBM settings (defaults tuned on the simulator's training period, not its test)."""
+
+    learning_rate: float = 0.05
+    num_leaves: int = 63
+    min_child_samples: int = 40
+    feature_fraction: float = 0.8
+    bagging_fraction: float = 0.8
+    bagging_freq: int = 1
+    lambda_l2: float = 1.0
+    max_cat_to_onehot: int = 8
+    cat_smooth: float = 20.0
+    max_rounds: int = 1500
+    early_stopping_rounds: int = 50
+    num_threads: int = 2
+
+    def lgb_params(self, objective: str, **extra: Any) -> dict[str, Any]:
+        params = {k: v for k, v in asdict(self).items() if k not in {"max_rounds",
+                                                                        "early_stopping_rounds"}}
+        params.update(objective=objective, verbose=-1, seed=7, deterministic=True,
+                      force_col_wise=True)
+        params.update(extra)
+        return params
+
+
+@dataclass
+class EstimatorConfig:
+    booster: BoosterParams = field(default_factory=BoosterParams)
+    reason_booster: BoosterParams = field(
+        default_factory=lambda: BoosterParams(num_leaves=31, max_rounds=600)
+    )
+    calibration_fraction: float = 0.2
+    min_carc_count: int = 20
+
+
+class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
+    """Calibrated denial model with reason and CARC models (see module docstring).
+
+    ``fit(matrix, labels)``: ``labels`` is aligned with ``matrix`` and has ``denied`` (bool),
+    ``category`` (root cause of the primary denial CARC, empty when paid), ``carc`` and
+    ``submission_date`` (to split off the later calibration slice by time, never at random).
+    """
+
+    def __init__(self, config: EstimatorConfig | None = None) -> None:
+        self.config = config
+
+    # -- fitting -------------------------------------------------------------------------
+    def fit(self, matrix: pd.DataFrame, labels: pd.DataFrame) -> DenialRiskEstimator:
+        config = self.config or EstimatorConfig()
+        y = labels["denied"].astype(int).to_numpy()
+        if y.sum() == 0 or y.sum() == len(y):
+            raise ValueError("training data needs both denied and paid claims")
+        order = np.argsort(labels["submission_date"].to_numpy(), kind="mergesort")
+        n_cal = max(1, int(len(order) * config.calibration_fraction))
+        fit_idx, cal_idx = np.sort(order[:-n_cal]), np.sort(order[-n_cal:])
+
+        self.feature_names_in_ = list(matrix.columns)
+        self.classes_ = np.array([0, 1])
+        self.denial_booster_ = self._train(
+            config.booster.lgb_params("binary"),
+            config.booster,
+            matrix.iloc[fit_idx], y[fit_idx],
+            matrix.iloc[cal_idx], y[cal_idx],
+        )
+        raw_cal = self.denial_booster_.predict(matrix.iloc[cal_idx])
+        self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
+        self.calibrator_.fit(raw_cal, y[cal_idx])
+
+        denied = labels["denied"].astype(bool).to_numpy()
+        self.reason_classes_, self.reason_booster_ = self._fit_multiclass(
+            matrix[denied], labels.loc[denied, "category"].astype(str).to_numpy(),
+            labels.loc[denied, "submission_date"].to_numpy(), config, min_count=1,
+        )
+        self.carc_classes_, self.carc_booster_ = self._fit_multiclass(
+            matrix[denied], labels.loc[denied, "carc"].astype(str).to_numpy(),
+            labels.loc[denied, "submission_date"].to_numpy(), config,
+            min_count=config.min_carc_count,
+        )
+        return self
+
+    @staticmethod
+    def _train(
+        params: dict[str, Any],
+        booster: BoosterParams,
+        x_fit: pd.DataFrame,
+        y_fit: np.ndarray,
+        x_val: pd.DataFrame,
+        y_val: np.ndarray,
+    ) -> lgb.Booster:
+        train = lgb.Dataset(x_fit, y_fit, free_raw_data=True)
+        valid = lgb.Dataset(x_val, y_val, reference=train, free_raw_data=True)
+        return lgb.train(
+            params,
+            train,
+            num_boost_round=booster.max_rounds,
+            valid_sets=[valid],
+            callbacks=[lgb.early_stopping(booster.early_stopping_rounds, verbose=False)],
+        )
+
+    def _fit_multiclass(
+        self,
+        matrix: pd.DataFrame,
+        target: np.ndarray,
+        dates: np.ndarray,
+        config: EstimatorConfig,
+        min_count: int,
+    ) -> tuple[np.ndarray, lgb.Booster | None]:
+        values, counts = np.unique(target, return_counts=True)
+        keep = set(values[counts >= min_count])
+        target = np.where(np.isin(target, list(keep)), target, OTHER_CARC)
+        classes = np.unique(target)
+        if len(classes) < 2:
+            return classes, None
+        codes = np.searchsorted(classes, target)
+        order = np.argsort(dates, kind="mergesort")
+        n_val = max(1, int(len(order) * config.calibration_fraction))
+        fit_idx, val_idx = np.sort(order[:-n_val]), np.sort(order[-n_val:])
+        params = config.reason_booster.lgb_params("multiclass", num_class=len(classes))
+        booster = self._train(
+            params, config.reason_booster,
+            matrix.iloc[fit_idx], codes[fit_idx], matrix.iloc[val_idx], codes[val_idx],
+        )
+        return classes, booster
+
+    # -- prediction ----------------------------------------------------------------------
+    def predict_proba(self, matrix: pd.DataFrame) -> np.ndarray:
+        raw = self.denial_booster_.predict(matrix)
+        calibrated = self.calibrator_.predict(raw)
+        return np.column_stack([1.0 - calibrated, calibrated])
+
+    def predict(self, matrix: pd.DataFrame) -> np.ndarray:
+        return (self.predict_proba(matrix)[:, 1] >= 0.5).astype(int)
+
+    def predict_raw(self, matrix: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated booster output (probability scale), for benchmarks against the booster."""
+        return np.asarray(self.denial_booster_.predict(matrix))
+
+    def predict_reasons(self, matrix: pd.DataFrame) -> pd.DataFrame:
+        """P(root-cause category | denied), one column per category."""
+        return self._class_probs(self.reason_booster_, self.reason_classes_, matrix)
+
+    def predict_carcs(self, matrix: pd.DataFrame) -> pd.DataFrame:
+        """P(primary CARC | denied), one column per learned CARC (rare ones pooled as 'other')."""
+        return self._class_probs(self.carc_booster_, self.carc_classes_, matrix)
+
+    @staticmethod
+    def _class_probs(
+        booster: lgb.Booster | None, classes: np.ndarray, matrix: pd.DataFrame
+    ) -> pd.DataFrame:
+        if booster is None:
+            return pd.DataFrame(1.0, index=matrix.index, columns=list(classes))
+        probs = booster.predict(matrix)
+        return pd.DataFrame(probs, index=matrix.index, columns=list(classes))
+
+    def contributions(self, matrix: pd.DataFrame) -> pd.DataFrame:
+        """TreeSHAP contributions to the denial log-odds per model column (no bias column)."""
+        contrib = self.denial_booster_.predict(matrix, pred_contrib=True)
+        return pd.DataFrame(contrib[:, :-1], index=matrix.index, columns=self.feature_names_in_)
+
+    def expected_log_odds(self, matrix: pd.DataFrame) -> float:
+        contrib = self.denial_booster_.predict(matrix.iloc[:1], pred_contrib=True)
+        return float(contrib[0, -1])

@@ -1,0 +1,88 @@
+"""Evaluation metrics on the later (test) period: discrimination, calibration, reasons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    log_loss,
+    precision_recall_curve,
+    roc_auc_score,
+)
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 15) -> float:
+    """Weighted mean |observed rate - mean prediction| over equal-mass bins of the prediction.
+
+    Equal-mass bins because denial probabilities bunch near zero: equal-width bins would put
+    most claims into one bin and hide miscalibration among the risky ones.
+    """
+    order = np.argsort(p, kind="mergesort")
+    chunks = np.array_split(order, bins)
+    total = len(p)
+    return float(
+        sum(len(c) / total * abs(y[c].mean() - p[c].mean()) for c in chunks if len(c))
+    )
+
+
+def recall_at_precision(y: np.ndarray, p: np.ndarray, precision_target: float) -> float:
+    """Largest recall reachable while precision stays at or above the target (0 if never)."""
+    precision, recall, _ = precision_recall_curve(y, p)
+    ok = precision >= precision_target
+    return float(recall[ok].max()) if ok.any() else 0.0
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    y = np.asarray(y, dtype=int)
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    if y.min() == y.max():
+        return {"n": float(len(y)), "denial_rate": float(y.mean())}
+    return {
+        "n": float(len(y)),
+        "denial_rate": float(y.mean()),
+        "mean_prediction": float(p.mean()),
+        "roc_auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "recall_at_90_precision": recall_at_precision(y, p, 0.90),
+        "recall_at_95_precision": recall_at_precision(y, p, 0.95),
+        "brier": float(brier_score_loss(y, p)),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "ece": expected_calibration_error(y, p),
+    }
+
+
+def top_k_accuracy(truth: np.ndarray, probs: pd.DataFrame, k: int) -> float:
+    """Share of rows whose true class is among the k most probable columns."""
+    if len(truth) == 0:
+        return float("nan")
+    columns = np.asarray(probs.columns)
+    top = np.argsort(-probs.to_numpy(), axis=1)[:, :k]
+    hits = (columns[top] == np.asarray(truth)[:, None]).any(axis=1)
+    return float(hits.mean())
+
+
+def evaluate(
+    y: np.ndarray,
+    p: np.ndarray,
+    groups: pd.Series,
+    reason_truth: np.ndarray,
+    reason_probs: pd.DataFrame,
+    carc_truth: np.ndarray,
+    carc_probs: pd.DataFrame,
+) -> dict[str, float]:
+    """All later-period metrics as a flat dict (``payer_type.<type>.<metric>`` for groups).
+
+    Reason and CARC accuracies are measured on the claims that were denied.
+    """
+    metrics = binary_metrics(y, p)
+    denied = np.asarray(y, dtype=bool)
+    metrics["reason_top1_accuracy"] = top_k_accuracy(reason_truth[denied], reason_probs[denied], 1)
+    metrics["reason_top3_accuracy"] = top_k_accuracy(reason_truth[denied], reason_probs[denied], 3)
+    metrics["carc_top3_accuracy"] = top_k_accuracy(carc_truth[denied], carc_probs[denied], 3)
+    for group, index in groups.groupby(groups).groups.items():
+        rows = np.asarray(groups.index.get_indexer(index))
+        for name, value in binary_metrics(np.asarray(y)[rows], np.asarray(p)[rows]).items():
+            metrics[f"payer_type.{group}.{name}"] = value
+    return metrics

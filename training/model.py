@@ -1,0 +1,124 @@
+"""The fitted pipeline (features + estimator) and the one predict path everything calls.
+
+``build_pipeline`` makes the scikit-learn ``Pipeline`` that is the model artifact.
+``predict_frame`` is the single scoring path: batch scoring, the API and the MLflow pyfunc all
+call it, so there is no second implementation of the features to drift apart.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from features.claim_tables import ClaimTables
+from features.pipeline import ClaimFeatureTransformer
+from training.estimator import DenialRiskEstimator, EstimatorConfig
+
+TOP_K = 3
+
+
+def build_pipeline(
+    estimator_config: EstimatorConfig | None = None,
+    features: ClaimFeatureTransformer | None = None,
+) -> Pipeline:
+    return Pipeline(
+        [
+            ("features", features or ClaimFeatureTransformer()),
+            ("model", DenialRiskEstimator(estimator_config)),
+        ]
+    )
+
+
+def fit_pipeline(pipeline: Pipeline, tables: ClaimTables, labels: pd.DataFrame) -> Pipeline:
+    """Fit features on the training tables, then the estimator on their matrix.
+
+    ``labels`` is aligned with ``tables.claims`` (see :func:`training.dataset.labels_for`).
+    Done step by step rather than ``Pipeline.fit`` because the feature step needs the outcome
+    dates (for history) and the estimator the submission dates (for its calibration slice).
+    """
+    features: ClaimFeatureTransformer = pipeline.named_steps["features"]
+    features.fit(tables, labels)
+    matrix = features.transform(tables)
+    pipeline.named_steps["model"].fit(matrix, labels)
+    return pipeline
+
+
+def with_history(pipeline: Pipeline, tables: ClaimTables, outcomes: pd.DataFrame) -> Pipeline:
+    """A copy of the pipeline whose history state holds ``tables``/``outcomes``.
+
+    Used to score claims point-in-time over a period after the training cutoff (evaluation, or a
+    practice that has ingested newer remittances), without refitting anything.
+    """
+    view = copy.copy(pipeline)
+    features = copy.copy(pipeline.named_steps["features"])
+    features.history_ = copy.copy(features.history_)
+    features.refresh_history(tables, outcomes)
+    view.steps = [("features", features), ("model", pipeline.named_steps["model"])]
+    return view
+
+
+@dataclass
+class Prediction:
+    """Everything the model says about a batch of claims, row-aligned with the input claims."""
+
+    claim_ids: np.ndarray
+    denial_probability: np.ndarray
+    reason_probs: pd.DataFrame
+    carc_probs: pd.DataFrame
+    matrix: pd.DataFrame
+    context: pd.DataFrame
+
+    def top_reasons(self, k: int = TOP_K) -> list[list[tuple[str, float]]]:
+        return _top(self.reason_probs, k)
+
+    def top_carcs(self, k: int = TOP_K) -> list[list[tuple[str, float]]]:
+        return _top(self.carc_probs, k)
+
+
+def _top(probs: pd.DataFrame, k: int) -> list[list[tuple[str, float]]]:
+    values = probs.to_numpy()
+    columns = np.asarray(probs.columns)
+    order = np.argsort(-values, axis=1)[:, :k]
+    return [
+        [(str(columns[j]), float(values[i, j])) for j in row] for i, row in enumerate(order)
+    ]
+
+
+def predict(pipeline: Pipeline, tables: ClaimTables) -> Prediction:
+    """Score claims: calibrated denial probability, reason and CARC probabilities."""
+    features: ClaimFeatureTransformer = pipeline.named_steps["features"]
+    model: DenialRiskEstimator = pipeline.named_steps["model"]
+    matrix, context = features.transform_with_context(tables)
+    return Prediction(
+        claim_ids=tables.claims["claim_id"].to_numpy(),
+        denial_probability=model.predict_proba(matrix)[:, 1],
+        reason_probs=model.predict_reasons(matrix),
+        carc_probs=model.predict_carcs(matrix),
+        matrix=matrix,
+        context=context,
+    )
+
+
+def predict_frame(pipeline: Pipeline, tables: ClaimTables, k: int = TOP_K) -> pd.DataFrame:
+    """A flat table of scores: the columns batch scoring and the pyfunc return."""
+    prediction = predict(pipeline, tables)
+    frame = pd.DataFrame(
+        {
+            "claim_id": prediction.claim_ids,
+            "denial_probability": prediction.denial_probability,
+        }
+    )
+    reasons = prediction.top_reasons(k)
+    carcs = prediction.top_carcs(k)
+    frame["likely_reason"] = [r[0][0] if r else "" for r in reasons]
+    for i in range(k):
+        frame[f"reason_{i + 1}"] = [r[i][0] if len(r) > i else None for r in reasons]
+        frame[f"reason_{i + 1}_probability"] = [r[i][1] if len(r) > i else None for r in reasons]
+    for i in range(k):
+        frame[f"carc_{i + 1}"] = [c[i][0] if len(c) > i else None for c in carcs]
+        frame[f"carc_{i + 1}_probability"] = [c[i][1] if len(c) > i else None for c in carcs]
+    return frame

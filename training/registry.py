@@ -1,0 +1,155 @@
+"""MLflow tracking and model registry: log, register, gate, promote, roll back, load.
+
+The default store is a local SQLite file (no server needed); any MLflow tracking URI works.
+The champion is an alias on a registered model version. Only the promotion step moves it, and
+only after a run has finished and passed the gate, so a failed run never changes the champion.
+The alias it replaces is remembered in a ``previous_champion`` alias for rollback.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from sklearn.pipeline import Pipeline
+
+from features.claim_tables import ClaimTables
+from training.model import predict_frame
+
+PREVIOUS_ALIAS = "previous_champion"
+
+
+def configure(tracking_uri: str) -> MlflowClient:
+    """Point MLflow at ``tracking_uri`` (tracking and registry) and return a client."""
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+class DenialRiskPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow wrapper: flat claim lines in (one row per service line), scores out."""
+
+    def load_context(self, context: Any) -> None:
+        self.pipeline: Pipeline = joblib.load(context.artifacts["pipeline"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+        tables, rejects = ClaimTables.from_flat_lines(model_input)
+        if len(tables) == 0:
+            raise ValueError(f"no valid claim in the input: {rejects['reason'].head(3).tolist()}")
+        return predict_frame(self.pipeline, tables)
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    # Explicit, so MLflow does not run the model in a subprocess to infer them.
+    return [
+        f"{name}=={version(name)}"
+        for name in ("lightgbm", "pandas", "scikit-learn", "numpy", "pyarrow", "pandera")
+    ]
+
+
+def log_pipeline(
+    pipeline: Pipeline, example: ClaimTables, registered_model_name: str
+) -> tuple[str, str]:
+    """Log the fitted pipeline as an MLflow pyfunc model and register a new version.
+
+    Returns ``(model_uri, version)``. Must run inside an active MLflow run.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "pipeline.joblib"
+        joblib.dump(pipeline, path, compress=3)
+        example_input = example.to_flat_lines()
+        example_output = predict_frame(pipeline, example)
+        signature = infer_signature(_json_safe(example_input), example_output)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=DenialRiskPyfunc(),
+            artifacts={"pipeline": str(path)},
+            signature=signature,
+            input_example=_json_safe(example_input),
+            pip_requirements=_pip_requirements(),
+            registered_model_name=registered_model_name,
+        )
+    return info.model_uri, str(info.registered_model_version)
+
+
+def _json_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Dates as ISO strings so the input example round-trips through JSON."""
+    out = frame.copy()
+    for column in out.columns:
+        if pd.api.types.is_datetime64_any_dtype(out[column]):
+            out[column] = out[column].dt.strftime("%Y-%m-%d")
+    return out
+
+
+def load_pipeline(model_uri: str) -> Pipeline:
+    """The fitted scikit-learn pipeline behind a registered model URI or a local model path."""
+    model = mlflow.pyfunc.load_model(model_uri)
+    wrapper = model.unwrap_python_model()
+    return wrapper.pipeline
+
+
+def champion_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def promote(client: MlflowClient, name: str, version: str, alias: str = "champion") -> str | None:
+    """Point ``alias`` at ``version``; remember the version it pointed at for rollback."""
+    client.get_model_version(name, version)  # raises a clear MLflow error if absent
+    previous = champion_version(client, name, alias)
+    if previous is not None and previous != str(version):
+        client.set_registered_model_alias(name, PREVIOUS_ALIAS, previous)
+    client.set_registered_model_alias(name, alias, str(version))
+    return previous
+
+
+def rollback(client: MlflowClient, name: str, alias: str = "champion") -> str:
+    """Move ``alias`` back to the version it held before the last promotion."""
+    previous = champion_version(client, name, PREVIOUS_ALIAS)
+    if previous is None:
+        raise ValueError(f"model '{name}' has no previous champion to roll back to")
+    promote(client, name, previous, alias)
+    return previous
+
+
+@dataclass
+class VersionRow:
+    version: str
+    aliases: list[str]
+    run_id: str
+    created: str
+    metrics: dict[str, float]
+
+
+def list_versions(client: MlflowClient, name: str, metric_names: list[str]) -> list[VersionRow]:
+    """Every registered version with its aliases and headline test-period metrics."""
+    rows = []
+    for mv in client.search_model_versions(f"name='{name}'"):
+        metrics: dict[str, float] = {}
+        if mv.run_id:
+            run_metrics = client.get_run(mv.run_id).data.metrics
+            metrics = {m: run_metrics[m] for m in metric_names if m in run_metrics}
+        rows.append(
+            VersionRow(
+                version=str(mv.version),
+                aliases=list(mv.aliases or []),
+                run_id=mv.run_id or "",
+                created=pd.Timestamp(mv.creation_timestamp, unit="ms").strftime("%Y-%m-%d %H:%M"),
+                metrics=metrics,
+            )
+        )
+    return sorted(rows, key=lambda r: int(r.version), reverse=True)

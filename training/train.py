@@ -1,0 +1,343 @@
+"""`denial-risk train`: data set -> fitted pipeline -> later-period evaluation -> MLflow.
+
+Steps: read and validate the data set (rows that fail go to ``schema-rejects.csv``); split by
+time; fit the pipeline on the earlier period; score the later period point-in-time; compare with
+the Bayes-optimal scorer when the simulator's ground truth is beside the data; log everything to
+MLflow; register a version; promote it to champion only if it beats the current champion on the
+same test claims (or when forced).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn.pipeline import Pipeline
+
+from features.codes import DENIAL_CATEGORIES
+from features.schema import ClaimsDataset
+from training import plots, registry
+from training.dataset import TrainingData, TrainingDataError, default_split, make_training_data
+from training.estimator import BoosterParams, EstimatorConfig
+from training.metrics import evaluate
+from training.model import build_pipeline, fit_pipeline, predict, with_history
+
+Progress = Callable[[str, float], None]
+
+LOWER_IS_BETTER = {"brier", "log_loss", "ece"}
+HEADLINE_METRICS = ["roc_auc", "pr_auc", "ece", "brier", "reason_top1_accuracy",
+                    "carc_top3_accuracy"]
+
+
+class TrainSettings(BaseModel):
+    """What one training run does. Defaults suit a practice's two years of claims."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    dataset: Path
+    out_dir: Path = Path("work/train")
+    train_until: date | None = None
+    test_from: date | None = None
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=0.9)
+    gate_metric: str = "roc_auc"
+    force_promote: bool = False
+    min_training_claims: int = Field(default=500, ge=10)
+    truth_path: Path | None = None
+    experiment: str = "denial-risk"
+    registered_model_name: str = "denial-risk"
+    champion_alias: str = "champion"
+    booster: BoosterParams = Field(default_factory=BoosterParams)
+    shap_sample: int = 5000
+
+
+@dataclass
+class TrainOutcome:
+    run_id: str
+    version: str
+    promoted: bool
+    gate_reason: str
+    metrics: dict[str, float]
+    bayes_metrics: dict[str, float]
+    champion_metrics: dict[str, float]
+    counts: dict[str, int]
+    split: str
+    out_dir: Path
+    seconds: float
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+
+def _noop(stage: str, fraction: float) -> None:
+    del stage, fraction
+
+
+def fingerprint(data: TrainingData) -> dict[str, str]:
+    digest = hashlib.sha256()
+    for frame in (data.train_labels, data.test_labels):
+        digest.update(frame["claim_id"].astype(str).str.cat(sep=",").encode())
+        digest.update(frame["denied"].astype(int).astype(str).str.cat().encode())
+    train_dates = data.train_labels["submission_date"]
+    test_dates = data.test_labels["submission_date"]
+    return {
+        "data.train_rows": str(len(data.train_labels)),
+        "data.test_rows": str(len(data.test_labels)),
+        "data.train_period": f"{train_dates.min():%Y-%m-%d}..{train_dates.max():%Y-%m-%d}",
+        "data.test_period": f"{test_dates.min():%Y-%m-%d}..{test_dates.max():%Y-%m-%d}",
+        "data.sha256": digest.hexdigest()[:16],
+    }
+
+
+def evaluate_pipeline(pipeline: Pipeline, data: TrainingData) -> tuple[dict[str, float], dict]:
+    """Later-period metrics, scoring each test claim with the history known at its sending."""
+    view = with_history(pipeline, data.all_tables, data.all_outcomes)
+    prediction = predict(view, data.test_tables)
+    labels = data.test_labels
+    metrics = evaluate(
+        labels["denied"].astype(int).to_numpy(),
+        prediction.denial_probability,
+        labels["payer_type"].reset_index(drop=True),
+        labels["category"].astype(str).to_numpy(),
+        prediction.reason_probs,
+        labels["carc"].astype(str).to_numpy(),
+        prediction.carc_probs,
+    )
+    return metrics, {"prediction": prediction, "view": view}
+
+
+def bayes_metrics(data: TrainingData, truth: pd.DataFrame) -> dict[str, float]:
+    """The same metrics for the simulator's exact denial and cause probabilities."""
+    labels = data.test_labels
+    aligned = labels[["claim_id"]].merge(truth, on="claim_id", how="left")
+    causes = [c for c in DENIAL_CATEGORIES if f"p_{c}" in aligned.columns]
+    cause_probs = aligned[[f"p_{c}" for c in causes]].fillna(0.0)
+    cause_probs.columns = causes
+    metrics = evaluate(
+        labels["denied"].astype(int).to_numpy(),
+        aligned["true_denial_probability"].fillna(0.0).to_numpy(),
+        labels["payer_type"].reset_index(drop=True),
+        labels["category"].astype(str).to_numpy(),
+        cause_probs,
+        labels["carc"].astype(str).to_numpy(),
+        pd.DataFrame(index=cause_probs.index),
+    )
+    metrics.pop("carc_top3_accuracy", None)
+    return metrics
+
+
+def _gate(
+    settings: TrainSettings, new: dict[str, float], champion: dict[str, float] | None
+) -> tuple[bool, str]:
+    metric = settings.gate_metric
+    if settings.force_promote:
+        return True, "promotion forced (--force-promote)"
+    if champion is None:
+        return True, "no champion yet"
+    if metric not in new or metric not in champion:
+        return False, f"gate metric '{metric}' missing; champion kept"
+    better = (
+        new[metric] < champion[metric] if metric in LOWER_IS_BETTER else new[metric] > champion[metric]
+    )
+    verdict = "beats" if better else "does not beat"
+    return better, (
+        f"new {metric}={new[metric]:.4f} {verdict} champion {metric}={champion[metric]:.4f} "
+        "on the same test claims"
+    )
+
+
+def model_card(
+    settings: TrainSettings,
+    data: TrainingData,
+    metrics: dict[str, float],
+    bayes: dict[str, float],
+    version: str | None = None,
+) -> str:
+    lines = [
+        f"# Model card: {settings.registered_model_name}" + (f" v{version}" if version else ""),
+        "",
+        "Predicts the probability that a payer denies a claim on first adjudication, the likely",
+        "root-cause category and the likely CARC codes, from the 837 claim and the practice's",
+        "earlier claims and remittances (point-in-time: only outcomes received before the claim",
+        "was sent).",
+        "",
+        "## Data",
+        f"- Data set: `{settings.dataset}`",
+        f"- Split: {data.split.describe()} (by time, never at random)",
+        *[f"- {k.replace('_', ' ')}: {v:,}" for k, v in data.counts.items()],
+        "",
+        "## Test-period metrics",
+        "| metric | model | Bayes-optimal | model / Bayes |",
+        "|---|---|---|---|",
+    ]
+    for name in ["roc_auc", "pr_auc", "recall_at_90_precision", "recall_at_95_precision",
+                 "brier", "log_loss", "ece", "reason_top1_accuracy", "reason_top3_accuracy",
+                 "carc_top3_accuracy"]:
+        if name not in metrics:
+            continue
+        b = bayes.get(name)
+        ratio = f"{metrics[name] / b:.3f}" if b else "—"
+        lines.append(
+            f"| {name} | {metrics[name]:.4f} | {b:.4f} | {ratio} |" if b is not None
+            else f"| {name} | {metrics[name]:.4f} | — | — |"
+        )
+    payer_rows = sorted({k.split(".")[1] for k in metrics if k.startswith("payer_type.")})
+    if payer_rows:
+        lines += ["", "### By payer type", "| payer type | claims | denial rate | ROC-AUC | ECE |",
+                  "|---|---|---|---|---|"]
+        for group in payer_rows:
+            def m(name: str, group: str = group) -> str:
+                value = metrics.get(f"payer_type.{group}.{name}")
+                return "—" if value is None else f"{value:.3f}"
+            n = int(metrics.get(f"payer_type.{group}.n", 0))
+            lines.append(f"| {group} | {n:,} | {m('denial_rate')} | {m('roc_auc')} | {m('ece')} |")
+    lines += [
+        "",
+        "## Known limits",
+        "- Bayes-optimal figures exist only for simulated data (the simulator's ground truth).",
+        "- History features are as of the training cutoff when serving; refresh them "
+        "(`denial-risk score --history`) as new remittances arrive.",
+        "- Payers, procedures and diagnoses rarer than the category threshold are pooled as "
+        "'other'; a new payer starts from the prior denial rate.",
+        "- Calibration drifts when payers change rules: watch the calibration plot each retrain.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_training(
+    settings: TrainSettings, tracking_uri: str, progress: Progress = _noop
+) -> TrainOutcome:
+    """Train, evaluate, log, register and gate. Raises ``TrainingDataError`` on unusable data."""
+    started = time.perf_counter()
+    out = settings.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    progress("reading and validating the data set", 0.02)
+    dataset, rejects = ClaimsDataset.read(settings.dataset)
+    if len(rejects):
+        rejects.to_csv(out / "schema-rejects.csv", index=False)
+    split = default_split(
+        dataset.claims,
+        pd.Timestamp(settings.train_until) if settings.train_until else None,
+        pd.Timestamp(settings.test_from) if settings.test_from else None,
+        settings.test_fraction,
+    )
+    progress("building point-in-time training set", 0.08)
+    data = make_training_data(dataset, split, settings.min_training_claims)
+    data.counts["schema_rejected_rows"] = len(rejects)
+
+    progress("fitting features and LightGBM models", 0.15)
+    pipeline = build_pipeline(EstimatorConfig(booster=settings.booster))
+    fit_pipeline(pipeline, data.train_tables, data.train_labels)
+
+    progress("evaluating on the later period", 0.6)
+    metrics, extra = evaluate_pipeline(pipeline, data)
+    truth_path = settings.truth_path or settings.dataset / "truth.parquet"
+    bayes: dict[str, float] = {}
+    truth_p = None
+    if truth_path.exists():
+        truth = pd.read_parquet(truth_path)
+        bayes = bayes_metrics(data, truth)
+        truth_p = (
+            data.test_labels[["claim_id"]]
+            .merge(truth[["claim_id", "true_denial_probability"]], on="claim_id", how="left")[
+                "true_denial_probability"
+            ]
+            .fillna(0.0)
+            .to_numpy()
+        )
+    ratios = {
+        f"ratio_to_bayes.{k}": metrics[k] / bayes[k]
+        for k in ("roc_auc", "pr_auc", "reason_top1_accuracy")
+        if k in metrics and bayes.get(k)
+    }
+
+    progress("drawing plots", 0.7)
+    y = data.test_labels["denied"].astype(int).to_numpy()
+    prediction = extra["prediction"]
+    artifacts = {
+        "calibration": plots.calibration_plot(
+            y, prediction.denial_probability, out / "calibration.png", truth_p
+        ),
+        "precision_recall": plots.precision_recall_plot(
+            y, prediction.denial_probability, out / "precision_recall.png", truth_p
+        ),
+    }
+    sample = prediction.matrix.sample(
+        n=min(settings.shap_sample, len(prediction.matrix)), random_state=7
+    )
+    contributions = pipeline.named_steps["model"].contributions(sample)
+    artifacts["shap_summary"] = plots.shap_summary_plot(contributions, out / "shap_summary.png")
+
+    progress("logging to MLflow and registering", 0.8)
+    client = registry.configure(tracking_uri)
+    mlflow.set_experiment(settings.experiment)
+    with mlflow.start_run(run_name=f"train {split.describe()}") as run:
+        mlflow.log_params(
+            {
+                "train_until": f"{split.train_until:%Y-%m-%d}",
+                "test_from": f"{split.test_from:%Y-%m-%d}",
+                "gate_metric": settings.gate_metric,
+                **{f"booster.{k}": v for k, v in asdict(settings.booster).items()},
+            }
+        )
+        mlflow.set_tags({**fingerprint(data), "dataset": str(settings.dataset)})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.log_metrics(
+            {f"bayes.{k}": float(v) for k, v in bayes.items() if np.isfinite(v)}
+        )
+        mlflow.log_metrics(ratios)
+        mlflow.log_dict(data.counts, "data_counts.json")
+        for path in artifacts.values():
+            mlflow.log_artifact(str(path), artifact_path="plots")
+        example = data.test_tables.subset(data.test_tables.claims["claim_id"].head(3))
+        model_uri, version = registry.log_pipeline(
+            pipeline, example, settings.registered_model_name
+        )
+        card = model_card(settings, data, metrics, bayes, version)
+        (out / "model_card.md").write_text(card)
+        mlflow.log_text(card, "model_card.md")
+        client.update_model_version(
+            settings.registered_model_name, version, description=card[:4900]
+        )
+
+        progress("comparing with the champion", 0.9)
+        champion_metrics: dict[str, float] | None = None
+        champion = registry.champion_version(
+            client, settings.registered_model_name, settings.champion_alias
+        )
+        if champion is not None:
+            champion_pipeline = registry.load_pipeline(
+                f"models:/{settings.registered_model_name}/{champion}"
+            )
+            champion_metrics, _ = evaluate_pipeline(champion_pipeline, data)
+        promoted, reason = _gate(settings, metrics, champion_metrics)
+        mlflow.set_tags({"gate.promoted": str(promoted), "gate.reason": reason})
+        run_id = run.info.run_id
+    # The alias moves only after the run closed cleanly: an interrupted run never promotes.
+    if promoted:
+        registry.promote(client, settings.registered_model_name, version, settings.champion_alias)
+    (out / "metrics.json").write_text(
+        json.dumps({"model": metrics, "bayes": bayes, "ratios": ratios}, indent=2)
+    )
+    progress("done", 1.0)
+    return TrainOutcome(
+        run_id=run_id,
+        version=version,
+        promoted=promoted,
+        gate_reason=reason,
+        metrics={**metrics, **ratios},
+        bayes_metrics=bayes,
+        champion_metrics=champion_metrics or {},
+        counts=data.counts,
+        split=split.describe(),
+        out_dir=out,
+        seconds=time.perf_counter() - started,
+        artifacts={**artifacts, "model_card": out / "model_card.md"},
+    )
+
