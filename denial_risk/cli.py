@@ -98,7 +98,8 @@ def simulate(
     ),
 ) -> None:
     """Simulate a practice's claims, remittances and follow-ups (with ground truth apart)."""
-    from simulator import SimulationConfig, format_summary, simulate as run, write_simulation
+    from simulator import SimulationConfig, format_summary, write_simulation
+    from simulator import simulate as run
 
     if claims <= 0:
         raise fail(f"--claims must be a positive number of claims, got {claims}")
@@ -133,9 +134,9 @@ def _check_writable(out: Path, overwrite: bool) -> None:
 # --------------------------------------------------------------------------------------------
 @app.command()
 def train(
-    dataset: Annotated[Path, typer.Argument(help="Data set folder (simulated or ingested).")] = Path(
-        "work/sim"
-    ),
+    dataset: Annotated[
+        Path, typer.Argument(help="Data set folder (simulated or ingested).")
+    ] = Path("work/sim"),
     train_until: Annotated[
         str | None, typer.Option(help="Train on claims submitted before this date (YYYY-MM-DD).")
     ] = None,
@@ -151,6 +152,9 @@ def train(
     out: Annotated[Path, typer.Option(help="Folder for plots, model card, reports.")] = Path(
         "work/train"
     ),
+    tune: Annotated[
+        int, typer.Option("--tune", min=0, help="Optuna trials on time-ordered folds (0 = off).")
+    ] = 0,
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Train denial, reason and CARC models; evaluate on a later period; register in MLflow."""
@@ -169,6 +173,7 @@ def train(
         force_promote=force_promote,
         registered_model_name=settings.model_name,
         champion_alias=settings.champion_alias,
+        tune_trials=tune,
     )
     try:
         with progress_bar("training") as update:
@@ -183,8 +188,16 @@ def _print_training(outcome) -> None:  # type: ignore[no-untyped-def]
     table.add_column("metric")
     table.add_column("model", justify="right")
     table.add_column("Bayes-optimal", justify="right")
-    for name in ["roc_auc", "pr_auc", "recall_at_90_precision", "ece", "brier",
-                 "reason_top1_accuracy", "reason_top3_accuracy", "carc_top3_accuracy"]:
+    for name in [
+        "roc_auc",
+        "pr_auc",
+        "recall_at_90_precision",
+        "ece",
+        "brier",
+        "reason_top1_accuracy",
+        "reason_top3_accuracy",
+        "carc_top3_accuracy",
+    ]:
         if name in outcome.metrics:
             bayes = outcome.bayes_metrics.get(name)
             table.add_row(
@@ -213,17 +226,24 @@ def models(tracking_uri: TrackingOption = None) -> None:
     for column in ("version", "aliases", "created", "ROC-AUC", "PR-AUC", "ECE", "reason top-1"):
         table.add_column(column)
     rows = registry.list_versions(
-        client, settings.model_name,
+        client,
+        settings.model_name,
         ["roc_auc", "pr_auc", "ece", "reason_top1_accuracy"],
     )
     if not rows:
-        raise fail(f"no versions of '{settings.model_name}' registered yet; run `denial-risk train`")
+        raise fail(
+            f"no versions of '{settings.model_name}' registered yet; run `denial-risk train`"
+        )
     for row in rows:
         m = row.metrics
         table.add_row(
-            row.version, ", ".join(row.aliases), row.created,
-            *[f"{m[k]:.4f}" if k in m else "—"
-              for k in ("roc_auc", "pr_auc", "ece", "reason_top1_accuracy")],
+            row.version,
+            ", ".join(row.aliases),
+            row.created,
+            *[
+                f"{m[k]:.4f}" if k in m else "—"
+                for k in ("roc_auc", "pr_auc", "ece", "reason_top1_accuracy")
+            ],
         )
     console.print(table)
 
@@ -260,3 +280,189 @@ def rollback(tracking_uri: TrackingOption = None) -> None:
         raise fail(str(error)) from None
     console.print(f"Rolled back: version {version} is champion again.")
 
+
+# --------------------------------------------------------------------------------------------
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", help="Registry URI (models:/denial-risk@champion) or model folder."),
+]
+
+
+@app.command()
+def score(
+    source: Annotated[
+        Path, typer.Argument(help="Data set folder, claim-lines .parquet/.csv, or 837 file(s).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output file (.parquet or .csv).")] = Path(
+        "work/scores.csv"
+    ),
+    model: ModelOption = None,
+    explain: Annotated[
+        bool, typer.Option("--explain/--no-explain", help="Add SHAP factors and fixes.")
+    ] = True,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, max=20, help="Factors per claim.")] = 5,
+    history: Annotated[
+        Path | None,
+        typer.Option(
+            help="Data set with newer claims and remittances to bring history up to date."
+        ),
+    ] = None,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Score claims before submission: denial probability, likely reasons, CARCs, fixes."""
+    from serving.batch import read_claims
+    from serving.loading import load_service
+
+    settings = _settings(tracking_uri)
+    if out.suffix.lower() not in {".csv", ".parquet"}:
+        raise fail(f"--out {out}: use a .csv or .parquet file name")
+    try:
+        with progress_bar("scoring") as update:
+            update("loading model", 0.05)
+            service = load_service(
+                model or settings.resolved_model_uri(), settings.resolved_tracking_uri()
+            )
+            if history is not None:
+                update("refreshing history", 0.15)
+                _refresh_history(service, history)
+            update("reading and validating claims", 0.3)
+            tables, rejects = read_claims(source)
+            update(f"scoring {len(tables):,} claims", 0.5)
+            frame = service.score_frame(tables, explain=explain, top_k=top_k)
+            update("writing", 0.95)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            _write_table(frame, out)
+            update("done", 1.0)
+    except (RuntimeError, FileNotFoundError, ValueError) as error:
+        raise fail(str(error)) from None
+    rejected_claims = _rejected_claim_count(rejects)
+    if len(rejects):
+        rejects_path = out.with_name(out.stem + "-rejects.csv")
+        rejects.to_csv(rejects_path, index=False)
+        console.print(f"{len(rejects):,} input rows rejected with reasons: [bold]{rejects_path}[/]")
+    console.print(
+        f"Scored {len(frame):,} claims with model {service.info.name} v{service.info.version}; "
+        f"{rejected_claims:,} claims rejected; total {len(frame) + rejected_claims:,}. "
+        f"Scores: [bold]{out}[/]"
+    )
+
+
+def _rejected_claim_count(rejects) -> int:  # type: ignore[no-untyped-def]
+    if rejects is None or len(rejects) == 0 or "claim_id" not in rejects.columns:
+        return 0
+    return int(rejects["claim_id"].dropna().nunique())
+
+
+def _refresh_history(service, dataset_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    from features.claim_tables import ClaimTables
+    from features.schema import ClaimsDataset
+    from training.dataset import outcome_labels
+    from training.model import with_history
+
+    dataset, _ = ClaimsDataset.read(dataset_dir)
+    service.pipeline = with_history(
+        service.pipeline, ClaimTables.from_dataset(dataset), outcome_labels(dataset)
+    )
+
+
+def _write_table(frame, path: Path) -> None:  # type: ignore[no-untyped-def]
+    if path.suffix.lower() == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+
+
+# --------------------------------------------------------------------------------------------
+@app.command()
+def demo(
+    claims: Annotated[int, typer.Option("--claims", help="Claims to simulate.")] = 60_000,
+    seed: Annotated[int, typer.Option("--seed")] = 7,
+    work: Annotated[Path, typer.Option("--work", help="Folder for everything the demo makes.")] = (
+        Path("work/demo")
+    ),
+) -> None:
+    """The whole path on simulated data: simulate, train, evaluate, score with explanations."""
+    import shutil
+
+    from serving.loading import load_service
+    from simulator import SimulationConfig, format_summary, write_simulation
+    from simulator import simulate as run
+    from training.train import TrainSettings, run_training
+
+    if claims < 5_000:
+        raise fail("--claims: the demo needs at least 5,000 claims to train a useful model")
+    if work.exists():
+        shutil.rmtree(work)
+    tracking_uri = f"sqlite:///{(work / 'mlflow.db').resolve()}"
+    sim_dir = work / "sim"
+
+    console.rule("[bold]1. Simulate a practice")
+    with progress_bar("simulating") as update:
+        result = run(SimulationConfig(n_claims=claims, seed=seed), progress=update)
+        write_simulation(result, sim_dir)
+    console.print(format_summary(result.summary))
+
+    console.rule("[bold]2. Train, evaluate on a later period, register in MLflow")
+    settings = TrainSettings(dataset=sim_dir, out_dir=work / "train")
+    with progress_bar("training") as update:
+        outcome = run_training(settings, tracking_uri, update)
+    _print_training(outcome)
+
+    console.rule("[bold]3. Score new claims before submission")
+    service = load_service(f"models:/{settings.registered_model_name}@champion", tracking_uri)
+    _show_examples(service, sim_dir, outcome.split)
+
+    console.rule("[bold]Where to look next")
+    console.print(
+        f"- Model card and plots: {work / 'train'} (calibration.png, precision_recall.png, "
+        "shap_summary.png, model_card.md)\n"
+        f"- MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking_uri} "
+        "then open http://127.0.0.1:5000\n"
+        f"- Score your own claims: .venv/bin/denial-risk score CLAIMS --tracking-uri {tracking_uri}"
+    )
+
+
+def _show_examples(service, sim_dir: Path, split: str) -> None:  # type: ignore[no-untyped-def]
+    """Score the latest simulated claims and print a high-risk and a medium-risk example."""
+    from features.claim_tables import ClaimTables
+    from features.schema import ClaimsDataset
+
+    dataset, _ = ClaimsDataset.read(sim_dir)
+    tables = ClaimTables.from_dataset(dataset)
+    latest = tables.claims.sort_values("submission_date").tail(2_000)["claim_id"]
+    scores = service.score(tables.subset(latest), explain=True, top_k=5)
+    console.print(
+        f"Scored the {len(scores):,} most recent claims: "
+        + ", ".join(
+            f"{band} {sum(s.risk_band == band for s in scores):,}"
+            for band in ("high", "medium", "low")
+        )
+    )
+    ordered = sorted(scores, key=lambda s: -s.denial_probability)
+    picks = [ordered[0]]
+    medium = [s for s in ordered if s.risk_band == "medium"]
+    picks.append(medium[0] if medium else ordered[len(ordered) // 10])
+    for example in picks:
+        _print_score(example)
+
+
+def _print_score(score) -> None:  # type: ignore[no-untyped-def]
+    console.print(
+        f"\n[bold]Claim {score.claim_id}[/]: denial probability "
+        f"[bold]{score.denial_probability:.0%}[/] ({score.risk_band} risk, "
+        f"{score.risk_band_threshold}); model v{score.model_version}"
+    )
+    reasons = ", ".join(f"{r['label']} {r['probability']:.0%}" for r in score.likely_reasons)
+    carcs = ", ".join(f"CARC {c['code']} {c['probability']:.0%}" for c in score.likely_carcs)
+    console.print(f"  likely reasons: {reasons}\n  likely CARCs: {carcs}")
+    for factor in score.factors:
+        line = f" (line {factor.line_number})" if factor.line_number else ""
+        sign = "+" if factor.contribution > 0 else ""
+        console.print(
+            f"  • {factor.field}{line}: {factor.description} "
+            f"[dim]({sign}{factor.contribution:.2f} log-odds, {factor.direction})[/]"
+        )
+        if factor.fix:
+            console.print(f"    [green]fix:[/] {factor.fix}")
+    if score.suggested_fix:
+        console.print(f"  [bold green]suggested fix:[/] {score.suggested_fix}")

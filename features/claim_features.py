@@ -18,7 +18,7 @@ LINE_SLOTS = 3
 """How many service lines get their own procedure columns (the rest count in aggregates)."""
 
 E_M_RANGE = (99202, 99499)
-"""Evaluation and management CPT codes: billed with a procedure the same day they need modifier 25."""
+"""Evaluation and management CPT codes (with a procedure the same day they need modifier 25)."""
 
 DISTINCT_SERVICE_MODIFIERS = frozenset({"59", "XE", "XS", "XP", "XU"})
 
@@ -55,6 +55,7 @@ NUMERIC_CLAIM_FEATURES: tuple[str, ...] = (
     "billing_npi_valid",
     "taxonomy_present",
     "has_other_coverage",
+    "medicare_age_not_medicare_plan",
     "is_replacement",
     "em_with_procedure",
     "em_with_procedure_no_mod25",
@@ -177,6 +178,11 @@ def build_claim_features(tables: ClaimTables) -> pd.DataFrame:
     out["rendering_npi_valid"] = npi_is_valid(claims["rendering_npi"]).to_numpy(dtype=float)
     out["billing_npi_valid"] = npi_is_valid(claims["billing_npi"]).to_numpy(dtype=float)
     out["has_other_coverage"] = claims["has_other_coverage"].to_numpy(dtype=float)
+    # Medicare Secondary Payer: a patient of 65+ billed to a non-Medicare plan may have Medicare
+    # as primary (or the plan may coordinate benefits with it).
+    out["medicare_age_not_medicare_plan"] = (
+        (out["patient_age"] >= 65) & ~claims["payer_type"].isin(["medicare"]).to_numpy()
+    ).astype(float)
     out["is_replacement"] = claims["frequency_code"].isin(["7", "8"]).to_numpy(dtype=float)
     out["total_charge_log"] = np.log1p(claims["total_charge"].clip(lower=0).to_numpy(dtype=float))
 
@@ -189,8 +195,7 @@ def build_claim_features(tables: ClaimTables) -> pd.DataFrame:
             | (lines["diagnosis_pointers"].astype("str").str.strip() == "")
         ).to_numpy(),
         unlisted=(
-            lines["procedure_code"].str.fullmatch(r"[0-9]{3}99")
-            & ~_is_em(lines["procedure_code"])
+            lines["procedure_code"].str.fullmatch(r"[0-9]{3}99") & ~_is_em(lines["procedure_code"])
         ).to_numpy(),
         **{f"flag_{k}": flags[k].to_numpy() for k in flags.columns if k != "claim_id"},
     )

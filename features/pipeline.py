@@ -33,6 +33,15 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
 # Which claim field a person would recognise behind each model column. Explanations and the
 # SHAP summary add contributions up by these fields, so "payer" is one factor, not five columns.
 _SOURCE_BY_PREFIX: tuple[tuple[str, str], ...] = (
+    ("hist_payer_max_paid_lag", "days from service to submission"),
+    ("hist_payer_specialty_referral", "referral"),
+    ("hist_payer_taxonomy_present", "provider specialty"),
+    ("hist_procedure_referring", "referring provider NPI"),
+    ("hist_procedure_place", "place of service"),
+    ("hist_procedure_set", "procedure combination and modifiers"),
+    ("hist_patient_family_claims_this_year", "benefit limit (visits this year)"),
+    ("hist_days_since_same_procedure", "frequency (days since the same procedure)"),
+    ("hist_days_since_same_family", "frequency (days since the same procedure)"),
     ("hist_payer_procedure_auth", "prior authorization"),
     ("hist_payer_family_auth", "prior authorization"),
     ("hist_payer_procedure", "procedure"),
@@ -79,6 +88,7 @@ _SOURCE_BY_NAME: dict[str, str] = {
     "rendering_npi_valid": "rendering provider NPI",
     "billing_npi_valid": "billing provider NPI",
     "has_other_coverage": "other coverage (COB)",
+    "medicare_age_not_medicare_plan": "patient eligibility",
     "em_with_procedure": "modifier 25 (E/M with procedure)",
     "em_with_procedure_no_mod25": "modifier 25 (E/M with procedure)",
     "any_modifier_25": "modifier 25 (E/M with procedure)",
@@ -142,8 +152,11 @@ class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
         self.history_ = HistoryFeatures(self.smoothing, self.prior_rate).fit(
             tables, y, claim_features
         )
-        self.feature_names_out_ = [*CATEGORICAL_FEATURES, *NUMERIC_CLAIM_FEATURES,
-                                   *HISTORY_FEATURES]
+        self.feature_names_out_ = [
+            *CATEGORICAL_FEATURES,
+            *NUMERIC_CLAIM_FEATURES,
+            *HISTORY_FEATURES,
+        ]
         return self
 
     def refresh_history(self, tables: ClaimTables, outcomes: pd.DataFrame) -> None:
@@ -157,16 +170,17 @@ class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
         """Model matrix (one row per claim, in ``tables.claims`` order) and its context."""
         claim_features = build_claim_features(tables)
         history = self.history_.transform(tables, claim_features)
-        matrix = pd.DataFrame(index=pd.RangeIndex(len(claim_features)))
+        columns: dict[str, object] = {}
         for column in CATEGORICAL_FEATURES:
             levels = self.levels_[column]
             values = claim_features[column].fillna(MISSING_LEVEL).astype(str)
             values = values.where(values.isin(levels), OTHER_LEVEL)
-            matrix[column] = pd.Categorical(values.to_numpy(), categories=levels)
+            columns[column] = pd.Categorical(values.to_numpy(), categories=levels)
         for column in NUMERIC_CLAIM_FEATURES:
-            matrix[column] = claim_features[column].to_numpy(dtype=float)
+            columns[column] = claim_features[column].to_numpy(dtype=float)
         for column in HISTORY_FEATURES:
-            matrix[column] = history[column].to_numpy(dtype=float)
+            columns[column] = history[column].to_numpy(dtype=float)
+        matrix = pd.DataFrame(columns)
         context = claim_features[list(CONTEXT_COLUMNS)].copy()
         for slot in range(1, LINE_SLOTS + 1):
             context[f"procedure_{slot}"] = claim_features[f"procedure_{slot}"].to_numpy()

@@ -73,7 +73,7 @@ class TrainingData:
 def outcome_labels(dataset: ClaimsDataset) -> pd.DataFrame:
     """Per-claim labels from the remittances: claim_id, remit_date, denied, category, carc."""
     outcomes = first_adjudication_outcomes(dataset)
-    labels = outcomes.rename(columns={"primary_carc": "carc"})[
+    labels = outcomes.rename(columns={"primary_carc": "carc", "denial_category": "category"})[
         ["claim_id", "remit_date", "denied", "category", "carc"]
     ].copy()
     labels["denied"] = labels["denied"].astype(bool)
@@ -102,7 +102,9 @@ def make_training_data(
     claims = tables.claims.merge(labels[["claim_id", "remit_date"]], on="claim_id", how="left")
     known = claims["remit_date"].notna()
     submitted = claims["submission_date"]
-    train_mask = known & (submitted < split.train_until) & (claims["remit_date"] < split.train_until)
+    train_mask = (
+        known & (submitted < split.train_until) & (claims["remit_date"] < split.train_until)
+    )
     test_mask = known & (submitted >= split.test_from)
     train_tables = tables.subset(claims.loc[train_mask, "claim_id"])
     test_tables = tables.subset(claims.loc[test_mask, "claim_id"])

@@ -6,7 +6,10 @@
 * denial: binary, fit on the earlier part of the training period and calibrated (isotonic) on
   the later part, so probabilities mean what they say on claims the booster has not seen;
 * reason: multiclass over root-cause categories, fit on denied claims;
-* CARC: multiclass over the CARC codes common enough to learn, fit on denied claims.
+* CARC: P(CARC | claim) = sum over categories of P(category | claim) x P(CARC | category,
+  payer type), the second factor counted on the training denials. Which CARC a payer sends for
+  a given root cause is a payer convention, not a property of the claim, so a table learns it
+  as well as a booster would, at a fraction of the cost.
 
 SHAP values come from LightGBM's own TreeSHAP (``pred_contrib``), the same algorithm as
 ``shap.TreeExplainer`` without the copy of the model.
@@ -44,10 +47,14 @@ class BoosterParams:
     num_threads: int = 2
 
     def lgb_params(self, objective: str, **extra: Any) -> dict[str, Any]:
-        params = {k: v for k, v in asdict(self).items() if k not in {"max_rounds",
-                                                                        "early_stopping_rounds"}}
-        params.update(objective=objective, verbose=-1, seed=7, deterministic=True,
-                      force_col_wise=True)
+        params = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in {"max_rounds", "early_stopping_rounds"}
+        }
+        params.update(
+            objective=objective, verbose=-1, seed=7, deterministic=True, force_col_wise=True
+        )
         params.update(extra)
         return params
 
@@ -56,10 +63,13 @@ class BoosterParams:
 class EstimatorConfig:
     booster: BoosterParams = field(default_factory=BoosterParams)
     reason_booster: BoosterParams = field(
-        default_factory=lambda: BoosterParams(num_leaves=31, max_rounds=600)
+        default_factory=lambda: BoosterParams(
+            num_leaves=15, learning_rate=0.1, max_rounds=400, early_stopping_rounds=30
+        )
     )
     calibration_fraction: float = 0.2
     min_carc_count: int = 20
+    carc_smoothing: float = 1.0
 
 
 class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
@@ -88,8 +98,10 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
         self.denial_booster_ = self._train(
             config.booster.lgb_params("binary"),
             config.booster,
-            matrix.iloc[fit_idx], y[fit_idx],
-            matrix.iloc[cal_idx], y[cal_idx],
+            matrix.iloc[fit_idx],
+            y[fit_idx],
+            matrix.iloc[cal_idx],
+            y[cal_idx],
         )
         raw_cal = self.denial_booster_.predict(matrix.iloc[cal_idx])
         self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
@@ -97,14 +109,13 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
 
         denied = labels["denied"].astype(bool).to_numpy()
         self.reason_classes_, self.reason_booster_ = self._fit_multiclass(
-            matrix[denied], labels.loc[denied, "category"].astype(str).to_numpy(),
-            labels.loc[denied, "submission_date"].to_numpy(), config, min_count=1,
+            matrix[denied],
+            labels.loc[denied, "category"].astype(str).to_numpy(),
+            labels.loc[denied, "submission_date"].to_numpy(),
+            config,
+            min_count=1,
         )
-        self.carc_classes_, self.carc_booster_ = self._fit_multiclass(
-            matrix[denied], labels.loc[denied, "carc"].astype(str).to_numpy(),
-            labels.loc[denied, "submission_date"].to_numpy(), config,
-            min_count=config.min_carc_count,
-        )
+        self._fit_carc_table(labels[denied], config)
         return self
 
     @staticmethod
@@ -126,6 +137,37 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
             callbacks=[lgb.early_stopping(booster.early_stopping_rounds, verbose=False)],
         )
 
+    def _fit_carc_table(self, denied: pd.DataFrame, config: EstimatorConfig) -> None:
+        """P(CARC | category, payer type) with additive smoothing toward P(CARC | category)."""
+        carcs = denied["carc"].astype(str)
+        counts = carcs.value_counts()
+        common = counts[counts >= config.min_carc_count].index
+        carcs = carcs.where(carcs.isin(common), OTHER_CARC)
+        self.carc_classes_ = np.array(sorted(set(carcs)))
+        frame = pd.DataFrame(
+            {
+                "category": denied["category"].astype(str).to_numpy(),
+                "payer_type": denied["payer_type"].astype(str).to_numpy(),
+                "carc": carcs.to_numpy(),
+            }
+        )
+        by_category = pd.crosstab(frame["category"], frame["carc"]).reindex(
+            index=self.reason_classes_, columns=self.carc_classes_, fill_value=0
+        )
+        overall = (by_category + config.carc_smoothing / len(self.carc_classes_)).to_numpy()
+        overall = overall / overall.sum(axis=1, keepdims=True)
+        self.carc_given_reason_: dict[str, np.ndarray] = {"": overall}
+        for payer_type, rows in frame.groupby("payer_type"):
+            table = (
+                pd.crosstab(rows["category"], rows["carc"])
+                .reindex(index=self.reason_classes_, columns=self.carc_classes_, fill_value=0)
+                .to_numpy()
+            )
+            smoothed = table + 5.0 * overall
+            self.carc_given_reason_[str(payer_type)] = smoothed / smoothed.sum(
+                axis=1, keepdims=True
+            )
+
     def _fit_multiclass(
         self,
         matrix: pd.DataFrame,
@@ -146,8 +188,12 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
         fit_idx, val_idx = np.sort(order[:-n_val]), np.sort(order[-n_val:])
         params = config.reason_booster.lgb_params("multiclass", num_class=len(classes))
         booster = self._train(
-            params, config.reason_booster,
-            matrix.iloc[fit_idx], codes[fit_idx], matrix.iloc[val_idx], codes[val_idx],
+            params,
+            config.reason_booster,
+            matrix.iloc[fit_idx],
+            codes[fit_idx],
+            matrix.iloc[val_idx],
+            codes[val_idx],
         )
         return classes, booster
 
@@ -168,9 +214,19 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
         """P(root-cause category | denied), one column per category."""
         return self._class_probs(self.reason_booster_, self.reason_classes_, matrix)
 
-    def predict_carcs(self, matrix: pd.DataFrame) -> pd.DataFrame:
+    def predict_carcs(
+        self, matrix: pd.DataFrame, reasons: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
         """P(primary CARC | denied), one column per learned CARC (rare ones pooled as 'other')."""
-        return self._class_probs(self.carc_booster_, self.carc_classes_, matrix)
+        reasons = self.predict_reasons(matrix) if reasons is None else reasons
+        reason_values = reasons[list(self.reason_classes_)].to_numpy()
+        payer_types = matrix["payer_type"].astype(str).to_numpy()
+        out = np.empty((len(matrix), len(self.carc_classes_)))
+        for payer_type in np.unique(payer_types):
+            rows = payer_types == payer_type
+            table = self.carc_given_reason_.get(payer_type, self.carc_given_reason_[""])
+            out[rows] = reason_values[rows] @ table
+        return pd.DataFrame(out, index=matrix.index, columns=list(self.carc_classes_))
 
     @staticmethod
     def _class_probs(

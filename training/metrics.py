@@ -22,9 +22,7 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 15) -> 
     order = np.argsort(p, kind="mergesort")
     chunks = np.array_split(order, bins)
     total = len(p)
-    return float(
-        sum(len(c) / total * abs(y[c].mean() - p[c].mean()) for c in chunks if len(c))
-    )
+    return float(sum(len(c) / total * abs(y[c].mean() - p[c].mean()) for c in chunks if len(c)))
 
 
 def recall_at_precision(y: np.ndarray, p: np.ndarray, precision_target: float) -> float:

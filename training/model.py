@@ -8,6 +8,7 @@ call it, so there is no second implementation of the features to drift apart.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,16 +34,24 @@ def build_pipeline(
     )
 
 
-def fit_pipeline(pipeline: Pipeline, tables: ClaimTables, labels: pd.DataFrame) -> Pipeline:
+def fit_pipeline(
+    pipeline: Pipeline,
+    tables: ClaimTables,
+    labels: pd.DataFrame,
+    tuner: Callable[[pd.DataFrame, pd.DataFrame], EstimatorConfig] | None = None,
+) -> Pipeline:
     """Fit features on the training tables, then the estimator on their matrix.
 
     ``labels`` is aligned with ``tables.claims`` (see :func:`training.dataset.labels_for`).
     Done step by step rather than ``Pipeline.fit`` because the feature step needs the outcome
     dates (for history) and the estimator the submission dates (for its calibration slice).
+    ``tuner``, if given, picks the estimator's settings from the training matrix first.
     """
     features: ClaimFeatureTransformer = pipeline.named_steps["features"]
     features.fit(tables, labels)
     matrix = features.transform(tables)
+    if tuner is not None:
+        pipeline.named_steps["model"].set_params(config=tuner(matrix, labels))
     pipeline.named_steps["model"].fit(matrix, labels)
     return pipeline
 
@@ -83,9 +92,7 @@ def _top(probs: pd.DataFrame, k: int) -> list[list[tuple[str, float]]]:
     values = probs.to_numpy()
     columns = np.asarray(probs.columns)
     order = np.argsort(-values, axis=1)[:, :k]
-    return [
-        [(str(columns[j]), float(values[i, j])) for j in row] for i, row in enumerate(order)
-    ]
+    return [[(str(columns[j]), float(values[i, j])) for j in row] for i, row in enumerate(order)]
 
 
 def predict(pipeline: Pipeline, tables: ClaimTables) -> Prediction:
@@ -93,11 +100,12 @@ def predict(pipeline: Pipeline, tables: ClaimTables) -> Prediction:
     features: ClaimFeatureTransformer = pipeline.named_steps["features"]
     model: DenialRiskEstimator = pipeline.named_steps["model"]
     matrix, context = features.transform_with_context(tables)
+    reasons = model.predict_reasons(matrix)
     return Prediction(
         claim_ids=tables.claims["claim_id"].to_numpy(),
         denial_probability=model.predict_proba(matrix)[:, 1],
-        reason_probs=model.predict_reasons(matrix),
-        carc_probs=model.predict_carcs(matrix),
+        reason_probs=reasons,
+        carc_probs=model.predict_carcs(matrix, reasons),
         matrix=matrix,
         context=context,
     )

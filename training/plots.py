@@ -28,8 +28,11 @@ def calibration_plot(
         order = np.argsort(scores)
         chunks = np.array_split(order, bins)
         ax.plot(
-            [scores[c].mean() for c in chunks], [y[c].mean() for c in chunks], style,
-            label=label, markersize=4,
+            [scores[c].mean() for c in chunks],
+            [y[c].mean() for c in chunks],
+            style,
+            label=label,
+            markersize=4,
         )
     top = float(max(p.max(), y.mean() * 2, 0.05))
     ax.plot([0, top], [0, top], color="grey", lw=1, label="perfect calibration")

@@ -26,16 +26,23 @@ from sklearn.pipeline import Pipeline
 from features.codes import DENIAL_CATEGORIES
 from features.schema import ClaimsDataset
 from training import plots, registry
-from training.dataset import TrainingData, TrainingDataError, default_split, make_training_data
+from training.dataset import TrainingData, default_split, make_training_data
 from training.estimator import BoosterParams, EstimatorConfig
 from training.metrics import evaluate
 from training.model import build_pipeline, fit_pipeline, predict, with_history
+from training.tune import tune_booster
 
 Progress = Callable[[str, float], None]
 
 LOWER_IS_BETTER = {"brier", "log_loss", "ece"}
-HEADLINE_METRICS = ["roc_auc", "pr_auc", "ece", "brier", "reason_top1_accuracy",
-                    "carc_top3_accuracy"]
+HEADLINE_METRICS = [
+    "roc_auc",
+    "pr_auc",
+    "ece",
+    "brier",
+    "reason_top1_accuracy",
+    "carc_top3_accuracy",
+]
 
 
 class TrainSettings(BaseModel):
@@ -57,6 +64,7 @@ class TrainSettings(BaseModel):
     champion_alias: str = "champion"
     booster: BoosterParams = Field(default_factory=BoosterParams)
     shap_sample: int = 5000
+    tune_trials: int = Field(default=0, ge=0, description="Optuna trials; 0 = no tuning.")
 
 
 @dataclass
@@ -143,7 +151,9 @@ def _gate(
     if metric not in new or metric not in champion:
         return False, f"gate metric '{metric}' missing; champion kept"
     better = (
-        new[metric] < champion[metric] if metric in LOWER_IS_BETTER else new[metric] > champion[metric]
+        new[metric] < champion[metric]
+        if metric in LOWER_IS_BETTER
+        else new[metric] > champion[metric]
     )
     verdict = "beats" if better else "does not beat"
     return better, (
@@ -176,25 +186,41 @@ def model_card(
         "| metric | model | Bayes-optimal | model / Bayes |",
         "|---|---|---|---|",
     ]
-    for name in ["roc_auc", "pr_auc", "recall_at_90_precision", "recall_at_95_precision",
-                 "brier", "log_loss", "ece", "reason_top1_accuracy", "reason_top3_accuracy",
-                 "carc_top3_accuracy"]:
+    for name in [
+        "roc_auc",
+        "pr_auc",
+        "recall_at_90_precision",
+        "recall_at_95_precision",
+        "brier",
+        "log_loss",
+        "ece",
+        "reason_top1_accuracy",
+        "reason_top3_accuracy",
+        "carc_top3_accuracy",
+    ]:
         if name not in metrics:
             continue
         b = bayes.get(name)
         ratio = f"{metrics[name] / b:.3f}" if b else "—"
         lines.append(
-            f"| {name} | {metrics[name]:.4f} | {b:.4f} | {ratio} |" if b is not None
+            f"| {name} | {metrics[name]:.4f} | {b:.4f} | {ratio} |"
+            if b is not None
             else f"| {name} | {metrics[name]:.4f} | — | — |"
         )
     payer_rows = sorted({k.split(".")[1] for k in metrics if k.startswith("payer_type.")})
     if payer_rows:
-        lines += ["", "### By payer type", "| payer type | claims | denial rate | ROC-AUC | ECE |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "### By payer type",
+            "| payer type | claims | denial rate | ROC-AUC | ECE |",
+            "|---|---|---|---|---|",
+        ]
         for group in payer_rows:
+
             def m(name: str, group: str = group) -> str:
                 value = metrics.get(f"payer_type.{group}.{name}")
                 return "—" if value is None else f"{value:.3f}"
+
             n = int(metrics.get(f"payer_type.{group}.n", 0))
             lines.append(f"| {group} | {n:,} | {m('denial_rate')} | {m('roc_auc')} | {m('ece')} |")
     lines += [
@@ -233,7 +259,29 @@ def run_training(
 
     progress("fitting features and LightGBM models", 0.15)
     pipeline = build_pipeline(EstimatorConfig(booster=settings.booster))
-    fit_pipeline(pipeline, data.train_tables, data.train_labels)
+    tuned: dict[str, float] = {}
+
+    def tuner(matrix: pd.DataFrame, labels: pd.DataFrame) -> EstimatorConfig:
+        booster, best_auc = tune_booster(
+            matrix,
+            labels,
+            settings.booster,
+            settings.tune_trials,
+            progress=lambda stage, f: progress(stage, 0.15 + 0.4 * f),
+        )
+        tuned.update(
+            {
+                f"tuned.{k}": float(v)
+                for k, v in asdict(booster).items()
+                if isinstance(v, int | float)
+            }
+        )
+        tuned["tuned.cv_roc_auc"] = best_auc
+        return EstimatorConfig(booster=booster)
+
+    fit_pipeline(
+        pipeline, data.train_tables, data.train_labels, tuner if settings.tune_trials else None
+    )
 
     progress("evaluating on the later period", 0.6)
     metrics, extra = evaluate_pipeline(pipeline, data)
@@ -288,10 +336,10 @@ def run_training(
         )
         mlflow.set_tags({**fingerprint(data), "dataset": str(settings.dataset)})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
-        mlflow.log_metrics(
-            {f"bayes.{k}": float(v) for k, v in bayes.items() if np.isfinite(v)}
-        )
+        mlflow.log_metrics({f"bayes.{k}": float(v) for k, v in bayes.items() if np.isfinite(v)})
         mlflow.log_metrics(ratios)
+        if tuned:
+            mlflow.log_metrics(tuned)
         mlflow.log_dict(data.counts, "data_counts.json")
         for path in artifacts.values():
             mlflow.log_artifact(str(path), artifact_path="plots")
@@ -340,4 +388,3 @@ def run_training(
         seconds=time.perf_counter() - started,
         artifacts={**artifacts, "model_card": out / "model_card.md"},
     )
-

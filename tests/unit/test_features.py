@@ -40,8 +40,9 @@ def test_modifier_25_rule_flags_em_with_procedure_only_without_modifier():
 
 
 def test_days_past_filing_limit_uses_payer_type_default():
-    late = make_claim(service_date_from="2025-01-02", service_date_to="2025-01-02",
-                      submission_date="2025-05-02")  # 120 days, commercial default 90
+    late = make_claim(
+        service_date_from="2025-01-02", service_date_to="2025-01-02", submission_date="2025-05-02"
+    )  # 120 days, commercial default 90
     features = build_claim_features(tables_from([late]))
     assert features.loc[0, "days_service_to_submission"] == 120
     assert features.loc[0, "days_past_filing_limit"] == 30

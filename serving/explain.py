@@ -1,0 +1,362 @@
+"""Turn SHAP contributions into factors a biller can act on.
+
+Contributions (log-odds, per model column) are added up per claim field (see
+:func:`features.pipeline.feature_source`), worded with the claim's own values ("no prior
+authorization number", "97 days since service vs a 90-day filing limit", "procedure 70553 on
+line 2"), and paired with a fix where one exists. Factors that cannot be acted on (the payer,
+the patient's age) are listed after the actionable ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.claim_features import LINE_SLOTS
+from features.pipeline import feature_source
+
+Describer = Callable[[pd.Series, pd.Series], str]
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """How to word one claim field and what to do when it raises the risk."""
+
+    actionable: bool
+    describe: Describer
+    fix: Callable[[pd.Series, pd.Series], str | None] | None = None
+
+
+@dataclass
+class Factor:
+    field: str
+    description: str
+    contribution: float
+    direction: str
+    actionable: bool
+    fix: str | None
+    line_number: int | None
+
+
+def _flag(matrix_row: pd.Series, column: str) -> bool:
+    value = matrix_row.get(column)
+    return bool(value) and not pd.isna(value) and float(value) > 0
+
+
+def _num(row: pd.Series, column: str) -> float:
+    value = row.get(column)
+    return float(value) if value is not None and not pd.isna(value) else float("nan")
+
+
+def _procedures(context: pd.Series) -> str:
+    codes = [
+        f"{context[f'procedure_{i}']} (line {int(context[f'line_of_procedure_{i}'])})"
+        for i in range(1, LINE_SLOTS + 1)
+        if isinstance(context.get(f"procedure_{i}"), str)
+    ]
+    return ", ".join(codes) or "the procedures"
+
+
+def _auth(m: pd.Series, c: pd.Series) -> str:
+    if _flag(m, "prior_auth_present"):
+        return f"prior authorization number present for {_procedures(c)}"
+    return f"no prior authorization number (REF*G1) for {_procedures(c)}"
+
+
+def _auth_fix(m: pd.Series, c: pd.Series) -> str | None:
+    if _flag(m, "prior_auth_present"):
+        return "Check the authorization covers these codes, units and dates of service"
+    return f"Obtain the payer's prior authorization and put its number on the claim (REF*G1) for {_procedures(c)}"  # noqa: E501
+
+
+def _timeliness(m: pd.Series, c: pd.Series) -> str:
+    lag, limit = _num(c, "days_service_to_submission"), _num(c, "filing_limit_days")
+    return f"{lag:.0f} days since service vs a {limit:.0f}-day filing limit"
+
+
+def _timeliness_fix(m: pd.Series, c: pd.Series) -> str | None:
+    lag, limit = _num(c, "days_service_to_submission"), _num(c, "filing_limit_days")
+    if lag > limit:
+        return "Past the usual filing limit: attach proof of timely filing or the payer's extension"
+    return f"Submit now: {limit - lag:.0f} days remain before the {limit:.0f}-day filing limit"
+
+
+def _eligibility(m: pd.Series, c: pd.Series) -> str:
+    if _flag(m, "medicare_age_not_medicare_plan"):
+        return "patient is 65 or older and billed to a non-Medicare plan (Medicare may be primary)"
+    prior = _num(m, "hist_patient_payer_prior_claims")
+    gap = _num(m, "hist_patient_days_since_prior_claim")
+    if prior == 0:
+        return "first claim for this patient with this payer"
+    if gap > 180:
+        return f"{gap:.0f} days since the patient's previous claim"
+    return f"patient's history with this payer ({prior:.0f} earlier claims)"
+
+
+RULES: dict[str, FieldRule] = {
+    "prior authorization": FieldRule(True, _auth, _auth_fix),
+    "days from service to submission": FieldRule(True, _timeliness, _timeliness_fix),
+    "modifier 25 (E/M with procedure)": FieldRule(
+        True,
+        lambda m, c: (
+            "E/M visit billed with a procedure the same day"
+            + ("" if _flag(m, "any_modifier_25") else " without modifier 25")
+        ),
+        lambda m, c: (
+            None
+            if _flag(m, "any_modifier_25")
+            else "Add modifier 25 to the E/M line if the visit was significant and "
+            "separately identifiable"
+        ),
+    ),
+    "modifier 59/X (distinct procedures)": FieldRule(
+        True,
+        lambda m, c: (
+            "several procedures the same day"
+            + (
+                ""
+                if _flag(m, "any_distinct_service_modifier")
+                else " without modifier 59/XE/XS/XP/XU"
+            )
+        ),
+        lambda m, c: (
+            None
+            if _flag(m, "any_distinct_service_modifier")
+            else "Add modifier 59 (or XE/XS/XP/XU) where the procedures were distinct; "
+            "otherwise bundle"
+        ),
+    ),
+    "patient eligibility": FieldRule(
+        True,
+        _eligibility,
+        lambda m, c: "Verify eligibility and coverage dates (270/271) before submission",
+    ),
+    "other coverage (COB)": FieldRule(
+        True,
+        lambda m, c: (
+            "patient has other coverage"
+            if _flag(m, "has_other_coverage")
+            else "no other coverage on the claim"
+        ),
+        lambda m, c: "Confirm which payer is primary (coordination of benefits) and bill it first",
+    ),
+    "referral": FieldRule(
+        True,
+        lambda m, c: (
+            "referral number present"
+            if _flag(m, "referral_present")
+            else "no referral number (REF*9F)"
+        ),
+        lambda m, c: (
+            None
+            if _flag(m, "referral_present")
+            else "Add the referral number (REF*9F) if the plan requires one"
+        ),
+    ),
+    "referring provider NPI": FieldRule(
+        True,
+        lambda m, c: (
+            "referring provider NPI present"
+            if _flag(m, "referring_npi_present")
+            else "no referring/ordering provider NPI"
+        ),
+        lambda m, c: (
+            None
+            if _flag(m, "referring_npi_present")
+            else "Add the referring or ordering provider's NPI"
+        ),
+    ),
+    "rendering provider NPI": FieldRule(
+        True,
+        lambda m, c: (
+            "rendering provider NPI missing"
+            if not _flag(m, "rendering_npi_present")
+            else (
+                "rendering provider NPI fails the check digit"
+                if not _flag(m, "rendering_npi_valid")
+                else "rendering provider NPI valid"
+            )
+        ),
+        lambda m, c: "Correct the rendering provider's NPI (10 digits, valid check digit)",
+    ),
+    "billing provider NPI": FieldRule(
+        True,
+        lambda m, c: (
+            "billing NPI valid"
+            if _flag(m, "billing_npi_valid")
+            else "billing NPI fails the check digit"
+        ),
+        lambda m, c: "Correct the billing provider's NPI",
+    ),
+    "diagnosis pointer": FieldRule(
+        True,
+        lambda m, c: (
+            f"{_num(m, 'lines_without_dx_pointer'):.0f} line(s) without a diagnosis pointer"
+        ),
+        lambda m, c: "Point every service line to the diagnosis it treats",
+    ),
+    "diagnosis supports procedure": FieldRule(
+        True,
+        lambda m, c: f"principal diagnosis {m.get('principal_dx_category')}… with {_procedures(c)}",
+        lambda m, c: (
+            "Check the diagnosis supports the procedure under the payer's policy "
+            "(LCD/NCD); document medical necessity"
+        ),
+    ),
+    "rendering provider enrolment with payer": FieldRule(
+        True,
+        lambda m, c: (
+            f"rendering provider has {_num(m, 'hist_provider_payer_prior_claims'):.0f} "
+            "earlier claims with this payer"
+        ),
+        lambda m, c: (
+            "Confirm the rendering provider is credentialed with this payer on the date of service"
+        ),
+    ),
+    "possible duplicate": FieldRule(
+        True,
+        lambda m, c: (
+            f"{_num(m, 'hist_same_service_prior_submissions'):.0f} earlier submission(s) "
+            "for the same patient, date and procedures"
+        ),
+        lambda m, c: (
+            "Do not resubmit a claim in process; send a replacement (frequency 7) to correct one"
+        ),
+    ),
+    "unlisted procedure code": FieldRule(
+        True,
+        lambda m, c: "unlisted procedure code on the claim",
+        lambda m, c: "Attach documentation describing the unlisted procedure (PWK)",
+    ),
+    "units": FieldRule(
+        True,
+        lambda m, c: f"{_num(m, 'total_units'):.0f} units in total",
+        lambda m, c: "Check units against the payer's limits (MUE) and the authorization",
+    ),
+    "procedure combination and modifiers": FieldRule(
+        True,
+        lambda m, c: f"this combination of procedures and modifiers ({_procedures(c)})",
+        lambda m, c: (
+            "Check NCCI edits for these codes: add 59/XE/XS/XP/XU where distinct, or bundle"
+        ),
+    ),
+    "benefit limit (visits this year)": FieldRule(
+        True,
+        lambda m, c: (
+            f"{_num(m, 'hist_patient_family_claims_this_year'):.0f} earlier claims this "
+            "year for this kind of service"
+        ),
+        lambda m, c: "Check the patient's remaining benefit visits; request authorization for more",
+    ),
+    "frequency (days since the same procedure)": FieldRule(
+        True,
+        lambda m, c: f"same procedure {_num(m, 'hist_days_since_same_procedure'):.0f} days ago",
+        lambda m, c: (
+            "Check the payer's frequency limit for this procedure; document why it was repeated"
+        ),
+    ),
+    "diagnosis": FieldRule(
+        False, lambda m, c: f"principal diagnosis category {m.get('principal_dx_category')}"
+    ),
+    "procedure": FieldRule(False, lambda m, c: f"procedure {_procedures(c)}"),
+    "payer": FieldRule(False, lambda m, c: f"payer {m.get('payer_id')} ({m.get('payer_type')})"),
+    "place of service": FieldRule(
+        False, lambda m, c: f"place of service {m.get('place_of_service')}"
+    ),
+    "provider specialty": FieldRule(
+        False, lambda m, c: f"provider taxonomy {m.get('provider_taxonomy')}"
+    ),
+    "rendering provider": FieldRule(False, lambda m, c: "rendering provider's denial history"),
+    "claim frequency (original/replacement)": FieldRule(
+        False, lambda m, c: "replacement claim" if _flag(m, "is_replacement") else "original claim"
+    ),
+    "patient age": FieldRule(False, lambda m, c: f"patient age {_num(m, 'patient_age'):.0f}"),
+    "patient sex": FieldRule(False, lambda m, c: f"patient sex {m.get('patient_sex')}"),
+    "charges": FieldRule(
+        False, lambda m, c: f"total charge ${np.expm1(_num(m, 'total_charge_log')):,.0f}"
+    ),
+    "number of service lines": FieldRule(
+        False, lambda m, c: f"{_num(m, 'n_lines'):.0f} service lines"
+    ),
+    "modifiers": FieldRule(False, lambda m, c: "modifiers on the lines"),
+}
+
+
+def _line_for_field(field: str, contributions: pd.Series, context: pd.Series) -> int | None:
+    """The written line number behind a line-level field, if one slot dominates."""
+    if field not in {"procedure", "prior authorization", "diagnosis supports procedure"}:
+        return None
+    best, best_value = None, 0.0
+    for slot in range(1, LINE_SLOTS + 1):
+        value = sum(
+            abs(float(contributions.get(col, 0.0)))
+            for col in (f"procedure_{slot}", f"procedure_family_{slot}")
+        )
+        if value > best_value and not pd.isna(context.get(f"line_of_procedure_{slot}")):
+            best, best_value = int(context[f"line_of_procedure_{slot}"]), value
+    return best
+
+
+def source_matrix(columns: list[str]) -> tuple[np.ndarray, list[str]]:
+    """0/1 matrix mapping model columns (rows) to claim fields (columns)."""
+    sources = [feature_source(c) for c in columns]
+    fields = sorted(set(sources))
+    index = {f: j for j, f in enumerate(fields)}
+    mapping = np.zeros((len(columns), len(fields)))
+    for i, source in enumerate(sources):
+        mapping[i, index[source]] = 1.0
+    return mapping, fields
+
+
+def explain_batch(
+    contributions: pd.DataFrame,
+    matrix: pd.DataFrame,
+    context: pd.DataFrame,
+    top_k: int = 5,
+    min_abs: float = 0.02,
+) -> list[list[Factor]]:
+    """Top factors per claim: fixable risk-raising fields first, then other risks, then the rest.
+
+    Contributions are summed per claim field with one matrix product, so a batch of thousands
+    of claims costs one pass plus a few words per factor.
+    """
+    mapping, fields = source_matrix(list(contributions.columns))
+    grouped = contributions.to_numpy() @ mapping
+    actionable = np.array([RULES.get(f, _UNKNOWN).actionable for f in fields])
+    results: list[list[Factor]] = []
+    for row in range(len(grouped)):
+        values = grouped[row]
+        keep = np.flatnonzero(np.abs(values) >= min_abs)
+        if len(keep) == 0:
+            results.append([])
+            continue
+        raises = values[keep] > 0
+        # Sort keys: fixable risks, then other risks, then risk-lowering fields; larger first.
+        rank = np.lexsort((-np.abs(values[keep]), ~raises, ~(raises & actionable[keep])))
+        chosen = keep[rank[:top_k]]
+        m_row, c_row = matrix.iloc[row], context.iloc[row]
+        c_contrib = contributions.iloc[row]
+        factors = []
+        for j in chosen:
+            field = fields[j]
+            rule = RULES.get(field, _UNKNOWN)
+            value = float(values[j])
+            factors.append(
+                Factor(
+                    field=field,
+                    description=rule.describe(m_row, c_row) if field in RULES else field,
+                    contribution=round(value, 4),
+                    direction="raises risk" if value > 0 else "lowers risk",
+                    actionable=rule.actionable,
+                    fix=rule.fix(m_row, c_row) if (rule.fix and value > 0) else None,
+                    line_number=_line_for_field(field, c_contrib, c_row),
+                )
+            )
+        results.append(factors)
+    return results
+
+
+_UNKNOWN = FieldRule(False, lambda m, c: "")

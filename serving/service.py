@@ -1,0 +1,223 @@
+"""The scoring service: claims in, scores with reasons, CARCs, factors and fixes out.
+
+Batch scoring, the API and the demo call :meth:`ScoringService.score`; it calls the one predict
+path of the fitted pipeline (:func:`training.model.predict`), so every surface gives the same
+number for the same claim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from features.claim_tables import ClaimTables
+from features.codes import code_tables
+from serving.explain import Factor, explain_batch
+from training.model import Prediction, predict
+
+
+@dataclass(frozen=True)
+class RiskBands:
+    """Probability thresholds for the bands a billing team works by."""
+
+    medium: float = 0.15
+    high: float = 0.35
+
+    def band(self, probability: float) -> str:
+        if probability >= self.high:
+            return "high"
+        if probability >= self.medium:
+            return "medium"
+        return "low"
+
+    def threshold_text(self, band: str) -> str:
+        return {
+            "high": f">= {self.high:.2f}",
+            "medium": f">= {self.medium:.2f} and < {self.high:.2f}",
+            "low": f"< {self.medium:.2f}",
+        }[band]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    alias: str | None
+    uri: str
+    training_period: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ClaimScore:
+    claim_id: str
+    denial_probability: float
+    risk_band: str
+    risk_band_threshold: str
+    likely_reasons: list[dict[str, object]]
+    likely_carcs: list[dict[str, object]]
+    factors: list[Factor]
+    suggested_fix: str | None
+    model_version: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class ScoringService:
+    """Scores claims with a loaded pipeline. Built once per model; safe to share across threads.
+
+    Code-table wording (CARC descriptions, category labels and fixes) is looked up once here
+    into dictionaries: per-claim lookups in the pandas tables cost more than the model itself.
+    """
+
+    def __init__(self, pipeline: Pipeline, info: ModelInfo, bands: RiskBands | None = None):
+        self.pipeline = pipeline
+        self.info = info
+        self.bands = bands or RiskBands()
+        self._codes = code_tables()
+        categories = self._codes.reason_categories
+        self._labels: dict[str, str] = {}
+        self._category_fixes: dict[str, str] = {
+            str(c): str(f) for c, f in categories["suggested_fix"].items()
+        }
+        self._carc_texts: dict[str, str] = {
+            str(c): str(d) for c, d in self._codes.carc["description"].items()
+        }
+
+    def score(self, tables: ClaimTables, explain: bool = True, top_k: int = 5) -> list[ClaimScore]:
+        """Score every claim in ``tables`` (row order kept)."""
+        if len(tables) == 0:
+            return []
+        prediction = predict(self.pipeline, tables)
+        view = self._view(prediction)
+        factors = self._factors(prediction, top_k) if explain else None
+        scores = []
+        for i, claim_id in enumerate(view.claim_ids):
+            claim_factors = factors[i] if factors is not None else []
+            scores.append(
+                ClaimScore(
+                    claim_id=claim_id,
+                    denial_probability=view.probabilities[i],
+                    risk_band=view.bands[i],
+                    risk_band_threshold=self.bands.threshold_text(view.bands[i]),
+                    likely_reasons=[
+                        {"category": c, "label": self._label(c), "probability": p}
+                        for c, p in view.reasons[i]
+                    ],
+                    likely_carcs=[
+                        {"code": c, "description": self._carc_text(c), "probability": p}
+                        for c, p in view.carcs[i]
+                    ],
+                    factors=claim_factors,
+                    suggested_fix=self._suggested_fix(
+                        claim_factors, view.reasons[i], view.bands[i]
+                    ),
+                    model_version=self.info.version,
+                )
+            )
+        return scores
+
+    def score_frame(
+        self, tables: ClaimTables, explain: bool = False, top_k: int = 5
+    ) -> pd.DataFrame:
+        """Scores as a flat table (batch output): one row per claim.
+
+        Built column by column from the same prediction :meth:`score` uses (no per-claim
+        objects), because batch scoring runs over hundreds of thousands of claims.
+        """
+        if len(tables) == 0:
+            return pd.DataFrame(columns=["claim_id", "denial_probability", "risk_band"])
+        prediction = predict(self.pipeline, tables)
+        view = self._view(prediction)
+        factors = self._factors(prediction, top_k) if explain else None
+        frame = pd.DataFrame(
+            {
+                "claim_id": view.claim_ids,
+                "denial_probability": np.asarray(view.probabilities, dtype=np.float64),
+                "risk_band": view.bands,
+                "likely_reason": [r[0][0] if r else None for r in view.reasons],
+            }
+        )
+        columns: dict[str, list[object]] = {}
+        for i in range(max((len(r) for r in view.reasons), default=0)):
+            columns[f"reason_{i + 1}"] = [r[i][0] if len(r) > i else None for r in view.reasons]
+            columns[f"reason_{i + 1}_probability"] = [
+                r[i][1] if len(r) > i else None for r in view.reasons
+            ]
+        for i in range(max((len(c) for c in view.carcs), default=0)):
+            columns[f"carc_{i + 1}"] = [c[i][0] if len(c) > i else None for c in view.carcs]
+            columns[f"carc_{i + 1}_probability"] = [
+                c[i][1] if len(c) > i else None for c in view.carcs
+            ]
+        if factors is not None:
+            for i in range(max((len(f) for f in factors), default=0)):
+                picked = [f[i] if len(f) > i else None for f in factors]
+                columns[f"factor_{i + 1}"] = [
+                    f"{f.field}: {f.description}" if f else None for f in picked
+                ]
+                columns[f"factor_{i + 1}_contribution"] = [
+                    f.contribution if f else None for f in picked
+                ]
+                columns[f"factor_{i + 1}_fix"] = [f.fix if f else None for f in picked]
+        columns["suggested_fix"] = [
+            self._suggested_fix(factors[i] if factors is not None else [], reasons, band)
+            for i, (reasons, band) in enumerate(zip(view.reasons, view.bands, strict=True))
+        ]
+        columns["model_version"] = [self.info.version] * len(frame)
+        return pd.concat([frame, pd.DataFrame(columns)], axis=1)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _view(self, prediction: Prediction) -> _PredictionView:
+        """Rounded probabilities, bands and top-3 reasons/CARCs as plain Python values."""
+        probabilities = np.round(prediction.denial_probability.astype(np.float64), 4)
+        bands = np.where(
+            probabilities >= self.bands.high,
+            "high",
+            np.where(probabilities >= self.bands.medium, "medium", "low"),
+        )
+        return _PredictionView(
+            claim_ids=[str(c) for c in prediction.claim_ids],
+            probabilities=probabilities.tolist(),
+            bands=bands.tolist(),
+            reasons=_rounded(prediction.top_reasons(3)),
+            carcs=_rounded(prediction.top_carcs(3)),
+        )
+
+    def _factors(self, prediction: Prediction, top_k: int) -> list[list[Factor]]:
+        contributions = self.pipeline.named_steps["model"].contributions(prediction.matrix)
+        return explain_batch(contributions, prediction.matrix, prediction.context, top_k)
+
+    def _suggested_fix(
+        self, factors: list[Factor], reasons: list[tuple[str, float]], band: str
+    ) -> str | None:
+        """The first factor's fix; else, for a medium/high risk, the top reason's usual fix."""
+        fix = next((f.fix for f in factors if f.fix), None)
+        if fix is None and reasons and band != "low":
+            fix = self._category_fixes.get(reasons[0][0]) or None
+        return fix
+
+    def _label(self, category: str) -> str:
+        label = self._labels.get(category)
+        if label is None:
+            label = self._labels[category] = self._codes.category_label(category)
+        return label
+
+    def _carc_text(self, code: str) -> str:
+        return self._carc_texts.get(code.strip().upper(), "other / less common CARC")
+
+
+@dataclass
+class _PredictionView:
+    claim_ids: list[str]
+    probabilities: list[float]
+    bands: list[str]
+    reasons: list[list[tuple[str, float]]]
+    carcs: list[list[tuple[str, float]]]
+
+
+def _rounded(top: list[list[tuple[str, float]]]) -> list[list[tuple[str, float]]]:
+    return [[(c, round(p, 4)) for c, p in row] for row in top]
