@@ -1,0 +1,20 @@
+"""Claims simulator: a synthetic practice whose claims are denied by known causal mechanisms.
+
+A stand-in for a practice's real data. It writes the same contract tables as X12 ingest
+(:mod:`features.schema`) plus a ground-truth table the models never read: each claim's exact
+denial probability and its split by root cause, and each denial's recovery probability.
+
+>>> from simulator import SimulationConfig, simulate, write_simulation
+>>> result = simulate(SimulationConfig(n_claims=20_000, seed=1))  # doctest: +SKIP
+"""
+
+from simulator.engine import SimulationConfig, SimulationResult, simulate
+from simulator.output import format_summary, write_simulation
+
+__all__ = [
+    "SimulationConfig",
+    "SimulationResult",
+    "format_summary",
+    "simulate",
+    "write_simulation",
+]

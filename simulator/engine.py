@@ -1,0 +1,338 @@
+"""Run the whole simulation: world -> encounters -> adjudication -> remittances -> rework.
+
+Each stage draws from its own random stream (spawned from the seed), so the same configuration
+always produces identical tables, and changing one stage's draws leaves the others alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from features.codes import DENIAL_CATEGORIES
+from features.schema import ClaimsDataset
+from simulator import targets
+from simulator.adjudication import REASONS, Adjudication, adjudicate
+from simulator.encounters import Encounters, PracticeHabits, generate_encounters
+from simulator.remittance import (
+    LinePayment,
+    Remittances,
+    build_remittances,
+    line_charges,
+    price_lines,
+)
+from simulator.rework import (
+    TYPICAL_ACTION_LAG,
+    Rework,
+    default_action,
+    recovery_probability,
+    work_denials,
+)
+from simulator.tables import Identifiers, assign_identifiers, build_tables
+from simulator.world import DRIFT, PAYERS, World, build_world
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """What to simulate.
+
+    ``n_claims`` counts first submissions (frequency code 1, duplicate submissions included);
+    the corrected claims (frequency 7) the billing team sends after denials come on top, about
+    1-2% more rows in ``claims``.
+    """
+
+    n_claims: int = 50_000
+    seed: int = 7
+    start_date: dt.date = dt.date(2024, 1, 1)
+    days: int = 730
+    """Timeline length; service dates spread over it (submissions and remits run past its end)."""
+    drift_fraction: float = 0.6
+    """The payer rule changes (see ``simulator.world.DRIFT``) start this far into the timeline."""
+    claims_per_patient: float = 4.0
+    """Average claims per patient over the timeline (sets the size of the patient panel)."""
+    habits: PracticeHabits = field(default_factory=PracticeHabits)
+    """How often the practice makes each visible billing mistake."""
+
+    def __post_init__(self) -> None:
+        if self.n_claims < 100:
+            raise ValueError(f"n_claims must be at least 100, got {self.n_claims}")
+        if self.days < 30:
+            raise ValueError(f"days must be at least 30, got {self.days}")
+        if not 0.0 < self.drift_fraction < 1.0:
+            raise ValueError(f"drift_fraction must be between 0 and 1, got {self.drift_fraction}")
+        if self.claims_per_patient < 1.0:
+            raise ValueError("claims_per_patient must be at least 1")
+
+    @property
+    def drift_date(self) -> dt.date:
+        return self.start_date + dt.timedelta(days=int(round(self.drift_fraction * self.days)))
+
+
+@dataclass
+class SimulationResult:
+    """The contract tables, the ground truth (kept apart from them) and realised figures."""
+
+    dataset: ClaimsDataset
+    truth: pd.DataFrame
+    summary: dict
+
+
+def simulate(config: SimulationConfig, progress: Progress | None = None) -> SimulationResult:
+    """Simulate a practice's claims, their adjudication, remittances and follow-ups.
+
+    ``progress(stage, fraction_done)`` is called a handful of times for a progress bar.
+    """
+    report: Progress = progress or (lambda stage, fraction: None)
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(9)]
+    start = pd.Timestamp(config.start_date)
+    drift_day = (pd.Timestamp(config.drift_date) - start).days
+
+    report("Building payers, providers and patients", 0.0)
+    n_patients = max(100, int(round(config.n_claims / config.claims_per_patient)))
+    world = build_world(streams[0], n_patients, config.days, drift_day)
+
+    report("Generating encounters and claims", 0.1)
+    first = generate_encounters(
+        world, streams[1], config.n_claims, config.days, start, config.habits
+    )
+    n_first = len(first.claims)
+    charges = line_charges(first.lines)
+    adjudicated = first.claims["rejection"].to_numpy() < 0
+
+    report("Adjudicating claims", 0.35)
+    outcome = adjudicate(first, world, start, charges, adjudicated, streams[2])
+
+    report("Pricing and remittances", 0.5)
+    payment = price_lines(first, world, start, streams[3])
+    rows = np.flatnonzero(adjudicated)
+    remits = build_remittances(
+        first,
+        rows,
+        outcome.denied,
+        outcome.reason,
+        outcome.carc,
+        outcome.not_recognized,
+        payment,
+        streams[4],
+    )
+    remit_day = np.full(n_first, -1, dtype=np.int64)
+    remit_day[remits.remits["claim"].to_numpy()] = remits.remits["remit_day"].to_numpy()
+    line_claim = first.lines["claim"].to_numpy()
+    claim_charge = np.bincount(line_claim, weights=payment.charge, minlength=n_first)
+    expected_paid = np.bincount(line_claim, weights=payment.paid, minlength=n_first)
+
+    report("Working denials", 0.65)
+    rework = work_denials(first, outcome, remit_day, claim_charge, expected_paid, world, streams[5])
+    corrected = rework.corrected
+    n_corrected = len(corrected.claims)
+    originals = corrected.claims["original"].to_numpy()
+    corrected_denied = ~rework.corrected_recovered
+    corrected_payment = price_lines(corrected, world, start, streams[6])
+    corrected_remits = build_remittances(
+        corrected,
+        np.arange(n_corrected),
+        corrected_denied,
+        np.where(corrected_denied, outcome.reason[originals], -1),
+        np.where(corrected_denied, outcome.carc[originals], ""),
+        corrected_denied & outcome.not_recognized[originals],
+        corrected_payment,
+        streams[7],
+    )
+    followups = _settle_corrected_followups(rework.followups, corrected_remits, n_first)
+
+    report("Assembling tables", 0.8)
+    everything = Encounters.concat([first, corrected])
+    all_payment = _concat_payments(payment, corrected_payment)
+    all_remits = _concat_remits(remits, corrected_remits, n_first)
+    ids = assign_identifiers(everything.claims, all_remits.remits, start)
+    truth = _truth(everything, outcome, rework, corrected_remits, world, ids, start, n_first)
+    # Drop the per-stage copies before the tables are built: at a million claims they matter.
+    del first, corrected, payment, corrected_payment, remits, corrected_remits, outcome, rework
+    dataset = build_tables(
+        everything, all_payment, all_remits, followups, ids, world, start, streams[8]
+    )
+    del everything, all_payment, all_remits
+    summary = summarise(dataset, truth, config)
+    report("Done", 1.0)
+    return SimulationResult(dataset=dataset, truth=truth, summary=summary)
+
+
+def _settle_corrected_followups(
+    followups: pd.DataFrame, corrected_remits: Remittances, n_first: int
+) -> pd.DataFrame:
+    """A corrected claim's follow-up resolves when its own remittance arrives, for what it paid."""
+    followups = followups.copy()
+    is_corrected = (followups["action"] == "corrected_claim").to_numpy()
+    remits = corrected_remits.remits.sort_values("claim")
+    followups.loc[is_corrected, "resolved_day"] = remits["remit_day"].to_numpy()
+    followups.loc[is_corrected, "recovered_amount"] = remits["paid"].to_numpy()
+    return followups
+
+
+def _concat_payments(a: LinePayment, b: LinePayment) -> LinePayment:
+    return LinePayment(
+        *(
+            np.concatenate([getattr(a, f), getattr(b, f)])
+            for f in ("charge", "allowed", "deductible", "coinsurance", "copay", "sequestration")
+        )
+    )
+
+
+def _concat_remits(a: Remittances, b: Remittances, offset: int) -> Remittances:
+    def shift(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.copy()
+        frame["claim"] = frame["claim"] + offset
+        return frame
+
+    return Remittances(
+        *(
+            pd.concat([getattr(a, f), shift(getattr(b, f))], ignore_index=True)
+            for f in ("remits", "lines", "adjustments", "remarks")
+        )
+    )
+
+
+def _truth(
+    everything: Encounters,
+    outcome: Adjudication,
+    rework: Rework,
+    corrected_remits: Remittances,
+    world: World,
+    ids: Identifiers,
+    start: pd.Timestamp,
+    n_first: int,
+) -> pd.DataFrame:
+    """One row per claim: denial probability, per-cause probabilities, outcome, recovery."""
+    claims = everything.claims
+    n = len(claims)
+    n_corrected = n - n_first
+    originals = claims["original"].to_numpy()[n_first:]
+    original_category = outcome.category[originals]
+    r = rework.corrected_recovery
+    corrected_denied = ~rework.corrected_recovered
+
+    cause = np.zeros((n, len(DENIAL_CATEGORIES)))
+    cause[:n_first] = outcome.cause_probability
+    cause[n_first + np.arange(n_corrected), original_category] = 1.0 - r
+    category = np.concatenate([outcome.category, np.where(corrected_denied, original_category, -1)])
+    reason = np.concatenate(
+        [outcome.reason, np.where(corrected_denied, outcome.reason[originals], -1)]
+    )
+    denied = np.concatenate([outcome.denied, corrected_denied])
+
+    # Recovery: realised for worked first submissions; hypothetical for the other denials.
+    recovery = np.concatenate([rework.recovery_probability, np.full(n_corrected, np.nan)])
+    if corrected_denied.any():
+        rows = np.flatnonzero(corrected_denied)
+        payer = claims["payer"].to_numpy()[n_first + rows]
+        charge = corrected_remits.remits.sort_values("claim")["total_charge"].to_numpy()[rows]
+        denial_day = corrected_remits.remits.sort_values("claim")["remit_day"].to_numpy()[rows]
+        service_day = claims["service_day"].to_numpy()[n_first + rows]
+        recovery[n_first + rows] = recovery_probability(
+            original_category[rows],
+            outcome.carc[originals[rows]],
+            np.array([p.strictness for p in world.payers])[payer],
+            charge,
+            np.full(len(rows), TYPICAL_ACTION_LAG),
+            denial_day + TYPICAL_ACTION_LAG - service_day,
+            np.array([p.appeal_window_days for p in world.payers])[payer],
+            np.array([p.timely_filing_days for p in world.payers])[payer],
+            default_action(original_category[rows]),
+        )
+    worked = np.concatenate([rework.recovered, np.full(n_corrected, -1)])
+    recovered = pd.arrays.BooleanArray(worked == 1, worked < 0)
+
+    names = np.array([*DENIAL_CATEGORIES, ""], dtype=object)
+    reason_names = np.array([*(r.name for r in REASONS), ""], dtype=object)
+    truth = pd.DataFrame(
+        {
+            "claim_id": pd.Series(ids.claim_id, dtype="str"),
+            "submission_date": (
+                np.datetime64(start.date(), "D")
+                + claims["submission_day"].to_numpy().astype("timedelta64[D]")
+            ).astype("datetime64[ns]"),
+            "frequency_code": pd.Series(claims["frequency"].astype(str).to_numpy(), dtype="str"),
+            "true_denial_probability": cause.sum(axis=1),
+            "denied": denied.astype(np.int8),
+            "true_cause": pd.Series(names[category], dtype="str"),
+            "true_reason": pd.Series(reason_names[reason], dtype="str"),
+            **{f"p_{c}": cause[:, k] for k, c in enumerate(DENIAL_CATEGORIES)},
+            "rejected": claims["rejection"].to_numpy() >= 0,
+            "true_recovery_probability": recovery,
+            "recovered": recovered,
+        }
+    )
+    return truth.iloc[ids.claim_number_order].reset_index(drop=True)
+
+
+def summarise(dataset: ClaimsDataset, truth: pd.DataFrame, config: SimulationConfig) -> dict:
+    """Realised figures next to their targets (JSON-serialisable)."""
+    claims = dataset.claims
+    first = truth["frequency_code"] == "1"
+    adjudicated = first & ~truth["rejected"]
+    denied = adjudicated & (truth["denied"] == 1)
+    n_denied = int(denied.sum())
+    mix = truth.loc[denied, "true_cause"].value_counts(normalize=True)
+    payer_type = claims.set_index("claim_id")["payer_type"].reindex(truth["claim_id"]).to_numpy()
+    by_type = (
+        pd.Series(
+            truth["denied"].to_numpy()[adjudicated.to_numpy()],
+            index=payer_type[adjudicated.to_numpy()],
+        )
+        .groupby(level=0)
+        .mean()
+    )
+    payer_mix = pd.Series(payer_type[first.to_numpy()]).value_counts(normalize=True)
+    denied_first = truth[denied]
+    worked = denied_first["recovered"].notna()
+    payer_by_key = {p.key: p for p in PAYERS}
+    return {
+        "n_claims": int(len(truth)),
+        "n_first_submissions": int(first.sum()),
+        "n_corrected_claims": int((~first).sum()),
+        "n_adjudicated": int(adjudicated.sum()),
+        "n_rejected": int(truth["rejected"].sum()),
+        "n_denied": n_denied,
+        "rejection_rate": float(truth.loc[first, "rejected"].mean()),
+        "target_rejection_rate": targets.REJECTION_RATE,
+        "denial_rate": float(n_denied / max(int(adjudicated.sum()), 1)),
+        "mean_true_denial_probability": float(
+            truth.loc[adjudicated, "true_denial_probability"].mean()
+        ),
+        "target_denial_rate": list(targets.DENIAL_RATE_RANGE),
+        "cause_mix": {c: round(float(mix.get(c, 0.0)), 4) for c in DENIAL_CATEGORIES},
+        "target_cause_mix": targets.CAUSE_MIX,
+        "denial_rate_by_payer_type": {k: round(float(v), 4) for k, v in by_type.items()},
+        "target_denial_rate_by_payer_type": targets.DENIAL_RATE_BY_PAYER_TYPE,
+        "payer_mix": {k: round(float(v), 4) for k, v in payer_mix.items()},
+        "target_payer_mix": targets.PAYER_MIX,
+        "never_reworked_share": float(1.0 - worked.mean()) if n_denied else 0.0,
+        "target_never_reworked_share": list(targets.NEVER_REWORKED_RANGE),
+        "recovered_share_of_worked": float(
+            denied_first.loc[worked, "recovered"].astype(bool).mean()
+        )
+        if worked.any()
+        else 0.0,
+        "drift": {
+            "date": config.drift_date.isoformat(),
+            "auth_payer_id": payer_by_key[DRIFT.auth_payer].payer_id,
+            "auth_payer_name": payer_by_key[DRIFT.auth_payer].name,
+            "auth_family": DRIFT.auth_family,
+            "necessity_payer_id": payer_by_key[DRIFT.necessity_payer].payer_id,
+            "necessity_payer_name": payer_by_key[DRIFT.necessity_payer].name,
+            "necessity_groups": list(DRIFT.necessity_groups),
+        },
+        "config": {
+            "n_claims": config.n_claims,
+            "seed": config.seed,
+            "start_date": config.start_date.isoformat(),
+            "days": config.days,
+            "drift_fraction": config.drift_fraction,
+        },
+    }
