@@ -108,8 +108,12 @@ def _is_em(codes: pd.Series) -> pd.Series:
 def canonical_lines(lines: pd.DataFrame) -> pd.DataFrame:
     """Lines sorted within each claim by charge (descending), then code and modifiers.
 
-    Adds ``slot`` (1-based position in that order); ``line_number`` stays as written.
+    Adds ``slot`` (1-based position in that order); ``line_number`` stays as written. A line
+    with only a revenue code (institutional) is identified by ``REV<code>``.
     """
+    lines = lines.assign(
+        procedure_code=lines["procedure_code"].fillna("REV" + lines["revenue_code"].astype("str"))
+    )
     ordered = lines.sort_values(
         ["claim_id", "line_charge", "procedure_code", "modifier_1", "units"],
         ascending=[True, False, True, True, True],

@@ -1,4 +1,4 @@
-"""Code tables kept as data files (CARC, reason categories, claim filing indicators, payer defaults).
+"""Code tables kept as data files: CARCs, reason categories, filing indicators, payer defaults.
 
 One loader serves the simulator, the feature pipeline, the scorer and the worklist, so a rule
 changes in one place: edit the CSV under ``features/data/``, not the code.
@@ -130,7 +130,7 @@ class CodeTables:
 
 @lru_cache(maxsize=1)
 def code_tables() -> CodeTables:
-    """Load every code table from ``features/data`` (cached: the files do not change at run time)."""
+    """Load every code table from ``features/data`` (cached: they do not change at run time)."""
     carc = _read_table("carc.csv")
     for column in ("is_denial", "appealable", "rarc_required"):
         carc[column] = _as_bool(carc[column])

@@ -65,7 +65,8 @@ CLAIMS = pa.DataFrameSchema(
         "claim_id": _text(checks=pa.Check.str_length(1, 38)),
         "submission_date": _date(),
         "claim_type": _text(checks=pa.Check.isin(["professional", "institutional"])),
-        "frequency_code": _text(checks=pa.Check.isin(["1", "7", "8"])),
+        # 1 original, 7 replacement, 8 void; institutional bills use the other digits too.
+        "frequency_code": _text(checks=pa.Check.str_matches(r"^[0-9A-Z]$")),
         "original_payer_claim_number": _text(nullable=True),
         "payer_id": _text(),
         "payer_name": _text(nullable=True),
@@ -95,7 +96,10 @@ LINES = pa.DataFrameSchema(
     {
         "claim_id": _text(),
         "line_number": pa.Column(int, checks=pa.Check.ge(1), coerce=True),
-        "procedure_code": _text(checks=pa.Check.str_matches(PROCEDURE_CODE_PATTERN)),
+        # Institutional lines may carry only a revenue code (checked below).
+        "procedure_code": _text(
+            nullable=True, checks=pa.Check.str_matches(PROCEDURE_CODE_PATTERN)
+        ),
         "modifier_1": _text(nullable=True),
         "modifier_2": _text(nullable=True),
         "modifier_3": _text(nullable=True),
@@ -106,6 +110,10 @@ LINES = pa.DataFrameSchema(
         "diagnosis_pointers": _text(nullable=True),
         "revenue_code": _text(nullable=True),
     },
+    checks=pa.Check(
+        lambda df: df["procedure_code"].notna() | df["revenue_code"].notna(),
+        error="a service line needs a procedure (CPT/HCPCS) code or a revenue code",
+    ),
     unique=["claim_id", "line_number"],
     strict="filter",
     name="lines",
@@ -227,6 +235,35 @@ def empty_table(name: str) -> pd.DataFrame:
     return schema.validate(frame)
 
 
+_EXPECTED: dict[str, str] = {
+    "procedure_code": "a 5-character CPT/HCPCS code (e.g. 99214, J3301)",
+    "code": "an ICD-10-CM code without the dot (e.g. E119); ICD-9 codes are not accepted "
+    "on 5010 claims",
+    "claim_id": "a patient control number (CLM01) of 1-38 characters, unique in the file",
+    "units": "a number of units greater than 0",
+    "line_number": "a line number of 1 or more",
+    "position": "a diagnosis position of 1 or more",
+    "payer_type": f"one of {', '.join(PAYER_TYPES)}",
+    "frequency_code": "a one-character claim frequency code (1 original, 7 replacement, 8 void)",
+    "group_code": "a CAS group code: CO, PR, PI, OA or CR",
+    "claim_type": "professional or institutional",
+    "patient_sex": "M, F or U",
+}
+
+
+def _reason(column: str, check: str, value: object) -> str:
+    if check in ("not_nullable", "column_in_dataframe") or pd.isna(value):
+        return f"{column} is required but empty"
+    if "unique" in check or check == "field_uniqueness":
+        return f"{column} {value!r} appears more than once"
+    expected = _EXPECTED.get(column)
+    if expected:
+        return f"{column} {value!r} is not {expected}"
+    if check.startswith("coerce_dtype") or "dtype" in check:
+        return f"{column} {value!r} has the wrong type ({check})"
+    return f"{column} {value!r} fails {check}"
+
+
 def validate_table(name: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate one table; return ``(valid_rows, quarantined_rows)``.
 
@@ -248,9 +285,14 @@ def validate_table(name: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
         for _, case in cases.iterrows():
             if pd.isna(case["index"]):
                 continue
-            column = case["column"] if isinstance(case["column"], str) else "row"
-            text = f"{column}: {case['check']} (got {case['failure_case']!r})"
-            reasons.setdefault(int(case["index"]), []).append(text)
+            column_level = case.get("schema_context") == "Column"
+            if column_level and case["column"] in schema.columns:
+                text = _reason(case["column"], str(case["check"]), case["failure_case"])
+            else:
+                text = str(case["check"])
+            row_reasons = reasons.setdefault(int(case["index"]), [])
+            if text not in row_reasons:
+                row_reasons.append(text)
         bad = sorted({int(i) for i in bad_index})
         if not bad:
             raise ValueError(f"table '{name}' failed validation: {errors}") from None
@@ -317,9 +359,7 @@ class ClaimsDataset:
         rejects = pd.concat(quarantined, ignore_index=True) if quarantined else _no_rejects()
         return dataset.drop_incomplete_claims(rejects)
 
-    def drop_incomplete_claims(
-        self, rejects: pd.DataFrame
-    ) -> tuple[ClaimsDataset, pd.DataFrame]:
+    def drop_incomplete_claims(self, rejects: pd.DataFrame) -> tuple[ClaimsDataset, pd.DataFrame]:
         """Quarantine claims with a rejected child row or with no service line at all."""
         child_rejects = rejects[rejects["table"].isin(["lines", "diagnoses"])]
         bad_ids = set(child_rejects.get("claim_id", pd.Series(dtype=str)).dropna())

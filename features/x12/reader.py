@@ -1,0 +1,665 @@
+"""Read one X12 file (837P, 837I, 835, 999, 277CA) into contract rows.
+
+pyx12 tokenises and validates (see :mod:`features.x12.pyx12_stream`); this module turns its
+segment stream into rows of the data contract (:mod:`features.schema`). Fields are picked by
+segment id and qualifier in guide order (2000A billing, 2000B subscriber, 2300 claim, 2310
+providers, 2320 other payer, 2400 lines; 835 header, 2100 claim payment, 2110 service payment)
+rather than by pyx12's loop path, because pyx12 loses its place in the map after a segment it
+cannot match (an SVC with an unknown qualifier, say) while the order of segments still tells
+which loop they belong to.
+
+Nothing here logs or returns member IDs, names or birth dates outside the contract rows.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from features.codes import code_tables
+from features.x12.normalise import decode_bytes, normalise_text
+from features.x12.placeholders import is_placeholder_claim_id
+from features.x12.pyx12_stream import (
+    Pyx12Findings,
+    StreamState,
+    Validation,
+    Values,
+    iter_segments,
+    read_errors,
+)
+
+Row = dict[str, Any]
+
+_CENT = Decimal("0.01")
+_DX_QUALIFIERS = {"ABK": True, "BK": True, "ABF": False, "BF": False}
+_REJECTED_277 = {"A3", "A4", "A6", "A7", "A8"}
+
+
+@dataclass
+class FileParse:
+    """Everything read from one file, as plain rows (cheap to send between processes)."""
+
+    path: str
+    kinds: list[str] = field(default_factory=list)
+    versions_seen: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    file_reason: str | None = None
+    tables: dict[str, list[Row]] = field(default_factory=dict)
+    quarantine: list[Row] = field(default_factory=list)
+    claims_read: int = 0
+    remittances_read: int = 0
+    placeholder_clp01: int = 0
+    pyx12_warnings: int = 0
+    pyx12_messages: list[str] = field(default_factory=list)
+
+    def rows(self, table: str) -> list[Row]:
+        return self.tables.setdefault(table, [])
+
+    def reject(self, position: int | str, reason: str, claim_id: str | None = None) -> None:
+        self.quarantine.append(
+            {"file": self.path, "position": str(position), "claim_id": claim_id, "reason": reason}
+        )
+
+
+def v(values: Values, n: int, k: int = 1) -> str:
+    """Element ``n`` (1-based), component ``k`` (1-based) of a segment; '' when absent."""
+    if n > len(values):
+        return ""
+    comp = values[n - 1]
+    return comp[k - 1].strip() if k <= len(comp) else ""
+
+
+def money(text: str) -> float | None:
+    """Dollars from an X12 amount: parsed exactly with Decimal, rounded half-up to the cent."""
+    if not text:
+        return None
+    try:
+        return float(Decimal(text).quantize(_CENT, rounding=ROUND_HALF_UP))
+    except InvalidOperation:
+        return None
+
+
+def number(text: str) -> float | None:
+    if not text:
+        return None
+    try:
+        return float(Decimal(text))
+    except InvalidOperation:
+        return None
+
+
+def x12_date(text: str) -> str | None:
+    """``CCYYMMDD`` (or the start of an ``RD8`` range) checked as a calendar date; else None."""
+    return _checked_date(text[:8])
+
+
+@lru_cache(maxsize=65536)
+def _checked_date(text: str) -> str | None:
+    if len(text) != 8 or not text.isdigit():
+        return None
+    try:
+        datetime.strptime(text, "%Y%m%d")
+    except ValueError:
+        return None
+    return text
+
+
+def _isa_date(yymmdd: str) -> str | None:
+    return x12_date("20" + yymmdd) if len(yymmdd) == 6 else None
+
+
+def parse_file(path: Path, validation: Validation = "full") -> FileParse:
+    """Read one file into contract rows, quarantine entries and a report.
+
+    Never raises for bad input: a file pyx12 cannot read comes back with ``file_reason`` set.
+    """
+    result = FileParse(path=str(path))
+    name = path.name
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        result.file_reason = f"File {name}: cannot be read ({exc.strerror})"
+        return result
+    text = decode_bytes(raw, result.notes)
+    norm = normalise_text(text, name)
+    result.kinds, result.versions_seen = norm.kinds, norm.versions_seen
+    result.notes.extend(dict.fromkeys(norm.notes))
+    if norm.text is None:
+        result.file_reason = norm.reason
+        return result
+    findings = Pyx12Findings()
+    state = StreamState()
+    extractor = _Extractor(result, path.stem)
+    try:
+        for position, seg_id, values in iter_segments(norm.text, validation, findings, state):
+            extractor.segment(position, seg_id, values)
+    except read_errors() as exc:
+        result.file_reason = (
+            f"File {name}: pyx12 cannot read the file at segment {state.segments + 1} "
+            f"({_redact(str(exc))}); ask the sender to re-export it as 5010"
+        )
+    extractor.finish(state)
+    result.pyx12_warnings = findings.count
+    result.pyx12_messages = findings.messages
+    return result
+
+
+def _redact(message: str) -> str:
+    # pyx12 exception texts can quote a whole segment; keep only the first 80 characters of
+    # non-identifying context (segment id and qualifiers come first).
+    return re.sub(r"\d{6,}", "...", message)[:160]
+
+
+class _Extractor:
+    """Segment-order state machine shared by the 837, 835 and acknowledgement readers."""
+
+    def __init__(self, result: FileParse, stem: str) -> None:
+        self.r = result
+        self.stem = stem
+        self.tables = code_tables()
+        self.isa_date: str | None = None
+        self.isa13 = ""
+        self.gs_date: str | None = None
+        self.st_kind = ""
+        self.st02 = ""
+        self.st_open = False
+        self.st_position = 0
+        self.pending: dict[str, list[Row]] = {}
+        self.pending_claim_ids: list[tuple[str, int]] = []
+        self.clp_seq = 0
+        self.group_kinds = iter(result.kinds)
+        self.group_kind = ""
+        self._reset_837_header()
+        self._reset_835_header()
+
+    # -- envelope ---------------------------------------------------------------------------
+    def segment(self, pos: int, seg_id: str, val: Values) -> None:
+        if seg_id == "ISA":
+            self.isa_date = _isa_date(v(val, 9))
+            self.isa13 = v(val, 13)
+        elif seg_id == "GS":
+            self.gs_date = x12_date(v(val, 4))
+            self.group_kind = next(self.group_kinds, "")
+        elif seg_id == "ST":
+            self.st_kind = self.group_kind
+            self.st02 = v(val, 2)
+            self.st_open = True
+            self.st_position = pos
+            self.pending = {}
+            self.pending_claim_ids = []
+            self._reset_837_header()
+            self._reset_835_header()
+        elif seg_id == "SE":
+            self._close_claim()
+            self._close_remit()
+            for table, rows in self.pending.items():
+                self.r.rows(table).extend(rows)
+            self.pending = {}
+            self.pending_claim_ids = []
+            self.st_open = False
+        elif self.st_kind in ("837P", "837I"):
+            self._seg_837(pos, seg_id, val)
+        elif self.st_kind == "835":
+            self._seg_835(pos, seg_id, val)
+        elif self.st_kind == "277CA":
+            self._seg_277(pos, seg_id, val)
+        elif self.st_kind == "999":
+            self._seg_999(pos, seg_id, val)
+
+    def finish(self, state: StreamState) -> None:
+        """End of file: a transaction set still open means the file was cut short."""
+        if not self.st_open:
+            if state.open_loops and not self.r.file_reason:
+                self.r.notes.append(
+                    "envelope not closed ("
+                    + ", ".join(kind for kind, _ in state.open_loops)
+                    + " trailer missing); the transaction sets themselves are complete"
+                )
+            return
+        self._close_claim()
+        self._close_remit()
+        reason = (
+            f"File {Path(self.r.path).name}: transaction set ST02={self.st02} (segment "
+            f"{self.st_position}) is not closed by SE; the file is truncated (last readable "
+            f"segment: {state.last_segment or 'none'}): ask the sender for the complete file"
+        )
+        for claim_id, pos in self.pending_claim_ids:
+            self.r.reject(pos, reason, claim_id)
+        if not self.pending_claim_ids and not self.r.file_reason:
+            self.r.file_reason = reason
+        self.pending = {}
+
+    def _emit(self, table: str, row: Row) -> None:
+        self.pending.setdefault(table, []).append(row)
+
+    # -- 837 --------------------------------------------------------------------------------
+    def _reset_837_header(self) -> None:
+        self.bht_date: str | None = None
+        self.ctx = "header"
+        self.billing: Row = {}
+        self.subscriber: Row = {}
+        self.claim: Row | None = None
+        self.claim_seq = 0
+
+    def _seg_837(self, pos: int, seg_id: str, val: Values) -> None:
+        ctx = self.ctx
+        claim = self.claim
+        if seg_id == "HL":
+            self._close_claim()
+            level = v(val, 3)
+            if level == "20":
+                self.ctx, self.billing = "2000A", {}
+            elif level == "22":
+                self.ctx, self.subscriber = "2000B", {}
+            else:
+                self.ctx = "2000C"
+        elif seg_id == "BHT":
+            self.bht_date = x12_date(v(val, 4))
+        elif seg_id == "NM1":
+            entity = v(val, 1)
+            npi = v(val, 9) if v(val, 8) == "XX" else None
+            in_cob = ctx in ("2320", "2330")
+            self.entity = entity
+            if claim is None and entity == "85":
+                self.ctx = "2010AA"
+                self.billing["npi"] = npi
+            elif claim is None and entity == "IL":
+                self.ctx = "2010BA"
+                self.subscriber["member_id"] = v(val, 9)
+            elif claim is None and entity == "PR":
+                self.ctx = "2010BB"
+                self.subscriber["payer_id"] = v(val, 9)
+                self.subscriber["payer_name"] = v(val, 3) or None
+            elif claim is None and entity == "QC":
+                self.ctx = "2010CA"
+            elif claim is None:
+                self.ctx = "2010"
+            elif in_cob:
+                self.ctx = "2330"
+            elif ctx in ("2400", "2420", "2430"):
+                self.ctx = "2420"
+                if entity == "DN" and npi:
+                    claim.setdefault("_line_referring", npi)
+            else:
+                self.ctx = "2310"
+                if entity == "82":
+                    claim["rendering_npi"] = npi
+                elif entity == "71":
+                    claim["_attending"] = npi
+                elif entity == "DN":
+                    claim["referring_npi"] = npi
+        elif seg_id == "PRV":
+            taxonomy = v(val, 3) or None
+            if ctx == "2000A":
+                self.billing["taxonomy"] = taxonomy
+            elif claim is not None and ctx == "2310":
+                if self.entity == "82":
+                    claim["_rendering_taxonomy"] = taxonomy
+                elif self.entity == "71":
+                    claim["_attending_taxonomy"] = taxonomy
+        elif seg_id == "SBR":
+            if claim is not None:
+                self.ctx = "2320"
+                claim["has_other_coverage"] = True
+            else:
+                self.subscriber["sbr09"] = v(val, 9) or None
+        elif seg_id == "DMG":
+            if ctx == "2010BA":
+                self.subscriber["dob"] = x12_date(v(val, 2))
+                self.subscriber["sex"] = v(val, 3) or None
+            elif ctx == "2010CA":
+                self.subscriber["patient_dob"] = x12_date(v(val, 2))
+                self.subscriber["patient_sex"] = v(val, 3) or None
+        elif seg_id == "CLM":
+            self._close_claim()
+            self._open_claim(pos, val)
+        elif claim is None:
+            return
+        elif seg_id == "LX":
+            self.ctx = "2400"
+            claim["_lines"].append({"_date": None, "_pos": pos})
+        elif seg_id in ("SV1", "SV2") and ctx == "2400" and claim["_lines"]:
+            self._service_line(claim["_lines"][-1], seg_id, val)
+        elif seg_id == "SVD":
+            self.ctx = "2430"
+        elif seg_id == "DTP":
+            qualifier, fmt, period = v(val, 1), v(val, 2), v(val, 3)
+            start = x12_date(period)
+            end = x12_date(period[9:17]) if fmt == "RD8" else start
+            if ctx == "2400" and qualifier == "472" and claim["_lines"]:
+                claim["_lines"][-1]["_date"] = start or "invalid"
+            elif ctx == "2300" and qualifier in ("472", "434"):
+                claim["_claim_dates"] = (start, end)
+        elif seg_id == "REF":
+            qualifier, value = v(val, 1), v(val, 2) or None
+            key = {"G1": "prior_auth_number", "9F": "referral_number"}.get(qualifier)
+            if ctx == "2300":
+                if key:
+                    claim[key] = value
+                elif qualifier == "F8":
+                    claim["original_payer_claim_number"] = value
+            elif ctx == "2400" and key:
+                claim.setdefault("_line_" + key, value)
+        elif seg_id == "HI" and ctx == "2300":
+            for comp in val:
+                qualifier = comp[0] if comp else ""
+                if qualifier in _DX_QUALIFIERS and len(comp) > 1 and comp[1]:
+                    code = comp[1].replace(".", "").strip().upper()
+                    if _DX_QUALIFIERS[qualifier]:
+                        claim["_dx"].insert(0, code)
+                    else:
+                        claim["_dx"].append(code)
+
+    def _open_claim(self, pos: int, val: Values) -> None:
+        self.ctx = "2300"
+        self.claim_seq += 1
+        sub = self.subscriber
+        claim_id = v(val, 1)
+        self.claim = {
+            "claim_id": claim_id,
+            "submission_date": self.bht_date or self.gs_date or self.isa_date,
+            "claim_type": "institutional" if self.st_kind == "837I" else "professional",
+            "frequency_code": v(val, 5, 3) or None,
+            "original_payer_claim_number": None,
+            "payer_id": sub.get("payer_id") or None,
+            "payer_name": sub.get("payer_name"),
+            "claim_filing_indicator": sub.get("sbr09"),
+            "payer_type": self.tables.payer_type_for_indicator(sub.get("sbr09")),
+            "billing_npi": self.billing.get("npi"),
+            "rendering_npi": None,
+            "referring_npi": None,
+            "provider_taxonomy": None,
+            "place_of_service": v(val, 5, 1) or None,
+            "total_charge": money(v(val, 2)),
+            "patient_id": sub.get("member_id") or None,
+            "patient_birth_date": sub.get("patient_dob") or sub.get("dob"),
+            "patient_sex": sub.get("patient_sex") or sub.get("sex"),
+            "prior_auth_number": None,
+            "referral_number": None,
+            "has_other_coverage": False,
+            "_pos": pos,
+            "_lines": [],
+            "_dx": [],
+            "_claim_dates": (None, None),
+        }
+        self.pending_claim_ids.append((claim_id, pos))
+
+    def _service_line(self, line: Row, seg_id: str, val: Values) -> None:
+        if seg_id == "SV1":
+            proc = val[0] if val else []
+            line.update(
+                procedure_code=(proc[1] if len(proc) > 1 else "").strip().upper(),
+                modifiers=[m.strip() or None for m in proc[2:6]],
+                line_charge=money(v(val, 2)),
+                units=number(v(val, 4)),
+                diagnosis_pointers=",".join(p for p in (val[6] if len(val) > 6 else []) if p)
+                or None,
+                revenue_code=None,
+            )
+        else:
+            proc = val[1] if len(val) > 1 else []
+            line.update(
+                procedure_code=(proc[1] if len(proc) > 1 else "").strip().upper(),
+                modifiers=[m.strip() or None for m in proc[2:6]],
+                line_charge=money(v(val, 3)),
+                units=number(v(val, 5)),
+                diagnosis_pointers=None,
+                revenue_code=v(val, 1) or None,
+            )
+
+    def _close_claim(self) -> None:
+        claim = self.claim
+        if claim is None:
+            return
+        self.claim = None
+        claim_id = claim["claim_id"]
+        file_name = Path(self.r.path).name
+        self.r.claims_read += 1
+        key = f"{self.r.path}#{claim['_pos']}"
+        claim_from, claim_to = claim.pop("_claim_dates")
+        line_dates = []
+        for number_, line in enumerate(claim["_lines"], start=1):
+            if "procedure_code" not in line:
+                continue
+            mods = (line["modifiers"] + [None] * 4)[:4]
+            date = line["_date"] if line["_date"] != "invalid" else None
+            date = date or claim_from
+            if date:
+                line_dates.append(date)
+            self._emit(
+                "lines",
+                {
+                    "claim_id": claim_id,
+                    "line_number": number_,
+                    "procedure_code": line["procedure_code"] or None,
+                    "modifier_1": mods[0],
+                    "modifier_2": mods[1],
+                    "modifier_3": mods[2],
+                    "modifier_4": mods[3],
+                    "units": line["units"],
+                    "line_charge": line["line_charge"],
+                    "service_date": date,
+                    "diagnosis_pointers": line["diagnosis_pointers"],
+                    "revenue_code": line["revenue_code"],
+                    "_key": key,
+                    "_file": self.r.path,
+                    "_pos": line["_pos"],
+                },
+            )
+        for position, code in enumerate(claim.pop("_dx"), start=1):
+            self._emit(
+                "diagnoses",
+                {
+                    "claim_id": claim_id,
+                    "position": position,
+                    "code": code,
+                    "_key": key,
+                    "_file": self.r.path,
+                    "_pos": claim["_pos"],
+                },
+            )
+        claim["service_date_from"] = min(line_dates) if line_dates else claim_from
+        claim["service_date_to"] = max(line_dates) if line_dates else (claim_to or claim_from)
+        # Institutional claims name an attending physician (2310A) where professional claims
+        # name a rendering provider (2310B); the attending stands in when no rendering is given.
+        if claim["rendering_npi"] is None and claim.get("_attending"):
+            claim["rendering_npi"] = claim["_attending"]
+        claim["provider_taxonomy"] = (
+            claim.get("_rendering_taxonomy")
+            or claim.get("_attending_taxonomy")
+            or self.billing.get("taxonomy")
+        )
+        claim["referring_npi"] = claim["referring_npi"] or claim.get("_line_referring")
+        for field_ in ("prior_auth_number", "referral_number"):
+            claim[field_] = claim[field_] or claim.get("_line_" + field_)
+        reject = None
+        if claim["payer_id"] is None:
+            reject = (
+                f"File {file_name}, segment {claim['_pos']}: claim {claim_id!r} has no payer "
+                "identifier (2010BB NM1*PR NM109); add it and resubmit"
+            )
+        elif claim["service_date_from"] is None:
+            reject = (
+                f"File {file_name}, segment {claim['_pos']}: claim {claim_id!r} has no valid "
+                "service date (DTP*472 on the lines or the claim); add the dates and resubmit"
+            )
+        row = {k: v_ for k, v_ in claim.items() if not k.startswith("_")}
+        row.update(_key=key, _file=self.r.path, _pos=claim["_pos"], _reject=reject)
+        self._emit("claims", row)
+
+    # -- 835 --------------------------------------------------------------------------------
+    def _reset_835_header(self) -> None:
+        self.bpr_date: str | None = None
+        self.dtm405: str | None = None
+        self.payer_name: str | None = None
+        self.payer_id: str | None = None
+        self.trn_payer: str | None = None
+        self.ctx835 = "header"
+        self.remit: Row | None = None
+        self.remit_buffer: list[Row] = []
+        self.svc_count = 0
+
+    def _seg_835(self, pos: int, seg_id: str, val: Values) -> None:
+        remit = self.remit
+        if seg_id == "BPR":
+            self.bpr_date = x12_date(v(val, 16))
+        elif seg_id == "TRN":
+            self.trn_payer = v(val, 3) or None
+        elif seg_id == "DTM" and remit is None and v(val, 1) == "405":
+            self.dtm405 = x12_date(v(val, 2))
+        elif seg_id == "N1" and remit is None:
+            self.ctx835 = "1000A" if v(val, 1) == "PR" else "1000B"
+            if self.ctx835 == "1000A":
+                self.payer_name = v(val, 2) or None
+                self.payer_id = v(val, 4) or self.payer_id
+        elif seg_id == "REF" and self.ctx835 == "1000A" and v(val, 1) == "2U":
+            self.payer_id = self.payer_id or v(val, 2) or None
+        elif seg_id == "CLP":
+            self._close_remit()
+            self.clp_seq += 1
+            self.svc_count = 0
+            self.ctx835 = "2100"
+            claim_id = v(val, 1)
+            if is_placeholder_claim_id(claim_id):
+                self.r.placeholder_clp01 += 1
+            self.r.remittances_read += 1
+            self.remit = {
+                "remit_id": f"{self.stem}:{self.isa13}:{self.st02}:{self.clp_seq}",
+                "claim_id": claim_id,
+                "payer_claim_number": v(val, 7) or None,
+                "status_code": v(val, 2),
+                "total_charge": money(v(val, 3)),
+                "paid_amount": money(v(val, 4)),
+                "patient_responsibility": money(v(val, 5)),
+                "_pos": pos,
+                "_file": self.r.path,
+                "_service_date": None,
+            }
+            self.remit_buffer.append(self.remit)
+            self.pending_claim_ids.append((claim_id, pos))
+        elif remit is None:
+            return
+        elif seg_id == "DTM" and self.ctx835 == "2100" and v(val, 1) == "232":
+            remit["_service_date"] = x12_date(v(val, 2))
+        elif seg_id == "DTM" and self.ctx835 == "2110" and v(val, 1) in ("472", "150"):
+            remit["_service_date"] = remit["_service_date"] or x12_date(v(val, 2))
+        elif seg_id == "CAS":
+            line = self.svc_count if self.ctx835 == "2110" else None
+            group = v(val, 1)
+            for i in range(6):
+                carc = v(val, 2 + 3 * i)
+                if not carc:
+                    continue
+                self._emit(
+                    "adjustments",
+                    {
+                        "remit_id": remit["remit_id"],
+                        "claim_id": remit["claim_id"],
+                        "line_number": line,
+                        "group_code": group,
+                        "carc": carc,
+                        "amount": money(v(val, 3 + 3 * i)),
+                        "quantity": number(v(val, 4 + 3 * i)),
+                        "_file": self.r.path,
+                        "_pos": pos,
+                    },
+                )
+        elif seg_id in ("MOA", "MIA") and self.ctx835 == "2100":
+            fields_ = (3, 4, 5, 6, 7) if seg_id == "MOA" else (5, 20, 21, 22, 23)
+            for n in fields_:
+                if v(val, n):
+                    self._remark(remit, None, v(val, n), pos)
+        elif seg_id == "LQ" and self.ctx835 == "2110" and v(val, 1) == "HE" and v(val, 2):
+            self._remark(remit, self.svc_count, v(val, 2), pos)
+        elif seg_id == "SVC":
+            self.ctx835 = "2110"
+            self.svc_count += 1
+            qualifier = v(val, 1, 1)
+            code = v(val, 1, 2).upper()
+            self._emit(
+                "remit_lines",
+                {
+                    "remit_id": remit["remit_id"],
+                    "claim_id": remit["claim_id"],
+                    "line_number": self.svc_count,
+                    "procedure_code": None if qualifier == "NU" or not code else code,
+                    "line_charge": money(v(val, 2)),
+                    "paid_amount": money(v(val, 3)),
+                    "units": number(v(val, 5)),
+                    "_file": self.r.path,
+                    "_pos": pos,
+                },
+            )
+
+    def _remark(self, remit: Row, line: int | None, code: str, pos: int) -> None:
+        self._emit(
+            "remarks",
+            {
+                "remit_id": remit["remit_id"],
+                "claim_id": remit["claim_id"],
+                "line_number": line,
+                "rarc": code,
+                "_file": self.r.path,
+                "_pos": pos,
+            },
+        )
+
+    def _close_remit(self) -> None:
+        self.remit = None
+        if self.st_kind != "835" or not self.remit_buffer:
+            return
+        date = self.bpr_date or self.dtm405 or self.gs_date or self.isa_date
+        for row in self.remit_buffer:
+            row.update(
+                remit_date=date,
+                payer_id=self.payer_id or self.trn_payer,
+                payer_name=self.payer_name,
+            )
+            self._emit("remittances", row)
+        self.remit_buffer = []
+
+    # -- acknowledgements -------------------------------------------------------------------
+    def _seg_277(self, pos: int, seg_id: str, val: Values) -> None:
+        if seg_id == "TRN" and v(val, 1) == "2":
+            self.ack_claim: str | None = v(val, 2)
+        elif seg_id == "STC" and getattr(self, "ack_claim", None):
+            category = v(val, 1, 1)
+            if category in _REJECTED_277:
+                self._emit(
+                    "rejections",
+                    {
+                        "claim_id": self.ack_claim,
+                        "rejection_date": x12_date(v(val, 2)) or self.gs_date,
+                        "source": "277CA",
+                        "reason": f"STC {category}:{v(val, 1, 2)} {v(val, 12)}".strip(),
+                        "_file": self.r.path,
+                        "_pos": pos,
+                    },
+                )
+        elif seg_id == "HL":
+            self.ack_claim = None
+
+    def _seg_999(self, pos: int, seg_id: str, val: Values) -> None:
+        if seg_id == "AK1":
+            self.ack_group = v(val, 2)
+        elif seg_id == "AK2":
+            self.ack_set = v(val, 2)
+        elif seg_id == "IK5" and v(val, 1) in ("R", "M", "W", "X"):
+            # A 999 names a transaction set, not a claim: the id says which set was refused.
+            self._emit(
+                "rejections",
+                {
+                    "claim_id": f"999:{getattr(self, 'ack_group', '')}:"
+                    f"{getattr(self, 'ack_set', '')}",
+                    "rejection_date": self.gs_date or self.isa_date,
+                    "source": "999",
+                    "reason": f"transaction set rejected (IK5 {v(val, 1)} {v(val, 2)})".strip(),
+                    "_file": self.r.path,
+                    "_pos": pos,
+                },
+            )

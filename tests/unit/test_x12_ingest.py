@@ -1,0 +1,114 @@
+"""Ingest: malformed files are quarantined with a reason while good files still load; messy but
+equivalent inputs are normalised; remittances without a claim are reported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from features.x12 import ingest_paths, write_835, write_837p
+from features.x12.normalise import normalise_text
+from tests.unit.test_x12_roundtrip import make_dataset
+
+
+@pytest.fixture
+def good_files(tmp_path: Path) -> list[Path]:
+    dataset = make_dataset()
+    return write_837p(dataset, tmp_path / "good") + write_835(dataset, tmp_path / "good")
+
+
+def _claim_file(good_files: list[Path]) -> Path:
+    return next(p for p in good_files if p.suffix == ".837")
+
+
+def test_bad_files_are_quarantined_and_the_rest_still_load(
+    tmp_path: Path, good_files: list[Path]
+) -> None:
+    text = _claim_file(good_files).read_text()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "old_version.837").write_text(text.replace("005010X222A1", "004010X098A1"))
+    (bad / "truncated.837").write_text(text[: text.index("LX*1~") + 5])
+    (bad / "garbage.837").write_bytes(b"\x00\x01 this is not an X12 file at all")
+    result = ingest_paths([tmp_path / "good", bad], workers=2)
+
+    assert sorted(result.dataset.claims["claim_id"]) == ["C1", "C2", "C3"]
+    assert len(result.dataset.remittances) == 3
+    reasons = result.quarantine.set_index(result.quarantine["file"].map(lambda f: Path(f).name))
+    version = reasons.loc["old_version.837", "reason"]
+    assert "'004010X098A1'" in version and "re-export the file as 5010" in version
+    truncated = reasons.loc[["truncated.837"], "reason"]
+    assert truncated.str.contains("not closed by SE; the file is truncated").all()
+    assert "C1" in set(reasons.loc[["truncated.837"], "claim_id"])
+    assert "not an X12 file" in reasons.loc["garbage.837", "reason"]
+    report = {Path(k).name: v for k, v in result.report.items()}
+    assert report["truncated.837"]["claims_quarantined"] == report["truncated.837"]["claims_read"]
+    assert report["old_version.837"]["versions_seen"] == ["004010X098A1"]
+
+
+def test_bom_indentation_newlines_and_errata_versions_are_normalised(
+    tmp_path: Path, good_files: list[Path]
+) -> None:
+    text = _claim_file(good_files).read_text()
+    messy = text.replace("005010X222A1", "005010X222A2").replace("~", "~\r\n    ")
+    path = tmp_path / "messy.837"
+    path.write_bytes(b"\xef\xbb\xbf" + messy.encode())
+    result = ingest_paths([path], workers=1)
+    assert sorted(result.dataset.claims["claim_id"]) == ["C1", "C2", "C3"]
+    notes = result.report[str(path)]["notes"]
+    assert any("byte-order mark" in n for n in notes)
+    assert any("'005010X222A2' read as '005010X222A1'" in n for n in notes)
+
+
+def test_wrong_se_count_is_a_warning_and_the_data_is_kept(
+    tmp_path: Path, good_files: list[Path]
+) -> None:
+    text = _claim_file(good_files).read_text()
+    se = text[text.index("SE*") :].split("~", 1)[0]
+    path = tmp_path / "bad_count.837"
+    path.write_text(text.replace(se, "SE*3*0001"))
+    result = ingest_paths([path], workers=1)
+    assert len(result.dataset.claims) == 3 and result.quarantine.empty
+    assert result.report[str(path)]["pyx12_warnings"] >= 1
+
+
+def test_missing_envelope_is_wrapped() -> None:
+    body = (
+        "ST*835*1234~BPR*I*10*C*CHK************20240105~TRN*1*1*1999999999~N1*PR*PLAN~"
+        "N1*PE*PAYEE*XX*1234567893~LX*1~CLP*A1*1*10*10**12*PCN1~SVC*HC:99213*10*10**1~"
+        "SE*10*1234~"
+    )
+    norm = normalise_text(body, "bare.835")
+    assert norm.reason is None and norm.kinds == ["835"]
+    assert any("synthetic 5010 envelope" in n for n in norm.notes)
+
+
+def test_utf16_file_is_decoded(tmp_path: Path, good_files: list[Path]) -> None:
+    path = tmp_path / "wide.837"
+    path.write_bytes(_claim_file(good_files).read_text().encode("utf-16"))
+    result = ingest_paths([path], workers=1)
+    assert len(result.dataset.claims) == 3
+    assert any("UTF-16" in n for n in result.report[str(path)]["notes"])
+
+
+def test_unmatched_remittances_are_reported_not_dropped(tmp_path: Path) -> None:
+    dataset = make_dataset()
+    dataset.claims = dataset.claims[dataset.claims["claim_id"] != "C3"]
+    dataset.lines = dataset.lines[dataset.lines["claim_id"] != "C3"]
+    paths = write_837p(dataset, tmp_path) + write_835(dataset, tmp_path)
+    result = ingest_paths(paths, workers=1)
+    linking = result.report["_linking"]
+    assert linking["unmatched_remittance_claim_ids"] == ["C3"]
+    assert linking["unmatched_remittances"] == 1
+    assert "C3" in set(result.dataset.remittances["claim_id"])
+
+
+def test_quarantine_reasons_never_carry_member_ids(tmp_path: Path) -> None:
+    dataset = make_dataset()
+    dataset.claims.loc[0, "payer_id"] = ""  # a claim the reader must refuse
+    paths = write_837p(dataset, tmp_path)
+    result = ingest_paths(paths, workers=1)
+    assert "C1" in set(result.quarantine["claim_id"])
+    text = " ".join(result.quarantine["reason"]) + str(result.report)
+    assert "MBR0001" not in text and "19700601" not in text
