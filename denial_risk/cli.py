@@ -7,6 +7,7 @@ saying what to do.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -112,7 +113,9 @@ def simulate(
             from features.x12.writer import write_835, write_837p
 
             update("writing 837P and 835 files", 0.97)
-            write_837p(result.dataset, out / "x12" / "837")
+            # Faithful: a line the practice sent without a pointer stays without one, as the
+            # payer saw it (pyx12 flags such lines; the data are kept).
+            write_837p(result.dataset, out / "x12" / "837", faithful_defects=True)
             write_835(result.dataset, out / "x12" / "835")
         update("done", 1.0)
     console.print(format_summary(result.summary))
@@ -129,6 +132,77 @@ def _check_writable(out: Path, overwrite: bool) -> None:
         parent = parent.parent
     if not os.access(parent, os.W_OK):
         raise fail(f"--out {out}: cannot write under {parent} (permission denied)")
+
+
+# --------------------------------------------------------------------------------------------
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="837P/837I/835 files or folders of them.")],
+    out: Annotated[Path, typer.Option("--out", help="Data set folder to write.")] = Path(
+        "work/ingested"
+    ),
+    workers: Annotated[int, typer.Option(min=1, max=16, help="Files read in parallel.")] = 2,
+    validation: Annotated[
+        str,
+        typer.Option(
+            help="'full': pyx12 checks every segment against the 5010 guide; 'envelope': "
+            "separators, control numbers and structure only (fast, for trusted bulk loads)."
+        ),
+    ] = "full",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing folder.")] = (
+        False
+    ),
+) -> None:
+    """Read 837 claim files and 835 remittances into a data set; quarantine what can't be used."""
+    from features.x12.ingest import expand_paths, ingest_paths
+
+    if validation not in {"full", "envelope"}:
+        raise fail(f"--validation must be 'full' or 'envelope', got '{validation}'")
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise fail(f"not found: {', '.join(missing)}")
+    _check_writable(out, overwrite)
+    files = expand_paths(paths)
+    if not files:
+        raise fail("no files to read under the paths given")
+    with progress_bar(f"reading {len(files)} files") as update:
+        result = ingest_paths(
+            files, workers=workers, validation=validation,  # type: ignore[arg-type]
+            progress=lambda done, total: update(f"{done}/{total} files", done / total),
+        )
+        result.dataset.write(out)
+        (out / "ingest-report.json").write_text(
+            json.dumps(result.report, indent=2, default=str)
+        )
+        result.quarantine.to_csv(out / "quarantine.csv", index=False)
+    _print_ingest(result, out)
+
+
+def _print_ingest(result, out: Path) -> None:  # type: ignore[no-untyped-def]
+    table = Table(title="Ingest")
+    for column in ("transaction", "files", "read", "ingested", "quarantined"):
+        table.add_column(column, justify="left" if column == "transaction" else "right")
+    totals: dict[str, list[int]] = {}
+    for name, entry in result.report.items():
+        if name.startswith("_"):
+            continue
+        kind = str(entry.get("transaction_type") or "unreadable")
+        unit = "remittances" if "835" in kind else "claims"
+        row = totals.setdefault(kind, [0, 0, 0, 0])
+        row[0] += 1
+        row[1] += int(entry.get(f"{unit}_read", 0) or 0)
+        row[2] += int(entry.get(f"{unit}_ingested", 0) or 0)
+        row[3] += int(entry.get(f"{unit}_quarantined", 0) or 0)
+    for kind, (files, read, ingested, quarantined) in sorted(totals.items()):
+        table.add_row(kind, f"{files:,}", f"{read:,}", f"{ingested:,}", f"{quarantined:,}")
+    console.print(table)
+    dataset = result.dataset
+    console.print(
+        f"Data set: {len(dataset.claims):,} claims, {len(dataset.remittances):,} remittances, "
+        f"{len(dataset.rejections):,} front-end rejections -> [bold]{out}[/]\n"
+        f"Per-file report: {out / 'ingest-report.json'}; "
+        f"{len(result.quarantine):,} quarantined items with reasons: {out / 'quarantine.csv'}"
+    )
 
 
 # --------------------------------------------------------------------------------------------

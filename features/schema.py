@@ -8,7 +8,8 @@ Tables (keys in brackets):
 ``claims`` [claim_id]
     One row per submitted claim (837 CLM). ``claim_id`` is the patient control number (CLM01).
 ``lines`` [claim_id, line_number]
-    Service lines (SV1/SV2), procedure, up to four modifiers, units, charge.
+    Service lines (SV1/SV2), procedure, up to four modifiers, units, charge, and the
+    diagnosis pointers as positions joined by commas (``"1,2"``; empty when the line has none).
 ``diagnoses`` [claim_id, position]
     ICD-10-CM codes from HI, without the dot; position 1 is the principal diagnosis.
 ``remittances`` [remit_id]

@@ -69,10 +69,10 @@ def _dates(start: pd.Timestamp, days: np.ndarray) -> np.ndarray:
 
 
 def _pointer_text() -> list[str | None]:
-    """'1:2:3' style SV107 pointer lists for the 4-bit masks (0 -> missing)."""
+    """Pointer lists for the 4-bit masks, in the contract's '1,2,3' form (0 -> missing)."""
     out: list[str | None] = [None]
     for mask in range(1, 16):
-        out.append(":".join(str(j + 1) for j in range(4) if mask >> j & 1))
+        out.append(",".join(str(j + 1) for j in range(4) if mask >> j & 1))
     return out
 
 

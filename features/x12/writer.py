@@ -113,6 +113,13 @@ def _chunks(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
         yield frame.iloc[start : start + size]
 
 
+def _batches_by_send_date(claims: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
+    """Claims in send-date batches: an 837 is one send, and BHT04 carries its date."""
+    ordered = claims.sort_values(["submission_date", "claim_id"], kind="stable")
+    for _, day in ordered.groupby("submission_date", sort=True):
+        yield from _chunks(day, size)
+
+
 def write_837p(
     dataset: ClaimsDataset,
     out_dir: Path,
@@ -137,7 +144,7 @@ def write_837p(
     lines = _records_by(dataset.lines.sort_values(["claim_id", "line_number"]), "claim_id")
     dx = _records_by(dataset.diagnoses.sort_values(["claim_id", "position"]), "claim_id")
     paths: list[Path] = []
-    for n, chunk in enumerate(_chunks(claims, claims_per_file), start=1):
+    for n, chunk in enumerate(_batches_by_send_date(claims, claims_per_file), start=1):
         env = _Envelope("HC", "005010X222A1", "837", n, when)
         body = _header_837(chunk, when, n)
         hl = 0
