@@ -74,6 +74,12 @@ TrackingOption = Annotated[
 ]
 
 
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", help="Registry URI (models:/denial-risk@champion) or model folder."),
+]
+
+
 def _parse_date(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
@@ -342,6 +348,31 @@ def promote(
 
 
 @app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the model into.")] = Path(
+        "models/denial-risk"
+    ),
+    model: ModelOption = None,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Copy a registered model (default: the champion) to a folder for offline serving."""
+    import mlflow
+
+    from training import registry
+
+    settings = _settings(tracking_uri)
+    registry.configure(settings.resolved_tracking_uri())
+    uri = model or settings.resolved_model_uri()
+    if out.exists() and any(out.iterdir()):
+        raise fail(f"--out {out} already holds files; choose an empty folder")
+    try:
+        path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(out))
+    except Exception as error:  # MLflow raises several types for a missing model
+        raise fail(f"cannot export '{uri}': {error}") from None
+    console.print(f"Exported {uri} to [bold]{path}[/]; use it with --model {out}")
+
+
+@app.command()
 def rollback(tracking_uri: TrackingOption = None) -> None:
     """Put the previous champion back."""
     from training import registry
@@ -356,10 +387,6 @@ def rollback(tracking_uri: TrackingOption = None) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-ModelOption = Annotated[
-    str | None,
-    typer.Option("--model", help="Registry URI (models:/denial-risk@champion) or model folder."),
-]
 
 
 @app.command()
@@ -455,9 +482,11 @@ def demo(
         Path("work/demo")
     ),
 ) -> None:
-    """The whole path on simulated data: simulate, train, evaluate, score with explanations."""
+    """The whole path on simulated data: simulate, ingest X12, train, evaluate, score 837s."""
     import shutil
 
+    from features.x12.ingest import expand_paths, ingest_paths
+    from features.x12.writer import write_835, write_837p
     from serving.loading import load_service
     from simulator import SimulationConfig, format_summary, write_simulation
     from simulator import simulate as run
@@ -470,45 +499,70 @@ def demo(
     tracking_uri = f"sqlite:///{(work / 'mlflow.db').resolve()}"
     sim_dir = work / "sim"
 
-    console.rule("[bold]1. Simulate a practice")
+    console.rule("[bold]1. Simulate a practice (tables, 837P claim files, 835 remittances)")
     with progress_bar("simulating") as update:
         result = run(SimulationConfig(n_claims=claims, seed=seed), progress=update)
         write_simulation(result, sim_dir)
+        update("writing 837P and 835 files", 0.97)
+        write_837p(result.dataset, sim_dir / "x12" / "837", faithful_defects=True)
+        write_835(result.dataset, sim_dir / "x12" / "835")
     console.print(format_summary(result.summary))
 
-    console.rule("[bold]2. Train, evaluate on a later period, register in MLflow")
-    settings = TrainSettings(dataset=sim_dir, out_dir=work / "train")
+    console.rule("[bold]2. Ingest the 837/835 files (pyx12), as with a practice's own files")
+    ingested_dir = work / "ingested"
+    files = expand_paths([sim_dir / "x12"])
+    with progress_bar(f"reading {len(files)} files") as update:
+        ingested = ingest_paths(
+            files, workers=2, validation="envelope",
+            progress=lambda done, total: update(f"{done}/{total} files", done / total),
+        )
+        ingested.dataset.write(ingested_dir)
+        (ingested_dir / "ingest-report.json").write_text(
+            json.dumps(ingested.report, indent=2, default=str)
+        )
+        ingested.quarantine.to_csv(ingested_dir / "quarantine.csv", index=False)
+    _print_ingest(ingested, ingested_dir)
+
+    console.rule("[bold]3. Train, evaluate on a later period, register in MLflow")
+    settings = TrainSettings(
+        dataset=ingested_dir, out_dir=work / "train", truth_path=sim_dir / "truth.parquet"
+    )
     with progress_bar("training") as update:
         outcome = run_training(settings, tracking_uri, update)
     _print_training(outcome)
 
-    console.rule("[bold]3. Score new claims before submission")
+    console.rule("[bold]4. Score the latest 837 file before submission")
     service = load_service(f"models:/{settings.registered_model_name}@champion", tracking_uri)
-    _show_examples(service, sim_dir, outcome.split)
+    latest_837 = sorted((sim_dir / "x12" / "837").iterdir())[-3:]
+    tables, _ = _read_837(latest_837)
+    _show_examples(service, tables)
 
     console.rule("[bold]Where to look next")
     console.print(
         f"- Model card and plots: {work / 'train'} (calibration.png, precision_recall.png, "
         "shap_summary.png, model_card.md)\n"
+        f"- What ingest read and quarantined: {work / 'ingested' / 'ingest-report.json'}\n"
         f"- MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking_uri} "
         "then open http://127.0.0.1:5000\n"
         f"- Score your own claims: .venv/bin/denial-risk score CLAIMS --tracking-uri {tracking_uri}"
     )
 
 
-def _show_examples(service, sim_dir: Path, split: str) -> None:  # type: ignore[no-untyped-def]
-    """Score the latest simulated claims and print a high-risk and a medium-risk example."""
+def _read_837(paths: list[Path]):  # type: ignore[no-untyped-def]
     from features.claim_tables import ClaimTables
-    from features.schema import ClaimsDataset
+    from features.x12.ingest import read_claims_837
 
-    dataset, _ = ClaimsDataset.read(sim_dir)
-    tables = ClaimTables.from_dataset(dataset)
-    latest = tables.claims.sort_values("submission_date").tail(2_000)["claim_id"]
-    scores = service.score(tables.subset(latest), explain=True, top_k=5)
+    dataset, quarantine = read_claims_837(paths)
+    return ClaimTables.from_dataset(dataset), quarantine
+
+
+def _show_examples(service, tables) -> None:  # type: ignore[no-untyped-def]
+    """Score claims and print a high-risk and a medium-risk example with their fixes."""
+    scores = service.score(tables, explain=True, top_k=5)
     console.print(
-        f"Scored the {len(scores):,} most recent claims: "
+        f"Scored {len(scores):,} claims: "
         + ", ".join(
-            f"{band} {sum(s.risk_band == band for s in scores):,}"
+            f"{band} risk {sum(s.risk_band == band for s in scores):,}"
             for band in ("high", "medium", "low")
         )
     )

@@ -239,9 +239,5 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
 
     def contributions(self, matrix: pd.DataFrame) -> pd.DataFrame:
         """TreeSHAP contributions to the denial log-odds per model column (no bias column)."""
-        contrib = self.denial_booster_.predict(matrix, pred_contrib=True)
+        contrib = np.asarray(self.denial_booster_.predict(matrix, pred_contrib=True))
         return pd.DataFrame(contrib[:, :-1], index=matrix.index, columns=self.feature_names_in_)
-
-    def expected_log_odds(self, matrix: pd.DataFrame) -> float:
-        contrib = self.denial_booster_.predict(matrix.iloc[:1], pred_contrib=True)
-        return float(contrib[0, -1])

@@ -19,6 +19,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from mlflow.pyfunc import PythonModel
 from sklearn.pipeline import Pipeline
 
 from features.claim_tables import ClaimTables
@@ -36,7 +37,7 @@ def configure(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-class DenialRiskPyfunc(mlflow.pyfunc.PythonModel):
+class DenialRiskPyfunc(PythonModel):
     """MLflow wrapper: flat claim lines in (one row per service line), scores out."""
 
     def load_context(self, context: Any) -> None:
