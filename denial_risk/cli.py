@@ -389,6 +389,127 @@ def rollback(tracking_uri: TrackingOption = None) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+@app.command("train-recovery")
+def train_recovery(
+    dataset: Annotated[Path, typer.Argument(help="Data set with denials and their follow-ups.")],
+    test_from: Annotated[
+        str | None, typer.Option(help="Evaluate on denials from this date (YYYY-MM-DD).")
+    ] = None,
+    payer_windows: Annotated[
+        Path | None, typer.Option(help="CSV of per-payer appeal windows / filing limits.")
+    ] = None,
+    force_promote: Annotated[bool, typer.Option("--force-promote")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for plots and reports.")] = Path(
+        "work/recovery"
+    ),
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Train the model of which denials are recovered when worked; register it in MLflow."""
+    from training.recovery import RecoveryDataError, RecoveryTrainSettings, run_recovery_training
+
+    settings = _settings(tracking_uri)
+    if not dataset.is_dir():
+        raise fail(f"data set folder {dataset} not found")
+    recovery_settings = RecoveryTrainSettings(
+        dataset=dataset,
+        out_dir=out,
+        test_from=_parse_date(test_from, "--test-from"),
+        payer_windows=payer_windows,
+        force_promote=force_promote,
+        registered_model_name=settings.recovery_model_name,
+        champion_alias=settings.champion_alias,
+    )
+    try:
+        with progress_bar("training the recovery model") as update:
+            outcome = run_recovery_training(
+                recovery_settings, settings.resolved_tracking_uri(), progress=update
+            )
+    except (RecoveryDataError, FileNotFoundError) as error:
+        raise fail(f"{error}. Nothing in the registry changed.") from None
+    _print_recovery(outcome)
+
+
+def _print_recovery(outcome) -> None:  # type: ignore[no-untyped-def]
+    m, truth = outcome.metrics, outcome.truth_metrics
+    parts = [f"ROC-AUC {m.get('roc_auc', float('nan')):.3f}"]
+    if "roc_auc" in truth:
+        parts.append(f"(true probabilities {truth['roc_auc']:.3f})")
+    parts.append(f"ECE {m.get('ece', float('nan')):.3f}")
+    console.print(f"Recovery model on the later period ({outcome.split}): " + " ".join(parts))
+    verdict = "promoted to champion" if outcome.promoted else "not promoted"
+    console.print(f"Registered version {outcome.version}: {verdict} ({outcome.gate_reason}).")
+
+
+@app.command()
+def worklist(
+    source: Annotated[Path, typer.Argument(help="835 files (or a folder) or a data set folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Worklist file (.csv or .parquet).")] = Path(
+        "work/worklist.csv"
+    ),
+    as_of: Annotated[
+        str | None, typer.Option(help="Date the list is for (default: latest denial date).")
+    ] = None,
+    payer_windows: Annotated[
+        Path | None, typer.Option(help="CSV of per-payer appeal windows / filing limits.")
+    ] = None,
+    no_rejections: Annotated[
+        bool, typer.Option("--no-rejections", help="Leave front-end rejections out.")
+    ] = False,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Rank denied claims by the money they can still recover, with deadline and next action."""
+    import pandas as pd
+
+    from serving.worklist import WorklistConfig, load_worklist_service, run_worklist
+
+    settings = _settings(tracking_uri)
+    if out.suffix.lower() not in {".csv", ".parquet"}:
+        raise fail(f"--out {out}: use a .csv or .parquet file name")
+    day = _parse_date(as_of, "--as-of")
+    try:
+        with progress_bar("building the worklist") as update:
+            update("loading the recovery model", 0.1)
+            service = load_worklist_service(
+                settings.resolved_tracking_uri(),
+                f"models:/{settings.recovery_model_name}@{settings.champion_alias}",
+                payer_windows=payer_windows,
+                config=WorklistConfig(include_rejections=not no_rejections),
+            )
+            update("reading, classifying and ranking denials", 0.3)
+            result, written = run_worklist(
+                source, out, service, None if day is None else pd.Timestamp(day)
+            )
+            update("done", 1.0)
+    except (FileNotFoundError, ValueError) as error:
+        raise fail(str(error)) from None
+    _print_worklist(result, written)
+
+
+def _print_worklist(result, written: dict) -> None:  # type: ignore[no-untyped-def]
+    summary = result.summary()
+    console.print(
+        f"Worklist as of {summary['as_of']}: {summary.get('queue_rows', 0):,} denials to work "
+        f"(expected recovery ${summary['queue_expected_recovery']:,.0f}), "
+        f"{summary.get('tracking_rows', 0):,} hard denials for root-cause tracking, "
+        f"{summary['past_deadline_in_queue']:,} past their deadline; "
+        f"recovery probabilities from {summary['probability_source']}."
+    )
+    top = result.queue.head(5)
+    if len(top):
+        table = Table(title="Top of the work queue")
+        for column in ("rank", "claim", "CARC", "root cause", "next step", "days left",
+                       "p(recover)", "expected $"):
+            table.add_column(column, overflow="fold")
+        for _, row in top.iterrows():
+            table.add_row(
+                str(row["rank"]), str(row["claim_id"]), f"{row['group_code']}-{row['carc']}",
+                str(row["category_label"]), str(row["route_label"]), str(row["days_left"]),
+                f"{row['recovery_probability']:.0%}", f"{row['expected_recovery']:,.0f}",
+            )
+        console.print(table)
+    console.print("Written: " + ", ".join(f"{k} {v}" for k, v in written.items()))
+
+
 @app.command()
 def score(
     source: Annotated[
@@ -533,15 +654,37 @@ def demo(
 
     console.rule("[bold]4. Score the latest 837 file before submission")
     service = load_service(f"models:/{settings.registered_model_name}@champion", tracking_uri)
-    latest_837 = sorted((sim_dir / "x12" / "837").iterdir())[-3:]
-    tables, _ = _read_837(latest_837)
+    recent: list[Path] = []
+    for path in sorted((sim_dir / "x12" / "837").iterdir(), reverse=True):
+        recent.append(path)
+        if sum(p.stat().st_size for p in recent) > 400_000:  # a few hundred claims
+            break
+    console.print(f"Reading the {len(recent)} most recent 837 files.")
+    tables, _ = _read_837(recent)
     _show_examples(service, tables)
+
+    console.rule("[bold]5. Denials already received: a worklist from the 835s")
+    from serving.worklist import load_worklist_service, run_worklist
+    from training.recovery import RecoveryTrainSettings, run_recovery_training
+
+    # 835s show an appeal only when it pays; the simulator's follow-up log stands in for the
+    # practice's appeal-tracking records, which hold the failures too.
+    recovery = RecoveryTrainSettings(dataset=sim_dir, out_dir=work / "recovery")
+    with progress_bar("training the recovery model") as update:
+        recovery_outcome = run_recovery_training(recovery, tracking_uri, progress=update)
+    _print_recovery(recovery_outcome)
+    service_wl = load_worklist_service(
+        tracking_uri, f"models:/{recovery.registered_model_name}@champion"
+    )
+    result_wl, written = run_worklist(ingested_dir, work / "worklist.csv", service_wl)
+    _print_worklist(result_wl, written)
 
     console.rule("[bold]Where to look next")
     console.print(
         f"- Model card and plots: {work / 'train'} (calibration.png, precision_recall.png, "
         "shap_summary.png, model_card.md)\n"
         f"- What ingest read and quarantined: {work / 'ingested' / 'ingest-report.json'}\n"
+        f"- The worklist in a browser: {work / 'worklist.html'}\n"
         f"- MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking_uri} "
         "then open http://127.0.0.1:5000\n"
         f"- Score your own claims: .venv/bin/denial-risk score CLAIMS --tracking-uri {tracking_uri}"
@@ -567,9 +710,13 @@ def _show_examples(service, tables) -> None:  # type: ignore[no-untyped-def]
         )
     )
     ordered = sorted(scores, key=lambda s: -s.denial_probability)
-    picks = [ordered[0]]
+    # One claim with a fixable top factor, and one medium-risk claim, when there are such.
+    fixable = [s for s in ordered if s.factors and s.factors[0].fix and s.risk_band == "high"]
     medium = [s for s in ordered if s.risk_band == "medium"]
-    picks.append(medium[0] if medium else ordered[len(ordered) // 10])
+    picks = [(fixable or ordered)[0]]
+    second = next((s for s in medium + ordered if s is not picks[0]), None)
+    if second is not None:
+        picks.append(second)
     for example in picks:
         _print_score(example)
 

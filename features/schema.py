@@ -22,7 +22,8 @@ Tables (keys in brackets):
     Remittance advice remark codes (LQ, MOA/MIA).
 ``followups``
     What happened after a denial: action taken (corrected claim, appeal, ...), when, and whether
-    payment was recovered. Simulated, or derived from later 835s in real data.
+    payment was recovered; an empty ``resolved_date`` means the payer has not answered yet.
+    Simulated, or derived from later 835s in real data.
 ``rejections``
     Front-end rejections (999 / 277CA / clearinghouse). A rejection never reached adjudication and
     is never a denial.

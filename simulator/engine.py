@@ -158,9 +158,54 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
         everything, all_payment, all_remits, followups, ids, world, start, streams[8]
     )
     del everything, all_payment, all_remits
+    dataset, truth = snapshot(dataset, truth, start + pd.Timedelta(days=config.days))
     summary = summarise(dataset, truth, config)
     report("Done", 1.0)
     return SimulationResult(dataset=dataset, truth=truth, summary=summary)
+
+
+def snapshot(
+    dataset: ClaimsDataset, truth: pd.DataFrame, extract_date: pd.Timestamp
+) -> tuple[ClaimsDataset, pd.DataFrame]:
+    """The data as a practice would export them on ``extract_date``.
+
+    Claims not yet sent are not in it; remittances, follow-ups and rejections that had not
+    arrived yet are held back (the claim is pending, the appeal unresolved). Without this the
+    long tail of late submissions would put events years after the timeline's end.
+    """
+    sent = dataset.claims["submission_date"] <= extract_date
+    keep_claims = set(dataset.claims.loc[sent, "claim_id"])
+    remits = dataset.remittances
+    arrived = remits["remit_date"] <= extract_date
+    keep_remits = set(remits.loc[arrived & remits["claim_id"].isin(keep_claims), "remit_id"])
+
+    def by_claim(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[frame["claim_id"].isin(keep_claims)].reset_index(drop=True)
+
+    def by_remit(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[frame["remit_id"].isin(keep_remits)].reset_index(drop=True)
+
+    followups = by_claim(dataset.followups)
+    followups = followups[followups["action_date"] <= extract_date].copy()
+    # Worked but not yet answered: open (no resolved date, nothing recovered yet).
+    open_ = followups["resolved_date"] > extract_date
+    followups.loc[open_, "resolved_date"] = pd.NaT
+    followups.loc[open_, "recovered"] = False
+    followups.loc[open_, "recovered_amount"] = 0.0
+    rejections = by_claim(dataset.rejections)
+    rejections = rejections[rejections["rejection_date"] <= extract_date]
+    held = ClaimsDataset(
+        claims=by_claim(dataset.claims),
+        lines=by_claim(dataset.lines),
+        diagnoses=by_claim(dataset.diagnoses),
+        remittances=by_remit(remits),
+        remit_lines=by_remit(dataset.remit_lines),
+        adjustments=by_remit(dataset.adjustments),
+        remarks=by_remit(dataset.remarks),
+        followups=followups.reset_index(drop=True),
+        rejections=rejections.reset_index(drop=True),
+    )
+    return held, truth[truth["claim_id"].isin(keep_claims)].reset_index(drop=True)
 
 
 def _settle_corrected_followups(

@@ -199,8 +199,11 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
 
     # -- prediction ----------------------------------------------------------------------
     def predict_proba(self, matrix: pd.DataFrame) -> np.ndarray:
-        raw = self.denial_booster_.predict(matrix)
-        calibrated = self.calibrator_.predict(raw)
+        raw = np.asarray(self.denial_booster_.predict(matrix))
+        # Isotonic regression is a step function: claims the booster ranks apart would tie.
+        # A vanishing share of the raw score keeps the booster's order (and the probabilities
+        # to within 1e-6), so precision at the top is not lost to ties.
+        calibrated = (1.0 - 1e-6) * self.calibrator_.predict(raw) + 1e-6 * raw
         return np.column_stack([1.0 - calibrated, calibrated])
 
     def predict(self, matrix: pd.DataFrame) -> np.ndarray:

@@ -147,7 +147,8 @@ def test_denied_claims_carry_a_denial_carc_of_their_cause(
     denials = adjustments[is_denial]
     with_denial = set(denials["claim_id"])
     remitted = set(result.dataset.remittances["claim_id"])
-    denied = claims.loc[claims["denied"] == 1, "claim_id"]
+    # Claims still awaiting their remittance at the extract date have no adjustments yet.
+    denied = claims.loc[(claims["denied"] == 1) & claims["claim_id"].isin(remitted), "claim_id"]
     paid = claims.loc[(claims["denied"] == 0) & claims["claim_id"].isin(remitted), "claim_id"]
     assert set(denied) <= with_denial
     assert not set(paid) & with_denial
@@ -173,7 +174,10 @@ def test_rejected_claims_are_never_adjudicated(
     rejected = claims[claims["rejected"]]
     share = len(rejected) / (claims["frequency_code"] == "1").sum()
     assert share == pytest.approx(targets.REJECTION_RATE, abs=0.005)
-    assert set(rejected["claim_id"]) == set(result.dataset.rejections["claim_id"])
+    # Every rejection is of a rejected claim; one sent days before the extract date may not
+    # have its 277CA yet.
+    assert set(result.dataset.rejections["claim_id"]) <= set(rejected["claim_id"])
+    assert len(result.dataset.rejections) >= 0.98 * len(rejected)
     assert not set(rejected["claim_id"]) & set(result.dataset.remittances["claim_id"])
     assert (rejected["denied"] == 0).all()
     assert (rejected["true_denial_probability"] == 0).all()
@@ -286,7 +290,10 @@ def test_followups_and_recovery_truth(result: SimulationResult, claims: pd.DataF
     low, high = targets.NEVER_REWORKED_RANGE
     assert low <= never <= high
     followups = result.dataset.followups
-    assert set(followups["claim_id"]) == set(denied.loc[denied["recovered"].notna(), "claim_id"])
+    worked = set(denied.loc[denied["recovered"].notna(), "claim_id"])
+    # Work that starts after the extract date is not in the data yet.
+    assert set(followups["claim_id"]) <= worked
+    assert len(followups) >= 0.9 * len(worked)
     assert (
         followups["action_date"]
         > claims.set_index("claim_id").loc[followups["claim_id"], "submission_date"].to_numpy()
