@@ -29,8 +29,10 @@ def main() -> None:
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     size_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1024**2
     print(f"claims: {args.claims:,}")
-    print(f"simulate: {simulated - started:.1f} s; write: {done - simulated:.1f} s; "
-          f"total: {done - started:.1f} s (target <= 60 s)")
+    print(
+        f"simulate: {simulated - started:.1f} s; write: {done - simulated:.1f} s; "
+        f"total: {done - started:.1f} s (target <= 60 s)"
+    )
     print(f"peak memory: {peak_gb:.2f} GB (target <= 4 GB); on disk: {size_mb:.0f} MB")
     shutil.rmtree(out.parent)
 

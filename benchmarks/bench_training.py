@@ -26,8 +26,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())
-    write_simulation(simulate(SimulationConfig(n_claims=args.claims, seed=args.seed)),
-                     work / "sim")
+    write_simulation(simulate(SimulationConfig(n_claims=args.claims, seed=args.seed)), work / "sim")
     stages: list[tuple[str, float]] = []
     last = [time.perf_counter()]
 
@@ -46,17 +45,30 @@ def main() -> None:
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     m, b = outcome.metrics, outcome.bayes_metrics
     print(f"claims: {args.claims:,}; {outcome.split}")
-    print(f"train claims {outcome.counts['train_claims']:,}, test claims "
-          f"{outcome.counts['test_claims']:,}")
-    print(f"train + evaluate + log: {seconds:.0f} s (target <= 300 s at 1M); "
-          f"peak memory {peak_gb:.2f} GB (target <= 6 GB, includes the simulation)")
+    print(
+        f"train claims {outcome.counts['train_claims']:,}, test claims "
+        f"{outcome.counts['test_claims']:,}"
+    )
+    print(
+        f"train + evaluate + log: {seconds:.0f} s (target <= 300 s at 1M); "
+        f"peak memory {peak_gb:.2f} GB (target <= 6 GB, includes the simulation)"
+    )
     for stage, took in stages[1:]:
         print(f"  {took:7.1f} s  before '{stage}'")
     print("| metric | model | Bayes-optimal | ratio |")
     print("|---|---|---|---|")
-    for name in ("roc_auc", "pr_auc", "recall_at_90_precision", "recall_at_95_precision",
-                 "brier", "log_loss", "ece", "reason_top1_accuracy", "reason_top3_accuracy",
-                 "carc_top3_accuracy"):
+    for name in (
+        "roc_auc",
+        "pr_auc",
+        "recall_at_90_precision",
+        "recall_at_95_precision",
+        "brier",
+        "log_loss",
+        "ece",
+        "reason_top1_accuracy",
+        "reason_top3_accuracy",
+        "carc_top3_accuracy",
+    ):
         model = m.get(name, float("nan"))
         bayes = b.get(name)
         ratio = f"{model / bayes:.3f}" if bayes else "—"

@@ -173,13 +173,13 @@ def ingest(
         raise fail("no files to read under the paths given")
     with progress_bar(f"reading {len(files)} files") as update:
         result = ingest_paths(
-            files, workers=workers, validation=validation,  # type: ignore[arg-type]
+            files,
+            workers=workers,
+            validation=validation,  # type: ignore[arg-type]
             progress=lambda done, total: update(f"{done}/{total} files", done / total),
         )
         result.dataset.write(out)
-        (out / "ingest-report.json").write_text(
-            json.dumps(result.report, indent=2, default=str)
-        )
+        (out / "ingest-report.json").write_text(json.dumps(result.report, indent=2, default=str))
         result.quarantine.to_csv(out / "quarantine.csv", index=False)
     _print_ingest(result, out)
 
@@ -497,17 +497,54 @@ def _print_worklist(result, written: dict) -> None:  # type: ignore[no-untyped-d
     top = result.queue.head(5)
     if len(top):
         table = Table(title="Top of the work queue")
-        for column in ("rank", "claim", "CARC", "root cause", "next step", "days left",
-                       "p(recover)", "expected $"):
+        for column in (
+            "rank",
+            "claim",
+            "CARC",
+            "root cause",
+            "next step",
+            "days left",
+            "p(recover)",
+            "expected $",
+        ):
             table.add_column(column, overflow="fold")
         for _, row in top.iterrows():
             table.add_row(
-                str(row["rank"]), str(row["claim_id"]), f"{row['group_code']}-{row['carc']}",
-                str(row["category_label"]), str(row["route_label"]), str(row["days_left"]),
-                f"{row['recovery_probability']:.0%}", f"{row['expected_recovery']:,.0f}",
+                str(row["rank"]),
+                str(row["claim_id"]),
+                f"{row['group_code']}-{row['carc']}",
+                str(row["category_label"]),
+                str(row["route_label"]),
+                str(row["days_left"]),
+                f"{row['recovery_probability']:.0%}",
+                f"{row['expected_recovery']:,.0f}",
             )
         console.print(table)
     console.print("Written: " + ", ".join(f"{k} {v}" for k, v in written.items()))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=16, help="Server processes.")] = 1,
+    model: ModelOption = None,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Start the scoring API (FastAPI + uvicorn); docs at http://HOST:PORT/docs."""
+    from serving.server import run
+
+    settings = _settings(tracking_uri)
+    if model:
+        settings = settings.model_copy(update={"model_uri": model})
+    problem = settings.api_auth_problem()
+    if problem:
+        raise fail(problem)
+    console.print(
+        f"Serving {settings.resolved_model_uri()} on http://{host}:{port} "
+        f"(docs: http://{host}:{port}/docs)"
+    )
+    run(host, port, settings, workers=workers)
 
 
 @app.command()
@@ -634,7 +671,9 @@ def demo(
     files = expand_paths([sim_dir / "x12"])
     with progress_bar(f"reading {len(files)} files") as update:
         ingested = ingest_paths(
-            files, workers=2, validation="envelope",
+            files,
+            workers=2,
+            validation="envelope",
             progress=lambda done, total: update(f"{done}/{total} files", done / total),
         )
         ingested.dataset.write(ingested_dir)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,6 +33,28 @@ class Settings(BaseSettings):
     api_keys: list[str] = Field(default_factory=list, description="Accepted X-API-Key values.")
     max_batch_claims: int = Field(default=5000, ge=1, le=100_000)
     max_body_bytes: int = Field(default=20_000_000, ge=1_000)
+    allow_no_auth: bool = Field(
+        default=False,
+        description="Serve the API without X-API-Key checks when api_keys is empty. Only for a "
+        "trusted local network; the API refuses to start with no keys unless this is true.",
+    )
+    risk_band_medium: float = Field(
+        default=0.15, gt=0.0, lt=1.0, description="Denial probability from which a claim is medium."
+    )
+    risk_band_high: float = Field(
+        default=0.35, gt=0.0, lt=1.0, description="Denial probability from which a claim is high."
+    )
+    predict_threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="OpenMP threads per LightGBM call in `denial-risk serve` (OMP_NUM_THREADS). "
+        "1 suits many concurrent small requests: more threads per call oversubscribe the cores "
+        "and each call then waits milliseconds for its threads.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Level of the API's JSON request log."
+    )
 
     @field_validator("api_keys")
     @classmethod
@@ -40,6 +63,29 @@ class Settings(BaseSettings):
         if short:
             raise ValueError("every API key must be at least 16 characters long")
         return keys
+
+    @model_validator(mode="after")
+    def _bands_are_ordered(self) -> Settings:
+        if self.risk_band_medium >= self.risk_band_high:
+            raise ValueError(
+                f"risk_band_medium ({self.risk_band_medium}) must be below risk_band_high "
+                f"({self.risk_band_high})"
+            )
+        return self
+
+    def api_auth_problem(self) -> str | None:
+        """Why the API must not start with these settings, or ``None`` when auth is configured.
+
+        Not a field validator: the batch CLI commands share these settings and need no keys.
+        """
+        if self.api_keys or self.allow_no_auth:
+            return None
+        return (
+            "no API keys configured: set DENIAL_RISK_API_KEYS to a JSON list of keys of at "
+            "least 16 characters (e.g. '[\"<random 32 chars>\"]'), or set "
+            "DENIAL_RISK_ALLOW_NO_AUTH=true to serve without authentication on a trusted "
+            "local network only"
+        )
 
     def resolved_tracking_uri(self) -> str:
         """The MLflow URI to use: explicit setting, then MLFLOW_TRACKING_URI, then local SQLite."""

@@ -99,9 +99,7 @@ LINES = pa.DataFrameSchema(
         "claim_id": _text(),
         "line_number": pa.Column(int, checks=pa.Check.ge(1), coerce=True),
         # Institutional lines may carry only a revenue code (checked below).
-        "procedure_code": _text(
-            nullable=True, checks=pa.Check.str_matches(PROCEDURE_CODE_PATTERN)
-        ),
+        "procedure_code": _text(nullable=True, checks=pa.Check.str_matches(PROCEDURE_CODE_PATTERN)),
         "modifier_1": _text(nullable=True),
         "modifier_2": _text(nullable=True),
         "modifier_3": _text(nullable=True),

@@ -39,9 +39,20 @@ def test_every_simulated_claim_and_remittance_comes_back(both):
 
 def test_claim_fields_survive_the_round_trip(both):
     original, ingested = both
-    columns = ["claim_id", "submission_date", "payer_id", "payer_type", "frequency_code",
-               "prior_auth_number", "referral_number", "rendering_npi", "referring_npi",
-               "total_charge", "service_date_from", "has_other_coverage"]
+    columns = [
+        "claim_id",
+        "submission_date",
+        "payer_id",
+        "payer_type",
+        "frequency_code",
+        "prior_auth_number",
+        "referral_number",
+        "rendering_npi",
+        "referring_npi",
+        "total_charge",
+        "service_date_from",
+        "has_other_coverage",
+    ]
     a = original.claims[columns].sort_values("claim_id").reset_index(drop=True)
     b = ingested.dataset.claims[columns].sort_values("claim_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b, check_dtype=False)
@@ -63,6 +74,7 @@ def test_labels_and_feature_matrix_are_identical(both):
     order = tables_a.claims["claim_id"]
     tables_b = ClaimTables(
         tables_b.claims.set_index("claim_id").loc[order].reset_index(),
-        tables_b.lines, tables_b.diagnoses,
+        tables_b.lines,
+        tables_b.diagnoses,
     )
     pd.testing.assert_frame_equal(fitted.transform(tables_a), fitted.transform(tables_b))
