@@ -403,20 +403,33 @@ def make_recovery_data(
     test_from: pd.Timestamp | None = None,
     test_fraction: float = 0.2,
     min_training_denials: int = 200,
+    maturity_days: int = 180,
 ) -> RecoveryData:
-    """Training rows: worked denials denied before ``test_from`` whose outcome was known by
-    then; test rows: worked denials denied on or after it. Default ``test_from``: the date
-    leaving the last ``test_fraction`` of denials in the test period."""
+    """Training and test rows of worked denials, split by denial date.
+
+    An appeal's answer takes months, and a data extract holds only the answers received by its
+    date; the quick answers, which recover more often, arrive first. Judging the newest denials
+    on the answers already in would flatter (and miscalibrate) the model, so both sides keep
+    only *matured* denials: training rows were denied at least ``maturity_days`` before
+    ``test_from`` (and resolved before it); test rows were denied from ``test_from`` until
+    ``maturity_days`` before the last denial in the data. Default ``test_from``: the date
+    leaving the last ``test_fraction`` of matured denials in the test period.
+    """
     worked, denials = worked_denials(dataset, windows)
     if denials.empty:
         raise RecoveryDataError("no denied claims in the data set: nothing to learn recovery from")
+    maturity = pd.Timedelta(days=maturity_days)
+    matured_until = denials["denial_date"].max() - maturity
     if test_from is None:
-        cut = denials["denial_date"].quantile(1.0 - test_fraction)
+        matured = denials.loc[denials["denial_date"] <= matured_until, "denial_date"]
+        cut = (matured if len(matured) else denials["denial_date"]).quantile(1.0 - test_fraction)
         test_from = pd.Timestamp(cut).normalize()  # type: ignore[arg-type]
     train = worked[
-        (worked["denial_date"] < test_from) & (worked["resolved_date"] < test_from)
+        (worked["denial_date"] < test_from - maturity) & (worked["resolved_date"] < test_from)
     ].sort_values(["action_date", "claim_id"], ignore_index=True)
-    test = worked[worked["denial_date"] >= test_from].reset_index(drop=True)
+    test = worked[
+        (worked["denial_date"] >= test_from) & (worked["denial_date"] <= matured_until)
+    ].reset_index(drop=True)
     counts = {
         "denials": len(denials),
         "worked_denials": len(worked),
@@ -454,6 +467,9 @@ class RecoveryTrainSettings(BaseModel):
     gate_metric: str = "roc_auc"
     force_promote: bool = False
     min_training_denials: int = Field(default=200, ge=20)
+    maturity_days: int = Field(
+        default=180, ge=0, description="Days a denial needs for its appeal answer to be known."
+    )
     truth_path: Path | None = None
     experiment: str = "denial-recovery"
     registered_model_name: str = "denial-recovery"
@@ -639,6 +655,7 @@ def run_recovery_training(
         pd.Timestamp(settings.test_from) if settings.test_from else None,
         settings.test_fraction,
         settings.min_training_denials,
+        settings.maturity_days,
     )
     progress("fitting the recovery model", 0.35)
     pipeline = build_recovery_pipeline(settings.booster)
