@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -490,7 +491,7 @@ def _classify_one(
 
 
 # -- deadlines -----------------------------------------------------------------------------------
-AsOf = pd.Timestamp | pd.Series | None
+AsOf: TypeAlias = pd.Timestamp | pd.Series | None
 
 
 def resolve_as_of(frame: pd.DataFrame, as_of: AsOf) -> pd.Series:

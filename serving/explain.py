@@ -9,8 +9,9 @@ the patient's age) are listed after the actionable ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,10 @@ import pandas as pd
 from features.claim_features import LINE_SLOTS
 from features.pipeline import feature_source
 
-Describer = Callable[[pd.Series, pd.Series], str]
+Values = Mapping[str, Any]
+"""One claim's model-matrix or context values, by column name."""
+
+Describer = Callable[[Values, Values], str]
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ class FieldRule:
 
     actionable: bool
     describe: Describer
-    fix: Callable[[pd.Series, pd.Series], str | None] | None = None
+    fix: Callable[[Values, Values], str | None] | None = None
 
 
 @dataclass
@@ -41,17 +45,17 @@ class Factor:
     line_number: int | None
 
 
-def _flag(matrix_row: pd.Series, column: str) -> bool:
+def _flag(matrix_row: Values, column: str) -> bool:
     value = matrix_row.get(column)
-    return bool(value) and not pd.isna(value) and float(value) > 0
+    return value is not None and bool(value) and not pd.isna(value) and float(value) > 0
 
 
-def _num(row: pd.Series, column: str) -> float:
+def _num(row: Values, column: str) -> float:
     value = row.get(column)
     return float(value) if value is not None and not pd.isna(value) else float("nan")
 
 
-def _procedures(context: pd.Series) -> str:
+def _procedures(context: Values) -> str:
     codes = [
         f"{context[f'procedure_{i}']} (line {int(context[f'line_of_procedure_{i}'])})"
         for i in range(1, LINE_SLOTS + 1)
@@ -60,31 +64,31 @@ def _procedures(context: pd.Series) -> str:
     return ", ".join(codes) or "the procedures"
 
 
-def _auth(m: pd.Series, c: pd.Series) -> str:
+def _auth(m: Values, c: Values) -> str:
     if _flag(m, "prior_auth_present"):
         return f"prior authorization number present for {_procedures(c)}"
     return f"no prior authorization number (REF*G1) for {_procedures(c)}"
 
 
-def _auth_fix(m: pd.Series, c: pd.Series) -> str | None:
+def _auth_fix(m: Values, c: Values) -> str | None:
     if _flag(m, "prior_auth_present"):
         return "Check the authorization covers these codes, units and dates of service"
     return f"Obtain the payer's prior authorization and put its number on the claim (REF*G1) for {_procedures(c)}"  # noqa: E501
 
 
-def _timeliness(m: pd.Series, c: pd.Series) -> str:
+def _timeliness(m: Values, c: Values) -> str:
     lag, limit = _num(c, "days_service_to_submission"), _num(c, "filing_limit_days")
     return f"{lag:.0f} days since service vs a {limit:.0f}-day filing limit"
 
 
-def _timeliness_fix(m: pd.Series, c: pd.Series) -> str | None:
+def _timeliness_fix(m: Values, c: Values) -> str | None:
     lag, limit = _num(c, "days_service_to_submission"), _num(c, "filing_limit_days")
     if lag > limit:
         return "Past the usual filing limit: attach proof of timely filing or the payer's extension"
     return f"Submit now: {limit - lag:.0f} days remain before the {limit:.0f}-day filing limit"
 
 
-def _eligibility(m: pd.Series, c: pd.Series) -> str:
+def _eligibility(m: Values, c: Values) -> str:
     if _flag(m, "medicare_age_not_medicare_plan"):
         return "patient is 65 or older and billed to a non-Medicare plan (Medicare may be primary)"
     prior = _num(m, "hist_patient_payer_prior_claims")
@@ -285,19 +289,57 @@ RULES: dict[str, FieldRule] = {
 }
 
 
-def _line_for_field(field: str, contributions: pd.Series, context: pd.Series) -> int | None:
-    """The written line number behind a line-level field, if one slot dominates."""
-    if field not in {"procedure", "prior authorization", "diagnosis supports procedure"}:
-        return None
-    best, best_value = None, 0.0
+class _Row(Mapping[str, Any]):
+    """One claim's values read straight from column arrays.
+
+    The rules only ``get`` a few values per factor; building a pandas row per claim
+    (``iloc``) cost more than the TreeSHAP values themselves.
+    """
+
+    __slots__ = ("_columns", "_index")
+
+    def __init__(self, columns: dict[str, np.ndarray], index: int) -> None:
+        self._columns = columns
+        self._index = index
+
+    def __getitem__(self, key: str) -> Any:
+        return self._columns[key][self._index]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
+
+
+def _column_arrays(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {str(c): frame[c].to_numpy() for c in frame.columns}
+
+
+_LINE_FIELDS = frozenset({"procedure", "prior authorization", "diagnosis supports procedure"})
+
+
+def _dominant_lines(contributions: pd.DataFrame, context: pd.DataFrame) -> list[int | None]:
+    """Per claim, the written line number of the procedure slot with the largest |SHAP|.
+
+    A slot counts only when it holds a line; ``None`` when no slot contributes.
+    """
+    n = len(contributions)
+    strength = np.zeros((n, LINE_SLOTS))
+    lines = np.full((n, LINE_SLOTS), np.nan)
     for slot in range(1, LINE_SLOTS + 1):
-        value = sum(
-            abs(float(contributions.get(col, 0.0)))
-            for col in (f"procedure_{slot}", f"procedure_family_{slot}")
-        )
-        if value > best_value and not pd.isna(context.get(f"line_of_procedure_{slot}")):
-            best, best_value = int(context[f"line_of_procedure_{slot}"]), value
-    return best
+        for column in (f"procedure_{slot}", f"procedure_family_{slot}"):
+            if column in contributions.columns:
+                strength[:, slot - 1] += np.abs(contributions[column].to_numpy(dtype=float))
+        if f"line_of_procedure_{slot}" in context.columns:
+            lines[:, slot - 1] = pd.to_numeric(
+                context[f"line_of_procedure_{slot}"], errors="coerce"
+            ).to_numpy(dtype=float)
+    strength = np.where(np.isnan(lines), 0.0, strength)
+    best = np.argmax(strength, axis=1)  # first slot on ties, as a left-to-right scan would
+    found = strength[np.arange(n), best] > 0.0
+    chosen = lines[np.arange(n), best]
+    return [int(chosen[i]) if found[i] else None for i in range(n)]
 
 
 def source_matrix(columns: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -320,30 +362,38 @@ def explain_batch(
 ) -> list[list[Factor]]:
     """Top factors per claim: fixable risk-raising fields first, then other risks, then the rest.
 
-    Contributions are summed per claim field with one matrix product, so a batch of thousands
-    of claims costs one pass plus a few words per factor.
+    Contributions are summed per claim field with one matrix product and ranked for the whole
+    batch with one sort, so a batch of thousands of claims costs a few words per factor.
     """
+    n = len(contributions)
+    if n == 0:
+        return []
     mapping, fields = source_matrix(list(contributions.columns))
-    grouped = contributions.to_numpy() @ mapping
+    grouped = contributions.to_numpy(dtype=float) @ mapping
     actionable = np.array([RULES.get(f, _UNKNOWN).actionable for f in fields])
+    magnitude = np.abs(grouped)
+    raises = grouped > 0
+    # Sort keys: fixable risks (0), other risks (1), risk-lowering fields (2), below min_abs
+    # (3, never shown); larger contributions first within a group.
+    group = np.where(raises & actionable, 0, np.where(raises, 1, 2))
+    group = np.where(magnitude >= min_abs, group, 3)
+    order = np.lexsort((-magnitude, group), axis=-1)[:, :top_k]
+    m_columns, c_columns = _column_arrays(matrix), _column_arrays(context)
+    lines = (
+        _dominant_lines(contributions, context)
+        if any(f in _LINE_FIELDS for f in fields)
+        else [None] * n
+    )
     results: list[list[Factor]] = []
-    for row in range(len(grouped)):
-        values = grouped[row]
-        keep = np.flatnonzero(np.abs(values) >= min_abs)
-        if len(keep) == 0:
-            results.append([])
-            continue
-        raises = values[keep] > 0
-        # Sort keys: fixable risks, then other risks, then risk-lowering fields; larger first.
-        rank = np.lexsort((-np.abs(values[keep]), ~raises, ~(raises & actionable[keep])))
-        chosen = keep[rank[:top_k]]
-        m_row, c_row = matrix.iloc[row], context.iloc[row]
-        c_contrib = contributions.iloc[row]
+    for row in range(n):
+        m_row, c_row = _Row(m_columns, row), _Row(c_columns, row)
         factors = []
-        for j in chosen:
+        for j in order[row]:
+            if group[row, j] == 3:
+                break
             field = fields[j]
             rule = RULES.get(field, _UNKNOWN)
-            value = float(values[j])
+            value = float(grouped[row, j])
             factors.append(
                 Factor(
                     field=field,
@@ -352,7 +402,7 @@ def explain_batch(
                     direction="raises risk" if value > 0 else "lowers risk",
                     actionable=rule.actionable,
                     fix=rule.fix(m_row, c_row) if (rule.fix and value > 0) else None,
-                    line_number=_line_for_field(field, c_contrib, c_row),
+                    line_number=lines[row] if field in _LINE_FIELDS else None,
                 )
             )
         results.append(factors)

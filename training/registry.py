@@ -18,8 +18,9 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.pyfunc import PythonModel
+from mlflow.types.schema import ColSpec, Schema
 from sklearn.pipeline import Pipeline
 
 from features.claim_tables import ClaimTables
@@ -72,21 +73,49 @@ def log_pipeline(
         joblib.dump(pipeline, path, compress=3)
         example_input = example.to_flat_lines()
         example_output = predict_frame(pipeline, example)
-        signature = infer_signature(_json_safe(example_input), example_output)
+        signature = infer_signature(json_safe(example_input), example_output)
+        # A three-claim example must not decide which fields are required: NPIs, pointers,
+        # modifiers and auth numbers are often empty in real claims.
+        signature = ModelSignature(
+            inputs=Schema(
+                [
+                    ColSpec(type=c.type, name=c.name, required=c.name in REQUIRED_INPUT_COLUMNS)
+                    for c in signature.inputs.inputs
+                ]
+            ),
+            outputs=signature.outputs,
+        )
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=DenialRiskPyfunc(),
             artifacts={"pipeline": str(path)},
             signature=signature,
-            input_example=_json_safe(example_input),
+            input_example=json_safe(example_input),
             pip_requirements=_pip_requirements(),
             registered_model_name=registered_model_name,
         )
     return info.model_uri, str(info.registered_model_version)
 
 
-def _json_safe(frame: pd.DataFrame) -> pd.DataFrame:
-    """Dates as ISO strings so the input example round-trips through JSON."""
+REQUIRED_INPUT_COLUMNS = frozenset(
+    {
+        "claim_id",
+        "line_number",
+        "line_charge",
+        "units",
+        "service_date",
+        "submission_date",
+        "payer_id",
+        "payer_type",
+        "patient_id",
+        "total_charge",
+        "service_date_from",
+    }
+)
+
+
+def json_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Claim lines as a JSON client sends them: dates as ISO strings (the model's signature)."""
     out = frame.copy()
     for column in out.columns:
         if pd.api.types.is_datetime64_any_dtype(out[column]):

@@ -60,8 +60,13 @@ def test_pyfunc_model_scores_exactly_like_the_service(trained):
     some = tables.subset(tables.claims["claim_id"].tail(200))
     registry.configure(trained.tracking_uri)
     pyfunc = mlflow.pyfunc.load_model(trained.model_uri)
-    from_pyfunc = pyfunc.predict(some.to_flat_lines())
+    flat = registry.json_safe(some.to_flat_lines())
+    flat.loc[flat.index[0], "rendering_npi"] = None  # optional fields may be empty
+    from_pyfunc = pyfunc.predict(flat)
     service = load_service(trained.model_uri, trained.tracking_uri)
+    some.claims.loc[
+        some.claims["claim_id"] == flat.loc[flat.index[0], "claim_id"], "rendering_npi"
+    ] = None
     from_service = service.score_frame(some)
     merged = from_pyfunc.merge(from_service, on="claim_id", suffixes=("_pyfunc", "_service"))
     assert len(merged) == 200
@@ -108,8 +113,9 @@ def test_failed_run_leaves_the_champion_alone(trained, tmp_path):
 
 def test_training_refuses_data_without_denials(trained, tmp_path):
     dataset, _ = ClaimsDataset.read(trained.sim_dir)
+    # Only the ordinary price of a paid claim: patient share and the contractual write-down.
     dataset.adjustments = dataset.adjustments[
-        dataset.adjustments["group_code"].isin(["PR"]) | (dataset.adjustments["carc"] == "45")
+        dataset.adjustments["carc"].isin(["1", "2", "3", "45"])
     ]
     dataset.remittances = dataset.remittances.assign(status_code="1")
     dataset.remittances["paid_amount"] = dataset.remittances["total_charge"]

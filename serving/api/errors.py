@@ -1,0 +1,82 @@
+"""Exception handlers: every refusal is JSON ``{detail, errors, request_id}`` that says what to do.
+
+Validation errors become field paths with hints (never FastAPI's raw dump, which echoes the
+input), a missing model becomes 503, an oversized batch 413.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving.api.deps import ModelNotReady
+from serving.api.problems import pydantic_problems
+from serving.api.scoring import BatchTooLarge, NothingScored
+from serving.schemas import ErrorResponse, FieldProblem
+
+
+def _answer(
+    request: Request,
+    status: int,
+    detail: str,
+    errors: list[FieldProblem] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorResponse(
+        detail=detail,
+        errors=errors or [],
+        request_id=request.scope.get("state", {}).get("request_id"),
+    )
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+async def _validation(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    problems = pydantic_problems(error.errors())
+    first = problems[0].message if problems else "invalid request"
+    detail = (
+        f"invalid request: {first}"
+        if len(problems) == 1
+        else f"invalid request: {len(problems)} problems, see `errors`"
+    )
+    return _answer(request, 422, detail, problems)
+
+
+async def _not_ready(request: Request, error: Exception) -> JSONResponse:
+    return _answer(
+        request,
+        503,
+        f"no model loaded, so claims cannot be scored yet: {error}. Train and promote a model "
+        "(`denial-risk train`), then POST /v1/admin/reload or restart the service",
+        headers={"Retry-After": "30"},
+    )
+
+
+async def _too_large(request: Request, error: Exception) -> JSONResponse:
+    return _answer(request, 413, str(error))
+
+
+async def _nothing_scored(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, NothingScored)
+    problems = [problem for claim in error.errors for problem in claim.problems]
+    return _answer(request, 422, str(error), problems)
+
+
+async def _http(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    detail = str(error.detail)
+    if error.status_code == 404:
+        detail = f"no route {request.method} {request.url.path}; see /docs for the API"
+    elif error.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}; see /docs"
+    return _answer(request, error.status_code, detail, headers=getattr(error, "headers", None))
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(ModelNotReady, _not_ready)
+    app.add_exception_handler(BatchTooLarge, _too_large)
+    app.add_exception_handler(NothingScored, _nothing_scored)
+    app.add_exception_handler(StarletteHTTPException, _http)

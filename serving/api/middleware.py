@@ -1,0 +1,196 @@
+"""ASGI middleware: request id, body size limit, one JSON log line and metrics per request.
+
+Written as plain ASGI (not ``BaseHTTPMiddleware``) so the body limit can answer 413 before the
+body is parsed, and so an unexpected exception still produces a JSON 500 with the request id.
+
+The log line holds method, path, route, status, claim counts, duration and request id, and
+nothing from the body: no member IDs, names or birth dates ever reach the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import traceback
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.api.metrics import ApiMetrics
+
+logger = logging.getLogger("denial_risk.api")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class RequestMiddleware:
+    """Wraps every HTTP request of the app (see module docstring)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status_holder = {"status": 500, "started": False}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                status_holder["started"] = True
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        error_type = None
+        try:
+            if scope["method"] in _BODY_METHODS:
+                body, too_large = await self._read_body(scope, receive)
+                if too_large:
+                    await self._too_large(send_with_id, request_id)
+                    return
+                receive = _replay(body, receive)
+            await self.app(scope, receive, send_with_id)
+        except Exception as error:  # an unexpected failure: answer 500, keep serving
+            error_type = type(error).__name__
+            # Frames only, not the message: messages can quote claim values.
+            logger.error(
+                json.dumps(
+                    {
+                        "event": "unhandled_error",
+                        "request_id": request_id,
+                        "error_type": error_type,
+                        "traceback": "".join(traceback.format_tb(error.__traceback__)),
+                    }
+                )
+            )
+            if not status_holder["started"]:
+                await _json(
+                    send_with_id,
+                    500,
+                    {
+                        "detail": "internal error while handling the request; it has been "
+                        f"logged with request id {request_id}: quote it when reporting",
+                        "errors": [],
+                        "request_id": request_id,
+                    },
+                )
+        finally:
+            self._record(scope, state, status_holder["status"], started, request_id, error_type)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes, bool]:
+        """The whole body, or ``too_large`` as soon as it exceeds the limit."""
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    if int(value) > self.max_body_bytes:
+                        return b"", True
+                except ValueError:
+                    pass
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return b"", True
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks), False
+
+    async def _too_large(self, send: Send, request_id: str) -> None:
+        limit = self.max_body_bytes
+        await _json(
+            send,
+            413,
+            {
+                "detail": f"request body larger than {limit:,} bytes (DENIAL_RISK_MAX_BODY_BYTES); "
+                "send fewer claims per request",
+                "errors": [],
+                "request_id": request_id,
+            },
+        )
+
+    def _record(
+        self,
+        scope: Scope,
+        state: dict[str, Any],
+        status: int,
+        started: float,
+        request_id: str,
+        error_type: str | None,
+    ) -> None:
+        seconds = time.perf_counter() - started
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        self.metrics.observe_request(scope["method"], template, status, seconds)
+        record: dict[str, Any] = {
+            "event": "request",
+            "request_id": request_id,
+            "method": scope["method"],
+            "path": scope["path"],  # never the query string
+            "route": template,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 2),
+        }
+        for key in ("claims", "scored", "rejected", "model_version"):
+            if key in state:
+                record[key] = state[key]
+        if error_type:
+            record["error_type"] = error_type
+        logger.info(json.dumps(record))
+
+
+def _request_id(scope: Scope) -> str:
+    """The caller's X-Request-ID when it is a safe token, else a new one."""
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if _REQUEST_ID.match(text):
+                return text
+    return uuid.uuid4().hex
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the already-read body to the app, then defers to the server."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,218 @@
+"""Readable problems: pydantic errors and contract quarantine reasons -> "path: what to fix".
+
+Both the request schema (:mod:`serving.schemas`) and the data contract (:mod:`features.schema`)
+say *that* a value is wrong; this module adds *what to do*, keyed by the field name, so the same
+hint is given whichever layer caught the problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from features.codes import PAYER_TYPES
+from features.schema import CLAIMS, DIAGNOSES, LINES
+from serving.schemas import FieldProblem
+
+_DATE_HINT = "use a calendar date as YYYY-MM-DD, e.g. 2025-03-10"
+_MONEY_HINT = "use an amount in dollars from 0 to 10,000,000, e.g. 180.00"
+
+HINTS: dict[str, str] = {
+    "claim_id": "use the patient control number (CLM01), 1 to 38 characters",
+    "submission_date": _DATE_HINT,
+    "service_date_from": _DATE_HINT,
+    "service_date_to": _DATE_HINT,
+    "service_date": _DATE_HINT,
+    "patient_birth_date": _DATE_HINT,
+    "claim_type": "use professional (837P) or institutional (837I)",
+    "frequency_code": "use 1 (original), 7 (replacement) or 8 (void)",
+    "payer_type": f"use one of {', '.join(PAYER_TYPES)}",
+    "payer_id": "use the payer ID from the 837 (NM1*PR09), 1 to 80 characters",
+    "patient_sex": "use M, F or U",
+    "patient_id": "use the member ID (1 to 80 characters)",
+    "procedure_code": "use a 5-character CPT/HCPCS code, e.g. 99213, 70553 or J1100",
+    "modifier_1": "use a 2-character modifier, e.g. 25, 59 or LT, or leave it out",
+    "modifier_2": "use a 2-character modifier, e.g. 25, 59 or LT, or leave it out",
+    "modifier_3": "use a 2-character modifier, e.g. 25, 59 or LT, or leave it out",
+    "modifier_4": "use a 2-character modifier, e.g. 25, 59 or LT, or leave it out",
+    "diagnoses": "use ICD-10-CM codes such as I10 or E11.9 (a letter, a digit, up to 5 more)",
+    "code": "use an ICD-10-CM code such as I10 or E11.9 (a letter, a digit, up to 5 more)",
+    "place_of_service": "use the 2-digit CMS place of service code, e.g. 11 (office)",
+    "claim_filing_indicator": "use the SBR09 claim filing indicator, e.g. CI, MB or MC",
+    "units": "use a number of units above 0 (at most 10,000)",
+    "line_charge": _MONEY_HINT,
+    "total_charge": _MONEY_HINT,
+    "revenue_code": "use a 3- or 4-digit revenue code, e.g. 0450",
+    "diagnosis_pointers": "use 1 to 4 positions in `diagnoses`, e.g. '1' or '1,2'",
+    "billing_npi": "use the 10-digit NPI (at most 15 characters are accepted)",
+    "rendering_npi": "use the 10-digit NPI (at most 15 characters are accepted)",
+    "referring_npi": "use the 10-digit NPI (at most 15 characters are accepted)",
+    "line_number": "number service lines 1, 2, 3, ... (each once)",
+    "lines": "send at least one service line, each an object with procedure_code and line_charge",
+    "claims": 'send a JSON object like {"claims": [ {claim}, ... ]}',
+    "top_k": "use a whole number from 1 to 20",
+    "explain": "use true or false",
+}
+
+_KIND_BY_TYPE = {
+    "string_type": "text",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "date_type": "a date",
+    "date_parsing": "a date",
+    "date_from_datetime_parsing": "a date",
+    "date_from_datetime_inexact": "a date without a time",
+    "list_type": "a list",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+}
+
+
+def path(loc: Iterable[Any], prefix: str = "") -> str:
+    """``("lines", 0, "procedure_code")`` -> ``lines[0].procedure_code`` (after ``prefix``)."""
+    text = prefix
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "body"
+
+
+def _field_name(loc: Sequence[Any]) -> str | None:
+    """The last named field in a location (``("diagnoses", 1)`` -> ``diagnoses``)."""
+    for part in reversed(loc):
+        if isinstance(part, str):
+            return part
+    return None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _what(error: dict[str, Any], name: str | None) -> str:
+    kind = error.get("type", "")
+    value = error.get("input")
+    label = f"`{name}`" if name else "value"
+    if kind == "missing":
+        return f"{label} is required but missing"
+    if kind == "extra_forbidden":
+        return f"{label} is not a field of this object; check its spelling against /docs"
+    if kind == "json_invalid":
+        detail = (error.get("ctx") or {}).get("error", "cannot be parsed")
+        return f"the request body is not valid JSON ({detail})"
+    if kind == "value_error":
+        # Our own cross-field messages already say what to do.
+        return str(error.get("msg", "")).removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch":
+        return f"{label} {_shown(value)} has the wrong format"
+    if kind == "enum":
+        expected = (error.get("ctx") or {}).get("expected", "")
+        return f"{label} {_shown(value)} is not one of {expected}".rstrip()
+    if kind in _KIND_BY_TYPE:
+        return f"{label} should be {_KIND_BY_TYPE[kind]}, got {_shown(value)}"
+    return f"{label}: {error.get('msg', 'invalid value')} (got {_shown(value)})"
+
+
+def pydantic_problems(errors: Iterable[dict[str, Any]], prefix: str = "") -> list[FieldProblem]:
+    """Pydantic/FastAPI error dicts as field problems with a hint on what to do."""
+    problems = []
+    for error in errors:
+        loc = [p for p in error.get("loc", ()) if p != "body"]
+        if error.get("type") == "json_invalid":
+            loc = []  # the location is a character offset, not a field
+        name = _field_name(loc)
+        message = _what(error, name)
+        hint = HINTS.get(name or "") if error.get("type") != "value_error" else None
+        if error.get("type") in {"extra_forbidden", "enum"}:
+            hint = None
+        if error.get("type") in {"model_attributes_type", "dict_type"} and not loc:
+            hint = "send Content-Type: application/json and " + HINTS["claims"]
+        problems.append(
+            FieldProblem(field=path(loc, prefix), message=f"{message}; {hint}" if hint else message)
+        )
+    return problems
+
+
+_CONSEQUENCES = {
+    "a service line or diagnosis of this claim failed validation",
+    "claim has no valid service line",
+}
+"""Claim-level reasons that only follow from a child row's own problem (reported instead)."""
+
+
+def quarantine_problems(
+    rejects: pd.DataFrame, prefix_for: dict[str, str], line_index: dict[tuple[str, int], int]
+) -> dict[str, list[FieldProblem]]:
+    """Contract quarantine rows (see :func:`features.claim_tables.validated`) per claim_id.
+
+    ``prefix_for`` maps a claim_id to its path in the request (``claims[3]``); ``line_index``
+    maps ``(claim_id, line_number)`` to the line's position in the request's ``lines`` list.
+    A claim quarantined only because a child row failed gets just the child's problems.
+    """
+    by_claim: dict[str, list[FieldProblem]] = {}
+    for row in rejects.to_dict("records"):
+        claim_id = row.get("claim_id")
+        if not isinstance(claim_id, str):
+            continue
+        base = prefix_for.get(claim_id, "claims[?]")
+        table = row.get("table")
+        if table == "lines" and pd.notna(row.get("line_number")):
+            number = int(row["line_number"])
+            base += f".lines[{line_index.get((claim_id, number), number - 1)}]"
+        elif table == "diagnoses" and pd.notna(row.get("position")):
+            base += f".diagnoses[{int(row['position']) - 1}]"
+        by_claim.setdefault(claim_id, []).extend(_reason_problems(str(row["reason"]), base))
+    for claim_id, problems in by_claim.items():
+        specific = [p for p in problems if p.message not in _CONSEQUENCES]
+        unique = {(p.field, p.message): p for p in specific or problems}
+        by_claim[claim_id] = list(unique.values())
+    return by_claim
+
+
+def _reason_problems(reason: str, base: str) -> list[FieldProblem]:
+    """Split a contract reason (``"procedure_code '7055' is not ...; units ..."``, see
+    :func:`features.schema.validate_table`) into problems on the request's field paths.
+
+    The contract's own words already name the expected format, so they are kept as they are.
+    """
+    parts: list[str] = []
+    for part in reason.split("; "):
+        # A "; " inside one column's explanation does not start a new problem.
+        if parts and _column_of(part) is None:
+            parts[-1] += "; " + part
+        else:
+            parts.append(part)
+    problems = []
+    for part in parts:
+        column = _column_of(part)
+        if column is None:
+            problems.append(FieldProblem(field=base, message=part))
+            continue
+        message = part
+        if "more than once" in part or "unique" in part:
+            message = (
+                f"`{column}` repeats within this request; give each claim its own claim_id "
+                "and each service line its own line_number"
+            )
+        field = base if column in {"code", "claim_id"} else f"{base}.{column}"
+        problems.append(FieldProblem(field=field, message=message))
+    return problems
+
+
+def _column_of(part: str) -> str | None:
+    column = part.split(" ", 1)[0].rstrip(":")
+    return column if column in _CONTRACT_COLUMNS else None
+
+
+_CONTRACT_COLUMNS = frozenset({*CLAIMS.columns, *LINES.columns, *DIAGNOSES.columns})

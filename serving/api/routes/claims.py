@@ -1,0 +1,121 @@
+"""Scoring routes: validate, call :mod:`serving.api.scoring`, record the outcome, return."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+
+from serving.api.deps import MetricsDep, ServiceDep, SettingsDep, require_api_key
+from serving.api.metrics import ApiMetrics
+from serving.api.scoring import NothingScored, ScoringOutcome, score_837, score_request
+from serving.schemas import ErrorResponse, ScoreRequest, ScoreResponse
+
+router = APIRouter(prefix="/v1/claims", tags=["scoring"], dependencies=[Depends(require_api_key)])
+
+_ERRORS = {
+    401: {"model": ErrorResponse, "description": "No X-API-Key header."},
+    403: {"model": ErrorResponse, "description": "X-API-Key not accepted."},
+    413: {"model": ErrorResponse, "description": "Body or batch larger than allowed."},
+    422: {"model": ErrorResponse, "description": "Invalid request, or no valid claim in it."},
+    503: {"model": ErrorResponse, "description": "No model loaded."},
+}
+
+_X12_EXAMPLE = (
+    "ISA*00*          *00*          *ZZ*SUBMITTER      *ZZ*RECEIVER       *250310*1200*^*00501*"
+    "000000001*0*P*:~GS*HC*SUBMITTER1*RECEIVER1*20250310*1200*1*X*005010X222A1~ST*837*0001*"
+    "005010X222A1~ ... ~SE*40*0001~GE*1*1~IEA*1*000000001~"
+)
+
+
+def _record(request: Request, metrics: ApiMetrics, outcome: ScoringOutcome) -> None:
+    """Counts for the request log line and the metrics (never claim contents)."""
+    response = outcome.response
+    request.state.claims = response.scored + response.rejected
+    request.state.scored = response.scored
+    request.state.rejected = response.rejected
+    request.state.model_version = response.model_version
+    metrics.observe_scores(outcome.probabilities, response.rejected)
+
+
+def _record_refusal(request: Request, metrics: ApiMetrics, error: NothingScored) -> None:
+    request.state.claims = request.state.rejected = len(error.errors)
+    request.state.scored = 0
+    metrics.observe_scores([], len(error.errors))
+
+
+@router.post(
+    "/score",
+    response_model=ScoreResponse,
+    responses=_ERRORS,  # type: ignore[arg-type]
+    summary="Score one claim or a batch",
+)
+def score_claims(
+    body: ScoreRequest,
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+) -> ScoreResponse:
+    """Denial probability, risk band, likely reasons and CARCs, and (with `explain`) the claim
+    fields behind the risk with a fix for each.
+
+    Send up to `max_batch_claims` claims (5,000 by default; GET /v1/model shows the limit).
+    A claim that fails validation is listed in `errors` with the field path and what to fix;
+    the others are scored. When no claim is valid the answer is 422 with the problems.
+    """
+    try:
+        outcome = score_request(service, body, settings.max_batch_claims)
+    except NothingScored as error:
+        _record_refusal(request, metrics, error)
+        raise
+    _record(request, metrics, outcome)
+    return outcome.response
+
+
+async def x12_body(request: Request) -> str:
+    """The raw 837 text; refuses a body that is not an X12 interchange."""
+    raw = await request.body()
+    text = raw.decode("latin-1")  # X12 character sets are within latin-1
+    if not text.lstrip().startswith("ISA"):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "the body is not an X12 interchange: send the content of one 837P/837I file, "
+            "starting with its ISA segment, as text/plain",
+        )
+    return text
+
+
+@router.post(
+    "/score-x12",
+    response_model=ScoreResponse,
+    responses=_ERRORS,  # type: ignore[arg-type]
+    summary="Score the claims of an 837 file",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"text/plain": {"schema": {"type": "string"}, "example": _X12_EXAMPLE}},
+        }
+    },
+)
+def score_x12(
+    request: Request,
+    body: Annotated[str, Depends(x12_body)],
+    service: ServiceDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    explain: Annotated[bool, Query(description="Add SHAP factors and fixes.")] = True,
+    top_k: Annotated[int, Query(ge=1, le=20, description="Factors per claim.")] = 5,
+) -> ScoreResponse:
+    """Same answer as `/v1/claims/score` for the claims of an 837P/837I interchange.
+
+    Claims the X12 reader quarantines (missing payer, bad codes, duplicates) are listed in
+    `errors` with the segment position and the reason.
+    """
+    try:
+        outcome = score_837(service, body, explain, top_k, settings.max_batch_claims)
+    except NothingScored as error:
+        _record_refusal(request, metrics, error)
+        raise
+    _record(request, metrics, outcome)
+    return outcome.response

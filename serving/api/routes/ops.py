@@ -1,0 +1,98 @@
+"""Operational routes: liveness, readiness, metrics, the model served, and hot reload."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from serving.api.deps import (
+    HolderDep,
+    LoadedModelDep,
+    MetricsDep,
+    SettingsDep,
+    require_api_key,
+)
+from serving.schemas import ErrorResponse, HealthOut, ModelOut, ReadyOut, ReloadOut
+
+open_router = APIRouter(tags=["operations"])
+"""Routes without an API key: orchestrators probe them."""
+
+router = APIRouter(tags=["operations"], dependencies=[Depends(require_api_key)])
+
+
+@open_router.get("/health", response_model=HealthOut, summary="The process is up")
+def health() -> HealthOut:
+    return HealthOut()
+
+
+@open_router.get(
+    "/ready",
+    response_model=ReadyOut,
+    responses={503: {"model": ReadyOut, "description": "No model loaded; `reason` says why."}},
+    summary="A model is loaded and claims can be scored",
+)
+def ready(holder: HolderDep) -> JSONResponse:
+    current = holder.current
+    if current is None:
+        body = ReadyOut(ready=False, reason=holder.error)
+        return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    body = ReadyOut(ready=True, model_version=current.service.info.version)
+    return JSONResponse(body.model_dump())
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(metrics: MetricsDep) -> Response:
+    return Response(metrics.render(), media_type=metrics.content_type)
+
+
+@router.get(
+    "/v1/model",
+    response_model=ModelOut,
+    responses={503: {"model": ErrorResponse}},
+    summary="The model being served",
+)
+def model(loaded: LoadedModelDep, settings: SettingsDep) -> ModelOut:
+    info = loaded.service.info
+    bands = loaded.service.bands
+    return ModelOut(
+        name=info.name,
+        version=info.version,
+        alias=info.alias,
+        uri=info.uri,
+        training_period=info.training_period,
+        metrics=info.metrics,
+        risk_bands={band: bands.threshold_text(band) for band in ("low", "medium", "high")},
+        max_batch_claims=settings.max_batch_claims,
+        loaded_at=loaded.loaded_at,
+    )
+
+
+@router.post(
+    "/v1/admin/reload",
+    response_model=ReloadOut,
+    responses={503: {"model": ErrorResponse, "description": "Reload failed; old model kept."}},
+    summary="Load the current champion and swap it in",
+)
+async def reload(holder: HolderDep, metrics: MetricsDep) -> ReloadOut:
+    """Load the model the settings name (by default the `@champion` alias, resolved now) and
+    make it current once fully loaded. Requests in flight finish on the model they started
+    with; if loading fails the previous model stays in use.
+    """
+    try:
+        previous, fresh = await run_in_threadpool(holder.reload)
+    except Exception as error:  # loader failures of any type: keep serving the old model
+        current = holder.current
+        still = (
+            f"still serving version {current.service.info.version}"
+            if current
+            else ("no model is loaded")
+        )
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"reload failed ({still}): {error}",
+        ) from None
+    info = fresh.service.info
+    metrics.set_model(info.name, info.version)
+    old = previous.service.info.version if previous else None
+    return ReloadOut(previous_version=old, version=info.version, changed=old != info.version)

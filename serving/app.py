@@ -1,0 +1,111 @@
+"""The scoring API: :func:`create_app` wires settings, model loading, middleware and routes.
+
+Nothing happens at import. The model is loaded once, in the lifespan, from the registry
+(``models:/denial-risk@champion`` by default) or a local path; when it cannot be loaded the app
+still starts, ``/ready`` answers 503 with the reason and scoring answers 503 until a model is
+promoted and ``POST /v1/admin/reload`` (or a restart) loads it.
+
+Authentication: every route except ``/health``, ``/ready`` and the docs needs an ``X-API-Key``
+from ``settings.api_keys``. With no keys configured the app refuses to be built unless
+``settings.allow_no_auth`` (``DENIAL_RISK_ALLOW_NO_AUTH=true``) says so explicitly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from denial_risk.settings import Settings, get_settings
+from serving import worklist_routes
+from serving.api import errors
+from serving.api.deps import ModelHolder, ServiceLoader
+from serving.api.metrics import ApiMetrics
+from serving.api.middleware import RequestMiddleware
+from serving.api.routes import claims, ops
+from serving.service import RiskBands, ScoringService
+from serving.worklist import load_worklist_service
+
+DESCRIPTION = """
+Scores US healthcare claims **before submission**: calibrated denial probability, risk band,
+likely root causes and CARCs, and the claim fields behind the risk, each with a fix.
+
+* Authenticate with the `X-API-Key` header (not needed for `/health`, `/ready`, `/docs`).
+* A batch holds up to `max_batch_claims` claims (see `GET /v1/model`); a bad claim is reported
+  in `errors` with its field path and what to fix, and the other claims are still scored.
+* Errors are JSON `{detail, errors: [{field, message}], request_id}`.
+"""
+
+
+class ConfigurationError(RuntimeError):
+    """Settings the API must not run with; the message says what to set."""
+
+
+def registry_loader(settings: Settings) -> ServiceLoader:
+    """A loader that resolves the settings' model URI (e.g. the champion alias) at each call."""
+
+    def load() -> ScoringService:
+        from serving.loading import load_service  # MLflow import cost only when loading
+
+        bands = RiskBands(medium=settings.risk_band_medium, high=settings.risk_band_high)
+        return load_service(settings.resolved_model_uri(), settings.resolved_tracking_uri(), bands)
+
+    return load
+
+
+def create_app(settings: Settings | None = None, loader: ServiceLoader | None = None) -> FastAPI:
+    """Build the API for ``settings`` (default: the environment's).
+
+    ``loader`` builds the scoring service at start-up and on reload; by default it loads
+    ``settings.resolved_model_uri()`` from ``settings.resolved_tracking_uri()``. Tests pass their
+    own settings, or a loader, or override :func:`serving.api.deps.get_scoring_service`.
+
+    Raises :class:`ConfigurationError` when no API key is configured and ``allow_no_auth`` is
+    not set.
+    """
+    settings = settings or get_settings()
+    problem = settings.api_auth_problem()
+    if problem:
+        raise ConfigurationError(problem)
+    holder = ModelHolder(loader or registry_loader(settings))
+    metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # In a thread so a slow registry does not block the loop's other start-up work.
+        await run_in_threadpool(holder.load_at_startup)
+        current = holder.current
+        info = current.service.info if current else None
+        metrics.set_model(info.name if info else None, info.version if info else None)
+        if not hasattr(app.state, "worklist_service"):
+            # A missing recovery model is not fatal: the worklist then ranks by the category
+            # table rates and says so in every row.
+            app.state.worklist_service = await run_in_threadpool(
+                load_worklist_service,
+                settings.resolved_tracking_uri(),
+                f"models:/{settings.recovery_model_name}@{settings.champion_alias}",
+            )
+        yield
+
+    app = FastAPI(
+        title="Denial risk scoring API",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.holder = holder
+    app.state.metrics = metrics
+    app.add_middleware(
+        RequestMiddleware,  # type: ignore[arg-type]
+        max_body_bytes=settings.max_body_bytes,
+        metrics=metrics,
+    )
+    errors.install(app)
+    app.include_router(ops.open_router)
+    app.include_router(ops.router)
+    app.include_router(claims.router)
+    app.include_router(worklist_routes.router)
+    return app

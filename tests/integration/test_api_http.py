@@ -1,0 +1,113 @@
+"""The API over real HTTP: uvicorn on a loopback port, the registered champion, httpx.
+
+Scores simulated claims with explanations and checks every number equals what
+:meth:`ScoringService.score` gives for the same claims in-process (no train/serve skew between
+the HTTP path and batch scoring).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from denial_risk.settings import Settings
+from features.claim_tables import ClaimTables
+from features.schema import ClaimsDataset
+from serving.api.scoring import claims_payload
+from serving.app import create_app
+from serving.loading import load_service
+
+pytestmark = pytest.mark.integration
+
+KEY = "integration-test-key-0123456789"
+N_CLAIMS = 60
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def base_url(trained: Any) -> Iterator[str]:
+    """A uvicorn server in a background thread, stopped (not killed) after the module."""
+    settings = Settings(
+        model_uri=trained.model_uri, tracking_uri=trained.tracking_uri, api_keys=[KEY]
+    )
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive(), "uvicorn exited during start-up"
+        assert time.monotonic() < deadline, "uvicorn did not start within 60 s"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "uvicorn did not stop"
+
+
+@pytest.fixture(scope="module")
+def recent_claims(trained: Any) -> ClaimTables:
+    dataset, _ = ClaimsDataset.read(trained.sim_dir)
+    tables = ClaimTables.from_dataset(dataset)
+    latest = tables.claims.sort_values("submission_date").tail(N_CLAIMS)["claim_id"]
+    return tables.subset(latest)
+
+
+def test_ready_over_http(base_url: str) -> None:
+    answer = httpx.get(f"{base_url}/ready", timeout=10)
+    assert answer.status_code == 200
+    assert answer.json()["ready"] is True
+
+
+def test_http_scores_equal_the_service_scores(
+    base_url: str, trained: Any, recent_claims: ClaimTables
+) -> None:
+    payload = {"claims": claims_payload(recent_claims), "explain": True, "top_k": 5}
+    answer = httpx.post(
+        f"{base_url}/v1/claims/score", json=payload, headers={"X-API-Key": KEY}, timeout=60
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    # Every simulated claim the contract accepts must be accepted by the API too.
+    assert body["errors"] == []
+    assert body["scored"] == len(recent_claims)
+
+    service = load_service(trained.model_uri, trained.tracking_uri)
+    expected = {s.claim_id: s for s in service.score(recent_claims, explain=True, top_k=5)}
+    for result in body["results"]:
+        want = expected[result["claim_id"]]
+        assert result["denial_probability"] == want.denial_probability
+        assert result["risk_band"] == want.risk_band
+        assert [r["category"] for r in result["likely_reasons"]] == [
+            r["category"] for r in want.likely_reasons
+        ]
+        assert [c["code"] for c in result["likely_carcs"]] == [c["code"] for c in want.likely_carcs]
+        assert [(f["field"], f["contribution"], f["fix"]) for f in result["factors"]] == [
+            (f.field, f.contribution, f.fix) for f in want.factors
+        ]
+        assert result["suggested_fix"] == want.suggested_fix
+    assert any(result["factors"] for result in body["results"])
+
+
+def test_http_refuses_without_key_and_serves_metrics(base_url: str) -> None:
+    refused = httpx.post(f"{base_url}/v1/claims/score", json={"claims": []}, timeout=10)
+    assert refused.status_code == 401
+    assert "X-API-Key" in refused.json()["detail"]
+    metrics = httpx.get(f"{base_url}/metrics", headers={"X-API-Key": KEY}, timeout=10)
+    assert metrics.status_code == 200
+    assert "denial_risk_http_request_duration_seconds_bucket" in metrics.text
