@@ -180,12 +180,23 @@ HISTORY_FEATURES: tuple[str, ...] = tuple(HISTORY_FEATURE_LABELS)
 
 
 def _key_hash(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
-    """One int64 per row for a multi-column key (consistent across frames)."""
-    parts = frame[list(columns)].astype("str").fillna("")
-    return pd.util.hash_pandas_object(parts, index=False).to_numpy().view(np.int64)
+    """One int64 per row for a multi-column key (the same values give the same number).
+
+    Each column is hashed as text (missing as empty) and the hashes are mixed column by
+    column; cheaper than hashing a frame, which matters when one claim is scored at a time.
+    """
+    combined = np.zeros(len(frame), dtype=np.uint64)
+    for column in columns:
+        text = frame[column].astype("str").fillna("").to_numpy(dtype=object)
+        with np.errstate(over="ignore"):
+            combined = combined * np.uint64(1_000_003) ^ pd.util.hash_array(text)
+    return combined.view(np.int64)
 
 
 def _ns(values: pd.Series | np.ndarray) -> np.ndarray:
+    array = np.asarray(values)
+    if array.dtype.kind == "M":
+        return array.astype("datetime64[ns]")
     return pd.to_datetime(pd.Series(values)).astype("datetime64[ns]").to_numpy()
 
 
@@ -279,35 +290,59 @@ def _line_keys(tables: ClaimTables, claim_keys: pd.DataFrame) -> pd.DataFrame:
     return lines
 
 
-def _as_of(
-    query_keys: np.ndarray,
-    query_times: np.ndarray,
-    event_keys: np.ndarray,
-    event_times: np.ndarray,
-    event_values: pd.DataFrame,
-    reducer: str = "cumsum",
-) -> pd.DataFrame:
-    """Per query: running sum (or max) of events with the same key strictly before its time."""
-    columns = list(event_values.columns)
-    result = pd.DataFrame(0.0, index=pd.RangeIndex(len(query_keys)), columns=columns)
-    if len(event_keys) == 0 or len(query_keys) == 0:
-        return result
-    events = pd.DataFrame({"key": event_keys, "time": event_times})
-    events[columns] = event_values.to_numpy()
-    events = events.dropna(subset=["time"]).sort_values(["key", "time"], kind="mergesort")
-    grouped = events.groupby("key", sort=False)[columns]
-    events[columns] = (grouped.cumsum() if reducer == "cumsum" else grouped.cummax()).to_numpy()
-    events = events.sort_values("time", kind="mergesort")
-    probe = pd.DataFrame(
-        {"key": query_keys, "time": query_times, "_row": np.arange(len(query_keys))}
-    ).sort_values("time", kind="mergesort")
-    merged = pd.merge_asof(
-        probe, events, on="time", by="key", allow_exact_matches=False, direction="backward"
-    ).sort_values("_row")
-    values = merged[columns].to_numpy(dtype=float)
-    # No earlier event: a count is 0; a running maximum is unknown (NaN, the caller decides).
-    result.loc[:, columns] = np.nan_to_num(values, nan=0.0) if reducer == "cumsum" else values
-    return result
+def _days(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Calendar day numbers (int64; NaT becomes the minimum int64)."""
+    return _ns(values).astype("datetime64[D]").astype(np.int64)
+
+
+_NO_DAY = np.iinfo(np.int64).min
+
+
+class EventIndex:
+    """Events of one grouping, sorted by (key, day), with running sums or maxima per key.
+
+    Built once (at fit); each lookup is a binary search, so scoring a claim costs the same
+    however long the stored history is. ``lookup`` returns, for each query, the running value
+    over events of the same key on days strictly before the query's day.
+    """
+
+    def __init__(
+        self, keys: np.ndarray, days: np.ndarray, values: np.ndarray, reducer: str = "sum"
+    ) -> None:
+        keep = days != _NO_DAY
+        keys, days, values = keys[keep], days[keep], np.asarray(values, dtype=float)[keep]
+        self.reducer = reducer
+        self.keys = np.unique(keys)
+        key_id = np.searchsorted(self.keys, keys)
+        composite = (key_id.astype(np.int64) << 32) | (days - _DAY_ORIGIN)
+        order = np.argsort(composite, kind="mergesort")
+        self.composite = composite[order]
+        ordered = values[order]
+        sorted_ids = key_id[order]
+        self.start = np.searchsorted(sorted_ids, np.arange(len(self.keys)), side="left")
+        frame = pd.DataFrame(ordered)
+        grouped = frame.groupby(sorted_ids, sort=False)
+        running = grouped.cumsum() if reducer == "sum" else grouped.cummax()
+        self.running = running.to_numpy(dtype=np.float64)
+        self.width = values.shape[1] if values.ndim == 2 else 1
+
+    def lookup(self, keys: np.ndarray, days: np.ndarray) -> np.ndarray:
+        fill = 0.0 if self.reducer == "sum" else np.nan
+        out = np.full((len(keys), self.width), fill)
+        if len(self.keys) == 0 or len(keys) == 0:
+            return out
+        position = np.searchsorted(self.keys, keys)
+        position = np.minimum(position, len(self.keys) - 1)
+        known = (self.keys[position] == keys) & (days != _NO_DAY)
+        composite = (position.astype(np.int64) << 32) | (days - _DAY_ORIGIN)
+        last = np.searchsorted(self.composite, composite, side="left") - 1
+        valid = known & (last >= self.start[position]) & (last >= 0)
+        out[valid] = self.running[last[valid]]
+        return out
+
+
+_DAY_ORIGIN = np.int64(-(2**31))
+"""Shift so day numbers (since 1970, possibly negative) fit the low 32 bits as non-negatives."""
 
 
 class HistoryFeatures(BaseEstimator):
@@ -329,14 +364,35 @@ class HistoryFeatures(BaseEstimator):
     def fit(
         self, tables: ClaimTables, outcomes: pd.DataFrame, claim_features: pd.DataFrame
     ) -> HistoryFeatures:
-        """Store the claim, line and outcome events known in ``tables``/``outcomes``."""
+        """Index the outcome and submission events known in ``tables``/``outcomes``."""
         missing = [c for c in OUTCOME_COLUMNS if c not in outcomes.columns]
         if missing:
             raise ValueError(f"outcomes frame lacks column(s): {', '.join(missing)}")
         known = outcomes[list(OUTCOME_COLUMNS)].drop_duplicates("claim_id")
         claim_keys = _claim_keys(tables, claim_features)
-        self.claim_events_ = _with_outcomes(claim_keys, known)
-        self.line_events_ = _with_outcomes(_line_keys(tables, claim_keys), known)
+        line_keys = _line_keys(tables, claim_keys)
+        claim_events = _with_outcomes(claim_keys, known)
+        line_events = _with_outcomes(line_keys, known)
+        self.rate_indexes_: dict[str, EventIndex] = {}
+        for key in RATE_KEYS:
+            events = claim_events if key.level == "claim" else line_events
+            events = events[events["remit_date"].notna()]
+            values = [np.ones(len(events)), events["denied"].to_numpy(dtype=float)]
+            values += [(events["category"] == c).to_numpy(dtype=float) for c in key.categories]
+            self.rate_indexes_[key.name] = EventIndex(
+                _key_hash(events, key.columns),
+                _days(events["remit_date"]),
+                np.column_stack(values),
+            )
+        paid = claim_events[claim_events["remit_date"].notna() & (claim_events["denied"] == 0)]
+        self.paid_lag_index_ = EventIndex(
+            _key_hash(paid, ("payer_id",)),
+            _days(paid["remit_date"]),
+            paid[["days_service_to_submission"]].to_numpy(dtype=float),
+            reducer="max",
+        )
+        self.submission_indexes_ = self._submission_indexes(claim_keys, line_keys)
+        self.known_claims_ = np.unique(_claim_hash(claim_keys["claim_id"]))
         self.cutoff_ = pd.Timestamp(known["remit_date"].max()) if len(known) else pd.NaT
         return self
 
@@ -351,44 +407,36 @@ class HistoryFeatures(BaseEstimator):
         claim_keys = _claim_keys(tables, claim_features)
         line_keys = _line_keys(tables, claim_keys)
         columns: dict[str, np.ndarray] = {}
-        claim_outcomes = self.claim_events_[self.claim_events_["remit_date"].notna()]
-        line_outcomes = self.line_events_[self.line_events_["remit_date"].notna()]
         for key in RATE_KEYS:
-            if key.level == "claim":
-                rates = self._rates(key, claim_keys, claim_outcomes)
-                for column in rates.columns:
-                    columns[column] = rates[column].to_numpy()
-            else:
-                rates = self._rates(key, line_keys, line_outcomes)
+            queries = claim_keys if key.level == "claim" else line_keys
+            rates = self._rates(key, queries)
+            if key.level == "line":
                 rates["claim_id"] = line_keys["claim_id"].to_numpy()
                 worst = rates.groupby("claim_id", sort=False).max()
-                for column in worst.columns:
-                    columns[column] = claim_keys["claim_id"].map(worst[column]).to_numpy()
+                rates = worst.reindex(claim_keys["claim_id"].to_numpy())
+            for column in rates.columns:
+                columns[column] = rates[column].to_numpy()
         columns.update(self._submission_counts(claim_keys, line_keys))
-        columns["hist_payer_max_paid_lag"] = self._payer_max_paid_lag(claim_keys)
+        lag = self.paid_lag_index_.lookup(
+            _key_hash(claim_keys, ("payer_id",)), _days(claim_keys["submission_date"])
+        )[:, 0]
+        columns["hist_payer_max_paid_lag"] = np.where(lag > 0, lag, -1.0)
         out = pd.DataFrame(columns)
         return out[list(HISTORY_FEATURES)].astype(float)
 
-    def _rates(self, key: RateKey, queries: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
-        values = pd.DataFrame({"n": np.ones(len(events)), "denied": events["denied"].to_numpy()})
-        for category in key.categories:
-            values[f"cat_{category}"] = (events["category"] == category).to_numpy(dtype=float)
-        event_keys = _key_hash(events, key.columns)
-        event_times = _ns(events["remit_date"])
+    def _rates(self, key: RateKey, queries: pd.DataFrame) -> pd.DataFrame:
+        index = self.rate_indexes_[key.name]
         query_keys = _key_hash(queries, key.columns)
-        query_times = _ns(queries["submission_date"])
-        sums = _as_of(query_keys, query_times, event_keys, event_times, values)
+        query_days = _days(queries["submission_date"])
+        names = ["n", "denied", *[f"cat_{c}" for c in key.categories]]
+        sums = pd.DataFrame(index.lookup(query_keys, query_days), columns=names)
         result = self._smoothed(key, sums, prefix=f"hist_{key.name}")
         if key.window_days:
-            earlier = _as_of(
-                query_keys,
-                query_times - np.timedelta64(key.window_days, "D"),
-                event_keys,
-                event_times,
-                values,
+            earlier = index.lookup(query_keys, query_days - key.window_days)
+            recent = sums - pd.DataFrame(earlier, columns=names)
+            result = pd.concat(
+                [result, self._smoothed(key, recent, prefix=f"hist_{key.name}_recent")], axis=1
             )
-            recent = self._smoothed(key, sums - earlier, prefix=f"hist_{key.name}_recent")
-            result = pd.concat([result, recent], axis=1)
         return result
 
     def _smoothed(self, key: RateKey, sums: pd.DataFrame, prefix: str) -> pd.DataFrame:
@@ -404,90 +452,81 @@ class HistoryFeatures(BaseEstimator):
             ) / (n + m)
         return pd.DataFrame(result)
 
+    # -- submissions (known when sent, no outcome needed) ---------------------------------------
+    _COUNT_KEYS: dict[str, tuple[str, ...]] = {
+        "hist_patient_prior_claims": ("patient_id",),
+        "hist_patient_payer_prior_claims": ("patient_id", "payer_id"),
+        "hist_provider_payer_prior_claims": ("rendering_npi", "payer_id"),
+        "hist_same_service_prior_submissions": ("patient_id", "service_date_from", "signature"),
+        "hist_patient_family_claims_this_year": (
+            "patient_id",
+            "payer_id",
+            "procedure_family_1",
+            "service_year",
+        ),
+    }
+    _LAST_SERVICE_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
+        "hist_patient_days_since_prior_claim": ("claim", ("patient_id",)),
+        "hist_days_since_same_procedure": ("line", ("patient_id", "procedure_code")),
+        "hist_days_since_same_family": ("line", ("patient_id", "procedure_family")),
+    }
+
+    @classmethod
+    def _submission_indexes(
+        cls, claim_keys: pd.DataFrame, line_keys: pd.DataFrame
+    ) -> dict[str, EventIndex]:
+        indexes: dict[str, EventIndex] = {}
+        sent = _days(claim_keys["submission_date"])
+        for name, columns in cls._COUNT_KEYS.items():
+            indexes[name] = EventIndex(
+                _key_hash(claim_keys, columns), sent, np.ones((len(claim_keys), 1))
+            )
+        for name, (level, columns) in cls._LAST_SERVICE_KEYS.items():
+            frame = claim_keys if level == "claim" else line_keys
+            indexes[name] = EventIndex(
+                _key_hash(frame, columns),
+                _days(frame["submission_date"]),
+                _days(frame["service_date_from"]).astype(float)[:, None],
+                reducer="max",
+            )
+        return indexes
+
     def _submission_counts(
         self, claim_keys: pd.DataFrame, line_keys: pd.DataFrame
     ) -> dict[str, np.ndarray]:
-        """Counts of earlier *submissions* (known at sending time, no outcome needed)."""
-        stored = self.claim_events_[list(claim_keys.columns)]
-        submissions = pd.concat([stored, claim_keys], ignore_index=True).drop_duplicates(
-            "claim_id", keep="last"
-        )
-        ones = pd.DataFrame({"n": np.ones(len(submissions))})
-        query_times = claim_keys["submission_date"].to_numpy()
-        event_times = submissions["submission_date"].to_numpy()
-
-        def count(columns: tuple[str, ...]) -> np.ndarray:
-            return _as_of(
-                _key_hash(claim_keys, columns),
-                query_times,
-                _key_hash(submissions, columns),
-                event_times,
-                ones,
-            )["n"].to_numpy()
-
-        out = {
-            "hist_patient_prior_claims": count(("patient_id",)),
-            "hist_patient_payer_prior_claims": count(("patient_id", "payer_id")),
-            "hist_provider_payer_prior_claims": count(("rendering_npi", "payer_id")),
-            "hist_same_service_prior_submissions": count(
-                ("patient_id", "service_date_from", "signature")
-            ),
-            "hist_patient_family_claims_this_year": count(
-                ("patient_id", "payer_id", "procedure_family_1", "service_year")
-            ),
-            "hist_patient_days_since_prior_claim": _days_since_last(
-                _key_hash(claim_keys, ("patient_id",)),
-                query_times,
-                claim_keys["service_date_from"].to_numpy(),
-                _key_hash(submissions, ("patient_id",)),
-                event_times,
-                submissions["service_date_from"].to_numpy(),
-            ),
-        }
-        stored_lines = self.line_events_[list(line_keys.columns)]
-        all_lines = pd.concat([stored_lines, line_keys], ignore_index=True).drop_duplicates(
-            ["claim_id", "procedure_code"], keep="last"
-        )
-        for name, key in (
-            ("hist_days_since_same_procedure", ("patient_id", "procedure_code")),
-            ("hist_days_since_same_family", ("patient_id", "procedure_family")),
-        ):
-            days = _days_since_last(
-                _key_hash(line_keys, key),
-                line_keys["submission_date"].to_numpy(),
-                line_keys["service_date_from"].to_numpy(),
-                _key_hash(all_lines, key),
-                all_lines["submission_date"].to_numpy(),
-                all_lines["service_date_from"].to_numpy(),
-            )
-            per_claim = (
-                pd.Series(np.where(days < 0, np.inf, days))
-                .groupby(line_keys["claim_id"].to_numpy(), sort=False)
-                .min()
-            )
-            shortest = claim_keys["claim_id"].map(per_claim).to_numpy(dtype=float)
-            out[name] = np.where(np.isinf(shortest), -1.0, shortest)
+        """Earlier submissions: the stored ones plus those in this batch not stored yet."""
+        is_new = ~np.isin(_claim_hash(claim_keys["claim_id"]), self.known_claims_)
+        new_claims = claim_keys[is_new]
+        new_lines = line_keys[line_keys["claim_id"].isin(set(new_claims["claim_id"]))]
+        batch = self._submission_indexes(new_claims, new_lines) if is_new.any() else {}
+        out: dict[str, np.ndarray] = {}
+        claim_days = _days(claim_keys["submission_date"])
+        for name, columns in self._COUNT_KEYS.items():
+            keys = _key_hash(claim_keys, columns)
+            count = self.submission_indexes_[name].lookup(keys, claim_days)[:, 0]
+            if name in batch:
+                count = count + batch[name].lookup(keys, claim_days)[:, 0]
+            out[name] = count
+        for name, (level, columns) in self._LAST_SERVICE_KEYS.items():
+            frame = claim_keys if level == "claim" else line_keys
+            keys, days = _key_hash(frame, columns), _days(frame["submission_date"])
+            latest = self.submission_indexes_[name].lookup(keys, days)[:, 0]
+            if name in batch:
+                latest = np.fmax(latest, batch[name].lookup(keys, days)[:, 0])
+            service_day = _days(frame["service_date_from"]).astype(float)
+            since = np.where(np.isnan(latest), -1.0, service_day - latest)
+            if level == "line":
+                # The shortest gap over the claim's lines; none at all -> -1.
+                gaps = pd.Series(np.where(since < 0, np.inf, since))
+                shortest = gaps.groupby(frame["claim_id"].to_numpy(), sort=False).min()
+                values = shortest.reindex(claim_keys["claim_id"].to_numpy()).to_numpy()
+                since = np.where(np.isinf(values) | np.isnan(values), -1.0, values)
+            out[name] = since
         return out
 
-    def _payer_max_paid_lag(self, claim_keys: pd.DataFrame) -> np.ndarray:
-        """Longest submission delay the payer paid, as known before the claim was sent.
 
-        A paid claim sent N days after service proves the payer's filing limit is at least N,
-        so this learns each payer's limit from the practice's own remittances.
-        """
-        events = self.claim_events_[
-            self.claim_events_["remit_date"].notna() & (self.claim_events_["denied"] == 0)
-        ]
-        lag = pd.DataFrame({"lag": events["days_service_to_submission"].to_numpy(dtype=float)})
-        result = _as_of(
-            _key_hash(claim_keys, ("payer_id",)),
-            claim_keys["submission_date"].to_numpy(),
-            _key_hash(events, ("payer_id",)),
-            _ns(events["remit_date"]),
-            lag,
-            reducer="cummax",
-        )["lag"].to_numpy()
-        return np.where(result > 0, result, -1.0)
+def _claim_hash(claim_ids: pd.Series) -> np.ndarray:
+    return pd.util.hash_array(claim_ids.astype("str").to_numpy(dtype=object)).view(np.int64)
 
 
 def _with_outcomes(keys: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
@@ -496,26 +535,3 @@ def _with_outcomes(keys: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
     events["category"] = events["category"].fillna("").astype(str)
     events["remit_date"] = _ns(events["remit_date"])
     return events
-
-
-def _days_since_last(
-    query_keys: np.ndarray,
-    query_times: np.ndarray,
-    query_service: np.ndarray,
-    event_keys: np.ndarray,
-    event_times: np.ndarray,
-    event_service: np.ndarray,
-) -> np.ndarray:
-    """Days from the latest earlier service date (among submissions sent before) to this one.
-
-    -1 when there is none. Uses the running maximum of service dates so a late-sent claim for
-    an old visit does not hide a recent one.
-    """
-    service_days = pd.DataFrame(
-        {"day": (event_service.astype("datetime64[D]").astype(np.int64)).astype(float)}
-    )
-    latest = _as_of(
-        query_keys, query_times, event_keys, event_times, service_days, reducer="cummax"
-    )["day"].to_numpy()
-    this_day = query_service.astype("datetime64[D]").astype(np.int64).astype(float)
-    return np.where(latest > 0, this_day - latest, -1.0)
