@@ -174,16 +174,19 @@ def snapshot(
     long tail of late submissions would put events years after the timeline's end.
     """
     sent = dataset.claims["submission_date"] <= extract_date
-    keep_claims = set(dataset.claims.loc[sent, "claim_id"])
+    # Membership by hash index: far faster than Series.isin(set) on a million string ids.
+    keep_claims = pd.Index(dataset.claims.loc[sent, "claim_id"])
     remits = dataset.remittances
-    arrived = remits["remit_date"] <= extract_date
-    keep_remits = set(remits.loc[arrived & remits["claim_id"].isin(keep_claims), "remit_id"])
+    arrived = (remits["remit_date"] <= extract_date).to_numpy() & (
+        keep_claims.get_indexer(remits["claim_id"]) >= 0
+    )
+    keep_remits = pd.Index(remits.loc[arrived, "remit_id"])
 
     def by_claim(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame[frame["claim_id"].isin(keep_claims)].reset_index(drop=True)
+        return frame[keep_claims.get_indexer(frame["claim_id"]) >= 0].reset_index(drop=True)
 
     def by_remit(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame[frame["remit_id"].isin(keep_remits)].reset_index(drop=True)
+        return frame[keep_remits.get_indexer(frame["remit_id"]) >= 0].reset_index(drop=True)
 
     followups = by_claim(dataset.followups)
     followups = followups[followups["action_date"] <= extract_date].copy()
@@ -205,7 +208,7 @@ def snapshot(
         followups=followups.reset_index(drop=True),
         rejections=rejections.reset_index(drop=True),
     )
-    return held, truth[truth["claim_id"].isin(keep_claims)].reset_index(drop=True)
+    return held, by_claim(truth)
 
 
 def _settle_corrected_followups(
