@@ -34,12 +34,15 @@ class ClaimTables:
 
     def subset(self, claim_ids: pd.Series | list[str]) -> ClaimTables:
         """The claims named, with their lines and diagnoses, in the order of ``claims``."""
-        keep = set(claim_ids)
-        return ClaimTables(
-            self.claims[self.claims["claim_id"].isin(keep)].reset_index(drop=True),
-            self.lines[self.lines["claim_id"].isin(keep)].reset_index(drop=True),
-            self.diagnoses[self.diagnoses["claim_id"].isin(keep)].reset_index(drop=True),
+        keep = pd.Index(
+            pd.unique(pd.Series(list(claim_ids) if isinstance(claim_ids, list) else claim_ids))
         )
+
+        def rows(frame: pd.DataFrame) -> pd.DataFrame:
+            # A hash-index lookup: much faster than isin(set) on millions of string ids.
+            return frame[keep.get_indexer(frame["claim_id"]) >= 0].reset_index(drop=True)
+
+        return ClaimTables(rows(self.claims), rows(self.lines), rows(self.diagnoses))
 
     def to_flat_lines(self) -> pd.DataFrame:
         """One row per service line with the claim's fields repeated and diagnoses joined."""

@@ -98,7 +98,8 @@ def first_adjudication_outcomes(dataset: ClaimsDataset) -> pd.DataFrame:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in OUTCOME_COLUMNS})
     first = remits.drop_duplicates("claim_id", keep="first").copy()
     tables = code_tables()
-    adj = dataset.adjustments[dataset.adjustments["remit_id"].isin(first["remit_id"])].copy()
+    first_ids = pd.Index(first["remit_id"])
+    adj = dataset.adjustments[first_ids.get_indexer(dataset.adjustments["remit_id"]) >= 0].copy()
     pairs = adj[["carc", "group_code"]].drop_duplicates()
     denial_lookup = {
         (c, g): tables.is_denial_carc(str(c), str(g))
