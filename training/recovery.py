@@ -57,7 +57,6 @@ from features.x12.outcomes import derive_followups
 from training import registry
 from training.estimator import BoosterParams
 from training.metrics import binary_metrics
-from training.train import LOWER_IS_BETTER
 
 Progress = Callable[[str, float], None]
 
@@ -532,7 +531,7 @@ def log_recovery_pipeline(
             artifacts={"pipeline": str(path)},
             signature=infer_signature(example_input, output.head(len(example_input))),
             input_example=example_input,
-            pip_requirements=registry._pip_requirements(),
+            pip_requirements=registry.pip_requirements(),
             registered_model_name=registered_model_name,
         )
     return info.model_uri, str(info.registered_model_version)
@@ -582,25 +581,6 @@ def truth_metrics(
         out["truth.mean_abs_error"] = float(np.mean(np.abs(predicted[ok] - actual[ok])))
         out["truth.n"] = float(ok.sum())
     return out
-
-
-def _gate(
-    settings: RecoveryTrainSettings, new: dict[str, float], champion: dict[str, float] | None
-) -> tuple[bool, str]:
-    metric = settings.gate_metric
-    if settings.force_promote:
-        return True, "promotion forced"
-    if champion is None:
-        return True, "no champion yet"
-    if metric not in new or metric not in champion:
-        return False, f"gate metric '{metric}' missing; champion kept"
-    lower = metric in LOWER_IS_BETTER
-    better = new[metric] < champion[metric] if lower else new[metric] > champion[metric]
-    verdict = "beats" if better else "does not beat"
-    return better, (
-        f"new {metric}={new[metric]:.4f} {verdict} champion {metric}={champion[metric]:.4f} "
-        "on the same test denials"
-    )
 
 
 def _card(settings: RecoveryTrainSettings, data: RecoveryData, metrics: dict[str, float],
@@ -702,7 +682,13 @@ def run_recovery_training(
                 f"models:/{settings.registered_model_name}/{champion}"
             )
             champion_metrics = evaluate_recovery(previous, data.test)
-        promoted, reason = _gate(settings, metrics, champion_metrics)
+        promoted, reason = registry.promotion_decision(
+            settings.gate_metric,
+            metrics,
+            champion_metrics,
+            settings.force_promote,
+            compared_on="the same test denials",
+        )
         mlflow.set_tags({"gate.promoted": str(promoted), "gate.reason": reason})
         run_id = run.info.run_id
     # The alias moves only after the run closed cleanly.

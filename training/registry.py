@@ -51,7 +51,7 @@ class DenialRiskPyfunc(PythonModel):
         return predict_frame(self.pipeline, tables)
 
 
-def _pip_requirements() -> list[str]:
+def pip_requirements() -> list[str]:
     from importlib.metadata import version
 
     # Explicit, so MLflow does not run the model in a subprocess to infer them.
@@ -91,7 +91,7 @@ def log_pipeline(
             artifacts={"pipeline": str(path)},
             signature=signature,
             input_example=json_safe(example_input),
-            pip_requirements=_pip_requirements(),
+            pip_requirements=pip_requirements(),
             registered_model_name=registered_model_name,
         )
     return info.model_uri, str(info.registered_model_version)
@@ -128,6 +128,36 @@ def load_pipeline(model_uri: str) -> Pipeline:
     model = mlflow.pyfunc.load_model(model_uri)
     wrapper = model.unwrap_python_model()
     return wrapper.pipeline
+
+
+LOWER_IS_BETTER = frozenset({"brier", "log_loss", "ece"})
+
+
+def promotion_decision(
+    metric: str,
+    new: dict[str, float],
+    champion: dict[str, float] | None,
+    force: bool = False,
+    compared_on: str = "the same test claims",
+) -> tuple[bool, str]:
+    """Whether a new version should become champion, and why, in one sentence.
+
+    It must beat the champion on ``metric`` measured on the same later-period data; with no
+    champion yet it wins; ``force`` overrides (the reason says so).
+    """
+    if force:
+        return True, "promotion forced (--force-promote)"
+    if champion is None:
+        return True, "no champion yet"
+    if metric not in new or metric not in champion:
+        return False, f"gate metric '{metric}' missing; champion kept"
+    lower = metric in LOWER_IS_BETTER
+    better = new[metric] < champion[metric] if lower else new[metric] > champion[metric]
+    verdict = "beats" if better else "does not beat"
+    return better, (
+        f"new {metric}={new[metric]:.4f} {verdict} champion {metric}={champion[metric]:.4f} "
+        f"on {compared_on}"
+    )
 
 
 def champion_version(client: MlflowClient, name: str, alias: str) -> str | None:

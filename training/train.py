@@ -34,7 +34,6 @@ from training.tune import tune_booster
 
 Progress = Callable[[str, float], None]
 
-LOWER_IS_BETTER = {"brier", "log_loss", "ece"}
 HEADLINE_METRICS = [
     "roc_auc",
     "pr_auc",
@@ -138,28 +137,6 @@ def bayes_metrics(data: TrainingData, truth: pd.DataFrame) -> dict[str, float]:
     )
     metrics.pop("carc_top3_accuracy", None)
     return metrics
-
-
-def _gate(
-    settings: TrainSettings, new: dict[str, float], champion: dict[str, float] | None
-) -> tuple[bool, str]:
-    metric = settings.gate_metric
-    if settings.force_promote:
-        return True, "promotion forced (--force-promote)"
-    if champion is None:
-        return True, "no champion yet"
-    if metric not in new or metric not in champion:
-        return False, f"gate metric '{metric}' missing; champion kept"
-    better = (
-        new[metric] < champion[metric]
-        if metric in LOWER_IS_BETTER
-        else new[metric] > champion[metric]
-    )
-    verdict = "beats" if better else "does not beat"
-    return better, (
-        f"new {metric}={new[metric]:.4f} {verdict} champion {metric}={champion[metric]:.4f} "
-        "on the same test claims"
-    )
 
 
 def model_card(
@@ -364,7 +341,9 @@ def run_training(
                 f"models:/{settings.registered_model_name}/{champion}"
             )
             champion_metrics, _ = evaluate_pipeline(champion_pipeline, data)
-        promoted, reason = _gate(settings, metrics, champion_metrics)
+        promoted, reason = registry.promotion_decision(
+            settings.gate_metric, metrics, champion_metrics, settings.force_promote
+        )
         mlflow.set_tags({"gate.promoted": str(promoted), "gate.reason": reason})
         run_id = run.info.run_id
     # The alias moves only after the run closed cleanly: an interrupted run never promotes.
