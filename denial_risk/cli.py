@@ -488,10 +488,10 @@ def worklist(
 def _print_worklist(result, written: dict) -> None:  # type: ignore[no-untyped-def]
     summary = result.summary()
     console.print(
-        f"Worklist as of {summary['as_of']}: {summary.get('queue_rows', 0):,} denials to work "
+        f"Worklist as of {summary['as_of']}: {summary['work_queue_rows']:,} denials to work "
         f"(expected recovery ${summary['queue_expected_recovery']:,.0f}), "
-        f"{summary.get('tracking_rows', 0):,} hard denials for root-cause tracking, "
-        f"{summary['past_deadline_in_queue']:,} past their deadline; "
+        f"{summary['tracking_rows']:,} hard denials for root-cause tracking, "
+        f"{summary['expired_rows']:,} past their deadline unworked; "
         f"recovery probabilities from {summary['probability_source']}."
     )
     top = result.queue.head(5)

@@ -88,6 +88,16 @@ def _timeliness_fix(m: Values, c: Values) -> str | None:
     return f"Submit now: {limit - lag:.0f} days remain before the {limit:.0f}-day filing limit"
 
 
+def _repeat_text(m: Values) -> str:
+    same = _num(m, "hist_days_since_same_procedure")
+    kind = _num(m, "hist_days_since_same_family")
+    if same >= 0:
+        return f"same procedure {same:.0f} days ago"
+    if kind >= 0:
+        return f"a service of the same kind {kind:.0f} days ago"
+    return "no earlier claim for this service (first of its kind for the patient)"
+
+
 def _eligibility(m: Values, c: Values) -> str:
     if _flag(m, "medicare_age_not_medicare_plan"):
         return "patient is 65 or older and billed to a non-Medicare plan (Medicare may be primary)"
@@ -257,7 +267,7 @@ RULES: dict[str, FieldRule] = {
     ),
     "frequency (days since the same procedure)": FieldRule(
         True,
-        lambda m, c: f"same procedure {_num(m, 'hist_days_since_same_procedure'):.0f} days ago",
+        lambda m, c: _repeat_text(m),
         lambda m, c: (
             "Check the payer's frequency limit for this procedure; document why it was repeated"
         ),
