@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from simulator import SimulationConfig, simulate, write_simulation
+from training.metrics import REPORTED_METRICS
 from training.train import TrainSettings, run_training
 
 
@@ -57,18 +58,7 @@ def main() -> None:
         print(f"  {took:7.1f} s  before '{stage}'")
     print("| metric | model | Bayes-optimal | ratio |")
     print("|---|---|---|---|")
-    for name in (
-        "roc_auc",
-        "pr_auc",
-        "recall_at_90_precision",
-        "recall_at_95_precision",
-        "brier",
-        "log_loss",
-        "ece",
-        "reason_top1_accuracy",
-        "reason_top3_accuracy",
-        "carc_top3_accuracy",
-    ):
+    for name in REPORTED_METRICS:
         model = m.get(name, float("nan"))
         bayes = b.get(name)
         ratio = f"{model / bayes:.3f}" if bayes else "—"

@@ -264,20 +264,13 @@ def train(
 
 
 def _print_training(outcome) -> None:  # type: ignore[no-untyped-def]
+    from training.metrics import REPORTED_METRICS
+
     table = Table(title=f"Test period ({outcome.split})")
     table.add_column("metric")
     table.add_column("model", justify="right")
     table.add_column("Bayes-optimal", justify="right")
-    for name in [
-        "roc_auc",
-        "pr_auc",
-        "recall_at_90_precision",
-        "ece",
-        "brier",
-        "reason_top1_accuracy",
-        "reason_top3_accuracy",
-        "carc_top3_accuracy",
-    ]:
+    for name in REPORTED_METRICS:
         if name in outcome.metrics:
             bayes = outcome.bayes_metrics.get(name)
             table.add_row(

@@ -12,6 +12,20 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+REPORTED_METRICS: tuple[str, ...] = (
+    "roc_auc",
+    "pr_auc",
+    "recall_at_90_precision",
+    "recall_at_95_precision",
+    "brier",
+    "log_loss",
+    "ece",
+    "reason_top1_accuracy",
+    "reason_top3_accuracy",
+    "carc_top3_accuracy",
+)
+"""The later-period metrics every report shows, in this order (model card, CLI, benchmarks)."""
+
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 15) -> float:
     """Weighted mean |observed rate - mean prediction| over equal-mass bins of the prediction.

@@ -28,7 +28,7 @@ from features.schema import ClaimsDataset
 from training import plots, registry
 from training.dataset import TrainingData, default_split, make_training_data
 from training.estimator import BoosterParams, EstimatorConfig
-from training.metrics import evaluate
+from training.metrics import REPORTED_METRICS, evaluate
 from training.model import build_pipeline, fit_pipeline, predict, with_history
 from training.tune import tune_booster
 
@@ -163,18 +163,7 @@ def model_card(
         "| metric | model | Bayes-optimal | model / Bayes |",
         "|---|---|---|---|",
     ]
-    for name in [
-        "roc_auc",
-        "pr_auc",
-        "recall_at_90_precision",
-        "recall_at_95_precision",
-        "brier",
-        "log_loss",
-        "ece",
-        "reason_top1_accuracy",
-        "reason_top3_accuracy",
-        "carc_top3_accuracy",
-    ]:
+    for name in REPORTED_METRICS:
         if name not in metrics:
             continue
         b = bayes.get(name)
