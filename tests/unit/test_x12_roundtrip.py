@@ -16,58 +16,25 @@ import pyx12.x12context
 from features.schema import ClaimsDataset, validate_table
 from features.x12 import ingest_paths, write_835, write_837p
 from features.x12.pyx12_stream import CollectingErrorHandler, Pyx12Findings
+from tests.utils.factories import OTHER_VALID_NPI, VALID_NPI, claim_row, line_row
 
-NPI_A, NPI_B, NPI_C = "1234567893", "1245319599", "1003000126"
+NPI_A, NPI_B, NPI_C = VALID_NPI, OTHER_VALID_NPI, "1003000126"
 
 
 def make_claim(claim_id: str, **overrides: Any) -> dict[str, Any]:
-    """A valid professional claim row; a test states only what it changes."""
-    row: dict[str, Any] = {
-        "claim_id": claim_id,
-        "submission_date": "2025-03-10",
-        "claim_type": "professional",
-        "frequency_code": "1",
-        "original_payer_claim_number": None,
-        "payer_id": "60054",
-        "payer_name": "EXAMPLE HEALTH PLAN",
-        "claim_filing_indicator": "CI",
-        "payer_type": "commercial",
-        "billing_npi": NPI_A,
-        "rendering_npi": NPI_B,
-        "referring_npi": None,
-        "provider_taxonomy": "207Q00000X",
-        "place_of_service": "11",
-        "total_charge": 280.0,
-        "service_date_from": "2025-03-03",
-        "service_date_to": "2025-03-04",
-        "patient_id": "MBR0001",
-        "patient_birth_date": "1970-06-01",
-        "patient_sex": "F",
-        "prior_auth_number": None,
-        "referral_number": None,
-        "has_other_coverage": False,
-    }
-    row.update(overrides)
-    return row
+    """A claim row as it reads back from X12 (upper-case names, a stated total)."""
+    return claim_row(
+        **{
+            "claim_id": claim_id,
+            "payer_name": "EXAMPLE HEALTH PLAN",
+            "total_charge": 280.0,
+            "service_date_to": "2025-03-04",
+            **overrides,
+        }
+    )
 
 
-def make_line(claim_id: str, line_number: int, **overrides: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "claim_id": claim_id,
-        "line_number": line_number,
-        "procedure_code": "99213",
-        "modifier_1": None,
-        "modifier_2": None,
-        "modifier_3": None,
-        "modifier_4": None,
-        "units": 1.0,
-        "line_charge": 140.0,
-        "service_date": "2025-03-03",
-        "diagnosis_pointers": "1",
-        "revenue_code": None,
-    }
-    row.update(overrides)
-    return row
+make_line = line_row
 
 
 def make_remit(remit_id: str, claim_id: str, **overrides: Any) -> dict[str, Any]:

@@ -15,15 +15,10 @@ VALID_NPI = "1234567893"  # passes the NPI Luhn check (CMS example)
 OTHER_VALID_NPI = "1245319599"
 
 
-def make_claim(
-    lines: list[dict[str, Any]] | None = None,
-    diagnoses: list[str] | None = None,
-    **overrides: Any,
-) -> dict[str, Any]:
-    """One claim as a dict with ``lines`` and ``diagnoses`` lists (API-like shape)."""
-    claim_id = overrides.pop("claim_id", f"T{next(_ids):07d}")
-    claim: dict[str, Any] = {
-        "claim_id": claim_id,
+def claim_row(**overrides: Any) -> dict[str, Any]:
+    """One valid professional claim row of the ``claims`` table."""
+    row: dict[str, Any] = {
+        "claim_id": f"T{next(_ids):07d}",
         "submission_date": "2025-03-10",
         "claim_type": "professional",
         "frequency_code": "1",
@@ -47,7 +42,37 @@ def make_claim(
         "referral_number": None,
         "has_other_coverage": False,
     }
-    claim.update(overrides)
+    row.update(overrides)
+    return row
+
+
+def line_row(claim_id: str, line_number: int, **overrides: Any) -> dict[str, Any]:
+    """One valid service line row of the ``lines`` table."""
+    row: dict[str, Any] = {
+        "claim_id": claim_id,
+        "line_number": line_number,
+        "procedure_code": "99213",
+        "modifier_1": None,
+        "modifier_2": None,
+        "modifier_3": None,
+        "modifier_4": None,
+        "units": 1.0,
+        "line_charge": 140.0,
+        "service_date": "2025-03-03",
+        "diagnosis_pointers": "1",
+        "revenue_code": None,
+    }
+    row.update(overrides)
+    return row
+
+
+def make_claim(
+    lines: list[dict[str, Any]] | None = None,
+    diagnoses: list[str] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """One claim as a dict with ``lines`` and ``diagnoses`` lists (API-like shape)."""
+    claim = claim_row(**overrides)
     claim["lines"] = lines or [
         {"procedure_code": "99213", "line_charge": 180.0, "units": 1, "diagnosis_pointers": "1"}
     ]
@@ -66,20 +91,9 @@ def tables_from(claims: list[dict[str, Any]]) -> ClaimTables:
             claim["total_charge"] = float(sum(line["line_charge"] for line in lines))
         claim_rows.append(claim)
         for number, line in enumerate(lines, start=1):
-            row = {
-                "claim_id": claim["claim_id"],
-                "line_number": number,
-                "modifier_1": None,
-                "modifier_2": None,
-                "modifier_3": None,
-                "modifier_4": None,
-                "units": 1.0,
-                "service_date": claim["service_date_from"],
-                "diagnosis_pointers": "1",
-                "revenue_code": None,
-            }
-            row.update(line)
-            line_rows.append(row)
+            line_rows.append(
+                line_row(claim["claim_id"], number, service_date=claim["service_date_from"], **line)
+            )
         for position, code in enumerate(diagnoses, start=1):
             dx_rows.append({"claim_id": claim["claim_id"], "position": position, "code": code})
     tables, rejects = validated(
