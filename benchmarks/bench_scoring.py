@@ -125,7 +125,7 @@ def main() -> None:
 
         features = pipeline.named_steps["features"]
         booster = pipeline.named_steps["model"].denial_booster_
-        matrix = features.transform(tables)
+        matrix, context = features.transform_with_context(tables)
         b_seconds, raw = _timed(lambda: booster.predict(matrix), args.repeat)
         b_rate = n / b_seconds
         all_boosters = pipeline.named_steps["model"]
@@ -133,7 +133,7 @@ def main() -> None:
         def boosters() -> None:
             # As training.model.predict does: the CARC step reuses the reason probabilities.
             all_boosters.predict_proba(matrix)
-            all_boosters.predict_carcs(matrix, all_boosters.predict_reasons(matrix))
+            all_boosters.predict_carcs(all_boosters.predict_reasons(matrix), context["payer_type"])
 
         m_seconds, _ = _timed(boosters, args.repeat)
         f_seconds, _ = _timed(lambda: features.transform_with_context(tables), args.repeat)

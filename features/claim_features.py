@@ -8,9 +8,20 @@ the original ``line_number`` is kept beside each slot for line-level explanation
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
 
+from features.claim_arrays import (
+    MODIFIERS,
+    NO_DAY,
+    ClaimArrays,
+    factor_codes,
+    group_starts,
+    map_text,
+    text_column,
+)
 from features.claim_tables import ClaimTables
 from features.codes import code_tables
 
@@ -73,21 +84,22 @@ NUMERIC_CLAIM_FEATURES: tuple[str, ...] = (
 
 def npi_is_valid(npi: pd.Series) -> pd.Series:
     """Luhn check of a 10-digit NPI with the 80840 health-industry prefix (CMS NPI standard)."""
-    text = npi.fillna("").astype(str)
-    ok = text.str.fullmatch(r"[0-9]{10}").fillna(False).to_numpy(dtype=bool)
-    result = np.zeros(len(text), dtype=bool)
-    if not ok.any():
-        return pd.Series(result, index=npi.index)
-    digits = np.array([list(s) for s in text[ok]], dtype=np.int64)
-    body = digits[:, :9]
+    valid = map_text(text_column(npi), _npi_check_digit_ok, False, bool)
+    return pd.Series(valid, index=npi.index)
+
+
+def _npi_check_digit_ok(npi: str) -> bool:
+    if len(npi) != 10 or not (npi.isascii() and npi.isdigit()):
+        return False
+    digits = [ord(c) - 48 for c in npi]
     # Double every second digit from the right of the 9-digit body; the prefix 80840 adds 24.
-    doubled = body.copy()
-    doubled[:, ::2] *= 2
-    doubled = np.where(doubled > 9, doubled - 9, doubled)
-    total = doubled.sum(axis=1) + 24
-    check = (10 - total % 10) % 10
-    result[ok] = check == digits[:, 9]
-    return pd.Series(result, index=npi.index)
+    total = 24
+    for position, digit in enumerate(digits[:9]):
+        if position % 2 == 0:
+            digit *= 2
+            digit = digit - 9 if digit > 9 else digit
+        total += digit
+    return (10 - total % 10) % 10 == digits[9]
 
 
 def procedure_family(codes: pd.Series) -> pd.Series:
@@ -100,47 +112,52 @@ def procedure_family(codes: pd.Series) -> pd.Series:
     return codes.astype("str").str.slice(0, 3)
 
 
-def _is_em(codes: pd.Series) -> pd.Series:
-    numeric = pd.to_numeric(codes, errors="coerce")
-    return numeric.between(*E_M_RANGE)
+def _family(code: str) -> str | None:
+    return code[:3] or None
 
 
-def canonical_lines(lines: pd.DataFrame) -> pd.DataFrame:
-    """Lines sorted within each claim by charge (descending), then code and modifiers.
-
-    Adds ``slot`` (1-based position in that order); ``line_number`` stays as written. A line
-    with only a revenue code (institutional) is identified by ``REV<code>``.
-    """
-    lines = lines.assign(
-        procedure_code=lines["procedure_code"].fillna("REV" + lines["revenue_code"].astype("str"))
-    )
-    ordered = lines.sort_values(
-        ["claim_id", "line_charge", "procedure_code", "modifier_1", "units"],
-        ascending=[True, False, True, True, True],
-        na_position="last",
-        kind="mergesort",
-    ).reset_index(drop=True)
-    ordered["slot"] = ordered.groupby("claim_id", sort=False).cumcount() + 1
-    return ordered
+def _is_em(code: str) -> bool:
+    return code.isascii() and code.isdigit() and E_M_RANGE[0] <= int(code) <= E_M_RANGE[1]
 
 
-def _modifier_flags(lines: pd.DataFrame) -> pd.DataFrame:
-    mods = lines[["modifier_1", "modifier_2", "modifier_3", "modifier_4"]].astype("str")
-    mods = mods.apply(lambda col: col.str.strip().str.upper())
+def _is_unlisted(code: str) -> bool:
+    # CPT's unlisted codes end in 99 (e.g. 64999); E/M codes end in 99 too and are not unlisted.
+    return (
+        len(code) == 5 and code[:3].isascii() and code[:3].isdigit() and code[3:] == "99"
+    ) and not _is_em(code)
 
-    def any_in(values: set[str] | frozenset[str]) -> pd.Series:
-        return mods.isin(list(values)).any(axis=1)
 
-    return pd.DataFrame(
-        {
-            "claim_id": lines["claim_id"].to_numpy(),
-            "mod25": any_in({"25"}).to_numpy(),
-            "distinct": any_in(DISTINCT_SERVICE_MODIFIERS).to_numpy(),
-            "mod22": any_in({"22"}).to_numpy(),
-            "laterality": any_in({"LT", "RT", "50"}).to_numpy(),
-            "prof_tech": any_in({"26", "TC"}).to_numpy(),
-        }
-    )
+def _present(text: str) -> bool:
+    return text.strip() != ""
+
+
+class ClaimGroups:
+    """Per-claim reductions of line (or diagnosis) values, given each row's claim position."""
+
+    def __init__(self, claim_index: np.ndarray, n_claims: int) -> None:
+        self.claim_index = claim_index
+        self.n_claims = n_claims
+        self.count = np.bincount(claim_index, minlength=n_claims).astype(float)
+        self.empty = self.count == 0
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        total = np.bincount(self.claim_index, weights=values, minlength=self.n_claims)
+        return np.where(self.empty, np.nan, total)
+
+    def max(self, values: np.ndarray) -> np.ndarray:
+        """Row-wise maximum per claim (``values`` may be 2-D); NaN for a claim with no rows."""
+        values = np.asarray(values, dtype=float)
+        out = np.full((self.n_claims, *values.shape[1:]), -np.inf)
+        np.maximum.at(out, self.claim_index, values)
+        out[self.empty] = np.nan
+        return out
+
+    def nunique(self, codes: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """Distinct non-missing codes per claim."""
+        width = int(codes.max(initial=0)) + 1
+        pairs = np.unique(self.claim_index[~missing] * width + codes[~missing])
+        found = np.bincount(pairs // width, minlength=self.n_claims).astype(float)
+        return np.where(self.empty, np.nan, found)
 
 
 def build_claim_features(tables: ClaimTables) -> pd.DataFrame:
@@ -149,104 +166,144 @@ def build_claim_features(tables: ClaimTables) -> pd.DataFrame:
     Also returns helper columns ``line_of_procedure_<i>`` (the written line number behind each
     slot) used to name lines in explanations; they are not model inputs.
     """
-    tables_codes = code_tables()
-    claims = tables.claims.reset_index(drop=True)
-    lines = canonical_lines(tables.lines)
-    out = pd.DataFrame({"claim_id": claims["claim_id"].to_numpy()})
+    return pd.DataFrame(claim_feature_columns(ClaimArrays.from_tables(tables)))
 
-    for column in ("payer_id", "claim_filing_indicator", "place_of_service", "frequency_code"):
-        out[column] = claims[column].to_numpy()
-    out["payer_type"] = claims["payer_type"].to_numpy()
-    out["provider_taxonomy"] = claims["provider_taxonomy"].to_numpy()
-    out["patient_sex"] = claims["patient_sex"].to_numpy()
 
-    service_from = claims["service_date_from"]
-    submitted = claims["submission_date"]
-    lag = (submitted - service_from).dt.days
-    limits = claims["payer_type"].map(tables_codes.payer_type_defaults["timely_filing_days"])
-    out["days_service_to_submission"] = lag.to_numpy(dtype=float)
-    out["filing_limit_days"] = limits.to_numpy(dtype=float)
-    out["days_past_filing_limit"] = (lag - limits).to_numpy(dtype=float)
-    age_days = (service_from - claims["patient_birth_date"]).dt.days
-    out["patient_age"] = (age_days / 365.25).to_numpy(dtype=float)
+def claim_feature_columns(arrays: ClaimArrays) -> dict[str, np.ndarray]:
+    """:func:`build_claim_features` as columns of the arrays (what the pipeline calls)."""
+    claims, lines = arrays.claims, arrays.lines
+    n = arrays.n_claims
+    out: dict[str, np.ndarray] = {"claim_id": claims["claim_id"]}
+    for column in (
+        "payer_id",
+        "claim_filing_indicator",
+        "place_of_service",
+        "frequency_code",
+        "payer_type",
+        "provider_taxonomy",
+        "patient_sex",
+    ):
+        out[column] = claims[column]
 
-    def present(column: str) -> np.ndarray:
-        text = claims[column].astype("str").str.strip()
-        return (claims[column].notna() & (text != "")).to_numpy(dtype=float)
-
-    out["prior_auth_present"] = present("prior_auth_number")
-    out["referral_present"] = present("referral_number")
-    out["referring_npi_present"] = present("referring_npi")
-    out["rendering_npi_present"] = present("rendering_npi")
-    out["taxonomy_present"] = present("provider_taxonomy")
-    out["rendering_npi_valid"] = npi_is_valid(claims["rendering_npi"]).to_numpy(dtype=float)
-    out["billing_npi_valid"] = npi_is_valid(claims["billing_npi"]).to_numpy(dtype=float)
-    out["has_other_coverage"] = claims["has_other_coverage"].to_numpy(dtype=float)
+    out["days_service_to_submission"] = _day_difference(
+        claims["submission_date"], claims["service_date_from"]
+    )
+    limits = _filing_limits()
+    out["filing_limit_days"] = map_text(
+        claims["payer_type"], lambda t: limits.get(t, np.nan), np.nan, float
+    )
+    out["days_past_filing_limit"] = out["days_service_to_submission"] - out["filing_limit_days"]
+    out["patient_age"] = (
+        _day_difference(claims["service_date_from"], claims["patient_birth_date"]) / 365.25
+    )
+    for flag, column in (
+        ("prior_auth_present", "prior_auth_number"),
+        ("referral_present", "referral_number"),
+        ("referring_npi_present", "referring_npi"),
+        ("rendering_npi_present", "rendering_npi"),
+        ("taxonomy_present", "provider_taxonomy"),
+    ):
+        out[flag] = map_text(claims[column], _present, False, float)
+    for flag, column in (
+        ("rendering_npi_valid", "rendering_npi"),
+        ("billing_npi_valid", "billing_npi"),
+    ):
+        out[flag] = map_text(claims[column], _npi_check_digit_ok, False, float)
+    out["has_other_coverage"] = claims["has_other_coverage"]
     # Medicare Secondary Payer: a patient of 65+ billed to a non-Medicare plan may have Medicare
     # as primary (or the plan may coordinate benefits with it).
-    out["medicare_age_not_medicare_plan"] = (
-        (out["patient_age"] >= 65) & ~claims["payer_type"].isin(["medicare"]).to_numpy()
-    ).astype(float)
-    out["is_replacement"] = claims["frequency_code"].isin(["7", "8"]).to_numpy(dtype=float)
-    out["total_charge_log"] = np.log1p(claims["total_charge"].clip(lower=0).to_numpy(dtype=float))
+    not_medicare = map_text(claims["payer_type"], lambda t: t != "medicare", True, bool)
+    out["medicare_age_not_medicare_plan"] = ((out["patient_age"] >= 65) & not_medicare).astype(
+        float
+    )
+    out["is_replacement"] = map_text(
+        claims["frequency_code"], lambda f: f in ("7", "8"), False, float
+    )
+    out["total_charge_log"] = np.log1p(np.clip(claims["total_charge"], 0, None))
+    out.update(_line_aggregates(arrays))
 
-    # Line aggregates.
-    flags = _modifier_flags(lines)
-    lines = lines.assign(
-        is_em=_is_em(lines["procedure_code"]).to_numpy(),
-        no_pointer=(
-            lines["diagnosis_pointers"].isna()
-            | (lines["diagnosis_pointers"].astype("str").str.strip() == "")
-        ).to_numpy(),
-        unlisted=(
-            lines["procedure_code"].str.fullmatch(r"[0-9]{3}99") & ~_is_em(lines["procedure_code"])
-        ).to_numpy(),
-        **{f"flag_{k}": flags[k].to_numpy() for k in flags.columns if k != "claim_id"},
-    )
-    grouped = lines.groupby("claim_id", sort=False)
-    agg = grouped.agg(
-        n_lines=("procedure_code", "size"),
-        n_distinct_procedures=("procedure_code", "nunique"),
-        max_line_charge=("line_charge", "max"),
-        total_units=("units", "sum"),
-        max_units=("units", "max"),
-        n_em=("is_em", "sum"),
-        lines_without_dx_pointer=("no_pointer", "sum"),
-        has_unlisted_procedure=("unlisted", "max"),
-        any_modifier_25=("flag_mod25", "max"),
-        any_distinct_service_modifier=("flag_distinct", "max"),
-        any_modifier_22=("flag_mod22", "max"),
-        any_laterality_modifier=("flag_laterality", "max"),
-        any_professional_technical_modifier=("flag_prof_tech", "max"),
-    )
-    agg["max_line_charge_log"] = np.log1p(agg.pop("max_line_charge").clip(lower=0))
-    n_non_em = agg["n_lines"] - agg["n_em"]
-    agg["em_with_procedure"] = (agg["n_em"] > 0) & (n_non_em > 0)
-    agg["em_with_procedure_no_mod25"] = agg["em_with_procedure"] & ~agg["any_modifier_25"].astype(
-        bool
-    )
-    agg["multi_procedure_no_distinct_modifier"] = (n_non_em > 1) & ~agg[
-        "any_distinct_service_modifier"
-    ].astype(bool)
-    agg = agg.drop(columns=["n_em"]).astype(float)
-    out = out.merge(agg, left_on="claim_id", right_index=True, how="left")
+    slot_lines = [np.flatnonzero(lines["slot"] == slot) for slot in range(1, LINE_SLOTS + 1)]
+    for slot, rows in enumerate(slot_lines, start=1):
+        claim_of = lines["claim_index"][rows]
+        procedure = np.full(n, None, dtype=object)
+        procedure[claim_of] = lines["procedure_code"][rows]
+        line_number = np.full(n, np.nan)
+        line_number[claim_of] = lines["line_number"][rows]
+        out[f"procedure_{slot}"] = procedure
+        out[f"procedure_family_{slot}"] = map_text(procedure, _family, None, object)
+        out[f"line_of_procedure_{slot}"] = line_number
 
-    slots = lines[lines["slot"] <= LINE_SLOTS]
-    for slot in range(1, LINE_SLOTS + 1):
-        in_slot = slots[slots["slot"] == slot].set_index("claim_id")
-        out[f"procedure_{slot}"] = out["claim_id"].map(in_slot["procedure_code"]).to_numpy()
-        out[f"procedure_family_{slot}"] = procedure_family(
-            out[f"procedure_{slot}"].fillna("")
-        ).replace("", np.nan)
-        out[f"line_of_procedure_{slot}"] = out["claim_id"].map(in_slot["line_number"]).to_numpy()
-
-    dx = tables.diagnoses
-    principal = dx[dx["position"] == dx.groupby("claim_id")["position"].transform("min")]
-    principal = principal.drop_duplicates("claim_id").set_index("claim_id")["code"]
-    principal_code = out["claim_id"].map(principal)
-    out["principal_dx_category"] = principal_code.str.slice(0, 3).to_numpy()
-    out["principal_dx_chapter"] = principal_code.str.slice(0, 1).to_numpy()
-    out["n_diagnoses"] = (
-        out["claim_id"].map(dx.groupby("claim_id").size()).fillna(0).to_numpy(dtype=float)
-    )
+    principal = principal_diagnoses(arrays)
+    out["principal_dx_category"] = map_text(principal, lambda c: c[:3], None, object)
+    out["principal_dx_chapter"] = map_text(principal, lambda c: c[:1], None, object)
+    out["n_diagnoses"] = np.bincount(arrays.diagnoses["claim_index"], minlength=n).astype(float)
     return out
+
+
+def principal_diagnoses(arrays: ClaimArrays) -> np.ndarray:
+    """Each claim's principal diagnosis code (its lowest position; ``None`` when it has none)."""
+    dx = arrays.diagnoses
+    principal = np.full(arrays.n_claims, None, dtype=object)
+    order = np.lexsort((dx["position"], dx["claim_index"]))
+    sorted_claims = dx["claim_index"][order]
+    first = order[group_starts(sorted_claims)]
+    principal[dx["claim_index"][first]] = dx["code"][first]
+    return principal
+
+
+def _line_aggregates(arrays: ClaimArrays) -> dict[str, np.ndarray]:
+    lines = arrays.lines
+    groups = ClaimGroups(lines["claim_index"], arrays.n_claims)
+    codes = lines["procedure_code"]
+    is_em = map_text(codes, _is_em, False, bool)
+    no_pointer = map_text(lines["diagnosis_pointers"], lambda p: not _present(p), True, float)
+    modifiers = [map_text(lines[m], lambda v: v.strip().upper(), None, object) for m in MODIFIERS]
+
+    def any_modifier(values: frozenset[str]) -> np.ndarray:
+        found = np.zeros(len(codes), dtype=bool)
+        for column in modifiers:
+            found |= map_text(column, values.__contains__, False, bool)
+        return groups.max(found)
+
+    out = {
+        "n_lines": np.where(groups.empty, np.nan, groups.count),
+        "n_distinct_procedures": groups.nunique(
+            factor_codes(codes), np.array([c is None for c in codes], dtype=bool)
+        ),
+        "max_line_charge_log": np.log1p(np.clip(groups.max(lines["line_charge"]), 0, None)),
+        "total_units": groups.sum(lines["units"]),
+        "max_units": groups.max(lines["units"]),
+        "lines_without_dx_pointer": groups.sum(no_pointer),
+        "has_unlisted_procedure": groups.max(map_text(codes, _is_unlisted, False, bool)),
+        "any_modifier_25": any_modifier(frozenset({"25"})),
+        "any_distinct_service_modifier": any_modifier(DISTINCT_SERVICE_MODIFIERS),
+        "any_modifier_22": any_modifier(frozenset({"22"})),
+        "any_laterality_modifier": any_modifier(frozenset({"LT", "RT", "50"})),
+        "any_professional_technical_modifier": any_modifier(frozenset({"26", "TC"})),
+    }
+    n_em = groups.sum(is_em.astype(float))
+    n_non_em = out["n_lines"] - n_em
+    em_with_procedure = (n_em > 0) & (n_non_em > 0)
+    out["em_with_procedure"] = em_with_procedure
+    out["em_with_procedure_no_mod25"] = em_with_procedure & ~(out["any_modifier_25"] > 0)
+    out["multi_procedure_no_distinct_modifier"] = (n_non_em > 1) & ~(
+        out["any_distinct_service_modifier"] > 0
+    )
+    for name in (
+        "em_with_procedure",
+        "em_with_procedure_no_mod25",
+        "multi_procedure_no_distinct_modifier",
+    ):
+        out[name] = np.where(groups.empty, np.nan, out[name].astype(float))
+    return out
+
+
+def _day_difference(later: np.ndarray, earlier: np.ndarray) -> np.ndarray:
+    missing = (later == NO_DAY) | (earlier == NO_DAY)
+    return np.where(missing, np.nan, (later - earlier).astype(float))
+
+
+@lru_cache(maxsize=1)
+def _filing_limits() -> dict[str, float]:
+    days = code_tables().payer_type_defaults["timely_filing_days"]
+    return {str(k): float(v) for k, v in days.items()}

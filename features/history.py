@@ -14,14 +14,22 @@ smoothed rates and counts.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from features.claim_features import canonical_lines, procedure_family
-from features.claim_tables import ClaimTables
+from features.claim_arrays import (
+    MODIFIERS,
+    NO_DAY,
+    ClaimArrays,
+    factor_codes,
+    group_starts,
+    map_text,
+)
+from features.claim_features import ClaimGroups
 
 OUTCOME_COLUMNS = ("claim_id", "remit_date", "denied", "category")
 """Columns an outcomes frame must have: one row per claim's first adjudication."""
@@ -179,123 +187,190 @@ HISTORY_FEATURE_LABELS.update(COUNT_FEATURES)
 HISTORY_FEATURES: tuple[str, ...] = tuple(HISTORY_FEATURE_LABELS)
 
 
-def _key_hash(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
-    """One int64 per row for a multi-column key (the same values give the same number).
+class KeyColumns:
+    """The columns of one query table (claims, or distinct procedures per claim) for grouping.
 
-    Each column is hashed as text (missing as empty) and the hashes are mixed column by
-    column; cheaper than hashing a frame, which matters when one claim is scored at a time.
+    A grouping's key is a 64-bit mix of its columns' hashes. Each column is hashed once, however
+    many groupings use it, and missing values hash alike. No identifier becomes a feature: IDs
+    only ever enter these hashes.
     """
-    combined = np.zeros(len(frame), dtype=np.uint64)
-    for column in columns:
-        text = frame[column].astype("str").fillna("").to_numpy(dtype=object)
-        with np.errstate(over="ignore"):
-            combined = combined * np.uint64(1_000_003) ^ pd.util.hash_array(text)
-    return combined.view(np.int64)
+
+    def __init__(self, columns: dict[str, np.ndarray]) -> None:
+        self.columns = columns
+        self._hashes: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.columns["claim_index"])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def key(self, names: tuple[str, ...]) -> np.ndarray:
+        combined = np.zeros(len(self), dtype=np.uint64)
+        for name in names:
+            column_hash = self._hashes.get(name)
+            if column_hash is None:
+                column_hash = self._hashes[name] = column_hash_values(self.columns[name])
+            with np.errstate(over="ignore"):
+                combined = combined * np.uint64(1_000_003) ^ column_hash
+        return combined.view(np.int64)
+
+    def take(self, rows: np.ndarray) -> KeyColumns:
+        taken = KeyColumns({name: values[rows] for name, values in self.columns.items()})
+        taken._hashes = {name: values[rows] for name, values in self._hashes.items()}
+        return taken
 
 
-def _ns(values: pd.Series | np.ndarray) -> np.ndarray:
-    array = np.asarray(values)
-    if array.dtype.kind == "M":
-        return array.astype("datetime64[ns]")
-    return pd.to_datetime(pd.Series(values)).astype("datetime64[ns]").to_numpy()
+_FACTORIZE_ABOVE = 64
+"""Longer text columns are hashed once per distinct value (faster when values repeat)."""
+
+_MISSING_HASH = np.uint64(0x9E3779B97F4A7C15)
+"""The hash of a missing text value (any fixed number that a real string is unlikely to hit)."""
 
 
-def _code_hash(codes: pd.Series) -> np.ndarray:
-    return pd.util.hash_array(codes.astype("str").fillna("").to_numpy(dtype=object))
+def column_hash_values(values: np.ndarray) -> np.ndarray:
+    """A 64-bit hash per value that depends on the value alone, never on the rest of the array.
 
-
-def procedure_signatures(lines: pd.DataFrame) -> pd.DataFrame:
-    """Order-free signatures per claim: its procedure codes, and codes with their modifiers.
-
-    A sum of per-code hashes (mod 2**64) is the same for any order of the lines, and equal for
-    resubmissions of the same service, without building strings per claim.
+    So a claim scored alone gets the same key as in a million-claim batch. Text is hashed once
+    per distinct value (SipHash, via pandas); numbers are mixed with SplitMix64.
     """
-    mods = lines[["modifier_1", "modifier_2", "modifier_3", "modifier_4"]].astype("str")
-    with_mods = (
-        lines["procedure_code"]
-        .astype("str")
-        .str.cat([mods[c].fillna("") for c in mods.columns], sep=":")
-    )
-    frame = pd.DataFrame(
-        {
-            "claim_id": lines["claim_id"].to_numpy(),
-            "signature": _code_hash(lines["procedure_code"]),
-            "modifier_signature": _code_hash(with_mods),
-        }
-    )
-    summed = frame.groupby("claim_id", sort=False)[["signature", "modifier_signature"]].sum()
-    return summed.astype("uint64").astype(str)
+    if values.dtype == object:
+        if len(values) <= _FACTORIZE_ABOVE:
+            missing = np.array([v is None for v in values], dtype=bool)
+            text = np.array([v if v is not None else "" for v in values], dtype=object)
+            hashed = pd.util.hash_array(text, categorize=False)
+            hashed[missing] = _MISSING_HASH
+            return hashed
+        codes, uniques = pd.factorize(values)
+        hashed = pd.util.hash_array(np.asarray(uniques, dtype=object), categorize=False)
+        return np.append(hashed, _MISSING_HASH)[codes]  # code -1 (missing) takes the last
+    bits = np.asarray(values, dtype=np.float64) + 0.0  # + 0.0 makes -0.0 and 0.0 one value
+    with np.errstate(over="ignore"):
+        z = bits.view(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
-def _claim_keys(tables: ClaimTables, claim_features: pd.DataFrame) -> pd.DataFrame:
-    """Per-claim keys and flags used by the history groupings."""
-    claims = tables.claims
-    keys = pd.DataFrame(
-        {
-            "claim_id": claims["claim_id"].to_numpy(),
-            "payer_id": claims["payer_id"].to_numpy(),
-            "patient_id": claims["patient_id"].to_numpy(),
-            "rendering_npi": claims["rendering_npi"].fillna(claims["billing_npi"]).to_numpy(),
-            "provider_taxonomy": claims["provider_taxonomy"].to_numpy(),
-            "place_of_service": claims["place_of_service"].to_numpy(),
-            "submission_date": _ns(claims["submission_date"]),
-            "service_date_from": _ns(claims["service_date_from"]),
-        }
+def claim_keys(arrays: ClaimArrays, claim_features: dict[str, np.ndarray]) -> KeyColumns:
+    """Per-claim grouping keys and flags."""
+    claims = arrays.claims
+    rendering = np.where(
+        claims["rendering_npi"] == None,  # noqa: E711 (elementwise test of an object array)
+        claims["billing_npi"],
+        claims["rendering_npi"],
     )
-    by_id = claim_features.set_index("claim_id")
-    for flag in (
+    signature, modifier_signature = procedure_signatures(arrays)
+    service_day = claims["service_date_from"]
+    columns = {
+        "claim_index": np.arange(arrays.n_claims),
+        "claim_id": claims["claim_id"],
+        "payer_id": claims["payer_id"],
+        "patient_id": claims["patient_id"],
+        "rendering_npi": rendering,
+        "provider_taxonomy": claims["provider_taxonomy"],
+        "place_of_service": claims["place_of_service"],
+        "submission_day": claims["submission_date"],
+        "service_day": service_day,
+        "signature": signature,
+        "modifier_signature": modifier_signature,
+        "service_year": np.where(
+            service_day == NO_DAY,
+            -1,
+            service_day.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64),
+        ),
+    }
+    for name in (
         "prior_auth_present",
         "referral_present",
         "referring_npi_present",
         "taxonomy_present",
         "days_service_to_submission",
         "procedure_family_1",
+        "principal_dx_category",
     ):
-        keys[flag] = keys["claim_id"].map(by_id[flag]).to_numpy()
-    keys["principal_dx_category"] = keys["claim_id"].map(by_id["principal_dx_category"])
-    signatures = procedure_signatures(tables.lines)
-    keys["signature"] = keys["claim_id"].map(signatures["signature"]).fillna("").to_numpy()
-    keys["modifier_signature"] = (
-        keys["claim_id"].map(signatures["modifier_signature"]).fillna("").to_numpy()
+        columns[name] = claim_features[name]
+    return KeyColumns(columns)
+
+
+def procedure_signatures(arrays: ClaimArrays) -> tuple[np.ndarray, np.ndarray]:
+    """Order-free signatures per claim: its procedure codes, and codes with their modifiers.
+
+    A sum of per-line hashes (mod 2**64) is the same for any order of the lines, and equal for
+    resubmissions of the same service, without building strings per claim.
+    """
+    lines = KeyColumns(arrays.lines)
+    signature = np.zeros(arrays.n_claims, dtype=np.uint64)
+    modifier_signature = np.zeros(arrays.n_claims, dtype=np.uint64)
+    claim_index = arrays.lines["claim_index"]
+    np.add.at(signature, claim_index, lines.key(("procedure_code",)).view(np.uint64))
+    np.add.at(
+        modifier_signature,
+        claim_index,
+        lines.key(("procedure_code", *MODIFIERS)).view(np.uint64),
     )
-    keys["service_year"] = pd.DatetimeIndex(keys["service_date_from"]).year.to_numpy()
-    return keys
+    return signature, modifier_signature
 
 
-def _line_keys(tables: ClaimTables, claim_keys: pd.DataFrame) -> pd.DataFrame:
+def line_keys(arrays: ClaimArrays, claims: KeyColumns) -> KeyColumns:
     """One row per distinct (claim, procedure) with the claim's keys and the line's diagnosis.
 
-    The line's diagnosis is the first one its pointer names (the principal when it has none):
-    a payer judges medical necessity by the diagnosis the line is billed for.
+    The first line of each procedure in canonical order stands for it. The line's diagnosis is
+    the first one its pointer names (the principal when it has none): a payer judges medical
+    necessity by the diagnosis the line is billed for.
     """
-    lines = canonical_lines(tables.lines)
-    lines = lines.drop_duplicates(["claim_id", "procedure_code"])
-    first_pointer = pd.to_numeric(
-        lines["diagnosis_pointers"].astype("str").str.extract(r"(\d+)", expand=False),
-        errors="coerce",
+    lines = arrays.lines
+    codes = factor_codes(lines["procedure_code"])
+    pair = lines["claim_index"] * (int(codes.max(initial=0)) + 1) + codes
+    _, first = np.unique(pair, return_index=True)
+    rows = np.sort(first)
+    claim_index = lines["claim_index"][rows]
+    procedure = lines["procedure_code"][rows]
+    pointer = map_text(lines["diagnosis_pointers"][rows], _first_pointer, -1, np.int64)
+    dx_code = _pointed_diagnosis(arrays, claim_index, pointer)
+    dx_category = map_text(dx_code, lambda code: code[:3], None, object)
+    columns = {name: values[claim_index] for name, values in claims.columns.items()}
+    columns.update(
+        procedure_code=procedure,
+        procedure_family=map_text(procedure, _family, None, object),
+        line_dx_category=np.where(
+            dx_category == None,  # noqa: E711
+            columns["principal_dx_category"],
+            dx_category,
+        ),
     )
-    dx = tables.diagnoses.set_index(["claim_id", "position"])["code"]
-    pointed = pd.MultiIndex.from_arrays(
-        [lines["claim_id"].to_numpy(), first_pointer.fillna(-1).astype(int).to_numpy()]
-    )
-    line_dx = pd.Series(dx.reindex(pointed).to_numpy(), index=lines.index)
-    lines = lines[["claim_id", "procedure_code", "slot", "line_number"]].assign(
-        line_dx_code=line_dx.to_numpy()
-    )
-    lines = lines.merge(claim_keys, on="claim_id", how="inner")
-    lines["line_dx_category"] = (
-        lines["line_dx_code"].astype("str").str.slice(0, 3).fillna(lines["principal_dx_category"])
-    )
-    lines["procedure_family"] = procedure_family(lines["procedure_code"])
-    return lines
+    return KeyColumns(columns)
 
 
-def _days(values: pd.Series | np.ndarray) -> np.ndarray:
-    """Calendar day numbers (int64; NaT becomes the minimum int64)."""
-    return _ns(values).astype("datetime64[D]").astype(np.int64)
+_DIGITS = re.compile(r"\d+")
 
 
-_NO_DAY = np.iinfo(np.int64).min
+def _first_pointer(pointers: str) -> int:
+    found = _DIGITS.search(pointers)
+    return int(found.group()) if found else -1
+
+
+def _family(code: str) -> str | None:
+    return code[:3] or None
+
+
+def _pointed_diagnosis(
+    arrays: ClaimArrays, claim_index: np.ndarray, pointer: np.ndarray
+) -> np.ndarray:
+    """The diagnosis code at (claim, position) for each line (``None`` when there is none)."""
+    dx = arrays.diagnoses
+    out = np.full(len(claim_index), None, dtype=object)
+    if len(dx["code"]) == 0 or len(claim_index) == 0:
+        return out
+    width = np.int64(max(int(dx["position"].max()), int(pointer.max()), 0) + 1)
+    stored = dx["claim_index"] * width + dx["position"]
+    order = np.argsort(stored, kind="stable")
+    stored = stored[order]
+    wanted = claim_index * width + pointer
+    found = np.minimum(np.searchsorted(stored, wanted), len(stored) - 1)
+    hit = (stored[found] == wanted) & (pointer >= 0)
+    out[hit] = dx["code"][order[found[hit]]]
+    return out
 
 
 class EventIndex:
@@ -309,36 +384,64 @@ class EventIndex:
     def __init__(
         self, keys: np.ndarray, days: np.ndarray, values: np.ndarray, reducer: str = "sum"
     ) -> None:
-        keep = days != _NO_DAY
-        keys, days, values = keys[keep], days[keep], np.asarray(values, dtype=float)[keep]
+        values = np.asarray(values, dtype=float)
+        values = values if values.ndim == 2 else values[:, None]
+        keep = days != NO_DAY
+        if reducer == "max":
+            keep &= ~np.isnan(values).any(axis=1)  # an unknown value raises no maximum
+        keys, days, values = keys[keep], days[keep], values[keep]
         self.reducer = reducer
-        self.keys = np.unique(keys)
-        key_id = np.searchsorted(self.keys, keys)
+        self.width = values.shape[1]
+        self.keys, key_id = np.unique(keys, return_inverse=True)
         composite = (key_id.astype(np.int64) << 32) | (days - _DAY_ORIGIN)
-        order = np.argsort(composite, kind="mergesort")
+        order = np.argsort(composite, kind="stable")
         self.composite = composite[order]
         ordered = values[order]
-        sorted_ids = key_id[order]
-        self.start = np.searchsorted(sorted_ids, np.arange(len(self.keys)), side="left")
-        frame = pd.DataFrame(ordered)
-        grouped = frame.groupby(sorted_ids, sort=False)
-        running = grouped.cumsum() if reducer == "sum" else grouped.cummax()
-        self.running = running.to_numpy(dtype=np.float64)
-        self.width = values.shape[1] if values.ndim == 2 else 1
+        self.start = group_starts(key_id[order])
+        sizes = np.diff(np.append(self.start, len(order)))
+        self.running = _running(ordered, self.start, sizes, reducer)
 
     def lookup(self, keys: np.ndarray, days: np.ndarray) -> np.ndarray:
+        return self.lookup_located(self.locate(keys), days)
+
+    def locate(self, keys: np.ndarray) -> np.ndarray:
+        """Each query key's position among the stored keys (-1 when never seen)."""
+        if len(self.keys) == 0:
+            return np.full(len(keys), -1, dtype=np.int64)
+        position = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        return np.where(self.keys[position] == keys, position, -1)
+
+    def lookup_located(self, position: np.ndarray, days: np.ndarray) -> np.ndarray:
+        """:meth:`lookup` for keys already :meth:`locate`-d (reused across windows)."""
         fill = 0.0 if self.reducer == "sum" else np.nan
-        out = np.full((len(keys), self.width), fill)
-        if len(self.keys) == 0 or len(keys) == 0:
+        out = np.full((len(position), self.width), fill)
+        known = (position >= 0) & (days != NO_DAY)
+        if not known.any():
             return out
-        position = np.searchsorted(self.keys, keys)
-        position = np.minimum(position, len(self.keys) - 1)
-        known = (self.keys[position] == keys) & (days != _NO_DAY)
-        composite = (position.astype(np.int64) << 32) | (days - _DAY_ORIGIN)
+        where = position[known]
+        composite = (where.astype(np.int64) << 32) | (days[known] - _DAY_ORIGIN)
         last = np.searchsorted(self.composite, composite, side="left") - 1
-        valid = known & (last >= self.start[position]) & (last >= 0)
-        out[valid] = self.running[last[valid]]
+        valid = last >= self.start[where]
+        rows = np.flatnonzero(known)[valid]
+        out[rows] = self.running[last[valid]]
         return out
+
+
+def _running(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray, reducer: str) -> np.ndarray:
+    """Running sum or maximum within consecutive groups (all in numpy, no per-group loop)."""
+    if len(values) == 0:
+        return values
+    group = np.repeat(np.arange(len(starts)), sizes)
+    if reducer == "sum":
+        total = np.cumsum(values, axis=0)
+        before = total[starts] - values[starts]
+        return total - before[group]
+    # Lift each group above the previous one; one running maximum then never crosses groups.
+    # Values are whole days, so the lifted numbers stay exact in float64.
+    low = values.min(axis=0)
+    span = values.max(axis=0) - low + 1.0
+    lift = group[:, None] * span
+    return np.maximum.accumulate(values - low + lift, axis=0) - lift + low
 
 
 _DAY_ORIGIN = np.int64(-(2**31))
@@ -362,102 +465,100 @@ class HistoryFeatures(BaseEstimator):
         self.prior_rate = prior_rate
 
     def fit(
-        self, tables: ClaimTables, outcomes: pd.DataFrame, claim_features: pd.DataFrame
+        self,
+        arrays: ClaimArrays,
+        claim_features: dict[str, np.ndarray],
+        outcomes: pd.DataFrame,
     ) -> HistoryFeatures:
-        """Index the outcome and submission events known in ``tables``/``outcomes``."""
+        """Index the outcome and submission events known in ``arrays``/``outcomes``."""
         missing = [c for c in OUTCOME_COLUMNS if c not in outcomes.columns]
         if missing:
             raise ValueError(f"outcomes frame lacks column(s): {', '.join(missing)}")
         known = outcomes[list(OUTCOME_COLUMNS)].drop_duplicates("claim_id")
-        claim_keys = _claim_keys(tables, claim_features)
-        line_keys = _line_keys(tables, claim_keys)
-        claim_events = _with_outcomes(claim_keys, known)
-        line_events = _with_outcomes(line_keys, known)
+        claims = claim_keys(arrays, claim_features)
+        lines = line_keys(arrays, claims)
+        remit_day, denied, category = _outcomes_by_claim(claims, known)
         self.rate_indexes_: dict[str, EventIndex] = {}
         for key in RATE_KEYS:
-            events = claim_events if key.level == "claim" else line_events
-            events = events[events["remit_date"].notna()]
-            values = [np.ones(len(events)), events["denied"].to_numpy(dtype=float)]
-            values += [(events["category"] == c).to_numpy(dtype=float) for c in key.categories]
+            events = claims if key.level == "claim" else lines
+            at = events["claim_index"]
+            values = [np.ones(len(at)), denied[at]]
+            values += [(category[at] == c).astype(float) for c in key.categories]
             self.rate_indexes_[key.name] = EventIndex(
-                _key_hash(events, key.columns),
-                _days(events["remit_date"]),
-                np.column_stack(values),
+                events.key(key.columns), remit_day[at], np.column_stack(values)
             )
-        paid = claim_events[claim_events["remit_date"].notna() & (claim_events["denied"] == 0)]
+        paid = (remit_day != NO_DAY) & (denied == 0)
         self.paid_lag_index_ = EventIndex(
-            _key_hash(paid, ("payer_id",)),
-            _days(paid["remit_date"]),
-            paid[["days_service_to_submission"]].to_numpy(dtype=float),
+            claims.key(("payer_id",))[paid],
+            remit_day[paid],
+            claims["days_service_to_submission"][paid],
             reducer="max",
         )
-        self.submission_indexes_ = self._submission_indexes(claim_keys, line_keys)
-        self.known_claims_ = np.unique(_claim_hash(claim_keys["claim_id"]))
+        self.submission_indexes_ = self._submission_indexes(claims, lines)
+        self.known_claims_ = np.unique(_claim_hash(claims["claim_id"]))
         self.cutoff_ = pd.Timestamp(known["remit_date"].max()) if len(known) else pd.NaT
         return self
 
     def refresh(
-        self, tables: ClaimTables, outcomes: pd.DataFrame, claim_features: pd.DataFrame
+        self,
+        arrays: ClaimArrays,
+        claim_features: dict[str, np.ndarray],
+        outcomes: pd.DataFrame,
     ) -> HistoryFeatures:
         """Replace the stored events with newer data (same model, history up to date)."""
-        return self.fit(tables, outcomes, claim_features)
+        return self.fit(arrays, claim_features, outcomes)
 
-    def transform(self, tables: ClaimTables, claim_features: pd.DataFrame) -> pd.DataFrame:
-        """History features for each claim, as of its submission date."""
-        claim_keys = _claim_keys(tables, claim_features)
-        line_keys = _line_keys(tables, claim_keys)
+    def transform(
+        self, arrays: ClaimArrays, claim_features: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """History features for each claim, as of its submission date (``HISTORY_FEATURES``)."""
+        claims = claim_keys(arrays, claim_features)
+        lines = line_keys(arrays, claims)
+        by_claim = ClaimGroups(lines["claim_index"], len(claims))
         columns: dict[str, np.ndarray] = {}
         for key in RATE_KEYS:
-            queries = claim_keys if key.level == "claim" else line_keys
-            rates = self._rates(key, queries)
+            queries = claims if key.level == "claim" else lines
+            names, rates = self._rates(key, queries)
             if key.level == "line":
-                rates["claim_id"] = line_keys["claim_id"].to_numpy()
-                worst = rates.groupby("claim_id", sort=False).max()
-                rates = worst.reindex(claim_keys["claim_id"].to_numpy())
-            for column in rates.columns:
-                columns[column] = rates[column].to_numpy()
-        columns.update(self._submission_counts(claim_keys, line_keys))
-        lag = self.paid_lag_index_.lookup(
-            _key_hash(claim_keys, ("payer_id",)), _days(claim_keys["submission_date"])
-        )[:, 0]
-        columns["hist_payer_max_paid_lag"] = np.where(lag > 0, lag, -1.0)
-        out = pd.DataFrame(columns)
-        return out[list(HISTORY_FEATURES)].astype(float)
+                rates = by_claim.max(rates)  # the worst of the claim's procedures
+            columns.update(zip(names, rates.T, strict=True))
+        columns.update(self._submission_counts(claims, lines, by_claim))
+        lag = self.paid_lag_index_.lookup(claims.key(("payer_id",)), claims["submission_day"])
+        columns["hist_payer_max_paid_lag"] = np.where(lag[:, 0] > 0, lag[:, 0], -1.0)
+        return {name: columns[name] for name in HISTORY_FEATURES}
 
-    def _rates(self, key: RateKey, queries: pd.DataFrame) -> pd.DataFrame:
+    def _rates(self, key: RateKey, queries: KeyColumns) -> tuple[list[str], np.ndarray]:
         index = self.rate_indexes_[key.name]
-        query_keys = _key_hash(queries, key.columns)
-        query_days = _days(queries["submission_date"])
-        names = ["n", "denied", *[f"cat_{c}" for c in key.categories]]
-        sums = pd.DataFrame(index.lookup(query_keys, query_days), columns=names)
-        result = self._smoothed(key, sums, prefix=f"hist_{key.name}")
+        position = index.locate(queries.key(key.columns))
+        days = queries["submission_day"]
+        sums = index.lookup_located(position, days)
+        names, rates = self._smoothed(key, sums, prefix=f"hist_{key.name}")
         if key.window_days:
-            earlier = index.lookup(query_keys, query_days - key.window_days)
-            recent = sums - pd.DataFrame(earlier, columns=names)
-            result = pd.concat(
-                [result, self._smoothed(key, recent, prefix=f"hist_{key.name}_recent")], axis=1
+            earlier = index.lookup_located(position, days - key.window_days)
+            recent_names, recent = self._smoothed(
+                key, sums - earlier, prefix=f"hist_{key.name}_recent"
             )
-        return result
+            names, rates = names + recent_names, np.hstack([rates, recent])
+        return names, rates
 
-    def _smoothed(self, key: RateKey, sums: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    def _smoothed(
+        self, key: RateKey, sums: np.ndarray, prefix: str
+    ) -> tuple[list[str], np.ndarray]:
+        """Counts and smoothed rates from the summed columns (n, denied, per category)."""
         m, prior = self.smoothing, self.prior_rate
-        n = sums["n"].to_numpy()
-        result = {
-            f"{prefix}_n": n,
-            f"{prefix}_rate": (sums["denied"].to_numpy() + m * prior) / (n + m),
-        }
-        for category in key.categories:
-            result[f"{prefix}_rate_{category}"] = (
-                sums[f"cat_{category}"].to_numpy() + m * prior / 10.0
-            ) / (n + m)
-        return pd.DataFrame(result)
+        n = sums[:, :1]
+        priors = np.array([prior] + [prior / 10.0] * len(key.categories))
+        rates = (sums[:, 1:] + m * priors) / (n + m)
+        names = [f"{prefix}_n", f"{prefix}_rate"]
+        names += [f"{prefix}_rate_{category}" for category in key.categories]
+        return names, np.hstack([n, rates])
 
     # -- submissions (known when sent, no outcome needed) ---------------------------------------
     _COUNT_KEYS: dict[str, tuple[str, ...]] = {
         "hist_patient_prior_claims": ("patient_id",),
         "hist_patient_payer_prior_claims": ("patient_id", "payer_id"),
         "hist_provider_payer_prior_claims": ("rendering_npi", "payer_id"),
-        "hist_same_service_prior_submissions": ("patient_id", "service_date_from", "signature"),
+        "hist_same_service_prior_submissions": ("patient_id", "service_day", "signature"),
         "hist_patient_family_claims_this_year": (
             "patient_id",
             "payer_id",
@@ -472,66 +573,75 @@ class HistoryFeatures(BaseEstimator):
     }
 
     @classmethod
-    def _submission_indexes(
-        cls, claim_keys: pd.DataFrame, line_keys: pd.DataFrame
-    ) -> dict[str, EventIndex]:
+    def _submission_indexes(cls, claims: KeyColumns, lines: KeyColumns) -> dict[str, EventIndex]:
         indexes: dict[str, EventIndex] = {}
-        sent = _days(claim_keys["submission_date"])
         for name, columns in cls._COUNT_KEYS.items():
             indexes[name] = EventIndex(
-                _key_hash(claim_keys, columns), sent, np.ones((len(claim_keys), 1))
+                claims.key(columns), claims["submission_day"], np.ones(len(claims))
             )
         for name, (level, columns) in cls._LAST_SERVICE_KEYS.items():
-            frame = claim_keys if level == "claim" else line_keys
+            frame = claims if level == "claim" else lines
             indexes[name] = EventIndex(
-                _key_hash(frame, columns),
-                _days(frame["submission_date"]),
-                _days(frame["service_date_from"]).astype(float)[:, None],
+                frame.key(columns),
+                frame["submission_day"],
+                frame["service_day"].astype(float),
                 reducer="max",
             )
         return indexes
 
     def _submission_counts(
-        self, claim_keys: pd.DataFrame, line_keys: pd.DataFrame
+        self, claims: KeyColumns, lines: KeyColumns, by_claim: ClaimGroups
     ) -> dict[str, np.ndarray]:
         """Earlier submissions: the stored ones plus those in this batch not stored yet."""
-        is_new = ~np.isin(_claim_hash(claim_keys["claim_id"]), self.known_claims_)
-        new_claims = claim_keys[is_new]
-        new_lines = line_keys[line_keys["claim_id"].isin(set(new_claims["claim_id"]))]
-        batch = self._submission_indexes(new_claims, new_lines) if is_new.any() else {}
+        stored = self.known_claims_
+        hashes = _claim_hash(claims["claim_id"])
+        where = np.minimum(np.searchsorted(stored, hashes), max(len(stored) - 1, 0))
+        is_new = (stored[where] != hashes) if len(stored) else np.ones(len(claims), dtype=bool)
+        batch: dict[str, EventIndex] = {}
+        # A claim never counts itself (only earlier days count), so one new claim adds nothing.
+        if is_new.sum() > 1:
+            new_lines = np.flatnonzero(is_new[lines["claim_index"]])
+            batch = self._submission_indexes(
+                claims.take(np.flatnonzero(is_new)), lines.take(new_lines)
+            )
         out: dict[str, np.ndarray] = {}
-        claim_days = _days(claim_keys["submission_date"])
         for name, columns in self._COUNT_KEYS.items():
-            keys = _key_hash(claim_keys, columns)
-            count = self.submission_indexes_[name].lookup(keys, claim_days)[:, 0]
+            keys, days = claims.key(columns), claims["submission_day"]
+            count = self.submission_indexes_[name].lookup(keys, days)[:, 0]
             if name in batch:
-                count = count + batch[name].lookup(keys, claim_days)[:, 0]
+                count = count + batch[name].lookup(keys, days)[:, 0]
             out[name] = count
         for name, (level, columns) in self._LAST_SERVICE_KEYS.items():
-            frame = claim_keys if level == "claim" else line_keys
-            keys, days = _key_hash(frame, columns), _days(frame["submission_date"])
+            frame = claims if level == "claim" else lines
+            keys, days = frame.key(columns), frame["submission_day"]
             latest = self.submission_indexes_[name].lookup(keys, days)[:, 0]
             if name in batch:
                 latest = np.fmax(latest, batch[name].lookup(keys, days)[:, 0])
-            service_day = _days(frame["service_date_from"]).astype(float)
-            since = np.where(np.isnan(latest), -1.0, service_day - latest)
+            since = np.where(np.isnan(latest), -1.0, frame["service_day"] - latest)
             if level == "line":
                 # The shortest gap over the claim's lines; none at all -> -1.
-                gaps = pd.Series(np.where(since < 0, np.inf, since))
-                shortest = gaps.groupby(frame["claim_id"].to_numpy(), sort=False).min()
-                values = shortest.reindex(claim_keys["claim_id"].to_numpy()).to_numpy()
-                since = np.where(np.isinf(values) | np.isnan(values), -1.0, values)
+                gaps = np.where(since < 0, np.inf, since)
+                shortest = -by_claim.max(-gaps)
+                since = np.where(np.isinf(shortest) | np.isnan(shortest), -1.0, shortest)
             out[name] = since
         return out
 
 
-def _claim_hash(claim_ids: pd.Series) -> np.ndarray:
-    return pd.util.hash_array(claim_ids.astype("str").to_numpy(dtype=object)).view(np.int64)
+def _claim_hash(claim_ids: np.ndarray) -> np.ndarray:
+    return column_hash_values(claim_ids).view(np.int64)
 
 
-def _with_outcomes(keys: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
-    events = keys.merge(outcomes, on="claim_id", how="left")
-    events["denied"] = events["denied"].fillna(False).astype(float)
-    events["category"] = events["category"].fillna("").astype(str)
-    events["remit_date"] = _ns(events["remit_date"])
-    return events
+def _outcomes_by_claim(
+    claims: KeyColumns, known: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each claim's outcome: remittance day (``NO_DAY`` if none yet), denied (0/1), category."""
+    row = pd.Index(known["claim_id"].astype(str)).get_indexer(claims["claim_id"])
+    has = row >= 0
+    remit = pd.to_datetime(known["remit_date"]).to_numpy().astype("datetime64[D]").astype(np.int64)
+    remit_day = np.full(len(claims), NO_DAY, dtype=np.int64)
+    remit_day[has] = remit[row[has]]
+    denied = np.zeros(len(claims))
+    denied[has] = known["denied"].fillna(False).to_numpy(dtype=float)[row[has]]
+    category = np.full(len(claims), "", dtype=object)
+    category[has] = known["category"].fillna("").astype(str).to_numpy(dtype=object)[row[has]]
+    return remit_day, denied, category

@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from features.claim_arrays import ClaimArrays, map_text
 from features.claim_features import (
     CATEGORICAL_FEATURES,
     LINE_SLOTS,
     NUMERIC_CLAIM_FEATURES,
-    build_claim_features,
+    claim_feature_columns,
 )
 from features.claim_tables import ClaimTables
 from features.history import HISTORY_FEATURES, HistoryFeatures
@@ -26,9 +27,22 @@ MISSING_LEVEL = "__missing__"
 
 CONTEXT_COLUMNS: tuple[str, ...] = (
     "claim_id",
+    *[f"procedure_{i}" for i in range(1, LINE_SLOTS + 1)],
     *[f"line_of_procedure_{i}" for i in range(1, LINE_SLOTS + 1)],
+    "days_service_to_submission",
+    "filing_limit_days",
+    "payer_id",
+    "payer_type",
+    "place_of_service",
+    "provider_taxonomy",
+    "patient_sex",
+    "principal_dx_category",
 )
-"""Columns kept beside the matrix to word explanations (not model inputs)."""
+"""Claim values kept beside the matrix to word explanations (not model inputs): the matrix holds
+categorical columns as level codes, explanations name the claim's own values."""
+
+Context = dict[str, np.ndarray]
+"""Context columns by name, row-aligned with the matrix."""
 
 # Which claim field a person would recognise behind each model column. Explanations and the
 # SHAP summary add contributions up by these fields, so "payer" is one factor, not five columns.
@@ -114,6 +128,11 @@ def feature_source(feature: str) -> str:
 class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
     """Claim features + point-in-time history + categorical encoding.
 
+    The matrix is all float64: a categorical column holds the position of the claim's value
+    among the levels kept at fit (``levels_``), which LightGBM is told to treat as categories
+    (``categorical_features_``). One float block is what LightGBM reads without conversion, and
+    building it costs microseconds for one claim.
+
     Parameters
     ----------
     max_levels:
@@ -143,15 +162,22 @@ class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
         ``y`` is the outcomes frame (``claim_id``, ``remit_date``, ``denied``, ``category``),
         one row per training claim.
         """
-        claim_features = build_claim_features(tables)
+        arrays = ClaimArrays.from_tables(tables)
+        claim_features = claim_feature_columns(arrays)
         self.levels_: dict[str, list[str]] = {}
         for column in CATEGORICAL_FEATURES:
-            counts = claim_features[column].fillna(MISSING_LEVEL).astype(str).value_counts()
+            values = pd.Series(claim_features[column], dtype=object).fillna(MISSING_LEVEL)
+            counts = values.astype(str).value_counts()
             kept = counts[counts >= self.min_level_count].index[: self.max_levels]
             self.levels_[column] = sorted({*kept, OTHER_LEVEL, MISSING_LEVEL})
+        self.level_codes_ = {
+            column: {level: float(i) for i, level in enumerate(levels)}
+            for column, levels in self.levels_.items()
+        }
         self.history_ = HistoryFeatures(self.smoothing, self.prior_rate).fit(
-            tables, y, claim_features
+            arrays, claim_features, y
         )
+        self.categorical_features_ = list(CATEGORICAL_FEATURES)
         self.feature_names_out_ = [
             *CATEGORICAL_FEATURES,
             *NUMERIC_CLAIM_FEATURES,
@@ -161,31 +187,34 @@ class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
 
     def refresh_history(self, tables: ClaimTables, outcomes: pd.DataFrame) -> None:
         """Bring the history state up to date with newer claims and outcomes; no refit."""
-        self.history_.refresh(tables, outcomes, build_claim_features(tables))
+        arrays = ClaimArrays.from_tables(tables)
+        self.history_.refresh(arrays, claim_feature_columns(arrays), outcomes)
 
     def transform(self, tables: ClaimTables) -> pd.DataFrame:
         return self.transform_with_context(tables)[0]
 
-    def transform_with_context(self, tables: ClaimTables) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def transform_with_context(self, tables: ClaimTables) -> tuple[pd.DataFrame, Context]:
         """Model matrix (one row per claim, in ``tables.claims`` order) and its context."""
-        claim_features = build_claim_features(tables)
-        history = self.history_.transform(tables, claim_features)
-        columns: dict[str, object] = {}
-        for column in CATEGORICAL_FEATURES:
-            levels = self.levels_[column]
-            values = claim_features[column].fillna(MISSING_LEVEL).astype(str)
-            values = values.where(values.isin(levels), OTHER_LEVEL)
-            columns[column] = pd.Categorical(values.to_numpy(), categories=levels)
-        for column in NUMERIC_CLAIM_FEATURES:
-            columns[column] = claim_features[column].to_numpy(dtype=float)
-        for column in HISTORY_FEATURES:
-            columns[column] = history[column].to_numpy(dtype=float)
-        matrix = pd.DataFrame(columns)
-        context = claim_features[list(CONTEXT_COLUMNS)].copy()
-        for slot in range(1, LINE_SLOTS + 1):
-            context[f"procedure_{slot}"] = claim_features[f"procedure_{slot}"].to_numpy()
-        context["days_service_to_submission"] = claim_features["days_service_to_submission"]
-        context["filing_limit_days"] = claim_features["filing_limit_days"]
+        arrays = ClaimArrays.from_tables(tables)
+        claim_features = claim_feature_columns(arrays)
+        history = self.history_.transform(arrays, claim_features)
+        names = self.feature_names_out_
+        # Column-major, so each column is written contiguously and pandas keeps it as one block.
+        values = np.empty((arrays.n_claims, len(names)), dtype=np.float64, order="F")
+        for i, column in enumerate(names):
+            if column in self.level_codes_:
+                codes = self.level_codes_[column]
+                other, missing = codes[OTHER_LEVEL], codes[MISSING_LEVEL]
+                values[:, i] = map_text(
+                    claim_features[column], lambda v, c=codes, o=other: c.get(v, o), missing, float
+                )
+            elif column in history:
+                values[:, i] = history[column]
+            else:
+                values[:, i] = claim_features[column]
+        matrix = pd.DataFrame(values, columns=names, copy=False)
+        matrix.attrs["categorical_features"] = list(self.categorical_features_)
+        context = {column: claim_features[column] for column in CONTEXT_COLUMNS}
         return matrix, context
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:

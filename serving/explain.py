@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.claim_features import LINE_SLOTS
-from features.pipeline import feature_source
+from features.pipeline import Context, feature_source
 
 Values = Mapping[str, Any]
 """One claim's model-matrix or context values, by column name."""
@@ -273,22 +273,22 @@ RULES: dict[str, FieldRule] = {
         ),
     ),
     "diagnosis": FieldRule(
-        False, lambda m, c: f"principal diagnosis category {m.get('principal_dx_category')}"
+        False, lambda m, c: f"principal diagnosis category {c.get('principal_dx_category')}"
     ),
     "procedure": FieldRule(False, lambda m, c: f"procedure {_procedures(c)}"),
-    "payer": FieldRule(False, lambda m, c: f"payer {m.get('payer_id')} ({m.get('payer_type')})"),
+    "payer": FieldRule(False, lambda m, c: f"payer {c.get('payer_id')} ({c.get('payer_type')})"),
     "place of service": FieldRule(
-        False, lambda m, c: f"place of service {m.get('place_of_service')}"
+        False, lambda m, c: f"place of service {c.get('place_of_service')}"
     ),
     "provider specialty": FieldRule(
-        False, lambda m, c: f"provider taxonomy {m.get('provider_taxonomy')}"
+        False, lambda m, c: f"provider taxonomy {c.get('provider_taxonomy')}"
     ),
     "rendering provider": FieldRule(False, lambda m, c: "rendering provider's denial history"),
     "claim frequency (original/replacement)": FieldRule(
         False, lambda m, c: "replacement claim" if _flag(m, "is_replacement") else "original claim"
     ),
     "patient age": FieldRule(False, lambda m, c: f"patient age {_num(m, 'patient_age'):.0f}"),
-    "patient sex": FieldRule(False, lambda m, c: f"patient sex {m.get('patient_sex')}"),
+    "patient sex": FieldRule(False, lambda m, c: f"patient sex {c.get('patient_sex')}"),
     "charges": FieldRule(
         False, lambda m, c: f"total charge ${np.expm1(_num(m, 'total_charge_log')):,.0f}"
     ),
@@ -323,28 +323,29 @@ class _Row(Mapping[str, Any]):
 
 
 def _column_arrays(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    return {str(c): frame[c].to_numpy() for c in frame.columns}
+    """Column views of the frame's one float block (no per-column pandas access)."""
+    values = frame.to_numpy(dtype=np.float64, copy=False)
+    return {str(c): values[:, i] for i, c in enumerate(frame.columns)}
 
 
 _LINE_FIELDS = frozenset({"procedure", "prior authorization", "diagnosis supports procedure"})
 
 
-def _dominant_lines(contributions: pd.DataFrame, context: pd.DataFrame) -> list[int | None]:
+def _dominant_lines(
+    contributions: dict[str, np.ndarray], context: Context, n: int
+) -> list[int | None]:
     """Per claim, the written line number of the procedure slot with the largest |SHAP|.
 
     A slot counts only when it holds a line; ``None`` when no slot contributes.
     """
-    n = len(contributions)
     strength = np.zeros((n, LINE_SLOTS))
     lines = np.full((n, LINE_SLOTS), np.nan)
     for slot in range(1, LINE_SLOTS + 1):
         for column in (f"procedure_{slot}", f"procedure_family_{slot}"):
-            if column in contributions.columns:
-                strength[:, slot - 1] += np.abs(contributions[column].to_numpy(dtype=float))
-        if f"line_of_procedure_{slot}" in context.columns:
-            lines[:, slot - 1] = pd.to_numeric(
-                context[f"line_of_procedure_{slot}"], errors="coerce"
-            ).to_numpy(dtype=float)
+            if column in contributions:
+                strength[:, slot - 1] += np.abs(contributions[column])
+        if f"line_of_procedure_{slot}" in context:
+            lines[:, slot - 1] = np.asarray(context[f"line_of_procedure_{slot}"], dtype=float)
     strength = np.where(np.isnan(lines), 0.0, strength)
     best = np.argmax(strength, axis=1)  # first slot on ties, as a left-to-right scan would
     found = strength[np.arange(n), best] > 0.0
@@ -366,7 +367,7 @@ def source_matrix(columns: list[str]) -> tuple[np.ndarray, list[str]]:
 def explain_batch(
     contributions: pd.DataFrame,
     matrix: pd.DataFrame,
-    context: pd.DataFrame,
+    context: Context,
     top_k: int = 5,
     min_abs: float = 0.02,
 ) -> list[list[Factor]]:
@@ -379,6 +380,7 @@ def explain_batch(
     if n == 0:
         return []
     mapping, fields = source_matrix(list(contributions.columns))
+    contribution_columns = _column_arrays(contributions)
     grouped = contributions.to_numpy(dtype=float) @ mapping
     actionable = np.array([RULES.get(f, _UNKNOWN).actionable for f in fields])
     magnitude = np.abs(grouped)
@@ -388,15 +390,15 @@ def explain_batch(
     group = np.where(raises & actionable, 0, np.where(raises, 1, 2))
     group = np.where(magnitude >= min_abs, group, 3)
     order = np.lexsort((-magnitude, group), axis=-1)[:, :top_k]
-    m_columns, c_columns = _column_arrays(matrix), _column_arrays(context)
+    m_columns = _column_arrays(matrix)
     lines = (
-        _dominant_lines(contributions, context)
+        _dominant_lines(contribution_columns, context, n)
         if any(f in _LINE_FIELDS for f in fields)
         else [None] * n
     )
     results: list[list[Factor]] = []
     for row in range(n):
-        m_row, c_row = _Row(m_columns, row), _Row(c_columns, row)
+        m_row, c_row = _Row(m_columns, row), _Row(context, row)
         factors = []
         for j in order[row]:
             if group[row, j] == 3:

@@ -13,6 +13,9 @@
 
 SHAP values come from LightGBM's own TreeSHAP (``pred_contrib``), the same algorithm as
 ``shap.TreeExplainer`` without the copy of the model.
+
+The boosters read the matrix as one float array; its categorical columns (level codes) are named
+in ``matrix.attrs["categorical_features"]`` by the feature step, and LightGBM is told so at fit.
 """
 
 from __future__ import annotations
@@ -27,6 +30,29 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.isotonic import IsotonicRegression
 
 OTHER_CARC = "other"
+
+SMALL_BATCH_ROWS = 2_000
+"""Batches up to this size are predicted on one thread: starting the OpenMP team costs more than
+the work, and the API's concurrent requests already keep the cores busy."""
+
+
+def categorical_columns(matrix: pd.DataFrame) -> list[str]:
+    """The matrix's categorical columns (level codes), as the feature step declared them."""
+    if "categorical_features" not in matrix.attrs:
+        raise ValueError(
+            "the model matrix does not say which columns are categorical "
+            "(matrix.attrs['categorical_features']); build it with ClaimFeatureTransformer"
+        )
+    return list(matrix.attrs["categorical_features"])
+
+
+def _values(matrix: pd.DataFrame) -> np.ndarray:
+    """The matrix as the float array LightGBM reads (no copy for the feature step's output)."""
+    return matrix.to_numpy(dtype=np.float64, copy=False)
+
+
+def _threads(rows: int) -> dict[str, int]:
+    return {"num_threads": 1} if rows <= SMALL_BATCH_ROWS else {}
 
 
 @dataclass
@@ -103,7 +129,7 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
             matrix.iloc[cal_idx],
             y[cal_idx],
         )
-        raw_cal = self.denial_booster_.predict(matrix.iloc[cal_idx])
+        raw_cal = self.predict_raw(matrix.iloc[cal_idx])
         self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
         self.calibrator_.fit(raw_cal, y[cal_idx])
 
@@ -127,8 +153,11 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
         x_val: pd.DataFrame,
         y_val: np.ndarray,
     ) -> lgb.Booster:
-        train = lgb.Dataset(x_fit, y_fit, free_raw_data=True)
-        valid = lgb.Dataset(x_val, y_val, reference=train, free_raw_data=True)
+        categorical = categorical_columns(x_fit)
+        train = lgb.Dataset(x_fit, y_fit, categorical_feature=categorical, free_raw_data=True)
+        valid = lgb.Dataset(
+            x_val, y_val, reference=train, categorical_feature=categorical, free_raw_data=True
+        )
         return lgb.train(
             params,
             train,
@@ -199,7 +228,7 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
 
     # -- prediction ----------------------------------------------------------------------
     def predict_proba(self, matrix: pd.DataFrame) -> np.ndarray:
-        raw = np.asarray(self.denial_booster_.predict(matrix))
+        raw = self.predict_raw(matrix)
         # Isotonic regression is a step function: claims the booster ranks apart would tie.
         # A vanishing share of the raw score keeps the booster's order (and the probabilities
         # to within 1e-6), so precision at the top is not lost to ties.
@@ -211,25 +240,26 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
 
     def predict_raw(self, matrix: pd.DataFrame) -> np.ndarray:
         """Uncalibrated booster output (probability scale), for benchmarks against the booster."""
-        return np.asarray(self.denial_booster_.predict(matrix))
+        values = _values(matrix)
+        return np.asarray(self.denial_booster_.predict(values, **_threads(len(values))))
 
     def predict_reasons(self, matrix: pd.DataFrame) -> pd.DataFrame:
         """P(root-cause category | denied), one column per category."""
         return self._class_probs(self.reason_booster_, self.reason_classes_, matrix)
 
-    def predict_carcs(
-        self, matrix: pd.DataFrame, reasons: pd.DataFrame | None = None
-    ) -> pd.DataFrame:
-        """P(primary CARC | denied), one column per learned CARC (rare ones pooled as 'other')."""
-        reasons = self.predict_reasons(matrix) if reasons is None else reasons
+    def predict_carcs(self, reasons: pd.DataFrame, payer_types: np.ndarray) -> pd.DataFrame:
+        """P(primary CARC | denied), one column per learned CARC (rare ones pooled as 'other').
+
+        ``reasons`` is :meth:`predict_reasons`' output, ``payer_types`` each claim's payer type.
+        """
         reason_values = reasons[list(self.reason_classes_)].to_numpy()
-        payer_types = matrix["payer_type"].astype(str).to_numpy()
-        out = np.empty((len(matrix), len(self.carc_classes_)))
-        for payer_type in np.unique(payer_types):
+        payer_types = np.asarray(payer_types, dtype=object)
+        out = np.empty((len(reasons), len(self.carc_classes_)))
+        for payer_type in set(payer_types.tolist()):
             rows = payer_types == payer_type
-            table = self.carc_given_reason_.get(payer_type, self.carc_given_reason_[""])
+            table = self.carc_given_reason_.get(str(payer_type), self.carc_given_reason_[""])
             out[rows] = reason_values[rows] @ table
-        return pd.DataFrame(out, index=matrix.index, columns=list(self.carc_classes_))
+        return pd.DataFrame(out, index=reasons.index, columns=list(self.carc_classes_))
 
     @staticmethod
     def _class_probs(
@@ -237,10 +267,14 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
     ) -> pd.DataFrame:
         if booster is None:
             return pd.DataFrame(1.0, index=matrix.index, columns=list(classes))
-        probs = booster.predict(matrix)
+        values = _values(matrix)
+        probs = booster.predict(values, **_threads(len(values)))
         return pd.DataFrame(probs, index=matrix.index, columns=list(classes))
 
     def contributions(self, matrix: pd.DataFrame) -> pd.DataFrame:
         """TreeSHAP contributions to the denial log-odds per model column (no bias column)."""
-        contrib = np.asarray(self.denial_booster_.predict(matrix, pred_contrib=True))
+        values = _values(matrix)
+        contrib = np.asarray(
+            self.denial_booster_.predict(values, pred_contrib=True, **_threads(len(values)))
+        )
         return pd.DataFrame(contrib[:, :-1], index=matrix.index, columns=self.feature_names_in_)

@@ -16,7 +16,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from features.claim_tables import ClaimTables
-from features.pipeline import ClaimFeatureTransformer
+from features.pipeline import ClaimFeatureTransformer, Context
 from training.estimator import DenialRiskEstimator, EstimatorConfig
 
 TOP_K = 3
@@ -79,7 +79,7 @@ class Prediction:
     reason_probs: pd.DataFrame
     carc_probs: pd.DataFrame
     matrix: pd.DataFrame
-    context: pd.DataFrame
+    context: Context
 
     def top_reasons(self, k: int = TOP_K) -> list[list[tuple[str, float]]]:
         return _top(self.reason_probs, k)
@@ -105,7 +105,7 @@ def predict(pipeline: Pipeline, tables: ClaimTables) -> Prediction:
         claim_ids=tables.claims["claim_id"].to_numpy(),
         denial_probability=model.predict_proba(matrix)[:, 1],
         reason_probs=reasons,
-        carc_probs=model.predict_carcs(matrix, reasons),
+        carc_probs=model.predict_carcs(reasons, context["payer_type"]),
         matrix=matrix,
         context=context,
     )

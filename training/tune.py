@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from training.estimator import BoosterParams
+from training.estimator import BoosterParams, categorical_columns
 
 
 def time_ordered_folds(dates: pd.Series, n_folds: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -40,6 +40,7 @@ def tune_booster(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     y = labels["denied"].astype(int).to_numpy()
     folds = time_ordered_folds(labels["submission_date"], n_folds)
+    categorical = categorical_columns(matrix)
 
     def objective(trial: optuna.Trial) -> float:
         params = replace(
@@ -52,8 +53,13 @@ def tune_booster(
         )
         scores = []
         for fit_idx, val_idx in folds:
-            train = lgb.Dataset(matrix.iloc[fit_idx], y[fit_idx])
-            valid = lgb.Dataset(matrix.iloc[val_idx], y[val_idx], reference=train)
+            train = lgb.Dataset(matrix.iloc[fit_idx], y[fit_idx], categorical_feature=categorical)
+            valid = lgb.Dataset(
+                matrix.iloc[val_idx],
+                y[val_idx],
+                reference=train,
+                categorical_feature=categorical,
+            )
             booster = lgb.train(
                 params.lgb_params("binary"),
                 train,

@@ -121,7 +121,10 @@ def test_unseen_codes_map_to_other_level_not_an_error():
     transformer = ClaimFeatureTransformer(min_level_count=1).fit(tables, outcomes)
     new = tables_from([make_claim(lines=[{"procedure_code": "0001U", "line_charge": 10.0}])])
     matrix = transformer.transform(new)
-    assert matrix.loc[0, "procedure_1"] == "__other__"
+    # Categorical columns hold the position of the claim's value among the fitted levels.
+    code = matrix.loc[0, "procedure_1"]
+    assert transformer.levels_["procedure_1"][int(code)] == "__other__"
+    assert "procedure_1" in matrix.attrs["categorical_features"]
 
 
 @pytest.mark.parametrize(
