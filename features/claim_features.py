@@ -132,13 +132,19 @@ def _present(text: str) -> bool:
 
 
 class ClaimGroups:
-    """Per-claim reductions of line (or diagnosis) values, given each row's claim position."""
+    """Per-claim reductions of line (or diagnosis) values, given each row's claim position.
+
+    Rows sorted by claim (as :class:`ClaimArrays` keeps lines) are reduced segment by segment
+    with ``reduceat``; unsorted rows fall back to ``ufunc.at``, which is several times slower.
+    """
 
     def __init__(self, claim_index: np.ndarray, n_claims: int) -> None:
         self.claim_index = claim_index
         self.n_claims = n_claims
         self.count = np.bincount(claim_index, minlength=n_claims).astype(float)
         self.empty = self.count == 0
+        self.is_sorted = bool(np.all(claim_index[1:] >= claim_index[:-1]))
+        self.starts = group_starts(claim_index) if self.is_sorted else None
 
     def sum(self, values: np.ndarray) -> np.ndarray:
         total = np.bincount(self.claim_index, weights=values, minlength=self.n_claims)
@@ -147,9 +153,14 @@ class ClaimGroups:
     def max(self, values: np.ndarray) -> np.ndarray:
         """Row-wise maximum per claim (``values`` may be 2-D); NaN for a claim with no rows."""
         values = np.asarray(values, dtype=float)
-        out = np.full((self.n_claims, *values.shape[1:]), -np.inf)
+        out = np.full((self.n_claims, *values.shape[1:]), np.nan)
+        if len(values) == 0:
+            return out
+        if self.starts is not None:
+            out[self.claim_index[self.starts]] = np.maximum.reduceat(values, self.starts, axis=0)
+            return out
+        out[~self.empty] = -np.inf
         np.maximum.at(out, self.claim_index, values)
-        out[self.empty] = np.nan
         return out
 
     def nunique(self, codes: np.ndarray, missing: np.ndarray) -> np.ndarray:
@@ -257,13 +268,13 @@ def _line_aggregates(arrays: ClaimArrays) -> dict[str, np.ndarray]:
     codes = lines["procedure_code"]
     is_em = map_text(codes, _is_em, False, bool)
     no_pointer = map_text(lines["diagnosis_pointers"], lambda p: not _present(p), True, float)
-    modifiers = [map_text(lines[m], lambda v: v.strip().upper(), None, object) for m in MODIFIERS]
+    # One pass per modifier column: each value becomes a bit mask of the groups it belongs to.
+    groups_bits = np.zeros(len(codes), dtype=np.int64)
+    for column in MODIFIERS:
+        groups_bits |= map_text(lines[column], _modifier_bits, 0, np.int64)
 
-    def any_modifier(values: frozenset[str]) -> np.ndarray:
-        found = np.zeros(len(codes), dtype=bool)
-        for column in modifiers:
-            found |= map_text(column, values.__contains__, False, bool)
-        return groups.max(found)
+    def any_modifier(group: str) -> np.ndarray:
+        return groups.max((groups_bits & _MODIFIER_BIT[group]) > 0)
 
     out = {
         "n_lines": np.where(groups.empty, np.nan, groups.count),
@@ -275,11 +286,11 @@ def _line_aggregates(arrays: ClaimArrays) -> dict[str, np.ndarray]:
         "max_units": groups.max(lines["units"]),
         "lines_without_dx_pointer": groups.sum(no_pointer),
         "has_unlisted_procedure": groups.max(map_text(codes, _is_unlisted, False, bool)),
-        "any_modifier_25": any_modifier(frozenset({"25"})),
-        "any_distinct_service_modifier": any_modifier(DISTINCT_SERVICE_MODIFIERS),
-        "any_modifier_22": any_modifier(frozenset({"22"})),
-        "any_laterality_modifier": any_modifier(frozenset({"LT", "RT", "50"})),
-        "any_professional_technical_modifier": any_modifier(frozenset({"26", "TC"})),
+        "any_modifier_25": any_modifier("25"),
+        "any_distinct_service_modifier": any_modifier("distinct"),
+        "any_modifier_22": any_modifier("22"),
+        "any_laterality_modifier": any_modifier("laterality"),
+        "any_professional_technical_modifier": any_modifier("professional_technical"),
     }
     n_em = groups.sum(is_em.astype(float))
     n_non_em = out["n_lines"] - n_em
@@ -296,6 +307,21 @@ def _line_aggregates(arrays: ClaimArrays) -> dict[str, np.ndarray]:
     ):
         out[name] = np.where(groups.empty, np.nan, out[name].astype(float))
     return out
+
+
+_MODIFIER_GROUPS: dict[str, frozenset[str]] = {
+    "25": frozenset({"25"}),
+    "distinct": DISTINCT_SERVICE_MODIFIERS,
+    "22": frozenset({"22"}),
+    "laterality": frozenset({"LT", "RT", "50"}),
+    "professional_technical": frozenset({"26", "TC"}),
+}
+_MODIFIER_BIT = {group: 1 << i for i, group in enumerate(_MODIFIER_GROUPS)}
+
+
+def _modifier_bits(modifier: str) -> int:
+    code = modifier.strip().upper()
+    return sum(_MODIFIER_BIT[g] for g, members in _MODIFIER_GROUPS.items() if code in members)
 
 
 def _day_difference(later: np.ndarray, earlier: np.ndarray) -> np.ndarray:

@@ -408,7 +408,7 @@ class EventIndex:
         """Each query key's position among the stored keys (-1 when never seen)."""
         if len(self.keys) == 0:
             return np.full(len(keys), -1, dtype=np.int64)
-        position = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        position = np.minimum(_search(self.keys, keys), len(self.keys) - 1)
         return np.where(self.keys[position] == keys, position, -1)
 
     def lookup_located(self, position: np.ndarray, days: np.ndarray) -> np.ndarray:
@@ -420,11 +420,28 @@ class EventIndex:
             return out
         where = position[known]
         composite = (where.astype(np.int64) << 32) | (days[known] - _DAY_ORIGIN)
-        last = np.searchsorted(self.composite, composite, side="left") - 1
+        last = _search(self.composite, composite) - 1
         valid = last >= self.start[where]
         rows = np.flatnonzero(known)[valid]
         out[rows] = self.running[last[valid]]
         return out
+
+
+def _search(stored: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(stored, queries)`` (left side), sorting large query sets first.
+
+    Binary searches for queries in ascending order walk memory forwards and narrow each
+    other's range: on a million stored events that is several times faster than random order.
+    """
+    if len(queries) < _SORT_QUERIES_ABOVE:
+        return np.searchsorted(stored, queries)
+    order = np.argsort(queries)
+    found = np.empty(len(queries), dtype=np.int64)
+    found[order] = np.searchsorted(stored, queries[order])
+    return found
+
+
+_SORT_QUERIES_ABOVE = 1_000
 
 
 def _running(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray, reducer: str) -> np.ndarray:

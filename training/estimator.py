@@ -61,6 +61,7 @@ class BoosterParams:
 
     learning_rate: float = 0.05
     num_leaves: int = 63
+    max_depth: int = -1
     min_child_samples: int = 40
     feature_fraction: float = 0.8
     bagging_fraction: float = 0.8
