@@ -204,9 +204,8 @@ class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
         for i, column in enumerate(names):
             if column in self.level_codes_:
                 codes = self.level_codes_[column]
-                other, missing = codes[OTHER_LEVEL], codes[MISSING_LEVEL]
                 values[:, i] = map_text(
-                    claim_features[column], lambda v, c=codes, o=other: c.get(v, o), missing, float
+                    claim_features[column], _LevelCode(codes), codes[MISSING_LEVEL], float
                 )
             elif column in history:
                 values[:, i] = history[column]
@@ -219,3 +218,14 @@ class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         return np.asarray(self.feature_names_out_, dtype=object)
+
+
+class _LevelCode:
+    """A text value's level code; values not kept at fit are ``__other__``."""
+
+    def __init__(self, codes: dict[str, float]) -> None:
+        self.codes = codes
+        self.other = codes[OTHER_LEVEL]
+
+    def __call__(self, value: str) -> float:
+        return self.codes.get(value, self.other)

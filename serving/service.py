@@ -96,15 +96,16 @@ class ScoringService:
         view = self._view(prediction)
         factors = self._factors(prediction, top_k) if explain else None
         reasons, carcs = view.reasons(), view.carcs()
+        probabilities, bands = view.probabilities.tolist(), view.bands.tolist()
         scores = []
         for i, claim_id in enumerate(view.claim_ids):
             claim_factors = factors[i] if factors is not None else []
             scores.append(
                 ClaimScore(
                     claim_id=claim_id,
-                    denial_probability=view.probabilities[i],
-                    risk_band=view.bands[i],
-                    risk_band_threshold=self.bands.threshold_text(view.bands[i]),
+                    denial_probability=probabilities[i],
+                    risk_band=bands[i],
+                    risk_band_threshold=self.bands.threshold_text(bands[i]),
                     likely_reasons=[
                         {"category": c, "label": self._label(c), "probability": p}
                         for c, p in reasons[i]
@@ -114,7 +115,7 @@ class ScoringService:
                         for c, p in carcs[i]
                     ],
                     factors=claim_factors,
-                    suggested_fix=self._suggested_fix(claim_factors, reasons[i], view.bands[i]),
+                    suggested_fix=self._suggested_fix(claim_factors, reasons[i], bands[i]),
                     model_version=self.info.version,
                 )
             )
@@ -136,7 +137,7 @@ class ScoringService:
         frame = pd.DataFrame(
             {
                 "claim_id": view.claim_ids,
-                "denial_probability": np.asarray(view.probabilities, dtype=np.float64),
+                "denial_probability": view.probabilities,
                 "risk_band": view.bands,
                 "likely_reason": view.reason_codes[:, 0] if view.top else None,
             }
@@ -159,11 +160,8 @@ class ScoringService:
                     f.contribution if f else None for f in picked
                 ]
                 columns[f"factor_{i + 1}_fix"] = [f.fix if f else None for f in picked]
-        columns["suggested_fix"] = [
-            self._suggested_fix(factors[i] if factors is not None else [], reasons, band)
-            for i, (reasons, band) in enumerate(zip(view.reasons(), view.bands, strict=True))
-        ]
-        columns["model_version"] = [self.info.version] * len(frame)
+        columns["suggested_fix"] = self._suggested_fixes(view, factors)
+        columns["model_version"] = np.full(len(frame), self.info.version, dtype=object)
         return pd.concat([frame, pd.DataFrame(columns)], axis=1)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -178,9 +176,9 @@ class ScoringService:
         reason_codes, reason_probs = _top(prediction.reason_probs, 3)
         carc_codes, carc_probs = _top(prediction.carc_probs, 3)
         return _PredictionView(
-            claim_ids=[str(c) for c in prediction.claim_ids],
-            probabilities=probabilities.tolist(),
-            bands=bands.tolist(),
+            claim_ids=prediction.claim_ids.astype(str).astype(object),
+            probabilities=probabilities,
+            bands=bands,
             reason_codes=reason_codes,
             reason_probs=reason_probs,
             carc_codes=carc_codes,
@@ -190,6 +188,24 @@ class ScoringService:
     def _factors(self, prediction: Prediction, top_k: int) -> list[list[Factor]]:
         contributions = self.pipeline.named_steps["model"].contributions(prediction.matrix)
         return explain_batch(contributions, prediction.matrix, prediction.context, top_k)
+
+    def _suggested_fixes(
+        self, view: _PredictionView, factors: list[list[Factor]] | None
+    ) -> np.ndarray:
+        """:meth:`_suggested_fix` for a whole batch, by array operations where possible."""
+        by_reason = np.full(len(view.claim_ids), None, dtype=object)
+        if view.top:
+            top = view.reason_codes[:, 0]
+            for category in set(top.tolist()):
+                by_reason[top == category] = self._category_fixes.get(category) or None
+        fixes = by_reason
+        fixes[view.bands == "low"] = None
+        if factors is not None:
+            for i, claim_factors in enumerate(factors):
+                fix = next((f.fix for f in claim_factors if f.fix), None)
+                if fix is not None:
+                    fixes[i] = fix
+        return fixes
 
     def _suggested_fix(
         self, factors: list[Factor], reasons: list[tuple[str, float]], band: str
@@ -214,9 +230,9 @@ class ScoringService:
 class _PredictionView:
     """One batch's scores as arrays (top-k codes and probabilities are ``(n, k)``)."""
 
-    claim_ids: list[str]
-    probabilities: list[float]
-    bands: list[str]
+    claim_ids: np.ndarray
+    probabilities: np.ndarray
+    bands: np.ndarray
     reason_codes: np.ndarray
     reason_probs: np.ndarray
     carc_codes: np.ndarray
