@@ -4,12 +4,17 @@ Targets (issue 3): training-set build + training + evaluation on 1,000,000 claim
 on 2 cores, <= 6 GB; on the later period ROC-AUC >= 0.97 x Bayes, ECE <= 0.02, reason top-1
 accuracy >= 0.9 x Bayes.
 
+The simulation runs in a child process first, so the peak memory reported is the training
+run's own, as when a practice runs ``denial-risk train`` on data it already holds.
+
 Run: .venv/bin/python benchmarks/bench_training.py --claims 200000
+     .venv/bin/python benchmarks/bench_training.py --dataset work/sim   # an existing data set
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import resource
 import shutil
 import tempfile
@@ -21,41 +26,54 @@ from training.metrics import REPORTED_METRICS
 from training.train import TrainSettings, run_training
 
 
+def _simulate(claims: int, seed: int, folder: Path) -> None:
+    write_simulation(simulate(SimulationConfig(n_claims=claims, seed=seed)), folder)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--claims", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--dataset", type=Path, help="Train on this data set folder instead.")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())
-    write_simulation(simulate(SimulationConfig(n_claims=args.claims, seed=args.seed)), work / "sim")
+    dataset = args.dataset or work / "sim"
+    if args.dataset is None:
+        child = multiprocessing.get_context("spawn").Process(
+            target=_simulate, args=(args.claims, args.seed, dataset)
+        )
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise SystemExit(f"simulation failed with exit code {child.exitcode}")
     stages: list[tuple[str, float]] = []
-    last = [time.perf_counter()]
+    current: dict[str, str | float] = {"stage": "start", "since": time.perf_counter()}
 
     def progress(stage: str, fraction: float) -> None:
         now = time.perf_counter()
-        stages.append((stage, now - last[0]))
-        last[0] = now
+        stages.append((str(current["stage"]), now - float(current["since"])))
+        current.update(stage=stage, since=now)
 
     started = time.perf_counter()
     outcome = run_training(
-        TrainSettings(dataset=work / "sim", out_dir=work / "out"),
+        TrainSettings(dataset=dataset, out_dir=work / "out"),
         f"sqlite:///{work / 'mlflow.db'}",
         progress,
     )
     seconds = time.perf_counter() - started
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     m, b = outcome.metrics, outcome.bayes_metrics
-    print(f"claims: {args.claims:,}; {outcome.split}")
+    print(f"claims: {outcome.counts['claims']:,}; {outcome.split}")
     print(
         f"train claims {outcome.counts['train_claims']:,}, test claims "
         f"{outcome.counts['test_claims']:,}"
     )
     print(
         f"train + evaluate + log: {seconds:.0f} s (target <= 300 s at 1M); "
-        f"peak memory {peak_gb:.2f} GB (target <= 6 GB, includes the simulation)"
+        f"peak memory {peak_gb:.2f} GB (target <= 6 GB)"
     )
     for stage, took in stages[1:]:
-        print(f"  {took:7.1f} s  before '{stage}'")
+        print(f"  {took:7.1f} s  {stage}")
     print("| metric | model | Bayes-optimal | ratio |")
     print("|---|---|---|---|")
     for name in REPORTED_METRICS:
