@@ -56,9 +56,18 @@ MODIFIERS = ("modifier_1", "modifier_2", "modifier_3", "modifier_4")
 
 
 def text_column(series: pd.Series) -> np.ndarray:
-    """A text column as an object array, ``None`` where missing."""
-    values = series.to_numpy(dtype=object, na_value=None)
-    return values if values.dtype == object else values.astype(object)
+    """A text column as an object array, ``None`` where missing.
+
+    Large columns go through their distinct values, so equal text shares one Python string:
+    a million claims repeat a few thousand payer IDs and codes, and one string object per row
+    would cost tens of megabytes per column.
+    """
+    if len(series) <= _SMALL:
+        values = series.to_numpy(dtype=object, na_value=None)
+        return values if values.dtype == object else values.astype(object)
+    codes, uniques = pd.factorize(series)
+    distinct = np.asarray(uniques, dtype=object)
+    return np.append(distinct, None)[codes]  # code -1 (missing) takes the appended None
 
 
 def day_column(series: pd.Series) -> np.ndarray:
