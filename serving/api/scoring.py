@@ -88,13 +88,33 @@ def claims_to_frames(claims: list[ClaimIn]) -> tuple[pd.DataFrame, pd.DataFrame,
             line_rows.append(line_row)
         for position, code in enumerate(claim.diagnoses, start=1):
             dx_rows.append({"claim_id": claim.claim_id, "position": position, "code": code})
-    claims_frame = pd.DataFrame(claim_rows, columns=list(CLAIMS.columns))
-    lines_frame = pd.DataFrame(line_rows, columns=list(LINES.columns))
-    dx_frame = pd.DataFrame(dx_rows, columns=list(DIAGNOSES.columns))
-    for column in ("submission_date", "service_date_from", "service_date_to", "patient_birth_date"):
-        claims_frame[column] = pd.to_datetime(claims_frame[column])
-    lines_frame["service_date"] = pd.to_datetime(lines_frame["service_date"])
-    return claims_frame, lines_frame, dx_frame
+
+    def seconds(dates: list[Any]) -> np.ndarray:
+        # What pd.to_datetime makes of datetime.date values (and None): midnight timestamps at
+        # second resolution. Counting days from 1970-01-01 (ordinal 719,163) gives exactly that
+        # without its fixed cost (most of a one-claim request) or numpy's slow per-date parsing.
+        nat = np.iinfo(np.int64).min
+        days = [nat if day is None else day.toordinal() - 719_163 for day in dates]
+        return np.array(days, dtype=np.int64).view("datetime64[D]").astype("datetime64[s]")
+
+    # A list per column rather than the row dicts: pandas builds a frame from those faster.
+    claim_dates = ("submission_date", "service_date_from", "service_date_to", "patient_birth_date")
+    tables = []
+    for rows, columns, dates in (
+        (claim_rows, CLAIMS.columns, claim_dates),
+        (line_rows, LINES.columns, ("service_date",)),
+        (dx_rows, DIAGNOSES.columns, ()),
+    ):
+        data: dict[str, Any] = (
+            {name: [row[name] for row in rows] for name in columns}
+            if rows
+            # Nothing to infer a dtype from: pandas makes such columns object.
+            else {name: np.array([], dtype=object) for name in columns}
+        )
+        for name in dates:
+            data[name] = seconds(list(data[name]))
+        tables.append(pd.DataFrame(data))
+    return tables[0], tables[1], tables[2]
 
 
 def claims_payload(tables: ClaimTables) -> list[dict[str, Any]]:
