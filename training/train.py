@@ -301,11 +301,16 @@ def run_training(
             }
         )
         mlflow.set_tags({**fingerprint(data), "dataset": str(settings.dataset)})
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
-        mlflow.log_metrics({f"bayes.{k}": float(v) for k, v in bayes.items() if np.isfinite(v)})
-        mlflow.log_metrics(ratios)
-        if tuned:
-            mlflow.log_metrics(tuned)
+        # One call, one database transaction: the names never overlap (bayes., ratio_to_bayes.,
+        # tuned. prefixes).
+        mlflow.log_metrics(
+            {
+                **{k: float(v) for k, v in metrics.items() if np.isfinite(v)},
+                **{f"bayes.{k}": float(v) for k, v in bayes.items() if np.isfinite(v)},
+                **ratios,
+                **tuned,
+            }
+        )
         mlflow.log_dict(data.counts, "data_counts.json")
         for path in artifacts.values():
             mlflow.log_artifact(str(path), artifact_path="plots")
