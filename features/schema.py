@@ -34,21 +34,28 @@ The simulator's ground truth (``truth.parquet``) is *not* part of the contract: 
 
 from __future__ import annotations
 
+import datetime as dt
 import operator
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from functools import cache, reduce
+from functools import cache, lru_cache, reduce
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
 from pandera.config import ValidationDepth, get_config_context
 from pandera.errors import SchemaErrors
 
 from features.codes import PAYER_TYPES
+
+try:  # pandas >= 3.0; older versions build contract frames with the DataFrame constructor
+    from pandas.api.internals import create_dataframe_from_blocks
+except ImportError:  # pragma: no cover
+    create_dataframe_from_blocks = None
 
 PROCEDURE_CODE_PATTERN = r"^[A-Z0-9][0-9]{3}[A-Z0-9]$"
 ICD10_PATTERN = r"^[A-TV-Z][0-9][0-9A-Z]{0,5}$"
@@ -300,6 +307,13 @@ def validate_table(name: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
     A small table whose rows all pass is checked without pandera (see :func:`_valid_if_clean`),
     with the same result; any other table goes through pandera, which names what failed.
     """
+    valid, rejected = _validate_table(name, frame)
+    return valid, empty_rejects() if rejected is None else rejected
+
+
+def _validate_table(name: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """:func:`validate_table`, with ``None`` for the rejects when the fast path passed every row
+    (an empty frame costs about as much as checking a one-claim table)."""
     schema = _schema_with_all_columns(name, frame)
     if len(frame) <= _FAST_PATH_MAX_ROWS and _pandera_checks_data():
         rules = _table_rules(name)
@@ -308,7 +322,7 @@ def validate_table(name: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
         plain = frame if _has_default_index(frame) else frame.reset_index(drop=True)
         valid = _valid_if_clean(rules, plain) if rules is not None else None
         if valid is not None:
-            return valid, empty_rejects()
+            return valid, None
     return _pandera_validate(name, schema, frame.reset_index(drop=True))
 
 
@@ -533,29 +547,38 @@ def _valid_if_clean(rules: _TableRules, frame: pd.DataFrame) -> pd.DataFrame | N
     the frame is unusual in a way pandera handles specially (duplicate or multi-level labels).
 
     ``frame`` is not modified. On a small frame each pandas call costs far more than the values
-    it touches, so every value is read in one call and columns are only touched to coerce them.
+    it touches, so a column is only read when it has to be coerced or checked, and then once,
+    as a list; a column already in the schema's dtype is kept as it is.
     """
     labels = frame.columns
     if labels.nlevels != 1 or not labels.is_unique:
         return None
-    others = [label for label in labels if label not in rules.columns]
+    # A text Index converts each label it yields or lists; its array lists them in one call.
+    names = _as_list(labels.array)
+    others = [label for label in names if label not in rules.columns]
     if others and rules.refuse_other_columns:
         return None
-    cells = frame.to_numpy(dtype=object)
-    where = {label: position for position, label in enumerate(labels)}
-    dtypes = dict(zip(labels, frame.dtypes.tolist(), strict=True))
+    dtypes = dict(zip(names, frame.dtypes.tolist(), strict=True))
     coerced: dict[str, Any] = {}
     values: dict[str, list[Any]] = {}
+
+    def checked_values(name: str) -> list[Any]:
+        # The column's values as pandera checks them: after coercion.
+        if name not in values:
+            values[name] = _as_list(
+                coerced[name] if name in coerced else _column_array(frame, name)
+            )
+        return values[name]
+
     try:
         for name, column in rules.columns.items():
             dtype = dtypes[name]
             if dtype is not column.dtype and dtype != column.dtype:
-                coerced[name] = _coerce(frame, name, cells[:, where[name]], dtype, column)
+                coerced[name] = _coerce(frame[name], dtype, column)
             if not (column.check_nulls or column.value_tests or column.series_checks):
                 continue
-            column_values = _values(name, values, cells[:, where[name]], coerced)
-            present = _present(column_values)
-            if column.check_nulls and len(present) != len(column_values):
+            present = _present(checked_values(name))
+            if column.check_nulls and len(present) != len(checked_values(name)):
                 return None
             for test in column.value_tests:
                 if not all(map(test, present)):
@@ -565,38 +588,77 @@ def _valid_if_clean(rules: _TableRules, frame: pd.DataFrame) -> pd.DataFrame | N
                 if not check(series).check_passed:
                     return None
         for key in rules.unique_keys:
-            keys = (_values(name, values, cells[:, where[name]], coerced) for name in key)
-            rows = list(zip(*keys, strict=True))
+            rows = list(zip(*map(checked_values, key), strict=True))
             if any(len(_present(row)) < len(row) for row in rows) or len(set(rows)) < len(rows):
                 return None
-        for names in rules.one_of_columns:
-            codes = (_values(name, values, cells[:, where[name]], coerced) for name in names)
+        for alternatives in rules.one_of_columns:
+            codes = map(checked_values, alternatives)
             if not all(_present(row) for row in zip(*codes, strict=True)):
                 return None
+        # Like pandera: schema columns keep their place, others go (strict="filter").
+        valid = frame.drop(columns=others) if others else frame
+        return valid.assign(**coerced) if coerced else valid.copy(deep=False)
     except Exception:  # a failed coercion or a value that cannot be compared: pandera says what
         return None
-    # Like pandera: schema columns keep their place, others go (strict="filter").
-    valid = frame.drop(columns=others) if others else frame
-    return valid.assign(**coerced) if coerced else valid.copy(deep=False)
 
 
-def _coerce(
-    frame: pd.DataFrame, name: str, cells: np.ndarray, dtype: Any, column: _ColumnRules
-) -> Any:
+def _coerce(series: pd.Series, dtype: Any, column: _ColumnRules) -> Any:
     """pandera's coercion of a column to the schema's dtype (raises where pandera would fail)."""
     if _is_text(column.dtype) and _is_object(dtype):
         # pandera coerces with astype; astype and pd.array both hand these very objects to the
         # text dtype's _from_sequence, so the arrays are the same.
-        return pd.array(cells, dtype=column.dtype)
+        return pd.array(series.to_numpy(), dtype=column.dtype)
     if column.dtype == np.dtype("datetime64[ns]") and _is_naive_datetime(dtype):
         # From a timezone-naive datetime column pandera's to_datetime step returns the column
         # unchanged, so its coercion is the unit conversion alone: each timestamp's count of
         # nanoseconds, which pandas computes (and refuses out of range) for the values read.
-        return np.array([cell.value for cell in cells], dtype=np.int64).view(column.dtype)
-    coerced = column.column.dtype.try_coerce(frame[name])
+        stamps = series.tolist()
+        return np.array([stamp.value for stamp in stamps], dtype=np.int64).view(column.dtype)
+    coerced = column.column.dtype.try_coerce(series)
     if coerced.dtype != column.dtype:
-        raise TypeError(f"{name} coerced to {coerced.dtype}, not {column.dtype}")
+        raise TypeError(f"{series.name} coerced to {coerced.dtype}, not {column.dtype}")
     return coerced
+
+
+def column_values(frame: pd.DataFrame, name: str) -> list[Any]:
+    """A column's values as a list of Python objects: missing text as ``None``, datetimes as
+    nanosecond counts (NaT as ``None``).
+
+    Several times faster than ``frame[name].tolist()`` on a few values, and faster on many.
+    """
+    return _as_list(_column_array(frame, name))
+
+
+def _column_array(frame: pd.DataFrame, name: str) -> Any:
+    """The array holding one column of a frame with unique labels, for reading only.
+
+    ``frame[name].array`` builds a Series around it first: ten times the cost of the read on a
+    small frame, and most of the cost of validating one claim. pandas has no public accessor
+    without that, so the block manager's (stable since pandas 1.x) is used where it answers
+    one whole column; anywhere else, the Series.
+    """
+    read = getattr(getattr(frame, "_mgr", None), "iget_values", None)
+    if read is not None:
+        position = frame.columns.get_loc(name)
+        if isinstance(position, int):
+            array = read(position)
+            if getattr(array, "ndim", None) == 1 and len(array) == len(frame):
+                return array
+    return frame[name].array
+
+
+def _as_list(array: Any) -> list[Any]:
+    """An array's values as Python objects, in one call for the common kinds of array.
+
+    Datetimes come out as nanosecond counts (``None`` for NaT), not timestamps: the fast path
+    only looks for missing dates, and anything that would compare them with a timestamp
+    raises and leaves the table to pandera."""
+    if isinstance(array, pd.Series):
+        array = array.array
+    if isinstance(array, pd.arrays.ArrowExtensionArray):
+        # Series.tolist goes through an object ndarray: ten times slower on a few values.
+        return array.__arrow_array__().to_pylist()
+    return (array if isinstance(array, np.ndarray) else array.to_numpy()).tolist()
 
 
 def _has_default_index(frame: pd.DataFrame) -> bool:
@@ -629,13 +691,157 @@ def _present(values: Sequence[Any]) -> list[Any]:
     return [value for value in values if value is not None and value == value]
 
 
-def _values(
-    name: str, values: dict[str, list[Any]], cells: np.ndarray, coerced: dict[str, Any]
-) -> list[Any]:
-    """The column's values as pandera checks them: after coercion."""
-    if name not in values:
-        values[name] = coerced[name].tolist() if name in coerced else cells.tolist()
-    return values[name]
+# -- contract frames built in their final dtypes -----------------------------------------------
+# A frame of inferred dtypes, coerced to the contract's afterwards, costs pandas work per column
+# twice: most of a one-claim API request. Plain Python values of the contract's types can go
+# straight into the final dtype instead, and the fast path above then has nothing to coerce.
+
+_NAT_DAY = np.iinfo(np.int64).min
+"""numpy's missing day (NaT) as a day number."""
+_UNIX_EPOCH_ORDINAL = 719_163
+"""``datetime.date(1970, 1, 1).toordinal()``: day numbers count from it."""
+_NANOSECONDS_PER_DAY = 86_400 * 10**9
+_NANOSECOND_RANGE = (int(pd.Timestamp.min.value), int(pd.Timestamp.max.value))
+_EXACT_TYPES: dict[np.dtype[Any], tuple[type, ...]] = {
+    np.dtype(np.float64): (float, type(None)),  # None becomes NaN, as pandas and pandera make it
+    np.dtype(np.int64): (int,),
+    np.dtype(np.bool_): (bool,),
+}
+"""Python types that numpy converts to the dtype exactly as pandera's coercion would."""
+
+
+def contract_frame(name: str, columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
+    """Table ``name`` built from columns of Python values, in the contract's dtypes.
+
+    For valid values the frame equals what :func:`validate_table` makes of
+    ``pd.DataFrame(columns)``, without building that frame first. Text as ``str`` (or ``None``),
+    dates as ``datetime.date`` (or ``None``), and numbers and booleans as Python ``float``,
+    ``int`` and ``bool`` go straight into the contract's dtype. If any column holds anything else
+    (or a date that a nanosecond timestamp cannot hold), the frame is built by ``pd.DataFrame``
+    from the columns as they are (dates as the second-resolution timestamps ``pd.to_datetime``
+    makes of them), so validation coerces or quarantines them as it would any input. Nothing is
+    checked here: the frame still has to be validated.
+    """
+    rules = _table_rules(name)
+    typed: dict[str, Any] = {}
+    all_typed = True
+    text_dtypes: dict[str, Any] = {}
+    for column, values in columns.items():
+        rule = rules.columns.get(column) if rules is not None else None
+        array = _typed_column(values, rule.dtype) if rule is not None else None
+        if array is _ARROW_TEXT:
+            text_dtypes[column] = rule.dtype if rule is not None else None
+        elif array is None:
+            all_typed = False
+            array = values
+            if rule is not None and rule.dtype == np.dtype(_DATE) and _all_dates(values):
+                array = _day_numbers(values).view("datetime64[D]").astype("datetime64[s]")
+        typed[column] = array
+    if text_dtypes:
+        typed.update(_arrow_text_columns(columns, text_dtypes))
+    if not all_typed or create_dataframe_from_blocks is None:
+        return pd.DataFrame(typed)
+    return _frame_of_arrays(typed)
+
+
+_ARROW_TEXT = object()
+""":func:`_typed_column`'s answer for text that pyarrow holds as it is: built for all such
+columns of a table at once by :func:`_arrow_text_columns`."""
+
+
+def _typed_column(values: Sequence[Any], dtype: Any) -> Any:
+    """The values as an array of ``dtype`` when they convert exactly as pandera's coercion
+    converts them (:data:`_ARROW_TEXT` for text that pyarrow holds), else ``None``."""
+    if _is_text(dtype):
+        if not all(type(value) is str or value is None for value in values):
+            return None
+        if dtype.storage == "pyarrow":
+            return _ARROW_TEXT
+        return pd.array(np.array(values, dtype=object), dtype=dtype)
+    if dtype == np.dtype(_DATE):
+        if not _all_dates(values):
+            return None
+        days = _day_numbers(values)
+        known = days[days != _NAT_DAY]
+        low, high = _NANOSECOND_RANGE
+        if len(known) and not (
+            low <= int(known.min()) * _NANOSECONDS_PER_DAY
+            and int(known.max()) * _NANOSECONDS_PER_DAY <= high
+        ):
+            return None  # out of range: pandera's coercion says how it fails
+        return days.view("datetime64[D]").astype(dtype)
+    exact_types = _EXACT_TYPES.get(dtype)
+    if exact_types is None or not all(type(value) in exact_types for value in values):
+        return None
+    try:
+        return np.array(values, dtype=dtype)
+    except OverflowError:  # an int beyond int64
+        return None
+
+
+def _arrow_text_columns(
+    columns: Mapping[str, Sequence[Any]], dtypes: dict[str, Any]
+) -> dict[str, Any]:
+    """The columns named in ``dtypes`` (``str`` or ``None`` values) as the arrays pd.array,
+    pandera's coercion, makes of them: pyarrow large strings in their text dtype.
+
+    One pyarrow array holds all of them, each column a slice of it: converting the values costs
+    little, each call into pyarrow several microseconds.
+    """
+    every_value = [value for column in dtypes for value in columns[column]]
+    text = pyarrow.array(every_value, type=pyarrow.large_string())
+    arrays = {}
+    start = 0
+    for column, dtype in dtypes.items():
+        length = len(columns[column])
+        arrays[column] = pd.arrays.ArrowStringArray(text.slice(start, length), dtype=dtype)
+        start += length
+    return arrays
+
+
+def _all_dates(values: Sequence[Any]) -> bool:
+    # Exactly dates: a datetime (a subclass) has a time of day that day numbers would drop.
+    return all(type(value) is dt.date or value is None for value in values)
+
+
+def _day_numbers(dates: Sequence[dt.date | None]) -> np.ndarray:
+    """Days since 1970-01-01 (NaT's number for ``None``): numpy's datetime64[D] values, without
+    numpy's slow parsing of date objects or pd.to_datetime's fixed cost."""
+    days = [_NAT_DAY if day is None else day.toordinal() - _UNIX_EPOCH_ORDINAL for day in dates]
+    return np.array(days, dtype=np.int64)
+
+
+def _frame_of_arrays(arrays: dict[str, Any]) -> pd.DataFrame:
+    """A frame holding these equal-length arrays as they are (no inference, no copies).
+
+    pd.DataFrame(arrays) would check and copy each again, several microseconds a column. Numpy
+    arrays of one dtype share a block, as pandas would consolidate them.
+    """
+    assert create_dataframe_from_blocks is not None
+    values = list(arrays.values())
+    blocks: list[tuple[Any, np.ndarray]] = []
+    positions_of: dict[np.dtype[Any], list[int]] = {}
+    for position, array in enumerate(values):
+        if isinstance(array, np.ndarray):
+            positions_of.setdefault(array.dtype, []).append(position)
+        else:
+            blocks.append((array, np.array([position], dtype=np.intp)))
+    for positions in positions_of.values():
+        block = np.vstack([values[position] for position in positions])
+        blocks.append((block, np.array(positions, dtype=np.intp)))
+    rows = pd.RangeIndex(len(values[0]) if values else 0)
+    return create_dataframe_from_blocks(blocks, index=rows, columns=_labels(tuple(arrays)))
+
+
+@lru_cache(maxsize=64)
+def _label_index(names: tuple[str, ...]) -> pd.Index:
+    return pd.Index(list(names))
+
+
+def _labels(names: tuple[str, ...]) -> pd.Index:
+    """The column labels as pd.Index(names) makes them; one inference per table, then a view
+    (its own name, shared values and lookup engine) for each frame."""
+    return _label_index(names).view()
 
 
 @dataclass

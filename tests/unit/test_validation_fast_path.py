@@ -4,10 +4,16 @@
 pandera. Every test here runs the same input through both and compares the whole result: valid
 tables (columns, dtypes, values, row order, index) and the rejects frame (rows, ``table`` and
 ``reason``). Tests also assert which path ran, so a comparison is never pandera against itself.
+
+Tables built in the contract's dtypes (``contract_frame``, and so ``claims_to_frames``) are also
+compared with pandera's result on the same values as pandas builds them loosely: the valid tables
+exactly, the rejects by rows and reasons (a rejected row carries its values as the input held
+them).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -21,12 +27,15 @@ from features.claim_tables import ClaimTables, _validated, validated
 from features.schema import (
     SCHEMAS,
     ClaimsDataset,
+    _column_array,
     _column_rules,
     _pandera_checks_data,
     _table_rules,
     _TableRules,
     _valid_if_clean,
     _validate_table_with_pandera,
+    column_values,
+    contract_frame,
     empty_table,
     validate_table,
 )
@@ -381,14 +390,210 @@ CLAIM_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _loosely(rejects: pd.DataFrame) -> pd.DataFrame:
+    """Rejects compared by their rows' values and reasons: a rejected row keeps its columns as
+    the input held them, and a request's tables now hold the contract's dtypes (text NaN where
+    loosely built rows had None, nanosecond dates where they had seconds)."""
+    values = rejects.astype(object)
+    return values.where(rejects.notna(), None)
+
+
+def _assert_same_loosely(built: Outcome, reference: Outcome, only_keys: bool = False) -> None:
+    """The same tables, and rejects with the same rows and reasons (with ``only_keys``, compared
+    on the table, key and reason columns alone: other values are carried as the input held
+    them, text dates as text)."""
+    for name in ("claims", "lines", "diagnoses"):
+        pd.testing.assert_frame_equal(
+            getattr(built[0], name), getattr(reference[0], name), check_index_type=True, obj=name
+        )
+    rejects = [built[1], reference[1]]
+    if only_keys:
+        keys = ["table", "claim_id", "line_number", "position", "reason"]
+        rejects = [frame[[key for key in keys if key in frame.columns]] for frame in rejects]
+    pd.testing.assert_frame_equal(
+        _loosely(rejects[0]), _loosely(rejects[1]), check_index_type=True, obj="rejects"
+    )
+
+
 @pytest.mark.parametrize(
     "variants",
     [[], ["defaults"], ["everything given"], ["defaults", "everything given", "born before 1970"]],
     ids=["no claims", "one claim", "one full claim", "three claims"],
 )
-def test_claims_to_frames_matches_the_row_by_row_construction(variants: list[str]) -> None:
+def test_claims_to_frames_builds_what_pandera_makes_of_the_rows(variants: list[str]) -> None:
     claims = [ClaimIn.model_validate(make_claim(**CLAIM_VARIANTS[v])) for v in variants]
-    for built, reference in zip(
-        claims_to_frames(claims), _claims_to_frames_row_by_row(claims), strict=True
-    ):
-        pd.testing.assert_frame_equal(built, reference, check_index_type=True)
+    built = claims_to_frames(claims)
+    reference = _claims_to_frames_row_by_row(claims)
+    for name, frame, rows in zip(("claims", "lines", "diagnoses"), built, reference, strict=True):
+        # Already in the contract's dtypes: validation has nothing left to convert.
+        expected, rejects = _validate_table_with_pandera(name, rows)
+        assert rejects.empty
+        pd.testing.assert_frame_equal(frame, expected, check_index_type=True, obj=name)
+        assert _takes_fast_path(name, frame), name
+    _assert_same(validated(*built), _validated(*reference, _validate_table_with_pandera))
+
+
+def test_request_tables_the_contract_refuses_get_pandera_rows_and_reasons() -> None:
+    claims = [ClaimIn.model_validate(make_claim(**CLAIM_VARIANTS[v])) for v in CLAIM_VARIANTS]
+    built, reference = claims_to_frames(claims), _claims_to_frames_row_by_row(claims)
+    for claims_frame, lines, diagnoses in (built, reference):
+        # As if the request schema had let these through.
+        lines.loc[0, "procedure_code"] = "7055"
+        diagnoses.loc[1, "code"] = "4019"
+        claims_frame.loc[2, "payer_type"] = "tricare"
+    fast, slow = _both(built)
+    _assert_same(fast, slow)
+    _assert_same_loosely(fast, _validated(*reference, _validate_table_with_pandera))
+    assert set(fast[1]["table"]) == {"claims", "lines", "diagnoses"}
+    assert fast[0].claims.empty
+
+
+def test_editing_a_request_table_leaves_its_other_columns_alone() -> None:
+    # Text columns are slices of one Arrow array: a write must touch its own column only.
+    claims = [ClaimIn.model_validate(make_claim(**CLAIM_VARIANTS["everything given"]))]
+    _, lines, _ = claims_to_frames(claims)
+    before = lines.copy()
+    lines.loc[0, "procedure_code"] = "70553"
+    changed = lines.compare(before)
+    assert list(changed.columns.get_level_values(0).unique()) == ["procedure_code"]
+
+
+def test_a_request_date_past_2262_fails_as_pandera_fails_it() -> None:
+    # Valid for the request schema, but no nanosecond timestamp holds it: the claims table is
+    # built as before (second resolution) and refused as a whole, with pandera's message.
+    claims = [ClaimIn.model_validate(make_claim(submission_date="3000-01-01"))]
+    built = claims_to_frames(claims)
+    assert built[0]["submission_date"].dtype == np.dtype("datetime64[s]")
+    with pytest.raises(ValueError) as fast:
+        validated(*built)
+    with pytest.raises(ValueError) as slow:
+        _validated(*_claims_to_frames_row_by_row(claims), _validate_table_with_pandera)
+    assert str(fast.value) == str(slow.value)
+
+
+def _contract_frames(rows: Rows) -> Frames:
+    """The tables through :func:`contract_frame`, with ISO dates as ``datetime.date`` as in a
+    request, and every other value as the rows hold it (loose ones included)."""
+
+    def value(name: str, column: str, item: Any) -> Any:
+        schema_column = SCHEMAS[name].columns.get(column)
+        is_date = schema_column is not None and str(schema_column.dtype) == "datetime64[ns]"
+        if isinstance(item, str) and is_date:
+            try:
+                return dt.date.fromisoformat(item)
+            except ValueError:  # a defect: "yesterday", "2025-13-45"
+                return item
+        return item
+
+    frames = []
+    for name, table in zip(("claims", "lines", "diagnoses"), rows, strict=True):
+        labels = list(dict.fromkeys(label for row in table for label in row))
+        columns = {label: [value(name, label, row.get(label)) for row in table] for label in labels}
+        frames.append(contract_frame(name, columns))
+    return frames[0], frames[1], frames[2]
+
+
+@pytest.mark.parametrize("case", [*DEFECTS, *ACCEPTED])
+def test_contract_frames_of_any_values_validate_as_the_rows_do(case: str) -> None:
+    # Loose values (text dates, numbers as text, NaN IDs, ...) are left for validation to coerce
+    # or quarantine: the outcome is pandera's on the rows as pandas builds them.
+    rows = _rows(3)
+    {**DEFECTS, **ACCEPTED}[case](rows)
+    frames = _contract_frames(rows)
+    fast, slow = _both(frames)
+    _assert_same(fast, slow)
+    reference = _validated(*_frames(rows), _validate_table_with_pandera)
+    _assert_same_loosely(fast, reference, only_keys=True)
+
+
+@pytest.mark.parametrize(
+    ("column", "values"),
+    [
+        ("claim_id", ["A", 12345]),
+        ("total_charge", [1.5, 2]),
+        ("has_other_coverage", [True, 0]),
+        ("submission_date", [dt.date(2025, 3, 10), dt.datetime(2025, 3, 10, 12)]),
+        ("submission_date", [dt.date(2025, 3, 10), "2025-03-10"]),
+    ],
+)
+def test_contract_frame_builds_a_loose_column_as_pandas_would(column: str, values: list) -> None:
+    columns: dict[str, list[Any]] = {"claim_id": ["A", "B"], column: values}
+    loose = pd.DataFrame(columns)
+    pd.testing.assert_frame_equal(contract_frame("claims", columns), loose)
+
+
+def test_contract_frame_holds_what_validation_coerces_to() -> None:
+    columns = {
+        "claim_id": ["A", None],
+        "line_number": [1, 2],
+        "units": [1.0, None],
+        "service_date": [dt.date(1938, 11, 5), None],
+    }
+    built = contract_frame("lines", columns)
+    rules = _table_rules("lines")
+    assert rules is not None
+    assert {name: built[name].dtype for name in columns} == {
+        name: rules.columns[name].dtype for name in columns
+    }
+    pd.testing.assert_frame_equal(
+        built,
+        pd.DataFrame(
+            {
+                "claim_id": pd.array(["A", None], dtype="str"),
+                "line_number": [1, 2],
+                "units": [1.0, np.nan],
+                "service_date": pd.to_datetime([dt.date(1938, 11, 5), None]).as_unit("ns"),
+            }
+        ),
+    )
+
+
+def test_request_tables_are_checked_without_a_series_per_column(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A Series per column read costs most of validating one claim: the fast path reads the
+    # columns through pandas' block manager. If a pandas upgrade breaks that, the reads fall
+    # back to frame[name] (same results, slower) and this test says so.
+    claims = [ClaimIn.model_validate(make_claim(**CLAIM_VARIANTS[v])) for v in CLAIM_VARIANTS]
+    frames = claims_to_frames(claims)
+    expected = _validated(*frames, _validate_table_with_pandera)
+
+    def no_series(frame: pd.DataFrame, key: Any) -> Any:
+        raise AssertionError(f"frame[{key!r}] built a Series")
+
+    monkeypatch.setattr(pd.DataFrame, "__getitem__", no_series)
+    for name, frame in zip(("claims", "lines", "diagnoses"), frames, strict=True):
+        rules = _table_rules(name)
+        assert rules is not None and _valid_if_clean(rules, frame) is not None, name
+    _assert_same(validated(*frames), expected)
+
+
+def test_column_reads_without_the_block_manager_give_the_same_outcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    claims = [ClaimIn.model_validate(make_claim(**CLAIM_VARIANTS[v])) for v in CLAIM_VARIANTS]
+    frames = claims_to_frames(claims)
+    for frame in frames:
+        for name in frame.columns:
+            read = pd.Series(_column_array(frame, name), name=name)
+            pd.testing.assert_series_equal(read, frame[name], check_index_type=True)
+    expected = validated(*frames)
+    monkeypatch.delattr(type(frames[0]._mgr), "iget_values")
+    names = ("claims", "lines", "diagnoses")
+    assert all(_takes_fast_path(n, f) for n, f in zip(names, frames, strict=True))
+    _assert_same(validated(*frames), expected)
+
+
+@pytest.mark.parametrize("name", ["claims", "lines", "diagnoses"])
+def test_column_values_are_the_column_read_in_one_call(
+    simulated: SimulationResult, name: str
+) -> None:
+    table = getattr(simulated.dataset, name)
+    for column in table.columns:
+        series = table[column]
+        values = column_values(table, column)
+        if series.dtype.kind == "M":  # nanosecond counts, NaT as None
+            expected = [None if pd.isna(v) else v.value for v in series]
+        else:  # missing text as None
+            expected = [None if pd.isna(v) else v for v in series.tolist()]
+        assert values == expected, column
