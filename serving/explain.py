@@ -9,6 +9,7 @@ the patient's age) are listed after the actionable ones.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -308,7 +309,7 @@ class _Row(Mapping[str, Any]):
 
     __slots__ = ("_columns", "_index")
 
-    def __init__(self, columns: dict[str, np.ndarray], index: int) -> None:
+    def __init__(self, columns: Mapping[str, np.ndarray], index: int) -> None:
         self._columns = columns
         self._index = index
 
@@ -322,17 +323,36 @@ class _Row(Mapping[str, Any]):
         return len(self._columns)
 
 
-def _column_arrays(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Column views of the frame's one float block (no per-column pandas access)."""
-    values = frame.to_numpy(dtype=np.float64, copy=False)
-    return {str(c): values[:, i] for i, c in enumerate(frame.columns)}
+class _Columns(Mapping[str, np.ndarray]):
+    """Columns of a 2-D array by name, sliced only when a rule asks for one.
+
+    Slicing all of the matrix's columns up front cost more than wording a one-claim batch.
+    """
+
+    __slots__ = ("_positions", "_values")
+
+    def __init__(self, values: np.ndarray, positions: Mapping[str, int]) -> None:
+        self._values = values
+        self._positions = positions
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self._values[:, self._positions[key]]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._positions
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._positions)
+
+    def __len__(self) -> int:
+        return len(self._positions)
 
 
 _LINE_FIELDS = frozenset({"procedure", "prior authorization", "diagnosis supports procedure"})
 
 
 def _dominant_lines(
-    contributions: dict[str, np.ndarray], context: Context, n: int
+    contributions: Mapping[str, np.ndarray], context: Context, n: int
 ) -> list[int | None]:
     """Per claim, the written line number of the procedure slot with the largest |SHAP|.
 
@@ -355,13 +375,48 @@ def _dominant_lines(
 
 def source_matrix(columns: list[str]) -> tuple[np.ndarray, list[str]]:
     """0/1 matrix mapping model columns (rows) to claim fields (columns)."""
+    layout = _layout(tuple(columns))
+    return layout.mapping.copy(), list(layout.fields)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What explaining a model matrix needs to know about its columns, worked out once."""
+
+    mapping: np.ndarray  # model column -> claim field, 0/1 (read-only)
+    fields: tuple[str, ...]
+    positions: dict[str, int]  # model column -> its index
+    rules: tuple[FieldRule, ...]  # per field
+    worded: tuple[bool, ...]  # per field: has a rule to word it
+    actionable: np.ndarray  # per field
+    has_line_fields: bool
+
+
+@functools.lru_cache(maxsize=8)
+def _layout(columns: tuple[str, ...]) -> _Layout:
+    """Per model (its column names): mapping columns to fields and fields to rules.
+
+    Cached because every request explains the same columns; working this out per call (a
+    name lookup per column) cost more than explaining a one-claim batch.
+    """
     sources = [feature_source(c) for c in columns]
     fields = sorted(set(sources))
     index = {f: j for j, f in enumerate(fields)}
     mapping = np.zeros((len(columns), len(fields)))
     for i, source in enumerate(sources):
         mapping[i, index[source]] = 1.0
-    return mapping, fields
+    mapping.flags.writeable = False
+    actionable = np.array([RULES.get(f, _UNKNOWN).actionable for f in fields], dtype=bool)
+    actionable.flags.writeable = False
+    return _Layout(
+        mapping=mapping,
+        fields=tuple(fields),
+        positions={c: i for i, c in enumerate(columns)},
+        rules=tuple(RULES.get(f, _UNKNOWN) for f in fields),
+        worded=tuple(f in RULES for f in fields),
+        actionable=actionable,
+        has_line_fields=any(f in _LINE_FIELDS for f in fields),
+    )
 
 
 def explain_batch(
@@ -374,42 +429,52 @@ def explain_batch(
     """Top factors per claim: fixable risk-raising fields first, then other risks, then the rest.
 
     Contributions are summed per claim field with one matrix product and ranked for the whole
-    batch with one sort, so a batch of thousands of claims costs a few words per factor.
+    batch with one sort; only the ``top_k`` fields chosen per claim are worded, so a batch of
+    thousands of claims costs a few words per factor.
     """
     n = len(contributions)
     if n == 0:
         return []
-    mapping, fields = source_matrix(list(contributions.columns))
-    contribution_columns = _column_arrays(contributions)
-    grouped = contributions.to_numpy(dtype=float) @ mapping
-    actionable = np.array([RULES.get(f, _UNKNOWN).actionable for f in fields])
+    columns = [str(c) for c in contributions.columns.tolist()]
+    layout = _layout(tuple(columns))
+    values = contributions.to_numpy(dtype=np.float64, copy=False)
+    grouped = values @ layout.mapping
     magnitude = np.abs(grouped)
     raises = grouped > 0
     # Sort keys: fixable risks (0), other risks (1), risk-lowering fields (2), below min_abs
     # (3, never shown); larger contributions first within a group.
-    group = np.where(raises & actionable, 0, np.where(raises, 1, 2))
+    group = np.where(raises & layout.actionable, 0, np.where(raises, 1, 2))
     group = np.where(magnitude >= min_abs, group, 3)
     order = np.lexsort((-magnitude, group), axis=-1)[:, :top_k]
-    m_columns = _column_arrays(matrix)
+    # The chosen fields' keys as Python lists: indexing numpy per factor cost more than wording.
+    chosen_fields = order.tolist()
+    chosen_shown = (np.take_along_axis(group, order, axis=1) != 3).tolist()
+    chosen_values = np.take_along_axis(grouped, order, axis=1).tolist()
+    matrix_columns = [str(c) for c in matrix.columns.tolist()]
+    m_columns = _Columns(
+        matrix.to_numpy(dtype=np.float64, copy=False),
+        layout.positions if matrix_columns == columns else _layout(tuple(matrix_columns)).positions,
+    )
     lines = (
-        _dominant_lines(contribution_columns, context, n)
-        if any(f in _LINE_FIELDS for f in fields)
+        _dominant_lines(_Columns(values, layout.positions), context, n)
+        if layout.has_line_fields
         else [None] * n
     )
+    fields, rules, worded = layout.fields, layout.rules, layout.worded
     results: list[list[Factor]] = []
     for row in range(n):
         m_row, c_row = _Row(m_columns, row), _Row(context, row)
         factors = []
-        for j in order[row]:
-            if group[row, j] == 3:
+        for j, shown, value in zip(
+            chosen_fields[row], chosen_shown[row], chosen_values[row], strict=True
+        ):
+            if not shown:
                 break
-            field = fields[j]
-            rule = RULES.get(field, _UNKNOWN)
-            value = float(grouped[row, j])
+            field, rule = fields[j], rules[j]
             factors.append(
                 Factor(
                     field=field,
-                    description=rule.describe(m_row, c_row) if field in RULES else field,
+                    description=rule.describe(m_row, c_row) if worded[j] else field,
                     contribution=round(value, 4),
                     direction="raises risk" if value > 0 else "lowers risk",
                     actionable=rule.actionable,

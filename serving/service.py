@@ -87,6 +87,20 @@ class ScoringService:
         self._carc_texts: dict[str, str] = {
             str(c): str(d) for c, d in self._codes.carc["description"].items()
         }
+        self._threshold_texts = {b: self.bands.threshold_text(b) for b in ("high", "medium", "low")}
+        self._prepare_explanations()
+
+    def _prepare_explanations(self) -> None:
+        """Explain an empty batch once, so the model builds its TreeSHAP tables now.
+
+        Building them takes about a second for a production model; done here (at load, in the
+        app's lifespan) rather than inside the first explained request.
+        """
+        model = self.pipeline.named_steps.get("model")
+        names = getattr(model, "feature_names_in_", None)
+        if model is None or names is None or not hasattr(model, "contributions"):
+            return
+        model.contributions(pd.DataFrame(np.zeros((0, len(names))), columns=list(names)))
 
     def score(self, tables: ClaimTables, explain: bool = True, top_k: int = 5) -> list[ClaimScore]:
         """Score every claim in ``tables`` (row order kept)."""
@@ -105,7 +119,7 @@ class ScoringService:
                     claim_id=claim_id,
                     denial_probability=probabilities[i],
                     risk_band=bands[i],
-                    risk_band_threshold=self.bands.threshold_text(bands[i]),
+                    risk_band_threshold=self._threshold_texts[bands[i]],
                     likely_reasons=[
                         {"category": c, "label": self._label(c), "probability": p}
                         for c, p in reasons[i]

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from serving.explain import RULES
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.claim_tables import ClaimTables
+from features.pipeline import feature_source
+from features.schema import ClaimsDataset
+from serving.explain import RULES, Factor, explain_batch
+from training.estimator import DenialRiskEstimator
+from training.treeshap import TreeShapTables
 
 REPEAT = RULES["frequency (days since the same procedure)"]
 
@@ -23,3 +35,250 @@ def test_repeat_service_never_shows_negative_days():
         {"hist_days_since_same_procedure": -1.0, "hist_days_since_same_family": 30.0}, {}
     )
     assert family == "a service of the same kind 30 days ago"
+
+
+# -- TreeSHAP tables and batch explanations: same results as the slow paths ------------------
+
+
+def _booster(rng: np.random.Generator, **params: Any) -> tuple[lgb.Booster, np.ndarray]:
+    """A small booster with the split kinds the tables must decide as LightGBM does.
+
+    Numerical columns with NaNs and zeros, two categorical columns, deep trees that split on
+    the same feature more than once along a path.
+    """
+    n = 3_000
+    x = rng.normal(size=(n, 6))
+    x[rng.random(n) < 0.15, 0] = np.nan
+    x[rng.random(n) < 0.3, 1] = 0.0
+    x[:, 4] = rng.integers(0, 12, n)  # categorical codes
+    x[:, 5] = rng.integers(0, 5, n)
+    logit = x[:, 2] * np.sign(x[:, 3]) + np.isnan(x[:, 0]) + (x[:, 4] % 3 == 0) - x[:, 1] ** 2
+    y = (logit + rng.normal(size=n) > 0).astype(int)
+    settings = {
+        "objective": "binary",
+        "num_leaves": 31,
+        "max_depth": 7,
+        "min_data_in_leaf": 5,
+        "max_cat_to_onehot": 3,
+        "verbose": -1,
+        "seed": 3,
+        **params,
+    }
+    data = lgb.Dataset(x, y, categorical_feature=[4, 5])
+    return lgb.train(settings, data, num_boost_round=25), x
+
+
+def _awkward_rows(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """Training-like rows plus the values LightGBM reads specially."""
+    rows = x[rng.choice(len(x), 200, replace=False)].copy()
+    rows[:20, 0] = np.nan
+    rows[20:40, 1] = 0.0
+    rows[40:50, 1] = 1e-40  # read as 0 by LightGBM
+    rows[50:60, 2] = np.nan  # NaN in a column trained without NaNs reads as 0
+    rows[60:70, 4] = np.nan  # categorical NaN, negative, fractional and unseen codes
+    rows[70:80, 4] = -3.0
+    rows[80:90, 4] = -0.5
+    rows[90:100, 4] = 2.7
+    rows[100:110, 4] = 500.0
+    return rows
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"zero_as_missing": True}, {"use_missing": False}],
+    ids=["nan-missing", "zero-missing", "no-missing"],
+)
+def test_tree_shap_tables_equal_lightgbm_pred_contrib(params: dict[str, Any]) -> None:
+    rng = np.random.default_rng(5)
+    booster, x = _booster(rng, **params)
+    rows = _awkward_rows(rng, x)
+    expected = booster.predict(rows, pred_contrib=True)[:, :-1]
+    got = TreeShapTables(booster).contributions(rows)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    # The caller's array (F-ordered like the feature step's matrix) is not modified.
+    fortran = np.asfortranarray(rows)
+    np.testing.assert_allclose(TreeShapTables(booster).contributions(fortran), got, atol=0)
+    np.testing.assert_array_equal(fortran, rows)
+
+
+def test_tree_shap_tables_use_the_trees_predict_uses_after_early_stopping() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2_000, 3))
+    y = (x[:, 0] + rng.normal(size=2_000) > 0).astype(int)
+    train, valid = lgb.Dataset(x[:1_500], y[:1_500]), lgb.Dataset(x[1_500:], y[1_500:])
+    booster = lgb.train(
+        {"objective": "binary", "learning_rate": 0.5, "verbose": -1, "seed": 1},
+        train,
+        num_boost_round=200,
+        valid_sets=[valid],
+        callbacks=[lgb.early_stopping(3, verbose=False)],
+        keep_training_booster=True,  # keeps the trees past the best iteration
+    )
+    assert 0 < booster.best_iteration < booster.num_trees()
+    expected = booster.predict(x[:100], pred_contrib=True)[:, :-1]
+    np.testing.assert_allclose(TreeShapTables(booster).contributions(x[:100]), expected, atol=1e-12)
+
+
+def test_tree_shap_contributions_add_up_to_the_raw_score() -> None:
+    rng = np.random.default_rng(8)
+    booster, x = _booster(rng)
+    rows = _awkward_rows(rng, x)
+    # A split decided unlike LightGBM would move a row's value to another leaf.
+    tables = TreeShapTables(booster)
+    contributions = tables.contributions(rows)
+    raw = booster.predict(rows, raw_score=True)
+    bias = booster.predict(rows[:1], pred_contrib=True)[0, -1]
+    np.testing.assert_allclose(contributions.sum(axis=1) + bias, raw, atol=1e-9)
+
+
+def test_estimator_contributions_are_the_booster_pred_contrib() -> None:
+    rng = np.random.default_rng(2)
+    booster, x = _booster(rng)
+    estimator = DenialRiskEstimator()
+    estimator.denial_booster_ = booster
+    estimator.feature_names_in_ = [f"f{i}" for i in range(x.shape[1])]
+    matrix = pd.DataFrame(_awkward_rows(rng, x), columns=estimator.feature_names_in_)
+    got = estimator.contributions(matrix)
+    expected = booster.predict(matrix.to_numpy(), pred_contrib=True)[:, :-1]
+    assert list(got.columns) == estimator.feature_names_in_
+    assert got.index.equals(matrix.index)
+    np.testing.assert_allclose(got.to_numpy(), expected, rtol=0, atol=1e-12)
+    assert estimator.contributions(matrix.iloc[:0]).shape == (0, x.shape[1])
+
+
+_GENERATED_COLUMNS = [
+    "prior_auth_present",
+    "hist_payer_procedure_auth_rate",
+    "days_service_to_submission",
+    "filing_limit_days",
+    "procedure_1",
+    "procedure_family_1",
+    "procedure_2",
+    "procedure_family_2",
+    "payer_type",
+    "hist_payer_denial_rate",
+    "patient_age",
+    "referral_present",
+    "any_modifier_25",
+    "em_with_procedure",
+    "hist_days_since_same_procedure",
+    "hist_days_since_same_family",
+    "total_charge_log",
+    "n_lines",
+    "some_new_column",  # no rule: worded by its name
+]
+
+
+def _generated_batch(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    columns = _GENERATED_COLUMNS
+    values = rng.normal(0, 0.3, (n, len(columns)))
+    values[rng.random(values.shape) < 0.3] = 0.0  # unused columns and fields below min_abs
+    contributions = pd.DataFrame(values, columns=columns)
+    matrix = pd.DataFrame(rng.integers(0, 3, (n, len(columns))).astype(float), columns=columns)
+    matrix["hist_days_since_same_procedure"] = rng.choice([-1.0, 12.0, 40.0], n)
+    second = rng.choice(np.array(["97110", None], dtype=object), n)
+    context: dict[str, Any] = {
+        "procedure_1": rng.choice(np.array(["70553", "99213"], dtype=object), n),
+        "procedure_2": second,
+        "procedure_3": np.full(n, None, dtype=object),
+        "line_of_procedure_1": np.ones(n),
+        "line_of_procedure_2": np.where(second == None, np.nan, 2.0),  # noqa: E711
+        "line_of_procedure_3": np.full(n, np.nan),
+        "days_service_to_submission": rng.integers(1, 200, n).astype(float),
+        "filing_limit_days": np.full(n, 90.0),
+        "payer_id": rng.choice(np.array(["P1", "P2"], dtype=object), n),
+        "payer_type": rng.choice(np.array(["commercial", "medicare"], dtype=object), n),
+        "principal_dx_category": np.full(n, "G43", dtype=object),
+    }
+    return contributions, matrix, context
+
+
+def _reference_factors(
+    contributions: pd.DataFrame,
+    matrix: pd.DataFrame,
+    context: dict[str, Any],
+    top_k: int,
+    min_abs: float = 0.02,
+) -> list[list[Factor]]:
+    """The plain per-claim algorithm explain_batch must reproduce: group, rank, word."""
+    sources = [feature_source(c) for c in contributions.columns]
+    results = []
+    for row in range(len(contributions)):
+        by_field: dict[str, float] = {}
+        for source, value in zip(sources, contributions.iloc[row].to_numpy(), strict=True):
+            by_field[source] = by_field.get(source, 0.0) + float(value)
+        ranked = []
+        for field, value in by_field.items():
+            rule = RULES.get(field)
+            if abs(value) < min_abs:
+                continue
+            group = 0 if value > 0 and rule and rule.actionable else (1 if value > 0 else 2)
+            ranked.append((group, -abs(value), field, value))
+        m_row = {c: matrix[c].to_numpy()[row] for c in matrix.columns}
+        c_row = {c: np.asarray(v)[row] for c, v in context.items()}
+        strongest_line = None
+        best = 0.0
+        for slot in range(1, 4):
+            line = c_row.get(f"line_of_procedure_{slot}")
+            strength = sum(
+                abs(float(contributions[c].to_numpy()[row]))
+                for c in (f"procedure_{slot}", f"procedure_family_{slot}")
+                if c in contributions
+            )
+            if line is not None and not np.isnan(line) and strength > best:
+                best, strongest_line = strength, int(line)
+        factors = []
+        for _, _, field, value in sorted(ranked)[:top_k]:
+            rule = RULES.get(field)
+            line_field = field in {
+                "procedure",
+                "prior authorization",
+                "diagnosis supports procedure",
+            }
+            factors.append(
+                Factor(
+                    field=field,
+                    description=rule.describe(m_row, c_row) if rule else field,
+                    contribution=round(value, 4),
+                    direction="raises risk" if value > 0 else "lowers risk",
+                    actionable=bool(rule and rule.actionable),
+                    fix=rule.fix(m_row, c_row) if rule and rule.fix and value > 0 else None,
+                    line_number=strongest_line if line_field else None,
+                )
+            )
+        results.append(factors)
+    return results
+
+
+@pytest.mark.parametrize(("n", "top_k"), [(1, 5), (7, 3), (300, 5)])
+def test_explain_batch_equals_the_per_claim_reference(n: int, top_k: int) -> None:
+    contributions, matrix, context = _generated_batch(n, seed=n)
+    got = explain_batch(contributions, matrix, context, top_k)
+    want = _reference_factors(contributions, matrix, context, top_k)
+    assert got == want
+    assert any(f.fix for factors in got for f in factors)  # the batch exercises the fixes
+
+
+def test_explanations_from_the_tables_equal_those_from_pred_contrib(trained: Any) -> None:
+    """End to end on the session's model: factors, order, wording, contributions and fixes."""
+    from serving.loading import load_service
+    from training.model import predict
+
+    service = load_service(trained.model_uri, trained.tracking_uri)
+    dataset, _ = ClaimsDataset.read(trained.sim_dir)
+    tables = ClaimTables.from_dataset(dataset)
+    tables = tables.subset(tables.claims["claim_id"].iloc[:400].tolist())
+    prediction = predict(service.pipeline, tables)
+    model = service.pipeline.named_steps["model"]
+    slow = pd.DataFrame(
+        model.denial_booster_.predict(prediction.matrix.to_numpy(), pred_contrib=True)[:, :-1],
+        index=prediction.matrix.index,
+        columns=model.feature_names_in_,
+    )
+    fast = model.contributions(prediction.matrix)
+    np.testing.assert_allclose(fast.to_numpy(), slow.to_numpy(), rtol=0, atol=1e-12)
+    want = _reference_factors(slow, prediction.matrix, prediction.context, 5)
+    assert explain_batch(fast, prediction.matrix, prediction.context, 5) == want
+    scored = service.score(tables, explain=True, top_k=5)
+    assert [s.factors for s in scored] == want
