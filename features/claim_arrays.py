@@ -27,6 +27,9 @@ NO_DAY = np.iinfo(np.int64).min
 _SMALL = 64
 """Up to this many values, mapping text value by value beats factorising it first."""
 
+_ARROW_LIST_UP_TO = 512
+"""Up to this many values, a pyarrow text column is read as a Python list (see text_column)."""
+
 CLAIM_TEXT = (
     "claim_id",
     "frequency_code",
@@ -74,6 +77,14 @@ def text_column(series: Any) -> np.ndarray:
     a million claims repeat a few thousand payer IDs and codes, and one string object per row
     would cost tens of megabytes per column.
     """
+    if len(series) <= _ARROW_LIST_UP_TO and _is_arrow_text(series.dtype):
+        # The same strings and None as the paths below. Both of those go through pyarrow
+        # compute (a filter for missing values, a dictionary encoding), which costs a
+        # few hundred microseconds per column whatever its length: most of a small batch's cost.
+        array = series.array if isinstance(series, pd.Series | pd.Index) else series
+        values = np.empty(len(series), dtype=object)
+        values[:] = array.__arrow_array__().to_pylist()
+        return values
     if len(series) <= _SMALL:
         if isinstance(series, np.ndarray):
             return np.array([None if pd.isna(v) else v for v in series], dtype=object)
@@ -83,6 +94,11 @@ def text_column(series: Any) -> np.ndarray:
     distinct = np.empty(len(uniques) + 1, dtype=object)
     distinct[:-1] = np.asarray(uniques, dtype=object)  # the last slot stays None
     return distinct[codes]  # code -1 (missing) takes the last slot
+
+
+def _is_arrow_text(dtype: Any) -> bool:
+    """A pandas string dtype stored by pyarrow (``str``, ``string[pyarrow]``)."""
+    return isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"
 
 
 def day_column(series: Any) -> np.ndarray:
@@ -147,7 +163,7 @@ class ClaimArrays:
         position = _position_of(claims["claim_id"])
 
         lines_frame = tables.lines
-        line_claim = position(text_column(column_values(lines_frame, "claim_id")))
+        line_claim = _positions(position, column_values(lines_frame, "claim_id"))
         known = line_claim >= 0  # lines of claims not in this batch are not its features
         lines = {c: text_column(column_values(lines_frame, c))[known] for c in LINE_TEXT}
         revenue = text_column(column_values(lines_frame, "revenue_code"))[known]
@@ -166,7 +182,7 @@ class ClaimArrays:
         lines["slot"] = _slots(lines["claim_index"])
 
         dx_frame = tables.diagnoses
-        dx_claim = position(text_column(column_values(dx_frame, "claim_id")))
+        dx_claim = _positions(position, column_values(dx_frame, "claim_id"))
         known = dx_claim >= 0
         diagnoses = {
             "claim_index": dx_claim[known],
@@ -221,6 +237,19 @@ def _slots(claim_index: np.ndarray) -> np.ndarray:
 
 def _take(columns: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
     return {name: values[rows] for name, values in columns.items()}
+
+
+def _positions(position: Callable[[np.ndarray], np.ndarray], claim_ids: Any) -> np.ndarray:
+    """``position(text_column(claim_ids))``, looking each distinct claim ID up once.
+
+    A claim's lines and diagnoses repeat its ID; the lookup is the costly part for a large batch.
+    """
+    if len(claim_ids) <= _ARROW_LIST_UP_TO:
+        return position(text_column(claim_ids))
+    codes, uniques = pd.factorize(claim_ids)
+    distinct = np.empty(len(uniques) + 1, dtype=object)
+    distinct[:-1] = np.asarray(uniques, dtype=object)  # the last slot stays None (missing)
+    return position(distinct)[codes]
 
 
 def _position_of(claim_ids: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:

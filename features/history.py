@@ -15,7 +15,9 @@ smoothed rates and counts.
 from __future__ import annotations
 
 import re
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -191,38 +193,114 @@ class KeyColumns:
     """The columns of one query table (claims, or distinct procedures per claim) for grouping.
 
     A grouping's key is a 64-bit mix of its columns' hashes. Each column is hashed once, however
-    many groupings use it, and missing values hash alike. No identifier becomes a feature: IDs
-    only ever enter these hashes.
+    many groupings use it, and missing values hash alike; each grouping's key (and, for large
+    tables, its sort order) is built once however many indexes look it up. A column taken from
+    another table (a claim's payer on each of its lines) takes that table's hashes by row rather
+    than hashing the values again. No identifier becomes a feature: IDs only ever enter these
+    hashes.
     """
 
-    def __init__(self, columns: dict[str, np.ndarray]) -> None:
+    def __init__(
+        self,
+        columns: dict[str, np.ndarray],
+        sources: dict[str, tuple[KeyColumns, np.ndarray]] | None = None,
+    ) -> None:
         self.columns = columns
+        # name -> (table, rows): this column is ``table[name][rows]``, so is its hash.
+        self._sources = sources or {}
         self._hashes: dict[str, np.ndarray] = {}
+        self._keys: dict[tuple[str, ...], np.ndarray] = {}
+        self._orders: dict[tuple[str, ...], np.ndarray | None] = {}
+        self._by_day: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return len(self.columns["claim_index"])
+        return len(self["claim_index"])
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return self.columns[name]
+        values = self.columns.get(name)
+        if values is None:  # taken from another table on first use
+            table, rows = self._sources[name]
+            values = self.columns[name] = table[name][rows]
+        return values
+
+    def hash_columns(self, names: Iterable[str]) -> None:
+        """Hash these columns now, small tables' text columns in one call (same hashes).
+
+        Every hash depends on the value alone, so hashing several columns as one array gives
+        each value the hash it gets alone; for a few claims that saves a call per column.
+        """
+        wanted = [name for name in dict.fromkeys(names) if name not in self._hashes]
+        inherited: dict[KeyColumns, list[str]] = {}
+        own: list[str] = []
+        for name in wanted:
+            if name in self._sources:
+                inherited.setdefault(self._sources[name][0], []).append(name)
+            else:
+                own.append(name)
+        for table, table_names in inherited.items():
+            table.hash_columns(table_names)
+        text = [name for name in own if self[name].dtype == object]
+        numbers = [name for name in own if self[name].dtype != object]
+        n = len(self)
+        for together, as_one in (
+            (text, lambda name: self[name]),
+            # Numbers are hashed as float64 whatever their type, so convert each first.
+            (numbers, lambda name: np.asarray(self[name], dtype=np.float64)),
+        ):
+            if len(together) > 1 and n * len(together) <= _HASH_TOGETHER_UP_TO:
+                hashed = column_hash_values(np.concatenate([as_one(name) for name in together]))
+                for i, name in enumerate(together):
+                    self._hashes[name] = hashed[i * n : (i + 1) * n]
+        for name in wanted:
+            self.column_hash(name)
+
+    def column_hash(self, name: str) -> np.ndarray:
+        column_hash = self._hashes.get(name)
+        if column_hash is None:
+            if name in self._sources:
+                table, rows = self._sources[name]
+                column_hash = table.column_hash(name)[rows]
+            else:
+                column_hash = column_hash_values(self[name])
+            self._hashes[name] = column_hash
+        return column_hash
 
     def key(self, names: tuple[str, ...]) -> np.ndarray:
-        combined = np.zeros(len(self), dtype=np.uint64)
-        for name in names:
-            column_hash = self._hashes.get(name)
-            if column_hash is None:
-                column_hash = self._hashes[name] = column_hash_values(self.columns[name])
-            with np.errstate(over="ignore"):
-                combined = combined * np.uint64(1_000_003) ^ column_hash
-        return combined.view(np.int64)
+        combined = self._keys.get(names)
+        if combined is not None:
+            return combined
+        mixed = self.column_hash(names[0])
+        with np.errstate(over="ignore"):
+            for name in names[1:]:
+                mixed = mixed * np.uint64(1_000_003) ^ self.column_hash(name)
+        # The first column alone is its own key (0 * 1_000_003 ^ h == h).
+        combined = self._keys[names] = mixed.view(np.int64)
+        return combined
+
+    def order(self, names: tuple[str, ...]) -> np.ndarray | None:
+        """The rows sorted by the grouping's key, then by submission day (large tables only).
+
+        So the searches of :func:`_search` run in ascending order: keys, then (key, day).
+        """
+        if names not in self._orders:
+            order = None
+            if len(self) >= _SORT_QUERIES_ABOVE:
+                if self._by_day is None:
+                    self._by_day = np.argsort(self["submission_day"], kind="stable")
+                by_day = self._by_day
+                order = by_day[np.argsort(self.key(names)[by_day], kind="stable")]
+            self._orders[names] = order
+        return self._orders[names]
 
     def take(self, rows: np.ndarray) -> KeyColumns:
-        taken = KeyColumns({name: values[rows] for name, values in self.columns.items()})
-        taken._hashes = {name: values[rows] for name, values in self._hashes.items()}
-        return taken
+        return KeyColumns({}, {name: (self, rows) for name in (*self.columns, *self._sources)})
 
 
 _FACTORIZE_ABOVE = 64
 """Longer text columns are hashed once per distinct value (faster when values repeat)."""
+
+_HASH_TOGETHER_UP_TO = 4_096
+"""Text columns of a table this small (values in all) are hashed in one call."""
 
 _MISSING_HASH = np.uint64(0x9E3779B97F4A7C15)
 """The hash of a missing text value (any fixed number that a real string is unlikely to hit)."""
@@ -300,15 +378,23 @@ def procedure_signatures(arrays: ClaimArrays) -> tuple[np.ndarray, np.ndarray]:
     resubmissions of the same service, without building strings per claim.
     """
     lines = KeyColumns(arrays.lines)
+    lines.hash_columns(("procedure_code", *MODIFIERS))
     signature = np.zeros(arrays.n_claims, dtype=np.uint64)
     modifier_signature = np.zeros(arrays.n_claims, dtype=np.uint64)
     claim_index = arrays.lines["claim_index"]
-    np.add.at(signature, claim_index, lines.key(("procedure_code",)).view(np.uint64))
-    np.add.at(
-        modifier_signature,
-        claim_index,
-        lines.key(("procedure_code", *MODIFIERS)).view(np.uint64),
-    )
+    if len(claim_index) == 0:
+        return signature, modifier_signature
+    # Lines are sorted by claim, so each claim's sum is one segment; uint64 sums wrap, and
+    # sums mod 2**64 do not depend on the order they are added in.
+    code_hash = lines.key(("procedure_code",)).view(np.uint64)
+    modifier_hash = lines.key(("procedure_code", *MODIFIERS)).view(np.uint64)
+    if np.all(claim_index[1:] >= claim_index[:-1]):
+        starts = group_starts(claim_index)
+        signature[claim_index[starts]] = np.add.reduceat(code_hash, starts)
+        modifier_signature[claim_index[starts]] = np.add.reduceat(modifier_hash, starts)
+    else:
+        np.add.at(signature, claim_index, code_hash)
+        np.add.at(modifier_signature, claim_index, modifier_hash)
     return signature, modifier_signature
 
 
@@ -329,17 +415,19 @@ def line_keys(arrays: ClaimArrays, claims: KeyColumns) -> KeyColumns:
     pointer = map_text(lines["diagnosis_pointers"][rows], _first_pointer, -1, np.int64)
     dx_code = _pointed_diagnosis(arrays, claim_index, pointer)
     dx_category = map_text(dx_code, lambda code: code[:3], None, object)
-    columns = {name: values[claim_index] for name, values in claims.columns.items()}
-    columns.update(
-        procedure_code=procedure,
-        procedure_family=map_text(procedure, _family, None, object),
-        line_dx_category=np.where(
+    columns = {
+        "claim_index": claim_index,
+        "procedure_code": procedure,
+        "procedure_family": map_text(procedure, _family, None, object),
+        "line_dx_category": np.where(
             dx_category == None,  # noqa: E711
-            columns["principal_dx_category"],
+            claims["principal_dx_category"][claim_index],
             dx_category,
         ),
-    )
-    return KeyColumns(columns)
+    }
+    # The claim's own columns (payer, patient, days...) are its rows, taken when first used.
+    sources = {name: (claims, claim_index) for name in claims.columns if name not in columns}
+    return KeyColumns(columns, sources)
 
 
 _DIGITS = re.compile(r"\d+")
@@ -401,41 +489,53 @@ class EventIndex:
         sizes = np.diff(np.append(self.start, len(order)))
         self.running = _running(ordered, self.start, sizes, reducer)
 
-    def lookup(self, keys: np.ndarray, days: np.ndarray) -> np.ndarray:
-        return self.lookup_located(self.locate(keys), days)
+    def lookup(
+        self, keys: np.ndarray, days: np.ndarray, order: np.ndarray | None = None
+    ) -> np.ndarray:
+        return self.lookup_located(self.locate(keys, order), days, order)
 
-    def locate(self, keys: np.ndarray) -> np.ndarray:
-        """Each query key's position among the stored keys (-1 when never seen)."""
+    def locate(self, keys: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+        """Each query key's position among the stored keys (-1 when never seen).
+
+        ``order``, if given, sorts ``keys`` (see :func:`_search`); the same order serves
+        :meth:`lookup_located` for these keys, whatever the days.
+        """
         if len(self.keys) == 0:
             return np.full(len(keys), -1, dtype=np.int64)
-        position = np.minimum(_search(self.keys, keys), len(self.keys) - 1)
+        position = np.minimum(_search(self.keys, keys, order), len(self.keys) - 1)
         return np.where(self.keys[position] == keys, position, -1)
 
-    def lookup_located(self, position: np.ndarray, days: np.ndarray) -> np.ndarray:
+    def lookup_located(
+        self, position: np.ndarray, days: np.ndarray, order: np.ndarray | None = None
+    ) -> np.ndarray:
         """:meth:`lookup` for keys already :meth:`locate`-d (reused across windows)."""
         fill = 0.0 if self.reducer == "sum" else np.nan
         out = np.full((len(position), self.width), fill)
-        known = (position >= 0) & (days != NO_DAY)
-        if not known.any():
+        if len(self.keys) == 0:
             return out
-        where = position[known]
-        composite = (where.astype(np.int64) << 32) | (days[known] - _DAY_ORIGIN)
-        last = _search(self.composite, composite) - 1
-        valid = last >= self.start[where]
-        rows = np.flatnonzero(known)[valid]
-        out[rows] = self.running[last[valid]]
+        # Every row is searched (in the (key, day) order given: ascending stored positions and
+        # days); rows with an unknown key or no day get nonsense positions, which ``found``
+        # drops. Fewer steps than picking rows first.
+        composite = (position << 32) | (days - _DAY_ORIGIN)
+        last = _search(self.composite, composite, order) - 1
+        found = (position >= 0) & (days != NO_DAY)
+        found &= last >= self.start[position]
+        out[found] = self.running[last[found]]
         return out
 
 
-def _search(stored: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """``np.searchsorted(stored, queries)`` (left side), sorting large query sets first.
+def _search(stored: np.ndarray, queries: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    """``np.searchsorted(stored, queries)`` (left side), in ``order`` for large query sets.
 
     Binary searches for queries in ascending order walk memory forwards and narrow each
     other's range: on a million stored events that is several times faster than random order.
+    ``order`` need only sort the queries roughly (the results are the same in any order), so one
+    sort of a grouping's keys serves its key search and every day search after it.
     """
     if len(queries) < _SORT_QUERIES_ABOVE:
         return np.searchsorted(stored, queries)
-    order = np.argsort(queries)
+    if order is None:
+        order = np.argsort(queries)
     found = np.empty(len(queries), dtype=np.int64)
     found[order] = np.searchsorted(stored, queries[order])
     return found
@@ -531,6 +631,9 @@ class HistoryFeatures(BaseEstimator):
         """History features for each claim, as of its submission date (``HISTORY_FEATURES``)."""
         claims = claim_keys(arrays, claim_features)
         lines = line_keys(arrays, claims)
+        claim_columns, line_columns = _hashed_columns(claims)
+        claims.hash_columns(claim_columns)
+        lines.hash_columns(line_columns)
         by_claim = ClaimGroups(lines["claim_index"], len(claims))
         columns: dict[str, np.ndarray] = {}
         for key in RATE_KEYS:
@@ -540,18 +643,31 @@ class HistoryFeatures(BaseEstimator):
                 rates = by_claim.max(rates)  # the worst of the claim's procedures
             columns.update(zip(names, rates.T, strict=True))
         columns.update(self._submission_counts(claims, lines, by_claim))
-        lag = self.paid_lag_index_.lookup(claims.key(("payer_id",)), claims["submission_day"])
+        lag = self.paid_lag_index_.lookup(
+            claims.key(("payer_id",)), claims["submission_day"], claims.order(("payer_id",))
+        )
         columns["hist_payer_max_paid_lag"] = np.where(lag[:, 0] > 0, lag[:, 0], -1.0)
         return {name: columns[name] for name in HISTORY_FEATURES}
 
     def _rates(self, key: RateKey, queries: KeyColumns) -> tuple[list[str], np.ndarray]:
         index = self.rate_indexes_[key.name]
-        position = index.locate(queries.key(key.columns))
+        order = queries.order(key.columns)
+        position = index.locate(queries.key(key.columns), order)
         days = queries["submission_day"]
-        sums = index.lookup_located(position, days)
+        if key.window_days and order is None:
+            # Few queries: both windows in one search (the same rows either way).
+            n = len(days)
+            both = index.lookup_located(
+                np.concatenate([position, position]),
+                np.concatenate([days, days - key.window_days]),
+            )
+            sums, earlier = both[:n], both[n:]
+        else:
+            sums = index.lookup_located(position, days, order)
         names, rates = self._smoothed(key, sums, prefix=f"hist_{key.name}")
         if key.window_days:
-            earlier = index.lookup_located(position, days - key.window_days)
+            if order is not None:
+                earlier = index.lookup_located(position, days - key.window_days, order)
             recent_names, recent = self._smoothed(
                 key, sums - earlier, prefix=f"hist_{key.name}_recent"
             )
@@ -562,13 +678,14 @@ class HistoryFeatures(BaseEstimator):
         self, key: RateKey, sums: np.ndarray, prefix: str
     ) -> tuple[list[str], np.ndarray]:
         """Counts and smoothed rates from the summed columns (n, denied, per category)."""
-        m, prior = self.smoothing, self.prior_rate
+        m = self.smoothing
         n = sums[:, :1]
-        priors = np.array([prior] + [prior / 10.0] * len(key.categories))
-        rates = (sums[:, 1:] + m * priors) / (n + m)
-        names = [f"{prefix}_n", f"{prefix}_rate"]
-        names += [f"{prefix}_rate_{category}" for category in key.categories]
-        return names, np.hstack([n, rates])
+        out = np.empty_like(sums)
+        out[:, :1] = n
+        np.divide(
+            sums[:, 1:] + m * _priors(self.prior_rate, len(key.categories)), n + m, out[:, 1:]
+        )
+        return _smoothed_names(prefix, key.categories), out
 
     # -- submissions (known when sent, no outcome needed) ---------------------------------------
     _COUNT_KEYS: dict[str, tuple[str, ...]] = {
@@ -590,13 +707,20 @@ class HistoryFeatures(BaseEstimator):
     }
 
     @classmethod
-    def _submission_indexes(cls, claims: KeyColumns, lines: KeyColumns) -> dict[str, EventIndex]:
+    def _submission_indexes(
+        cls, claims: KeyColumns, lines: KeyColumns, only: Container[str] | None = None
+    ) -> dict[str, EventIndex]:
+        """An index per count feature (those in ``only``, if given)."""
         indexes: dict[str, EventIndex] = {}
         for name, columns in cls._COUNT_KEYS.items():
+            if only is not None and name not in only:
+                continue
             indexes[name] = EventIndex(
                 claims.key(columns), claims["submission_day"], np.ones(len(claims))
             )
         for name, (level, columns) in cls._LAST_SERVICE_KEYS.items():
+            if only is not None and name not in only:
+                continue
             frame = claims if level == "claim" else lines
             indexes[name] = EventIndex(
                 frame.key(columns),
@@ -606,34 +730,52 @@ class HistoryFeatures(BaseEstimator):
             )
         return indexes
 
+    @classmethod
+    def _shared_keys(cls, claims: KeyColumns, lines: KeyColumns) -> set[str]:
+        """Count features whose key some two claims (or lines) of the batch share.
+
+        Only these can count a submission of this batch: a claim or line whose key is its own
+        matches no event but its own, which is not earlier than itself.
+        """
+        shared = {
+            name for name, columns in cls._COUNT_KEYS.items() if _has_repeats(claims.key(columns))
+        }
+        for name, (level, columns) in cls._LAST_SERVICE_KEYS.items():
+            if _has_repeats((claims if level == "claim" else lines).key(columns)):
+                shared.add(name)
+        return shared
+
     def _submission_counts(
         self, claims: KeyColumns, lines: KeyColumns, by_claim: ClaimGroups
     ) -> dict[str, np.ndarray]:
         """Earlier submissions: the stored ones plus those in this batch not stored yet."""
         stored = self.known_claims_
-        hashes = _claim_hash(claims["claim_id"])
+        hashes = claims.column_hash("claim_id").view(np.int64)  # as _claim_hash
         where = np.minimum(np.searchsorted(stored, hashes), max(len(stored) - 1, 0))
         is_new = (stored[where] != hashes) if len(stored) else np.ones(len(claims), dtype=bool)
         batch: dict[str, EventIndex] = {}
-        # A claim never counts itself (only earlier days count), so one new claim adds nothing.
+        # A claim never counts itself (only earlier days count), so one new claim adds nothing;
+        # nor do new claims whose key no other claim (or line) of the batch shares.
         if is_new.sum() > 1:
             new_lines = np.flatnonzero(is_new[lines["claim_index"]])
             batch = self._submission_indexes(
-                claims.take(np.flatnonzero(is_new)), lines.take(new_lines)
+                claims.take(np.flatnonzero(is_new)),
+                lines.take(new_lines),
+                only=self._shared_keys(claims, lines) if len(claims) <= _SMALL_BATCH else None,
             )
         out: dict[str, np.ndarray] = {}
         for name, columns in self._COUNT_KEYS.items():
-            keys, days = claims.key(columns), claims["submission_day"]
-            count = self.submission_indexes_[name].lookup(keys, days)[:, 0]
+            keys, days, order = claims.key(columns), claims["submission_day"], claims.order(columns)
+            count = self.submission_indexes_[name].lookup(keys, days, order)[:, 0]
             if name in batch:
-                count = count + batch[name].lookup(keys, days)[:, 0]
+                count = count + batch[name].lookup(keys, days, order)[:, 0]
             out[name] = count
         for name, (level, columns) in self._LAST_SERVICE_KEYS.items():
             frame = claims if level == "claim" else lines
-            keys, days = frame.key(columns), frame["submission_day"]
-            latest = self.submission_indexes_[name].lookup(keys, days)[:, 0]
+            keys, days, order = frame.key(columns), frame["submission_day"], frame.order(columns)
+            latest = self.submission_indexes_[name].lookup(keys, days, order)[:, 0]
             if name in batch:
-                latest = np.fmax(latest, batch[name].lookup(keys, days)[:, 0])
+                latest = np.fmax(latest, batch[name].lookup(keys, days, order)[:, 0])
             since = np.where(np.isnan(latest), -1.0, frame["service_day"] - latest)
             if level == "line":
                 # The shortest gap over the claim's lines; none at all -> -1.
@@ -642,6 +784,42 @@ class HistoryFeatures(BaseEstimator):
                 since = np.where(np.isinf(shortest) | np.isnan(shortest), -1.0, shortest)
             out[name] = since
         return out
+
+
+_SMALL_BATCH = 2_000
+"""Batches up to this many claims check which batch indexes can count anything at all."""
+
+
+def _has_repeats(keys: np.ndarray) -> bool:
+    return len(np.unique(keys)) < len(keys)
+
+
+@lru_cache(maxsize=64)
+def _priors(prior: float, n_categories: int) -> np.ndarray:
+    """Prior of the overall rate, then of each category's (read-only: shared between calls)."""
+    priors = np.array([prior] + [prior / 10.0] * n_categories)
+    priors.flags.writeable = False
+    return priors
+
+
+@lru_cache(maxsize=256)
+def _smoothed_names(prefix: str, categories: tuple[str, ...]) -> list[str]:
+    return [f"{prefix}_n", f"{prefix}_rate", *(f"{prefix}_rate_{c}" for c in categories)]
+
+
+def _hashed_columns(claims: KeyColumns) -> tuple[list[str], list[str]]:
+    """The claim and line columns :meth:`HistoryFeatures.transform` hashes (to hash at once)."""
+    claim_columns = ["claim_id", "payer_id"]
+    line_columns: list[str] = []
+    for key in RATE_KEYS:
+        (claim_columns if key.level == "claim" else line_columns).extend(key.columns)
+    for columns in HistoryFeatures._COUNT_KEYS.values():
+        claim_columns.extend(columns)
+    for level, columns in HistoryFeatures._LAST_SERVICE_KEYS.values():
+        (claim_columns if level == "claim" else line_columns).extend(columns)
+    # A line column taken from its claim is hashed with the claim's columns.
+    claim_columns += [name for name in line_columns if name in claims.columns]
+    return claim_columns, line_columns
 
 
 def _claim_hash(claim_ids: np.ndarray) -> np.ndarray:

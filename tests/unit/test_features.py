@@ -146,3 +146,203 @@ def test_all_model_columns_have_a_named_source():
     transformer = ClaimFeatureTransformer(min_level_count=1).fit(tables, outcomes)
     unnamed = [c for c in transformer.get_feature_names_out() if feature_source(c) == c]
     assert unnamed == []
+
+
+# -- fast paths give the slow paths' numbers, bit for bit ------------------------------------
+
+
+def _bits(values: np.ndarray) -> bytes:
+    return np.ascontiguousarray(values, dtype=np.float64).tobytes()
+
+
+def _wider_world(n_claims: int = 80):
+    """More claims than the small-batch paths take (64), several payers, patients and codes."""
+    rng = np.random.default_rng(11)
+    codes = ["70553", "99214", "20610", "J3301", "97110", None]
+    claims = []
+    for i in range(n_claims):
+        day = pd.Timestamp("2025-01-01") + pd.Timedelta(days=int(rng.integers(0, 200)))
+        lines = [
+            {"procedure_code": code, "line_charge": float(rng.integers(10, 900))}
+            for code in rng.choice([c for c in codes if c], size=int(rng.integers(1, 4)))
+        ]
+        claims.append(
+            make_claim(
+                claim_id=f"W{i:03d}",
+                payer_id=["60054", "87726", "00431"][i % 3],
+                patient_id=f"P{i % 17}",
+                submission_date=f"{day:%Y-%m-%d}",
+                service_date_from=f"{day - pd.Timedelta(days=4):%Y-%m-%d}",
+                service_date_to=f"{day - pd.Timedelta(days=4):%Y-%m-%d}",
+                prior_auth_number=None if i % 4 else f"A{i}",
+                lines=lines,
+            )
+        )
+    tables = tables_from(claims)
+    submitted = pd.to_datetime(tables.claims["submission_date"])
+    denied = rng.random(n_claims) < 0.4
+    categories = np.where(denied, rng.choice(["authorization", "coding", "eligibility"]), "")
+    return tables, _outcomes(tables, denied, categories, submitted + pd.Timedelta(days=20))
+
+
+def test_features_of_a_claim_do_not_depend_on_the_batch_size():
+    # Every claim is in the fitted history, so its features are its own: scored in the whole
+    # batch (factorised, per-column paths) or alone and in fives (small-batch paths), the
+    # matrix rows must be identical.
+    tables, outcomes = _wider_world()
+    transformer = ClaimFeatureTransformer(min_level_count=1).fit(tables, outcomes)
+    whole = transformer.transform(tables)
+    ids = tables.claims["claim_id"].tolist()
+    for chunk in ([ids[0]], [ids[7]], ids[10:15], ids[60:80]):
+        part = transformer.transform(tables.subset(chunk))
+        rows = whole.set_index(tables.claims["claim_id"]).loc[chunk]
+        assert _bits(part.to_numpy()) == _bits(rows.to_numpy())
+
+
+def test_key_columns_hashed_together_hash_as_alone():
+    from features.history import KeyColumns, column_hash_values
+
+    columns = {
+        "claim_index": np.arange(4),
+        "payer": np.array(["60054", None, "87726", "60054"], dtype=object),
+        "code": np.array([None, "70553", "", "J3301"], dtype=object),
+        "day": np.array([20000, -5, 0, 20000], dtype=np.int64),
+        "flag": np.array([0.0, -0.0, 1.0, np.nan]),
+    }
+    together = KeyColumns(columns)
+    together.hash_columns(["payer", "code", "day", "flag"])
+    for name in ("payer", "code", "day", "flag"):
+        assert np.array_equal(together.column_hash(name), column_hash_values(columns[name]))
+    # A table taking its rows from another (lines from claims) takes the hashes by row.
+    rows = np.array([3, 3, 0, 1, 2])
+    lines = KeyColumns({"claim_index": rows}, {"payer": (together, rows)})
+    assert np.array_equal(
+        lines.key(("payer",)),
+        KeyColumns({"claim_index": rows, "payer": columns["payer"][rows]}).key(("payer",)),
+    )
+    assert lines["payer"].tolist() == columns["payer"][rows].tolist()
+
+
+@pytest.mark.parametrize("n_queries", [5, 3_000])
+def test_event_lookups_in_key_order_equal_a_plain_search(n_queries):
+    from features.history import EventIndex, KeyColumns
+
+    rng = np.random.default_rng(5)
+    keys = rng.integers(-50, 50, size=2_000)
+    days = rng.integers(19_000, 19_400, size=2_000)
+    values = rng.random((2_000, 3))
+    index = EventIndex(keys, days, values)
+    query_keys = rng.integers(-60, 60, size=n_queries)
+    query_days = rng.integers(18_990, 19_420, size=n_queries)
+    queries = KeyColumns(
+        {"claim_index": np.arange(n_queries), "k": query_keys, "submission_day": query_days}
+    )
+    order = queries.order(("k",))
+    assert (order is None) == (n_queries < 1_000)
+    position = index.locate(query_keys, order)
+    got = index.lookup_located(position, query_days, order)
+    expected = np.zeros((n_queries, 3))
+    for i, (key, day) in enumerate(zip(query_keys, query_days, strict=True)):
+        rows = np.flatnonzero(keys == key)
+        rows = rows[np.argsort(days[rows], kind="stable")]  # the index's (key, day) order
+        earlier = int((days[rows] < day).sum())
+        if earlier:
+            expected[i] = np.cumsum(values[rows], axis=0)[earlier - 1]
+    assert np.allclose(got, expected, rtol=0, atol=1e-12)
+    # The key order is only a speed-up: without it the numbers are the same, bit for bit.
+    plain = index.lookup_located(index.locate(query_keys), query_days)
+    assert _bits(got) == _bits(plain)
+
+
+def test_one_row_booster_predictions_equal_booster_predict():
+    import lightgbm as lgb
+
+    from training.estimator import _booster_predict
+
+    rng = np.random.default_rng(2)
+    x = rng.random((300, 6))
+    binary = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1},
+        lgb.Dataset(x, (x[:, 0] + x[:, 1] > 1).astype(int)),
+        num_boost_round=20,
+    )
+    multiclass = lgb.train(
+        {"objective": "multiclass", "num_class": 3, "verbose": -1, "num_threads": 1},
+        lgb.Dataset(x, (x[:, 2] * 3).astype(int)),
+        num_boost_round=10,
+    )
+    binary.best_iteration = 12  # Booster.predict stops at the best iteration; so must we
+    for booster in (binary, multiclass):
+        for row in range(5):
+            one = x[row : row + 1]
+            expected = booster.predict(one, num_threads=1)
+            got = _booster_predict(booster, np.asfortranarray(one))
+            assert got.shape == expected.shape
+            assert _bits(got) == _bits(expected)
+
+
+def test_calibration_and_carc_rows_equal_the_library_paths():
+    from sklearn.isotonic import IsotonicRegression
+
+    from training.estimator import DenialRiskEstimator, _rows_by_value
+
+    rng = np.random.default_rng(4)
+    raw = rng.random(500)
+    estimator = DenialRiskEstimator()
+    estimator.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(
+        raw, rng.random(500) < raw
+    )
+    probe = np.concatenate([rng.random(50) * 1.2 - 0.1, [0.0, 1.0]])
+    assert _bits(estimator._calibrated(probe)) == _bits(estimator.calibrator_.predict(probe))
+
+    for n in (10, 200):
+        values = rng.choice(np.array(["medicare", "commercial", None, "medicaid"], dtype=object), n)
+        groups = _rows_by_value(values)
+        assert sum(len(rows) for _, rows in groups) == n
+        for value, rows in groups:
+            assert rows.tolist() == np.flatnonzero(values == value).tolist()
+
+
+@pytest.mark.parametrize("length", [4, 300, 2_000])
+def test_text_columns_read_from_pyarrow_equal_to_numpy(length):
+    from features.claim_arrays import text_column
+
+    values = (["60054", None, "", "87726", " 25"] * length)[:length]
+    for dtype in ("string[pyarrow]", "str"):
+        series = pd.Series(values, dtype=dtype)
+        for given in (series, series.array):
+            got = text_column(given)
+            assert got.dtype == object
+            assert got.tolist() == series.to_numpy(dtype=object, na_value=None).tolist()
+
+
+def test_new_claims_in_one_batch_count_each_other_as_without_the_shortcut(monkeypatch):
+    # Small batches build only the batch indexes some two claims' keys can meet in; the
+    # counts must be those of building them all.
+    import features.history as history
+
+    tables, outcomes = _wider_world(30)
+    transformer = ClaimFeatureTransformer(min_level_count=1).fit(tables, outcomes)
+    new = [
+        make_claim(
+            patient_id=patient,
+            submission_date=day,
+            service_date_from=day,
+            service_date_to=day,
+            lines=[{"procedure_code": code, "line_charge": 100.0}],
+        )
+        for patient, day, code in [
+            ("P1", "2025-09-01", "70553"),
+            ("P1", "2025-09-05", "70553"),
+            ("P2", "2025-09-03", "99214"),
+            ("NEW", "2025-09-04", "97110"),
+        ]
+    ]
+    batch = tables_from(new)
+    fast = transformer.transform(batch)
+    monkeypatch.setattr(history, "_SMALL_BATCH", 0)
+    everything = transformer.transform(batch)
+    assert _bits(fast.to_numpy()) == _bits(everything.to_numpy())
+    # The second visit of P1 counts the first one, sent four days earlier in the same batch.
+    assert fast.loc[1, "hist_patient_prior_claims"] == fast.loc[0, "hist_patient_prior_claims"] + 1
+    assert fast.loc[1, "hist_days_since_same_procedure"] == 4
