@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     api_keys: list[str] = Field(default_factory=list, description="Accepted X-API-Key values.")
     max_batch_claims: int = Field(default=5000, ge=1, le=100_000)
     max_body_bytes: int = Field(default=20_000_000, ge=1_000)
+    scoring_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="How long a scoring request may wait for its answer (queued behind other "
+        "requests, then scored) before it is answered 503.",
+    )
     allow_no_auth: bool = Field(
         default=False,
         description="Serve the API without X-API-Key checks when api_keys is empty. Only for a "

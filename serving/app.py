@@ -5,6 +5,9 @@ Nothing happens at import. The model is loaded once, in the lifespan, from the r
 still starts, ``/ready`` answers 503 with the reason and scoring answers 503 until a model is
 promoted and ``POST /v1/admin/reload`` (or a restart) loads it.
 
+The lifespan also starts the scoring coalescer's worker thread (:mod:`serving.api.coalesce`),
+which scores concurrent requests in shared calls, and stops it after the last answer.
+
 Authentication: every route except ``/health``, ``/ready`` and the docs needs an ``X-API-Key``
 from ``settings.api_keys``. With no keys configured the app refuses to be built unless
 ``settings.allow_no_auth`` (``DENIAL_RISK_ALLOW_NO_AUTH=true``) says so explicitly.
@@ -12,6 +15,7 @@ from ``settings.api_keys``. With no keys configured the app refuses to be built 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,6 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 from denial_risk.settings import Settings, get_settings
 from serving import worklist_routes
 from serving.api import errors
+from serving.api.coalesce import SWITCH_INTERVAL_SECONDS, ScoringCoalescer
 from serving.api.deps import ModelHolder, ServiceLoader
 from serving.api.metrics import ApiMetrics
 from serving.api.middleware import RequestMiddleware
@@ -71,6 +76,10 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader | None = 
         raise ConfigurationError(problem)
     holder = ModelHolder(loader or registry_loader(settings))
     metrics = ApiMetrics()
+    coalescer = ScoringCoalescer(
+        max_claims_per_call=settings.max_batch_claims,
+        timeout_seconds=settings.scoring_timeout_seconds,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,7 +96,16 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader | None = 
                 settings.resolved_tracking_uri(),
                 f"models:/{settings.recovery_model_name}@{settings.champion_alias}",
             )
-        yield
+        coalescer.start()
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL_SECONDS))
+        try:
+            yield
+        finally:
+            # Uvicorn has answered the requests in flight by now; any still queued are
+            # scored before the thread ends (joined off the loop: a round may be running).
+            await run_in_threadpool(coalescer.stop, settings.scoring_timeout_seconds)
+            sys.setswitchinterval(switch_interval)
 
     app = FastAPI(
         title="Denial risk scoring API",
@@ -98,6 +116,7 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader | None = 
     app.state.settings = settings
     app.state.holder = holder
     app.state.metrics = metrics
+    app.state.coalescer = coalescer
     app.add_middleware(
         RequestMiddleware,  # type: ignore[arg-type]
         max_body_bytes=settings.max_body_bytes,

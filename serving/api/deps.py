@@ -1,8 +1,13 @@
-"""Dependencies of the routes: the loaded model, the settings, the metrics, the API-key check.
+"""Dependencies of the routes: the loaded model, the settings, the metrics, the scoring
+coalescer, the API-key check.
 
 Everything lives on ``app.state`` (set by :func:`serving.app.create_app`), never in module
 globals, so two apps in one process (tests) do not share a model or counters. Tests replace the
 model with ``app.dependency_overrides[get_scoring_service] = lambda: fake``.
+
+The dependencies are ``async def`` although they never wait: FastAPI runs a plain ``def``
+dependency in its thread pool, and half a dozen thread hand-offs per request cost more than
+the lookups themselves.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
 
 from denial_risk.settings import Settings
+from serving.api.coalesce import ScoringCoalescer
 from serving.api.metrics import ApiMetrics
 from serving.service import ScoringService
 
@@ -71,24 +77,29 @@ def _short(text: str, limit: int = 600) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_holder(request: Request) -> ModelHolder:
+async def get_holder(request: Request) -> ModelHolder:
     return request.app.state.holder
 
 
-def get_metrics(request: Request) -> ApiMetrics:
+async def get_metrics(request: Request) -> ApiMetrics:
     return request.app.state.metrics
+
+
+async def get_coalescer(request: Request) -> ScoringCoalescer:
+    return request.app.state.coalescer
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+CoalescerDep = Annotated[ScoringCoalescer, Depends(get_coalescer)]
 
 
-def get_loaded_model(holder: HolderDep) -> LoadedModel:
+async def get_loaded_model(holder: HolderDep) -> LoadedModel:
     current = holder.current
     if current is None:
         raise ModelNotReady(holder.error or "no model loaded")
@@ -98,7 +109,7 @@ def get_loaded_model(holder: HolderDep) -> LoadedModel:
 LoadedModelDep = Annotated[LoadedModel, Depends(get_loaded_model)]
 
 
-def get_scoring_service(loaded: LoadedModelDep) -> ScoringService:
+async def get_scoring_service(loaded: LoadedModelDep) -> ScoringService:
     """The scoring service for this request (503 via :class:`ModelNotReady` when none)."""
     return loaded.service
 
@@ -112,7 +123,7 @@ _api_key_header = APIKeyHeader(
 )
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep, key: Annotated[str | None, Security(_api_key_header)]
 ) -> None:
     """401 without a key, 403 with a wrong one; open only when no keys are configured.

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -20,9 +21,10 @@ import uvicorn
 from denial_risk.settings import Settings
 from features.claim_tables import ClaimTables
 from features.schema import ClaimsDataset
-from serving.api.scoring import claims_payload
+from serving.api.scoring import claims_payload, score_request
 from serving.app import create_app
 from serving.loading import load_service
+from serving.schemas import ScoreRequest
 
 pytestmark = pytest.mark.integration
 
@@ -111,3 +113,27 @@ def test_http_refuses_without_key_and_serves_metrics(base_url: str) -> None:
     metrics = httpx.get(f"{base_url}/metrics", headers={"X-API-Key": KEY}, timeout=10)
     assert metrics.status_code == 200
     assert "denial_risk_http_request_duration_seconds_bucket" in metrics.text
+
+
+def test_concurrent_requests_over_http_get_the_answers_they_get_alone(
+    base_url: str, trained: Any, recent_claims: ClaimTables
+) -> None:
+    """20 clients at once, one claim each: the server scores them in shared calls, and every
+    answer equals that claim's request scored on its own in-process."""
+    claims = claims_payload(recent_claims)[:20]
+
+    def post(claim: dict[str, Any]) -> httpx.Response:
+        return httpx.post(
+            f"{base_url}/v1/claims/score",
+            json={"claims": [claim], "explain": True, "top_k": 5},
+            headers={"X-API-Key": KEY},
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(max_workers=len(claims)) as pool:
+        answers = list(pool.map(post, claims))
+    service = load_service(trained.model_uri, trained.tracking_uri)
+    for claim, answer in zip(claims, answers, strict=True):
+        assert answer.status_code == 200, answer.text
+        alone = score_request(service, ScoreRequest.model_validate({"claims": [claim]}), 5_000)
+        assert answer.json() == alone.response.model_dump(mode="json")

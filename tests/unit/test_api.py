@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -469,3 +470,50 @@ def test_contract_quarantine_reasons_become_field_problems() -> None:
     problems = quarantine_problems(rejects, {"Q-1": "claims[4]"}, {("Q-1", 1): 0})["Q-1"]
     assert [p.field for p in problems] == ["claims[4].lines[0].procedure_code"]
     assert "'7055' is not a 5-character CPT/HCPCS code" in problems[0].message
+
+
+# -- concurrent requests (scored in shared calls) ------------------------------------------
+def test_concurrent_requests_get_the_answers_they_get_alone(client: TestClient) -> None:
+    bad = make_claim(claim_id="C-BAD", lines=[{"procedure_code": "7055", "line_charge": 9.0}])
+    bodies = [
+        [_auth_claim(claim_id="C-SAME")],
+        [make_claim(claim_id="C-SAME", payer_type="medicare", place_of_service="22")],
+        [bad, make_claim(claim_id="C-GOOD")],
+        [make_claim(claim_id="C-LATER", submission_date="2025-03-12")],
+        [make_claim(claim_id="C-DUP"), make_claim(claim_id="C-DUP"), make_claim(claim_id="C-3")],
+        [bad],
+    ]
+
+    def answer(body: list[dict[str, Any]]) -> Any:
+        reply = _score(client, body).json()
+        reply.pop("request_id", None)  # a refusal names its own request
+        return reply
+
+    separate = [answer(body) for body in bodies]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        together = list(pool.map(answer, bodies * 3))
+    assert together == separate * 3
+    assert separate[-1]["detail"].startswith("no claim could be scored")
+
+
+def test_the_scoring_thread_lives_with_the_app() -> None:
+    app = create_app(Settings(api_keys=[KEY]), loader=lambda: FakeService("1"))
+    coalescer = app.state.coalescer
+    assert not coalescer.running  # nothing started by building the app
+    with TestClient(app) as test_client:
+        assert coalescer.running
+        assert _score(test_client, [make_claim()]).status_code == 200
+    assert not coalescer.running
+
+
+def test_a_request_without_an_answer_in_time_is_503_and_the_service_goes_on() -> None:
+    gate = threading.Event()
+    settings = Settings(api_keys=[KEY], scoring_timeout_seconds=0.2)
+    app = create_app(settings, loader=lambda: FakeService("1", gate))
+    with TestClient(app) as test_client:
+        answer = _score(test_client, [make_claim()])
+        assert answer.status_code == 503
+        assert "did not finish within 0.2 s" in answer.json()["detail"]
+        assert answer.headers["retry-after"] == "10"
+        gate.set()
+        assert _score(test_client, [make_claim()]).status_code == 200

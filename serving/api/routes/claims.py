@@ -1,4 +1,8 @@
-"""Scoring routes: validate, call :mod:`serving.api.scoring`, record the outcome, return."""
+"""Scoring routes: validate, call :mod:`serving.api.scoring`, record the outcome, return.
+
+``/score`` awaits its answer from the scoring coalescer (:mod:`serving.api.coalesce`), which
+scores concurrent requests in shared calls; ``/score-x12`` scores in the thread pool.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
-from serving.api.deps import MetricsDep, ServiceDep, SettingsDep, require_api_key
+from serving.api.coalesce import ScoringTimeout
+from serving.api.deps import CoalescerDep, MetricsDep, ServiceDep, SettingsDep, require_api_key
 from serving.api.metrics import ApiMetrics
-from serving.api.scoring import NothingScored, ScoringOutcome, score_837, score_request
+from serving.api.scoring import NothingScored, ScoringOutcome, prepare_request, score_837
 from serving.schemas import ErrorResponse, ScoreRequest, ScoreResponse
 
 router = APIRouter(prefix="/v1/claims", tags=["scoring"], dependencies=[Depends(require_api_key)])
@@ -18,7 +23,7 @@ _ERRORS = {
     403: {"model": ErrorResponse, "description": "X-API-Key not accepted."},
     413: {"model": ErrorResponse, "description": "Body or batch larger than allowed."},
     422: {"model": ErrorResponse, "description": "Invalid request, or no valid claim in it."},
-    503: {"model": ErrorResponse, "description": "No model loaded."},
+    503: {"model": ErrorResponse, "description": "No model loaded, or no answer in time."},
 }
 
 _X12_EXAMPLE = (
@@ -50,12 +55,13 @@ def _record_refusal(request: Request, metrics: ApiMetrics, error: NothingScored)
     responses=_ERRORS,  # type: ignore[arg-type]
     summary="Score one claim or a batch",
 )
-def score_claims(
+async def score_claims(
     body: ScoreRequest,
     request: Request,
     service: ServiceDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    coalescer: CoalescerDep,
 ) -> ScoreResponse:
     """Denial probability, risk band, likely reasons and CARCs, and (with `explain`) the claim
     fields behind the risk with a fix for each.
@@ -65,10 +71,15 @@ def score_claims(
     the others are scored. When no claim is valid the answer is 422 with the problems.
     """
     try:
-        outcome = score_request(service, body, settings.max_batch_claims)
+        prepared = prepare_request(body, settings.max_batch_claims)
+        outcome = await coalescer.score(service, prepared)
     except NothingScored as error:
         _record_refusal(request, metrics, error)
         raise
+    except ScoringTimeout as error:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, str(error), headers={"Retry-After": "10"}
+        ) from None
     _record(request, metrics, outcome)
     return outcome.response
 
