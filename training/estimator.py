@@ -11,8 +11,9 @@
   a given root cause is a payer convention, not a property of the claim, so a table learns it
   as well as a booster would, at a fraction of the cost.
 
-SHAP values come from LightGBM's own TreeSHAP (``pred_contrib``), the same algorithm as
-``shap.TreeExplainer`` without the copy of the model.
+SHAP values are path-dependent TreeSHAP, the algorithm of LightGBM's ``pred_contrib`` and
+``shap.TreeExplainer``, evaluated from per-leaf tables (:mod:`training.treeshap`) that equal
+``pred_contrib`` to about 1e-15 at a sixth of its cost per claim.
 
 The boosters read the matrix as one float array; its categorical columns (level codes) are named
 in ``matrix.attrs["categorical_features"]`` by the feature step, and LightGBM is told so at fit.
