@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from features.claim_tables import ClaimTables
+from features.schema import column_array
 
 NO_DAY = np.iinfo(np.int64).min
 """Day number of a missing date (what NaT becomes as ``datetime64[D]`` -> ``int64``)."""
@@ -56,18 +57,6 @@ LINE_TEXT = (
     "diagnosis_pointers",
 )
 MODIFIERS = ("modifier_1", "modifier_2", "modifier_3", "modifier_4")
-
-
-def column_values(frame: pd.DataFrame, name: str) -> Any:
-    """A column's values (numpy or pandas extension array) without building a Series.
-
-    Building a public Series costs about ten microseconds per column; a one-claim request reads
-    forty columns, so this goes to the block manager when the pandas version offers it.
-    """
-    try:
-        return frame._get_column_array(frame.columns.get_loc(name))
-    except AttributeError:  # a pandas without the private accessor: the public way
-        return frame[name].array
 
 
 def text_column(series: Any) -> np.ndarray:
@@ -154,19 +143,17 @@ class ClaimArrays:
     @classmethod
     def from_tables(cls, tables: ClaimTables) -> ClaimArrays:
         frame = tables.claims
-        claims: dict[str, np.ndarray] = {
-            c: text_column(column_values(frame, c)) for c in CLAIM_TEXT
-        }
-        claims.update({c: day_column(column_values(frame, c)) for c in CLAIM_DATES})
+        claims: dict[str, np.ndarray] = {c: text_column(column_array(frame, c)) for c in CLAIM_TEXT}
+        claims.update({c: day_column(column_array(frame, c)) for c in CLAIM_DATES})
         for column in ("total_charge", "has_other_coverage"):
-            claims[column] = _numbers(column_values(frame, column))
+            claims[column] = _numbers(column_array(frame, column))
         position = _position_of(claims["claim_id"])
 
         lines_frame = tables.lines
-        line_claim = _positions(position, column_values(lines_frame, "claim_id"))
+        line_claim = _positions(position, column_array(lines_frame, "claim_id"))
         known = line_claim >= 0  # lines of claims not in this batch are not its features
-        lines = {c: text_column(column_values(lines_frame, c))[known] for c in LINE_TEXT}
-        revenue = text_column(column_values(lines_frame, "revenue_code"))[known]
+        lines = {c: text_column(column_array(lines_frame, c))[known] for c in LINE_TEXT}
+        revenue = text_column(column_array(lines_frame, "revenue_code"))[known]
         # An institutional line with only a revenue code is identified by REV<code>.
         lines["procedure_code"] = np.array(
             [
@@ -177,17 +164,17 @@ class ClaimArrays:
         )
         lines["claim_index"] = line_claim[known]
         for column in ("line_charge", "units", "line_number"):
-            lines[column] = _numbers(column_values(lines_frame, column))[known]
+            lines[column] = _numbers(column_array(lines_frame, column))[known]
         lines = _take(lines, canonical_line_order(lines))
         lines["slot"] = _slots(lines["claim_index"])
 
         dx_frame = tables.diagnoses
-        dx_claim = _positions(position, column_values(dx_frame, "claim_id"))
+        dx_claim = _positions(position, column_array(dx_frame, "claim_id"))
         known = dx_claim >= 0
         diagnoses = {
             "claim_index": dx_claim[known],
-            "position": _numbers(column_values(dx_frame, "position")).astype(np.int64)[known],
-            "code": text_column(column_values(dx_frame, "code"))[known],
+            "position": _numbers(column_array(dx_frame, "position")).astype(np.int64)[known],
+            "code": text_column(column_array(dx_frame, "code"))[known],
         }
         return cls(claims, lines, diagnoses)
 

@@ -565,9 +565,7 @@ def _valid_if_clean(rules: _TableRules, frame: pd.DataFrame) -> pd.DataFrame | N
     def checked_values(name: str) -> list[Any]:
         # The column's values as pandera checks them: after coercion.
         if name not in values:
-            values[name] = _as_list(
-                coerced[name] if name in coerced else _column_array(frame, name)
-            )
+            values[name] = _as_list(coerced[name] if name in coerced else column_array(frame, name))
         return values[name]
 
     try:
@@ -626,10 +624,10 @@ def column_values(frame: pd.DataFrame, name: str) -> list[Any]:
 
     Several times faster than ``frame[name].tolist()`` on a few values, and faster on many.
     """
-    return _as_list(_column_array(frame, name))
+    return _as_list(column_array(frame, name))
 
 
-def _column_array(frame: pd.DataFrame, name: str) -> Any:
+def column_array(frame: pd.DataFrame, name: str) -> Any:
     """The array holding one column of a frame with unique labels, for reading only.
 
     ``frame[name].array`` builds a Series around it first: ten times the cost of the read on a

@@ -27,13 +27,13 @@ from features.claim_tables import ClaimTables, _validated, validated
 from features.schema import (
     SCHEMAS,
     ClaimsDataset,
-    _column_array,
     _column_rules,
     _pandera_checks_data,
     _table_rules,
     _TableRules,
     _valid_if_clean,
     _validate_table_with_pandera,
+    column_array,
     column_values,
     contract_frame,
     empty_table,
@@ -575,7 +575,7 @@ def test_column_reads_without_the_block_manager_give_the_same_outcome(
     frames = claims_to_frames(claims)
     for frame in frames:
         for name in frame.columns:
-            read = pd.Series(_column_array(frame, name), name=name)
+            read = pd.Series(column_array(frame, name), name=name)
             pd.testing.assert_series_equal(read, frame[name], check_index_type=True)
     expected = validated(*frames)
     monkeypatch.delattr(type(frames[0]._mgr), "iget_values")
