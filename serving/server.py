@@ -40,6 +40,8 @@ def run(host: str, port: int, settings: Settings, workers: int = 1) -> None:
     ``DENIAL_RISK_SERVER_SETTINGS_JSON`` environment variable (inherited, never logged).
     Raises :class:`serving.app.ConfigurationError` on settings the API refuses (no API keys).
     """
+    # Before serving.app is imported: it imports LightGBM, whose OpenMP reads the variable once.
+    _limit_openmp_threads(settings.predict_threads)
     import uvicorn
 
     from serving.app import ConfigurationError, create_app
@@ -48,7 +50,6 @@ def run(host: str, port: int, settings: Settings, workers: int = 1) -> None:
     if problem:
         raise ConfigurationError(problem)
     configure_logging(settings.log_level)
-    _limit_openmp_threads(settings.predict_threads)
     # Requests are logged by our middleware (one JSON line each), not uvicorn's access log.
     if workers > 1:
         os.environ[_SETTINGS_ENV] = settings.model_dump_json()

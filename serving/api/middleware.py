@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import random
 import re
 import time
 import traceback
@@ -164,7 +166,26 @@ def _request_id(scope: Scope) -> str:
             text = value.decode("latin-1")
             if _REQUEST_ID.match(text):
                 return text
-    return uuid.uuid4().hex
+    return _RequestIds.new()
+
+
+class _RequestIds:
+    """Random request ids without a system call each.
+
+    ``uuid4`` reads ``os.urandom``, which lets go of the GIL; the event loop must then wait for
+    the scoring thread to hand it back (see :data:`serving.api.coalesce.SWITCH_INTERVAL_SECONDS`).
+    Ids need to be unique, not secret: a generator seeded from ``os.urandom`` once per process
+    (and again in a forked child, so two workers never share a sequence) gives uuid4-shaped ids.
+    """
+
+    _generator: random.Random | None = None
+    _pid = 0
+
+    @classmethod
+    def new(cls) -> str:
+        if cls._generator is None or cls._pid != os.getpid():
+            cls._generator, cls._pid = random.Random(), os.getpid()
+        return uuid.UUID(int=cls._generator.getrandbits(128), version=4).hex
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -7,11 +7,17 @@ the HTTP path and batch scoring).
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -137,3 +143,62 @@ def test_concurrent_requests_over_http_get_the_answers_they_get_alone(
         assert answer.status_code == 200, answer.text
         alone = score_request(service, ScoreRequest.model_validate({"claims": [claim]}), 5_000)
         assert answer.json() == alone.response.model_dump(mode="json")
+
+
+def test_serve_command_answers_and_logs_one_line_per_request_without_identifiers(
+    trained: Any, recent_claims: ClaimTables, tmp_path: Path
+) -> None:
+    """`denial-risk serve` as a user starts it: a real process, stopped with SIGTERM.
+
+    Every request must have its JSON log line on stdout by the time the process has exited
+    (uvicorn ends a SIGTERM-ed server by re-raising the signal, hence -15), and no line may
+    carry the claims' patient identifiers.
+    """
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DENIAL_RISK_API_KEYS": json.dumps([KEY]),
+        "DENIAL_RISK_LOG_LEVEL": "info",
+    }
+    out = tmp_path / "serve.log"
+    command = [
+        str(Path(sys.executable).with_name("denial-risk")), "serve", "--port", str(port),
+        "--model", trained.model_uri, "--tracking-uri", trained.tracking_uri,
+    ]  # fmt: skip
+    with out.open("wb") as log:
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, out.read_text()
+            assert time.monotonic() < deadline, "the server was not ready within 90 s"
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        payload = claims_payload(recent_claims.subset(recent_claims.claims["claim_id"][:3]))
+        for claim in payload:
+            answer = httpx.post(
+                f"{url}/v1/claims/score",
+                json={"claims": [claim]},
+                headers={"X-API-Key": KEY},
+                timeout=30,
+            )
+            assert answer.status_code == 200, answer.text
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    text = out.read_text()
+    assert server.returncode in (0, -signal.SIGTERM), f"exit code {server.returncode}: {text}"
+    # The serve command limits LightGBM's OpenMP threads before LightGBM is first imported.
+    assert "openmp_threads_not_set" not in text
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    scored = [r for r in records if r.get("path") == "/v1/claims/score"]
+    assert len(scored) == len(payload)
+    assert all(r["status"] == 200 and r["scored"] == 1 and r["request_id"] for r in scored)
+    for claim in payload:
+        assert claim["patient_id"] not in text
+        if claim.get("patient_birth_date"):
+            assert claim["patient_birth_date"] not in text

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +23,7 @@ from denial_risk.settings import Settings
 from features.claim_tables import ClaimTables, validated
 from features.schema import ClaimsDataset
 from serving.api.deps import get_scoring_service
+from serving.api.middleware import _request_id
 from serving.api.problems import quarantine_problems
 from serving.api.scoring import claims_payload, claims_to_frames
 from serving.app import ConfigurationError, create_app
@@ -297,6 +300,25 @@ def test_logs_hold_no_member_id_or_birth_date(
 def test_request_id_is_echoed(client: TestClient) -> None:
     answer = client.get("/health", headers={"X-Request-ID": "trace-42"})
     assert answer.headers["x-request-id"] == "trace-42"
+
+
+def test_generated_request_ids_are_unique_uuid4_and_not_shared_with_a_forked_child(
+    client: TestClient,
+) -> None:
+    ids = {client.get("/health").headers["x-request-id"] for _ in range(50)}
+    assert len(ids) == 50
+    assert all(uuid.UUID(i).version == 4 and uuid.UUID(i).hex == i for i in ids)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child writes the next id it would give and leaves at once
+        os.write(write, _request_id({"headers": []}).encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    from_child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert uuid.UUID(from_child).version == 4
+    assert from_child != _request_id({"headers": []})
 
 
 def test_metrics_expose_requests_latency_and_scores(client: TestClient) -> None:
