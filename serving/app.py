@@ -15,6 +15,7 @@ from ``settings.api_keys``. With no keys configured the app refuses to be built 
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +27,7 @@ from denial_risk.settings import Settings, get_settings
 from serving import worklist_routes
 from serving.api import errors
 from serving.api.coalesce import SWITCH_INTERVAL_SECONDS, ScoringCoalescer
-from serving.api.deps import ModelHolder, ServiceLoader
+from serving.api.deps import ModelHolder, ServiceLoader, freeze_heap
 from serving.api.metrics import ApiMetrics
 from serving.api.middleware import RequestMiddleware
 from serving.api.routes import claims, ops
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader | None = 
                 settings.resolved_tracking_uri(),
                 f"models:/{settings.recovery_model_name}@{settings.champion_alias}",
             )
+        freeze_heap()  # the worklist's model too (the scoring model was frozen as it loaded)
         coalescer.start()
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL_SECONDS))
@@ -106,6 +108,7 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader | None = 
             # scored before the thread ends (joined off the loop: a round may be running).
             await run_in_threadpool(coalescer.stop, settings.scoring_timeout_seconds)
             sys.setswitchinterval(switch_interval)
+            gc.unfreeze()  # what this app held can be collected once it is gone
 
     app = FastAPI(
         title="Denial risk scoring API",

@@ -6,6 +6,7 @@ small stand-in services instead, so a test can hold a request inside ``score`` o
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -423,6 +424,19 @@ def test_failed_reload_keeps_the_old_model() -> None:
         assert answer.status_code == 503
         assert "reload failed (still serving version 1)" in answer.json()["detail"]
         assert _score(test_client, [make_claim()]).json()["model_version"] == "1"
+
+
+def test_what_the_app_loaded_is_kept_out_of_garbage_collections_until_it_stops() -> None:
+    gc.unfreeze()
+    services = iter([FakeService("1"), FakeService("2")])
+    app = create_app(Settings(api_keys=[KEY]), loader=lambda: next(services))
+    with TestClient(app) as test_client:
+        assert gc.get_freeze_count() > 0
+        gc.unfreeze()  # a reload must set the new model aside again
+        assert test_client.post("/v1/admin/reload", headers=AUTH).status_code == 200
+        assert gc.get_freeze_count() > 0
+        assert _score(test_client, [make_claim()]).json()["model_version"] == "2"
+    assert gc.get_freeze_count() == 0
 
 
 def test_dependency_override_swaps_the_model() -> None:
