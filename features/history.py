@@ -277,6 +277,25 @@ class KeyColumns:
         combined = self._keys[names] = mixed.view(np.int64)
         return combined
 
+    def mix_keys(self, groupings: tuple[tuple[str, ...], ...]) -> None:
+        """Build these groupings' keys now, in a few numpy calls for all (same keys as alone).
+
+        All groupings are mixed together column by column, as :meth:`key` mixes one: for a
+        few claims that saves most of the calls of building each key on its own.
+        """
+        missing = tuple(names for names in groupings if names not in self._keys)
+        if not missing:
+            return
+        plan = _mixing_plan(missing)
+        hashes = np.array([self.column_hash(name) for name in plan.columns], dtype=np.uint64)
+        hashes = hashes.reshape(len(plan.columns), len(self))
+        mixed = hashes[plan.first]
+        with np.errstate(over="ignore"):
+            for taking, rows in plan.steps:
+                mixed[:taking] = mixed[:taking] * np.uint64(1_000_003) ^ hashes[rows]
+        for names, combined in zip(plan.groupings, mixed.view(np.int64), strict=True):
+            self._keys[names] = combined
+
     def order(self, names: tuple[str, ...]) -> np.ndarray | None:
         """The rows sorted by the grouping's key, then by submission day (large tables only).
 
@@ -294,6 +313,32 @@ class KeyColumns:
 
     def take(self, rows: np.ndarray) -> KeyColumns:
         return KeyColumns({}, {name: (self, rows) for name in (*self.columns, *self._sources)})
+
+
+@dataclass(frozen=True)
+class _MixingPlan:
+    """How :meth:`KeyColumns.mix_keys` mixes several groupings' keys at once."""
+
+    groupings: tuple[tuple[str, ...], ...]
+    """Distinct, longest first: those still taking a column at each step are leading rows."""
+    columns: tuple[str, ...]
+    """Every column they use, once."""
+    first: np.ndarray
+    """Each grouping's first column (a row of ``columns``)."""
+    steps: tuple[tuple[int, np.ndarray], ...]
+    """Per further column: how many groupings take one, and which column each takes."""
+
+
+@lru_cache(maxsize=64)
+def _mixing_plan(groupings: tuple[tuple[str, ...], ...]) -> _MixingPlan:
+    distinct = tuple(sorted(dict.fromkeys(groupings), key=len, reverse=True))
+    columns = tuple(dict.fromkeys(name for names in distinct for name in names))
+    steps = []
+    for step in range(1, len(distinct[0])):
+        taking = [names for names in distinct if len(names) > step]
+        steps.append((len(taking), np.array([columns.index(n[step]) for n in taking])))
+    first = np.array([columns.index(names[0]) for names in distinct])
+    return _MixingPlan(distinct, columns, first, tuple(steps))
 
 
 _FACTORIZE_ABOVE = 64
@@ -533,7 +578,7 @@ def _search(stored: np.ndarray, queries: np.ndarray, order: np.ndarray | None = 
     sort of a grouping's keys serves its key search and every day search after it.
     """
     if len(queries) < _SORT_QUERIES_ABOVE:
-        return np.searchsorted(stored, queries)
+        return stored.searchsorted(queries)
     if order is None:
         order = np.argsort(queries)
     found = np.empty(len(queries), dtype=np.int64)
@@ -563,6 +608,208 @@ def _running(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray, reducer:
 
 _DAY_ORIGIN = np.int64(-(2**31))
 """Shift so day numbers (since 1970, possibly negative) fit the low 32 bits as non-negatives."""
+
+
+@dataclass(frozen=True)
+class _IndexLookup:
+    """One fitted index, looked up for every row of a query table by one grouping's key."""
+
+    name: str
+    """The rate key's name, or the count feature's."""
+    index: EventIndex
+    columns: tuple[str, ...]
+    """The grouping's key columns."""
+    days_back: tuple[int, ...] = (0,)
+    """Look up as of the submission day minus each of these (a rate's window: ``(0, days)``)."""
+    rate: RateKey | None = None
+    """Set for a rate index: its sums become counts and smoothed rates."""
+
+
+class _TableLookups:
+    """All index lookups of one query table (claims, or lines) in a few numpy calls.
+
+    Looked up one at a time, each index and window costs tens of microseconds of numpy call
+    overhead (filling, masking, picking rows), which for one claim is most of the cost of the
+    history features. Here each index costs its two binary searches (its keys, then its (key,
+    day) events) and one gather of its running values into a matrix shared by all indexes; what
+    follows (which rows matched, blanking the rest, windows, smoothing) is done once for all.
+    Large tables go index by index instead (:meth:`_many_values`), where call overhead does not
+    matter. The numbers are those of :meth:`EventIndex.lookup`, bit for bit.
+
+    Derived from the fitted indexes on first use and never pickled: the fitted state stays the
+    indexes alone.
+    """
+
+    def __init__(self, lookups: list[_IndexLookup]) -> None:
+        self.lookups = lookups
+        self.groupings = tuple(lookup.columns for lookup in lookups)
+        sizes = np.array([len(lookup.index.keys) for lookup in lookups], dtype=np.int64)
+        self.has_keys = sizes > 0
+        self.last_key = np.maximum(sizes - 1, 0)
+        self.key_offset = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        # All indexes' keys and key starts end to end, so one comparison checks every match. The
+        # extra element is where an index without keys points (its rows never match).
+        self.keys = np.concatenate([*(lookup.index.keys for lookup in lookups), [0]])
+        self.starts = np.concatenate([*(lookup.index.start for lookup in lookups), [0]])
+        self.backs = sorted({back for lookup in lookups for back in lookup.days_back})
+        # A slot is one (index, days back) lookup; each fills ``index.width`` adjacent columns.
+        # Per index: its slots (adjacent) and their columns (adjacent, slot after slot).
+        self.slots: list[tuple[slice, slice]] = []
+        slot_index: list[int] = []
+        slot_back: list[int] = []
+        column_slot: list[int] = []
+        fill: list[float] = []
+        self.first_column: dict[tuple[str, int], int] = {}
+        for i, lookup in enumerate(lookups):
+            width = lookup.index.width
+            first_slot, first = len(slot_index), len(column_slot)
+            for back in lookup.days_back:
+                self.first_column[lookup.name, back] = len(column_slot)
+                column_slot += [len(slot_index)] * width
+                fill += [0.0 if lookup.index.reducer == "sum" else np.nan] * width
+                slot_index.append(i)
+                slot_back.append(self.backs.index(back))
+            self.slots.append((slice(first_slot, len(slot_index)), slice(first, len(column_slot))))
+        self.slot_index = np.array(slot_index, dtype=np.int64)
+        self.slot_back = np.array(slot_back, dtype=np.int64)
+        self.column_slot = np.array(column_slot, dtype=np.int64)
+        self.fill = np.array(fill)
+        self._plan_rates()
+
+    def _plan_rates(self) -> None:
+        """Which columns the rates take, where their counts and windows are, their priors."""
+        taken: list[int] = []
+        self.rate_names: list[str] = []
+        recent: list[int] = []  # (positions in ``taken``) a window's sums, as of day - window
+        recent_now: list[int] = []  # the same index's sums as of the day itself
+        rate: list[int] = []  # a smoothed rate (the others are counts)
+        rate_count: list[int] = []  # the count each rate is smoothed with
+        self.rate_is_overall: list[bool] = []  # the overall rate (else a category's)
+        for lookup in self.lookups:
+            if lookup.rate is None:
+                continue
+            self.rate_names += _rate_feature_names(lookup.rate)
+            now = len(taken)
+            for back in lookup.days_back:
+                first = self.first_column[lookup.name, back]
+                count = len(taken)
+                taken += range(first, first + lookup.index.width)
+                if back:
+                    recent += range(count, len(taken))
+                    recent_now += range(now, now + lookup.index.width)
+                rate += range(count + 1, len(taken))
+                rate_count += [count] * (lookup.index.width - 1)
+                self.rate_is_overall += [True] + [False] * (lookup.index.width - 2)
+        # Rate indexes come first, so their values are the leading rows (rates works in place).
+        if taken != list(range(len(taken))):
+            raise ValueError("rate indexes must be looked up before the others")
+        self.n_rate_rows = len(taken)
+        self._priors: dict[tuple[float, float], np.ndarray] = {}
+        self.recent = np.array(recent, dtype=np.int64)
+        self.recent_now = np.array(recent_now, dtype=np.int64)
+        self.rate = np.array(rate, dtype=np.int64)
+        self.rate_count = np.array(rate_count, dtype=np.int64)
+
+    def column(self, name: str, back: int = 0) -> int:
+        """The (first) column of an index's values as of ``back`` days before submission."""
+        return self.first_column[name, back]
+
+    def values(self, table: KeyColumns) -> np.ndarray:
+        """Each index's running sums (or maxima) for each row, as :meth:`EventIndex.lookup`.
+
+        One row per column of the indexes' values (see :meth:`column`), one column per table
+        row (so each feature is a contiguous row, however large the table); 0 (sums) or NaN
+        (maxima) where no event is earlier.
+        """
+        n = len(table)
+        table.mix_keys(self.groupings)
+        days = table["submission_day"]
+        as_of = np.array([days - back for back in self.backs]).reshape(len(self.backs), n)
+        queries = [table.key(lookup.columns) for lookup in self.lookups]
+        if n >= _SORT_QUERIES_ABOVE:
+            return self._many_values(table, queries, as_of)
+        query_keys = np.array(queries).reshape(len(self.lookups), n)
+        # Unknown keys get nonsense positions and events; ``found`` below drops them.
+        positions = np.zeros((len(self.lookups), n), dtype=np.int64)
+        for i, lookup in enumerate(self.lookups):
+            if self.has_keys[i]:  # else nothing matches (below): the rows take their fill
+                positions[i] = lookup.index.keys.searchsorted(query_keys[i])
+        # As EventIndex.lookup_located: the first event at or after (key, day), per slot.
+        composite = (positions[self.slot_index] << 32) | (as_of[self.slot_back] - _DAY_ORIGIN)
+        after = np.zeros((len(self.slot_index), n), dtype=np.int64)
+        out = np.empty((len(self.column_slot), n))
+        for i, lookup in enumerate(self.lookups):
+            if self.has_keys[i]:
+                index = lookup.index
+                slots, columns = self.slots[i]
+                after[slots] = index.composite.searchsorted(composite[slots])
+                # The running values of the last events before, slot by slot; "wrap" reads
+                # row -1 (no event before) as Python does, and ``found`` drops it.
+                into = out[columns].reshape(slots.stop - slots.start, index.width, n)
+                index.running.take(
+                    after[slots] - 1, axis=0, out=into.transpose(0, 2, 1), mode="wrap"
+                )
+        position_all = np.minimum(positions, self.last_key[:, None]) + self.key_offset[:, None]
+        matched = (self.keys[position_all] == query_keys) & self.has_keys[:, None]
+        found = matched[self.slot_index] & (as_of != NO_DAY)[self.slot_back]
+        found &= after - 1 >= self.starts[position_all[self.slot_index]]
+        np.copyto(out, self.fill[:, None], where=~found[self.column_slot])
+        return out
+
+    def _many_values(
+        self, table: KeyColumns, queries: list[np.ndarray], as_of: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`values` of a large table, index by index.
+
+        Searches run in key order (see :func:`_search`) and each step works on one row of the
+        result at a time: matrices over all indexes would cost more memory traffic than the
+        numpy calls they save.
+        """
+        has_day = as_of != NO_DAY
+        day_bits = as_of - _DAY_ORIGIN
+        out = np.empty((len(self.column_slot), as_of.shape[1]))
+        for i, lookup in enumerate(self.lookups):
+            index, keys, order = lookup.index, queries[i], table.order(lookup.columns)
+            slots, columns = self.slots[i]
+            if not self.has_keys[i]:
+                out[columns] = self.fill[columns, None]
+                continue
+            position = np.minimum(_search(index.keys, keys, order), len(index.keys) - 1)
+            matched = index.keys[position] == keys
+            start = index.start[position]
+            for slot in range(slots.start, slots.stop):
+                back = self.slot_back[slot]
+                after = _search(index.composite, (position << 32) | day_bits[back], order)
+                missing = ~(matched & has_day[back] & (after - 1 >= start))
+                first = columns.start + (slot - slots.start) * index.width
+                for column in range(first, first + index.width):
+                    # A column at a time, so each fills a contiguous row of ``out``.
+                    index.running[:, column - first].take(after - 1, out=out[column], mode="wrap")
+                    np.copyto(out[column], self.fill[column], where=missing)
+        return out
+
+    def rates(self, values: np.ndarray, smoothing: float, prior_rate: float) -> np.ndarray:
+        """Counts and smoothed rates of the rate indexes, rows as ``rate_names``.
+
+        Computed in place of their sums in ``values`` (the leading rows): a window's numbers
+        are those as of the day less those as of ``window`` days earlier.
+        """
+        sums = values[: self.n_rate_rows]
+        priors = self._priors.get((smoothing, prior_rate))
+        if priors is None:
+            overall = np.array(self.rate_is_overall, dtype=bool)
+            prior = np.where(overall, prior_rate, prior_rate / 10.0)
+            priors = self._priors[smoothing, prior_rate] = smoothing * prior[:, None]
+        # A block of rows at a time: the temporaries stay small however large the table.
+        for start in range(0, sums.shape[1], _RATE_BLOCK):
+            block = sums[:, start : start + _RATE_BLOCK]
+            block[self.recent] = block[self.recent_now] - block[self.recent]
+            denied = block[self.rate]
+            denied += priors
+            count = block[self.rate_count]
+            count += smoothing
+            block[self.rate] = np.divide(denied, count, out=denied)
+        return sums
 
 
 class HistoryFeatures(BaseEstimator):
@@ -635,57 +882,57 @@ class HistoryFeatures(BaseEstimator):
         claims.hash_columns(claim_columns)
         lines.hash_columns(line_columns)
         by_claim = ClaimGroups(lines["claim_index"], len(claims))
+        claim_lookups, line_lookups = self._table_lookups()
+        claim_values = claim_lookups.values(claims)
+        line_values = line_lookups.values(lines)
         columns: dict[str, np.ndarray] = {}
-        for key in RATE_KEYS:
-            queries = claims if key.level == "claim" else lines
-            names, rates = self._rates(key, queries)
-            if key.level == "line":
-                rates = by_claim.max(rates)  # the worst of the claim's procedures
-            columns.update(zip(names, rates.T, strict=True))
-        columns.update(self._submission_counts(claims, lines, by_claim))
-        lag = self.paid_lag_index_.lookup(
-            claims.key(("payer_id",)), claims["submission_day"], claims.order(("payer_id",))
-        )
-        columns["hist_payer_max_paid_lag"] = np.where(lag[:, 0] > 0, lag[:, 0], -1.0)
+        for lookups, values, reduce in (
+            (claim_lookups, claim_values, None),
+            # A line rate's claim feature is the worst of the claim's procedures.
+            (line_lookups, line_values, by_claim.max),
+        ):
+            rates = lookups.rates(values, self.smoothing, self.prior_rate)  # rows: features
+            if reduce is not None:
+                rates = reduce(rates.T).T
+            columns.update(zip(lookups.rate_names, rates, strict=True))
+        columns.update(self._submission_counts(claims, lines, by_claim, claim_values, line_values))
+        lag = claim_values[claim_lookups.column(_PAID_LAG)]
+        columns[_PAID_LAG] = np.where(lag > 0, lag, -1.0)
         return {name: columns[name] for name in HISTORY_FEATURES}
 
-    def _rates(self, key: RateKey, queries: KeyColumns) -> tuple[list[str], np.ndarray]:
-        index = self.rate_indexes_[key.name]
-        order = queries.order(key.columns)
-        position = index.locate(queries.key(key.columns), order)
-        days = queries["submission_day"]
-        if key.window_days and order is None:
-            # Few queries: both windows in one search (the same rows either way).
-            n = len(days)
-            both = index.lookup_located(
-                np.concatenate([position, position]),
-                np.concatenate([days, days - key.window_days]),
-            )
-            sums, earlier = both[:n], both[n:]
-        else:
-            sums = index.lookup_located(position, days, order)
-        names, rates = self._smoothed(key, sums, prefix=f"hist_{key.name}")
-        if key.window_days:
-            if order is not None:
-                earlier = index.lookup_located(position, days - key.window_days, order)
-            recent_names, recent = self._smoothed(
-                key, sums - earlier, prefix=f"hist_{key.name}_recent"
-            )
-            names, rates = names + recent_names, np.hstack([rates, recent])
-        return names, rates
+    def __getstate__(self) -> dict[str, object]:
+        # The lookups are derived from the fitted indexes (rebuilt on first use): not pickled,
+        # so the fitted state is the indexes alone, as models saved earlier hold it.
+        state = dict(super().__getstate__())
+        state.pop("_lookups", None)
+        return state
 
-    def _smoothed(
-        self, key: RateKey, sums: np.ndarray, prefix: str
-    ) -> tuple[list[str], np.ndarray]:
-        """Counts and smoothed rates from the summed columns (n, denied, per category)."""
-        m = self.smoothing
-        n = sums[:, :1]
-        out = np.empty_like(sums)
-        out[:, :1] = n
-        np.divide(
-            sums[:, 1:] + m * _priors(self.prior_rate, len(key.categories)), n + m, out[:, 1:]
-        )
-        return _smoothed_names(prefix, key.categories), out
+    def _table_lookups(self) -> tuple[_TableLookups, _TableLookups]:
+        """The claim and line lookups of the fitted indexes (built once, rebuilt after a fit)."""
+        fitted = (self.rate_indexes_, self.paid_lag_index_, self.submission_indexes_)
+        cached = self.__dict__.get("_lookups")
+        if cached is not None and all(a is b for a, b in zip(cached[0], fitted, strict=True)):
+            return cached[1], cached[2]
+        by_level: dict[str, list[_IndexLookup]] = {"claim": [], "line": []}
+        for key in RATE_KEYS:
+            by_level[key.level].append(
+                _IndexLookup(
+                    key.name,
+                    self.rate_indexes_[key.name],
+                    key.columns,
+                    (0, key.window_days) if key.window_days else (0,),
+                    rate=key,
+                )
+            )
+        for name, columns in self._COUNT_KEYS.items():
+            by_level["claim"].append(_IndexLookup(name, self.submission_indexes_[name], columns))
+        for name, (level, columns) in self._LAST_SERVICE_KEYS.items():
+            by_level[level].append(_IndexLookup(name, self.submission_indexes_[name], columns))
+        by_level["claim"].append(_IndexLookup(_PAID_LAG, self.paid_lag_index_, ("payer_id",)))
+        claim_lookups = _TableLookups(by_level["claim"])
+        line_lookups = _TableLookups(by_level["line"])
+        self._lookups = (fitted, claim_lookups, line_lookups)
+        return claim_lookups, line_lookups
 
     # -- submissions (known when sent, no outcome needed) ---------------------------------------
     _COUNT_KEYS: dict[str, tuple[str, ...]] = {
@@ -737,18 +984,36 @@ class HistoryFeatures(BaseEstimator):
         Only these can count a submission of this batch: a claim or line whose key is its own
         matches no event but its own, which is not earlier than itself.
         """
-        shared = {
-            name for name, columns in cls._COUNT_KEYS.items() if _has_repeats(claims.key(columns))
+        by_table: dict[str, list[tuple[str, tuple[str, ...]]]] = {
+            "claim": list(cls._COUNT_KEYS.items()),
+            "line": [],
         }
         for name, (level, columns) in cls._LAST_SERVICE_KEYS.items():
-            if _has_repeats((claims if level == "claim" else lines).key(columns)):
-                shared.add(name)
+            by_table[level].append((name, columns))
+        shared: set[str] = set()
+        for table, groupings in ((claims, by_table["claim"]), (lines, by_table["line"])):
+            # All of a table's groupings at once: a key repeats if it equals its neighbour once
+            # each grouping's keys are sorted.
+            keys = np.array([table.key(columns) for _, columns in groupings])
+            keys = np.sort(keys.reshape(len(groupings), len(table)), axis=1)
+            repeats = (keys[:, 1:] == keys[:, :-1]).any(axis=1)
+            shared.update(
+                name for (name, _), repeat in zip(groupings, repeats, strict=True) if repeat
+            )
         return shared
 
     def _submission_counts(
-        self, claims: KeyColumns, lines: KeyColumns, by_claim: ClaimGroups
+        self,
+        claims: KeyColumns,
+        lines: KeyColumns,
+        by_claim: ClaimGroups,
+        claim_values: np.ndarray,
+        line_values: np.ndarray,
     ) -> dict[str, np.ndarray]:
-        """Earlier submissions: the stored ones plus those in this batch not stored yet."""
+        """Earlier submissions: the stored ones plus those in this batch not stored yet.
+
+        The stored ones are ``claim_values``/``line_values`` (see :meth:`_table_lookups`).
+        """
         stored = self.known_claims_
         hashes = claims.column_hash("claim_id").view(np.int64)  # as _claim_hash
         where = np.minimum(np.searchsorted(stored, hashes), max(len(stored) - 1, 0))
@@ -763,63 +1028,64 @@ class HistoryFeatures(BaseEstimator):
                 lines.take(new_lines),
                 only=self._shared_keys(claims, lines) if len(claims) <= _SMALL_BATCH else None,
             )
+        claim_lookups, line_lookups = self._table_lookups()
         out: dict[str, np.ndarray] = {}
         for name, columns in self._COUNT_KEYS.items():
-            keys, days, order = claims.key(columns), claims["submission_day"], claims.order(columns)
-            count = self.submission_indexes_[name].lookup(keys, days, order)[:, 0]
+            count = claim_values[claim_lookups.column(name)]
             if name in batch:
-                count = count + batch[name].lookup(keys, days, order)[:, 0]
+                keys, days = claims.key(columns), claims["submission_day"]
+                count = count + batch[name].lookup(keys, days, claims.order(columns))[:, 0]
             out[name] = count
-        for name, (level, columns) in self._LAST_SERVICE_KEYS.items():
-            frame = claims if level == "claim" else lines
-            keys, days, order = frame.key(columns), frame["submission_day"], frame.order(columns)
-            latest = self.submission_indexes_[name].lookup(keys, days, order)[:, 0]
-            if name in batch:
-                latest = np.fmax(latest, batch[name].lookup(keys, days, order)[:, 0])
+        for level, frame, values, lookups in (
+            ("claim", claims, claim_values, claim_lookups),
+            ("line", lines, line_values, line_lookups),
+        ):
+            # A level's features together (one row each): fewer calls for a few claims.
+            names = [name for name, (at, _) in self._LAST_SERVICE_KEYS.items() if at == level]
+            latest = values[[lookups.column(name) for name in names]]
+            for row, name in enumerate(names):
+                if name in batch:
+                    columns = self._LAST_SERVICE_KEYS[name][1]
+                    keys, days = frame.key(columns), frame["submission_day"]
+                    in_batch = batch[name].lookup(keys, days, frame.order(columns))[:, 0]
+                    latest[row] = np.fmax(latest[row], in_batch)
             since = np.where(np.isnan(latest), -1.0, frame["service_day"] - latest)
             if level == "line":
                 # The shortest gap over the claim's lines; none at all -> -1.
                 gaps = np.where(since < 0, np.inf, since)
-                shortest = -by_claim.max(-gaps)
+                shortest = -by_claim.max(-gaps.T).T
                 since = np.where(np.isinf(shortest) | np.isnan(shortest), -1.0, shortest)
-            out[name] = since
+            out.update(zip(names, since, strict=True))
         return out
 
+
+_RATE_BLOCK = 16_384
+"""Table rows smoothed at a time (a few MB of temporaries)."""
+
+_PAID_LAG = "hist_payer_max_paid_lag"
 
 _SMALL_BATCH = 2_000
 """Batches up to this many claims check which batch indexes can count anything at all."""
 
 
-def _has_repeats(keys: np.ndarray) -> bool:
-    return len(np.unique(keys)) < len(keys)
-
-
-@lru_cache(maxsize=64)
-def _priors(prior: float, n_categories: int) -> np.ndarray:
-    """Prior of the overall rate, then of each category's (read-only: shared between calls)."""
-    priors = np.array([prior] + [prior / 10.0] * n_categories)
-    priors.flags.writeable = False
-    return priors
-
-
-@lru_cache(maxsize=256)
-def _smoothed_names(prefix: str, categories: tuple[str, ...]) -> list[str]:
-    return [f"{prefix}_n", f"{prefix}_rate", *(f"{prefix}_rate_{c}" for c in categories)]
-
-
-def _hashed_columns(claims: KeyColumns) -> tuple[list[str], list[str]]:
+def _hashed_columns(claims: KeyColumns) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The claim and line columns :meth:`HistoryFeatures.transform` hashes (to hash at once)."""
-    claim_columns = ["claim_id", "payer_id"]
+    return _hashed_column_names(tuple(claims.columns))
+
+
+@lru_cache(maxsize=8)
+def _hashed_column_names(claim_columns: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    hashed = ["claim_id", "payer_id"]
     line_columns: list[str] = []
     for key in RATE_KEYS:
-        (claim_columns if key.level == "claim" else line_columns).extend(key.columns)
+        (hashed if key.level == "claim" else line_columns).extend(key.columns)
     for columns in HistoryFeatures._COUNT_KEYS.values():
-        claim_columns.extend(columns)
+        hashed.extend(columns)
     for level, columns in HistoryFeatures._LAST_SERVICE_KEYS.values():
-        (claim_columns if level == "claim" else line_columns).extend(columns)
+        (hashed if level == "claim" else line_columns).extend(columns)
     # A line column taken from its claim is hashed with the claim's columns.
-    claim_columns += [name for name in line_columns if name in claims.columns]
-    return claim_columns, line_columns
+    hashed += [name for name in line_columns if name in claim_columns]
+    return tuple(dict.fromkeys(hashed)), tuple(dict.fromkeys(line_columns))
 
 
 def _claim_hash(claim_ids: np.ndarray) -> np.ndarray:

@@ -1,0 +1,152 @@
+"""The history features' combined lookups give the per-index lookups' numbers, bit for bit.
+
+:meth:`HistoryFeatures.transform` looks all fitted indexes up together (few numpy calls, for
+one claim as for a million). The reference here is the plain path: each index on its own with
+:meth:`EventIndex.lookup`, smoothed and combined as the features are defined. Whatever the
+batch (one claim, a few, all; known claims or new ones; small or sorted searches), the two must
+agree exactly.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+import features.history as history
+from features.claim_arrays import ClaimArrays
+from features.claim_features import ClaimGroups, claim_feature_columns
+from features.claim_tables import ClaimTables
+from features.history import (
+    HISTORY_FEATURES,
+    RATE_KEYS,
+    HistoryFeatures,
+    _claim_hash,
+    _rate_feature_names,
+    claim_keys,
+    line_keys,
+)
+from features.pipeline import ClaimFeatureTransformer
+from tests.unit.test_features import _wider_world
+
+
+def _reference_history(
+    fitted: HistoryFeatures, arrays: ClaimArrays, claim_features: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The history features by the plain path: one :meth:`EventIndex.lookup` per index."""
+    claims = claim_keys(arrays, claim_features)
+    lines = line_keys(arrays, claims)
+    by_claim = ClaimGroups(lines["claim_index"], len(claims))
+    m, prior = fitted.smoothing, fitted.prior_rate
+    out: dict[str, np.ndarray] = {}
+    for key in RATE_KEYS:
+        queries = claims if key.level == "claim" else lines
+        index = fitted.rate_indexes_[key.name]
+        keys, days = queries.key(key.columns), queries["submission_day"]
+        sums = index.lookup(keys, days)
+        windows = [sums]
+        if key.window_days:
+            windows.append(sums - index.lookup(keys, days - key.window_days))
+        priors = np.array([prior] + [prior / 10.0] * len(key.categories))
+        smoothed = []
+        for window in windows:
+            rates = window.copy()
+            rates[:, 1:] = (window[:, 1:] + m * priors) / (window[:, :1] + m)
+            smoothed.append(rates)
+        rates = np.hstack(smoothed)
+        if key.level == "line":
+            rates = by_claim.max(rates)
+        out.update(zip(_rate_feature_names(key), rates.T, strict=True))
+
+    # Submissions of this batch the fitted state does not hold count too (a claim never counts
+    # itself: only earlier days count).
+    new = ~np.isin(_claim_hash(claims["claim_id"]), fitted.known_claims_)
+    batch = {}
+    if new.any():
+        batch = HistoryFeatures._submission_indexes(
+            claims.take(np.flatnonzero(new)),
+            lines.take(np.flatnonzero(new[lines["claim_index"]])),
+        )
+    for name, columns in HistoryFeatures._COUNT_KEYS.items():
+        keys, days = claims.key(columns), claims["submission_day"]
+        count = fitted.submission_indexes_[name].lookup(keys, days)[:, 0]
+        if batch:
+            count = count + batch[name].lookup(keys, days)[:, 0]
+        out[name] = count
+    for name, (level, columns) in HistoryFeatures._LAST_SERVICE_KEYS.items():
+        frame = claims if level == "claim" else lines
+        keys, days = frame.key(columns), frame["submission_day"]
+        latest = fitted.submission_indexes_[name].lookup(keys, days)[:, 0]
+        if batch:
+            latest = np.fmax(latest, batch[name].lookup(keys, days)[:, 0])
+        since = np.where(np.isnan(latest), -1.0, frame["service_day"] - latest)
+        if level == "line":
+            gaps = np.where(since < 0, np.inf, since)
+            shortest = -by_claim.max(-gaps)
+            since = np.where(np.isinf(shortest) | np.isnan(shortest), -1.0, shortest)
+        out[name] = since
+    lag = fitted.paid_lag_index_.lookup(claims.key(("payer_id",)), claims["submission_day"])
+    out["hist_payer_max_paid_lag"] = np.where(lag[:, 0] > 0, lag[:, 0], -1.0)
+    return {name: out[name] for name in HISTORY_FEATURES}
+
+
+def _assert_same_as_reference(fitted: HistoryFeatures, tables: ClaimTables) -> None:
+    arrays = ClaimArrays.from_tables(tables)
+    claim_features = claim_feature_columns(arrays)
+    got = fitted.transform(arrays, claim_features)
+    expected = _reference_history(fitted, arrays, claim_features)
+    assert list(got) == list(expected) == list(HISTORY_FEATURES)
+    for name in HISTORY_FEATURES:
+        assert got[name].dtype == expected[name].dtype == np.float64, name
+        assert np.array_equal(got[name], expected[name], equal_nan=True), name
+
+
+def _fitted_on_first(n_fitted: int) -> tuple[HistoryFeatures, ClaimTables]:
+    """History fitted on the first claims of the world; the rest are new to it."""
+    tables, outcomes = _wider_world()
+    ids = tables.claims["claim_id"].tolist()
+    fitted_ids = ids[:n_fitted]
+    transformer = ClaimFeatureTransformer(min_level_count=1).fit(
+        tables.subset(fitted_ids), outcomes[outcomes["claim_id"].isin(fitted_ids)]
+    )
+    return transformer.history_, tables
+
+
+@pytest.mark.parametrize("sort_queries_above", [history._SORT_QUERIES_ABOVE, 2])
+@pytest.mark.parametrize("n_fitted", [80, 50])
+def test_history_features_equal_the_per_index_lookups(monkeypatch, sort_queries_above, n_fitted):
+    # 80: every claim is known to the fitted state; 50: the last 30 are new (batch counts,
+    # unknown keys). A low sort threshold takes the large-batch (sorted search) path.
+    monkeypatch.setattr(history, "_SORT_QUERIES_ABOVE", sort_queries_above)
+    fitted, tables = _fitted_on_first(n_fitted)
+    ids = tables.claims["claim_id"].tolist()
+    for claim_id in ids:  # (a) every claim alone
+        _assert_same_as_reference(fitted, tables.subset([claim_id]))
+    for size in (3, 20):  # (b) small batches
+        for start in range(0, len(ids), size):
+            _assert_same_as_reference(fitted, tables.subset(ids[start : start + size]))
+    _assert_same_as_reference(fitted, tables)  # (c) the whole set
+    _assert_same_as_reference(fitted, tables.subset([]))  # and none at all
+
+
+def test_combined_lookups_are_not_pickled_and_follow_a_refit():
+    fitted, tables = _fitted_on_first(50)
+    _assert_same_as_reference(fitted, tables)  # builds the combined lookups
+    assert "_lookups" in fitted.__dict__
+    loaded = pickle.loads(pickle.dumps(fitted))
+    assert "_lookups" not in loaded.__dict__  # the fitted state is the indexes alone
+    assert set(loaded.__dict__) == set(HistoryFeatures(5.0, 0.1).__dict__) | {
+        "rate_indexes_",
+        "paid_lag_index_",
+        "submission_indexes_",
+        "known_claims_",
+        "cutoff_",
+    }
+    _assert_same_as_reference(loaded, tables)
+
+    # Refitted (as refresh_history does, on a copy) on all claims: new indexes, new lookups.
+    _, outcomes = _wider_world()
+    arrays = ClaimArrays.from_tables(tables)
+    fitted.refresh(arrays, claim_feature_columns(arrays), outcomes)
+    _assert_same_as_reference(fitted, tables)
