@@ -12,12 +12,13 @@ Conventions: text is an object array with ``None`` for missing; dates are ``int6
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from features.claim_tables import ClaimTables
 from features.schema import column_array
@@ -72,7 +73,7 @@ def text_column(series: Any) -> np.ndarray:
         # few hundred microseconds per column whatever its length: most of a small batch's cost.
         array = series.array if isinstance(series, pd.Series | pd.Index) else series
         values = np.empty(len(series), dtype=object)
-        values[:] = array.__arrow_array__().to_pylist()
+        values[:] = _arrow_values(array)
         return values
     if len(series) <= _SMALL:
         if isinstance(series, np.ndarray):
@@ -83,6 +84,31 @@ def text_column(series: Any) -> np.ndarray:
     distinct = np.empty(len(uniques) + 1, dtype=object)
     distinct[:-1] = np.asarray(uniques, dtype=object)  # the last slot stays None
     return distinct[codes]  # code -1 (missing) takes the last slot
+
+
+def text_columns(columns: Sequence[Any]) -> list[np.ndarray]:
+    """:func:`text_column` of each of several equally long columns (one frame's).
+
+    Small pyarrow columns are read into one object array, a row per column: per column, a
+    conversion costs a few microseconds whatever its length, which is most of one claim's.
+    """
+    length = len(columns[0]) if columns else 0
+    if length > _ARROW_LIST_UP_TO or not all(_is_arrow_text(c.dtype) for c in columns):
+        return [text_column(c) for c in columns]
+    flat: list[Any] = []
+    for column in columns:
+        flat.extend(_arrow_values(column))
+    values = np.empty(len(flat), dtype=object)
+    values[:] = flat
+    return list(values.reshape(len(columns), length))
+
+
+def _arrow_values(column: Any) -> list[Any]:
+    """A pyarrow-backed column's values as Python objects (``None`` where missing)."""
+    array = column.array if isinstance(column, pd.Series | pd.Index) else column
+    chunked = array.__arrow_array__()
+    # Reading the one chunk a frame column usually has skips the chunked array's own overhead.
+    return chunked.chunk(0).to_pylist() if chunked.num_chunks == 1 else chunked.to_pylist()
 
 
 def _is_arrow_text(dtype: Any) -> bool:
@@ -109,6 +135,27 @@ def map_text(values: np.ndarray, fn: Callable[[str], Any], missing: Any, dtype: 
     codes, uniques = pd.factorize(values)
     mapped = np.array([*(fn(u) for u in uniques), missing], dtype=dtype)
     return mapped[codes]  # code -1 (missing) takes the last entry
+
+
+def map_texts(
+    values: np.ndarray, mappings: Sequence[tuple[Callable[[str], Any], Any, Any]]
+) -> list[np.ndarray]:
+    """:func:`map_text` of one array with each ``(fn, missing, dtype)``, factorising it once."""
+    if len(values) <= _SMALL:
+        return [
+            np.array([missing if v is None else fn(v) for v in values], dtype=dtype)
+            for fn, missing, dtype in mappings
+        ]
+    codes, uniques = pd.factorize(values)
+    return [
+        np.array([*(fn(u) for u in uniques), missing], dtype=dtype)[codes]
+        for fn, missing, dtype in mappings
+    ]
+
+
+def is_none(values: np.ndarray) -> np.ndarray:
+    """Where a text (object) array holds ``None``, in one vectorised comparison."""
+    return np.equal(values, None)  # type: ignore[call-overload]  # numpy stubs lack object==None
 
 
 def factor_codes(values: np.ndarray, sort: bool = False) -> np.ndarray:
@@ -143,25 +190,30 @@ class ClaimArrays:
     @classmethod
     def from_tables(cls, tables: ClaimTables) -> ClaimArrays:
         frame = tables.claims
-        claims: dict[str, np.ndarray] = {c: text_column(column_array(frame, c)) for c in CLAIM_TEXT}
+        claims: dict[str, np.ndarray] = dict(
+            zip(CLAIM_TEXT, text_columns([column_array(frame, c) for c in CLAIM_TEXT]), strict=True)
+        )
         claims.update({c: day_column(column_array(frame, c)) for c in CLAIM_DATES})
         for column in ("total_charge", "has_other_coverage"):
             claims[column] = _numbers(column_array(frame, column))
-        position = _position_of(claims["claim_id"])
+        claim_rows = _ClaimRows(claims["claim_id"], column_array(frame, "claim_id"))
 
         lines_frame = tables.lines
-        line_claim = _positions(position, column_array(lines_frame, "claim_id"))
-        known = line_claim >= 0  # lines of claims not in this batch are not its features
-        lines = {c: text_column(column_array(lines_frame, c))[known] for c in LINE_TEXT}
-        revenue = text_column(column_array(lines_frame, "revenue_code"))[known]
-        # An institutional line with only a revenue code is identified by REV<code>.
-        lines["procedure_code"] = np.array(
-            [
-                p if p is not None else (None if r is None else "REV" + r)
-                for p, r in zip(lines["procedure_code"], revenue, strict=True)
-            ],
-            dtype=object,
+        line_claim = claim_rows(column_array(lines_frame, "claim_id"))
+        # Lines of claims not in this batch are not its features (a request has none: no copy).
+        known = _rows_of_known(line_claim)
+        *line_text, revenue = (
+            values[known]
+            for values in text_columns(
+                [column_array(lines_frame, c) for c in (*LINE_TEXT, "revenue_code")]
+            )
         )
+        lines = dict(zip(LINE_TEXT, line_text, strict=True))
+        # An institutional line with only a revenue code is identified by REV<code>.
+        procedure = lines["procedure_code"].copy()
+        no_code = np.flatnonzero(is_none(procedure))
+        procedure[no_code] = [None if r is None else "REV" + r for r in revenue[no_code]]
+        lines["procedure_code"] = procedure
         lines["claim_index"] = line_claim[known]
         for column in ("line_charge", "units", "line_number"):
             lines[column] = _numbers(column_array(lines_frame, column))[known]
@@ -169,14 +221,20 @@ class ClaimArrays:
         lines["slot"] = _slots(lines["claim_index"])
 
         dx_frame = tables.diagnoses
-        dx_claim = _positions(position, column_array(dx_frame, "claim_id"))
-        known = dx_claim >= 0
+        dx_claim = claim_rows(column_array(dx_frame, "claim_id"))
+        known = _rows_of_known(dx_claim)
         diagnoses = {
             "claim_index": dx_claim[known],
             "position": _numbers(column_array(dx_frame, "position")).astype(np.int64)[known],
             "code": text_column(column_array(dx_frame, "code"))[known],
         }
         return cls(claims, lines, diagnoses)
+
+
+def _rows_of_known(claim_position: np.ndarray) -> slice | np.ndarray:
+    """Rows whose claim is in the batch (position >= 0): all of them as a slice, else a mask."""
+    known = claim_position >= 0
+    return slice(None) if known.all() else known
 
 
 def _numbers(values: Any) -> np.ndarray:
@@ -226,17 +284,43 @@ def _take(columns: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndar
     return {name: values[rows] for name, values in columns.items()}
 
 
-def _positions(position: Callable[[np.ndarray], np.ndarray], claim_ids: Any) -> np.ndarray:
-    """``position(text_column(claim_ids))``, looking each distinct claim ID up once.
+class _ClaimRows:
+    """Each line's (or diagnosis') claim: its row in the batch, -1 when not in it.
 
-    A claim's lines and diagnoses repeat its ID; the lookup is the costly part for a large batch.
+    ``claim_ids`` are the batch's IDs as text (:func:`text_column`), ``column`` the claims'
+    own ID column. For many rows stored by pyarrow, pyarrow's hash join of the two text columns
+    finds the rows several times faster than a lookup through Python strings; it is used only
+    when the batch's IDs are distinct (as validated claims' are), where both give the same rows.
     """
-    if len(claim_ids) <= _ARROW_LIST_UP_TO:
-        return position(text_column(claim_ids))
-    codes, uniques = pd.factorize(claim_ids)
-    distinct = np.empty(len(uniques) + 1, dtype=object)
-    distinct[:-1] = np.asarray(uniques, dtype=object)  # the last slot stays None (missing)
-    return position(distinct)[codes]
+
+    def __init__(self, claim_ids: np.ndarray, column: Any) -> None:
+        self.position = _position_of(claim_ids)
+        self.column = column
+        self._joinable: Any = None  # the batch's IDs as one pyarrow array, once checked
+
+    def __call__(self, row_claim_ids: Any) -> np.ndarray:
+        if len(row_claim_ids) <= _ARROW_LIST_UP_TO:
+            return self.position(text_column(row_claim_ids))
+        batch = self._arrow_batch() if _is_arrow_text(row_claim_ids.dtype) else None
+        if batch is not None:
+            ids = row_claim_ids.__arrow_array__()
+            found = pc.index_in(ids, value_set=batch.cast(ids.type), skip_nulls=True)
+            return np.asarray(found.fill_null(-1).to_numpy(), dtype=np.int64)
+        # A claim's lines and diagnoses repeat its ID: look each distinct ID up once.
+        codes, uniques = pd.factorize(row_claim_ids)
+        distinct = np.empty(len(uniques) + 1, dtype=object)
+        distinct[:-1] = np.asarray(uniques, dtype=object)  # the last slot stays None (missing)
+        return self.position(distinct)[codes]
+
+    def _arrow_batch(self) -> Any:
+        """The batch's IDs as a pyarrow array if they can be joined on (else ``None``)."""
+        if self._joinable is None:
+            self._joinable = False
+            if _is_arrow_text(self.column.dtype):
+                batch = self.column.__arrow_array__().combine_chunks()
+                if batch.null_count == 0 and pc.count_distinct(batch).as_py() == len(batch):
+                    self._joinable = batch
+        return self._joinable if self._joinable is not False else None
 
 
 def _position_of(claim_ids: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:

@@ -19,7 +19,9 @@ from features.claim_arrays import (
     ClaimArrays,
     factor_codes,
     group_starts,
+    is_none,
     map_text,
+    map_texts,
     text_column,
 )
 from features.claim_tables import ClaimTables
@@ -30,6 +32,9 @@ LINE_SLOTS = 3
 
 E_M_RANGE = (99202, 99499)
 """Evaluation and management CPT codes (with a procedure the same day they need modifier 25)."""
+
+_MANY_LINES = 256
+"""From this many lines on, distinct values are found with pandas' hash table (see nunique)."""
 
 DISTINCT_SERVICE_MODIFIERS = frozenset({"59", "XE", "XS", "XP", "XU"})
 
@@ -166,7 +171,10 @@ class ClaimGroups:
     def nunique(self, codes: np.ndarray, missing: np.ndarray) -> np.ndarray:
         """Distinct non-missing codes per claim."""
         width = int(codes.max(initial=0)) + 1
-        pairs = np.unique(self.claim_index[~missing] * width + codes[~missing])
+        pairs = self.claim_index[~missing] * width + codes[~missing]
+        # On many lines pandas' hash table finds the distinct pairs several times faster than
+        # np.unique; on a few, its call costs more. Either finds the same set.
+        pairs = pd.unique(pairs) if len(pairs) > _MANY_LINES else np.unique(pairs)
         found = np.bincount(pairs // width, minlength=self.n_claims).astype(float)
         return np.where(self.empty, np.nan, found)
 
@@ -200,8 +208,9 @@ def claim_feature_columns(arrays: ClaimArrays) -> dict[str, np.ndarray]:
         claims["submission_date"], claims["service_date_from"]
     )
     limits = _filing_limits()
-    out["filing_limit_days"] = map_text(
-        claims["payer_type"], lambda t: limits.get(t, np.nan), np.nan, float
+    out["filing_limit_days"], not_medicare = map_texts(
+        claims["payer_type"],
+        ((lambda t: limits.get(t, np.nan), np.nan, float), (lambda t: t != "medicare", True, bool)),
     )
     out["days_past_filing_limit"] = out["days_service_to_submission"] - out["filing_limit_days"]
     out["patient_age"] = (
@@ -211,19 +220,16 @@ def claim_feature_columns(arrays: ClaimArrays) -> dict[str, np.ndarray]:
         ("prior_auth_present", "prior_auth_number"),
         ("referral_present", "referral_number"),
         ("referring_npi_present", "referring_npi"),
-        ("rendering_npi_present", "rendering_npi"),
         ("taxonomy_present", "provider_taxonomy"),
     ):
         out[flag] = map_text(claims[column], _present, False, float)
-    for flag, column in (
-        ("rendering_npi_valid", "rendering_npi"),
-        ("billing_npi_valid", "billing_npi"),
-    ):
-        out[flag] = map_text(claims[column], _npi_check_digit_ok, False, float)
+    out["rendering_npi_present"], out["rendering_npi_valid"] = map_texts(
+        claims["rendering_npi"], ((_present, False, float), (_npi_check_digit_ok, False, float))
+    )
+    out["billing_npi_valid"] = map_text(claims["billing_npi"], _npi_check_digit_ok, False, float)
     out["has_other_coverage"] = claims["has_other_coverage"]
     # Medicare Secondary Payer: a patient of 65+ billed to a non-Medicare plan may have Medicare
     # as primary (or the plan may coordinate benefits with it).
-    not_medicare = map_text(claims["payer_type"], lambda t: t != "medicare", True, bool)
     out["medicare_age_not_medicare_plan"] = ((out["patient_age"] >= 65) & not_medicare).astype(
         float
     )
@@ -245,8 +251,9 @@ def claim_feature_columns(arrays: ClaimArrays) -> dict[str, np.ndarray]:
         out[f"line_of_procedure_{slot}"] = line_number
 
     principal = principal_diagnoses(arrays)
-    out["principal_dx_category"] = map_text(principal, lambda c: c[:3], None, object)
-    out["principal_dx_chapter"] = map_text(principal, lambda c: c[:1], None, object)
+    out["principal_dx_category"], out["principal_dx_chapter"] = map_texts(
+        principal, ((lambda c: c[:3], None, object), (lambda c: c[:1], None, object))
+    )
     out["n_diagnoses"] = np.bincount(arrays.diagnoses["claim_index"], minlength=n).astype(float)
     return out
 
@@ -266,26 +273,27 @@ def _line_aggregates(arrays: ClaimArrays) -> dict[str, np.ndarray]:
     lines = arrays.lines
     groups = ClaimGroups(lines["claim_index"], arrays.n_claims)
     codes = lines["procedure_code"]
-    is_em = map_text(codes, _is_em, False, bool)
+    is_em, is_unlisted = map_texts(codes, ((_is_em, False, bool), (_is_unlisted, False, bool)))
     no_pointer = map_text(lines["diagnosis_pointers"], lambda p: not _present(p), True, float)
     # One pass per modifier column: each value becomes a bit mask of the groups it belongs to.
     groups_bits = np.zeros(len(codes), dtype=np.int64)
     for column in MODIFIERS:
         groups_bits |= map_text(lines[column], _modifier_bits, 0, np.int64)
 
+    # Whether any line of the claim has a modifier of each group: one reduction for all groups.
+    any_in_group = groups.max((groups_bits[:, None] & _MODIFIER_BITS) > 0)
+
     def any_modifier(group: str) -> np.ndarray:
-        return groups.max((groups_bits & _MODIFIER_BIT[group]) > 0)
+        return any_in_group[:, list(_MODIFIER_BIT).index(group)]
 
     out = {
         "n_lines": np.where(groups.empty, np.nan, groups.count),
-        "n_distinct_procedures": groups.nunique(
-            factor_codes(codes), np.array([c is None for c in codes], dtype=bool)
-        ),
+        "n_distinct_procedures": groups.nunique(factor_codes(codes), is_none(codes)),
         "max_line_charge_log": np.log1p(np.clip(groups.max(lines["line_charge"]), 0, None)),
         "total_units": groups.sum(lines["units"]),
         "max_units": groups.max(lines["units"]),
         "lines_without_dx_pointer": groups.sum(no_pointer),
-        "has_unlisted_procedure": groups.max(map_text(codes, _is_unlisted, False, bool)),
+        "has_unlisted_procedure": groups.max(is_unlisted),
         "any_modifier_25": any_modifier("25"),
         "any_distinct_service_modifier": any_modifier("distinct"),
         "any_modifier_22": any_modifier("22"),
@@ -317,6 +325,8 @@ _MODIFIER_GROUPS: dict[str, frozenset[str]] = {
     "professional_technical": frozenset({"26", "TC"}),
 }
 _MODIFIER_BIT = {group: 1 << i for i, group in enumerate(_MODIFIER_GROUPS)}
+_MODIFIER_BITS = np.array(list(_MODIFIER_BIT.values()), dtype=np.int64)
+"""The groups' bits in ``_MODIFIER_BIT`` order (a line's bits against all groups at once)."""
 
 
 def _modifier_bits(modifier: str) -> int:

@@ -44,6 +44,9 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
 """Claim values kept beside the matrix to word explanations (not model inputs): the matrix holds
 categorical columns as level codes, explanations name the claim's own values."""
 
+_FEW_CLAIMS = 64
+"""Up to this many claims, level codes are looked up value by value (no factorising first)."""
+
 Context = dict[str, np.ndarray]
 """Context columns by name, row-aligned with the matrix."""
 
@@ -202,22 +205,52 @@ class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
         claim_features = claim_feature_columns(arrays)
         history = self.history_.transform(arrays, claim_features)
         names = self.feature_names_out_
-        # Column-major, so each column is written contiguously and pandas keeps it as one block.
-        values = np.empty((arrays.n_claims, len(names)), dtype=np.float64, order="F")
-        for i, column in enumerate(names):
-            if column in self.level_codes_:
-                codes = self.level_codes_[column]
-                values[:, i] = map_text(
-                    claim_features[column], _LevelCode(codes), codes[MISSING_LEVEL], float
-                )
-            elif column in history:
-                values[:, i] = history[column]
-            else:
-                values[:, i] = claim_features[column]
+        levels = self._level_code_columns(claim_features)
+        columns = [
+            levels[column]
+            if column in levels
+            else history[column]
+            if column in history
+            else claim_features[column]
+            for column in names
+        ]
+        # One column per row of a C-order block, transposed: the matrix is column-major, so
+        # pandas keeps it as one block without a copy. One concatenation of the flat columns
+        # costs far less than a write per column (or vstack's reshape of each).
+        values = (
+            np.concatenate(columns, dtype=np.float64).reshape(len(columns), arrays.n_claims).T
+            if columns
+            else np.empty((arrays.n_claims, 0))
+        )
         matrix = pd.DataFrame(values, columns=column_index(names), copy=False)
         matrix.attrs["categorical_features"] = list(self.categorical_features_)
         context = {column: claim_features[column] for column in CONTEXT_COLUMNS}
         return matrix, context
+
+    def _level_code_columns(self, claim_features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each categorical column as level codes (``__other__`` for values not kept at fit)."""
+        columns = [column for column in self.feature_names_out_ if column in self.level_codes_]
+        if len(claim_features["claim_id"]) > _FEW_CLAIMS:
+            return {
+                column: map_text(
+                    claim_features[column],
+                    _LevelCode(self.level_codes_[column]),
+                    self.level_codes_[column][MISSING_LEVEL],
+                    float,
+                )
+                for column in columns
+            }
+        # A few claims: one pass over all columns' values, without a call per value or column.
+        rows = []
+        for column in columns:
+            codes = self.level_codes_[column]
+            other, missing = codes[OTHER_LEVEL], codes[MISSING_LEVEL]
+            rows.append(
+                [missing if v is None else codes.get(v, other) for v in claim_features[column]]
+            )
+        return dict(
+            zip(columns, np.array(rows, dtype=np.float64).reshape(len(columns), -1), strict=True)
+        )
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         return np.asarray(self.feature_names_out_, dtype=object)

@@ -1,0 +1,139 @@
+"""The claim features' batched paths give the plain paths' values, bit for bit, at any batch size.
+
+:meth:`ClaimArrays.from_tables` reads a small batch's text columns in one go,
+:func:`claim_feature_columns` maps a column once for several features, and the pipeline stacks
+the matrix in one call with level codes looked up in one pass. The references here are the plain
+paths: one :func:`text_column` / :func:`map_text` per column and feature, and the matrix filled
+column by column. Claim features are row-independent, so each claim alone, in small batches and
+in the whole set must give the reference's rows exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.claim_arrays import (
+    CLAIM_TEXT,
+    ClaimArrays,
+    map_text,
+    map_texts,
+    text_column,
+    text_columns,
+)
+from features.claim_features import claim_feature_columns
+from features.claim_tables import ClaimTables
+from features.pipeline import CONTEXT_COLUMNS, MISSING_LEVEL, OTHER_LEVEL, ClaimFeatureTransformer
+from tests.unit.test_features import _wider_world
+
+
+def _reference_matrix(transformer: ClaimFeatureTransformer, tables: ClaimTables) -> np.ndarray:
+    """The model matrix the plain way: level codes value by value, one column written at a time."""
+    arrays = ClaimArrays.from_tables(tables)
+    claim_features = claim_feature_columns(arrays)
+    history = transformer.history_.transform(arrays, claim_features)
+    names = transformer.feature_names_out_
+    values = np.empty((arrays.n_claims, len(names)))
+    for i, column in enumerate(names):
+        if column in transformer.level_codes_:
+            codes = transformer.level_codes_[column]
+            values[:, i] = [
+                codes[MISSING_LEVEL] if v is None else codes.get(v, codes[OTHER_LEVEL])
+                for v in claim_features[column]
+            ]
+        elif column in history:
+            values[:, i] = history[column]
+        else:
+            values[:, i] = claim_features[column]
+    return values
+
+
+def _same(got: np.ndarray, expected: np.ndarray) -> bool:
+    """Equal values: text (and ``None``) by equality, numbers bit for bit (NaN equals NaN)."""
+    if expected.dtype == object:
+        return got.dtype == object and got.tolist() == expected.tolist()
+    return (
+        np.ascontiguousarray(got, np.float64).tobytes()
+        == np.ascontiguousarray(expected, np.float64).tobytes()
+    )
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    tables, outcomes = _wider_world(150)
+    transformer = ClaimFeatureTransformer(min_level_count=2).fit(tables, outcomes)
+    return tables, transformer
+
+
+def test_matrix_and_context_equal_the_reference_at_every_batch_size(fitted):
+    tables, transformer = fitted
+    reference = _reference_matrix(transformer, tables)
+    whole, whole_context = transformer.transform_with_context(tables)
+    assert whole.to_numpy().flags.f_contiguous
+    assert list(whole.columns) == transformer.feature_names_out_
+    assert _same(whole.to_numpy(), reference)
+
+    ids = tables.claims["claim_id"].tolist()
+    row_of = {claim_id: i for i, claim_id in enumerate(ids)}
+    batches = [[claim_id] for claim_id in ids] + [ids[i : i + 20] for i in range(0, len(ids), 20)]
+    batches += [ids[3:8], ids[::-1][:64], ids[:65], ids[::2]]
+    for batch in batches:
+        matrix, context = transformer.transform_with_context(tables.subset(batch))
+        rows = [row_of[claim_id] for claim_id in tables.subset(batch).claims["claim_id"]]
+        assert _same(matrix.to_numpy(), reference[rows]), batch
+        assert set(context) == set(CONTEXT_COLUMNS)
+        for column in CONTEXT_COLUMNS:
+            assert _same(context[column], whole_context[column][rows]), (batch, column)
+
+
+def test_lines_of_claims_outside_the_batch_are_dropped():
+    # Lines and diagnoses find their claim by a Python lookup (up to 512 rows) or pyarrow's join
+    # (more); either way the claim's features are those of its own tables.
+    tables, _ = _wider_world(400)
+    assert len(tables.lines) > 512
+    ids = tables.claims["claim_id"].tolist()
+    for batch in (ids[:1], ids[:30], ids[:100], ids[50:350]):
+        alone = tables.subset(batch)
+        with_strangers = ClaimTables(alone.claims, tables.lines, tables.diagnoses)
+        expected = claim_feature_columns(ClaimArrays.from_tables(alone))
+        got = claim_feature_columns(ClaimArrays.from_tables(with_strangers))
+        for column, values in expected.items():
+            assert _same(got[column], values), (len(batch), column)
+
+
+@pytest.mark.parametrize("n_claims", [1, 3, 64, 65, 150])
+def test_text_columns_equal_one_text_column_each(fitted, n_claims):
+    tables, _ = fitted
+    frame = tables.claims.iloc[:n_claims]
+    for columns in (
+        [frame[c].array for c in CLAIM_TEXT],  # pyarrow strings: read together when small
+        [frame[c].astype(object).to_numpy() for c in CLAIM_TEXT],  # anything else: one by one
+    ):
+        for got, column in zip(text_columns(columns), columns, strict=True):
+            assert _same(got, text_column(column))
+
+
+@pytest.mark.parametrize("length", [0, 1, 5, 64, 65, 400])
+def test_map_texts_equal_one_map_text_each(length):
+    rng = np.random.default_rng(length)
+    pool = np.array(["99214", "70553", "", " 25 ", "medicare", None], dtype=object)
+    values = pool[rng.integers(0, len(pool), length)]
+    mappings = (
+        (str.strip, None, object),
+        (lambda v: v == "medicare", True, bool),
+        (len, -1, float),
+    )
+    for got, (fn, missing, dtype) in zip(map_texts(values, mappings), mappings, strict=True):
+        assert _same(got, map_text(values, fn, missing, dtype))
+
+
+def test_distinct_procedure_counts_equal_a_plain_count(fitted):
+    tables, _ = fitted
+    arrays = ClaimArrays.from_tables(tables)
+    counts = claim_feature_columns(arrays)["n_distinct_procedures"]
+    lines = pd.DataFrame(
+        {"claim": arrays.lines["claim_index"], "code": arrays.lines["procedure_code"]}
+    )
+    plain = lines.groupby("claim")["code"].nunique().reindex(range(arrays.n_claims))
+    assert _same(counts, plain.to_numpy(dtype=np.float64))
