@@ -305,7 +305,8 @@ def validate_table(name: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
     row can be trusted then.
 
     A small table whose rows all pass is checked without pandera (see :func:`_valid_if_clean`),
-    with the same result; any other table goes through pandera, which names what failed.
+    with the same result; any other table goes through pandera, which names what failed. A
+    table :func:`contract_frame` checked as it built it, unchanged since, is not read again.
     """
     valid, rejected = _validate_table(name, frame)
     return valid, empty_rejects() if rejected is None else rejected
@@ -314,6 +315,9 @@ def validate_table(name: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
 def _validate_table(name: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """:func:`validate_table`, with ``None`` for the rejects when the fast path passed every row
     (an empty frame costs about as much as checking a one-claim table)."""
+    valid = _checked_as_built(name, frame)
+    if valid is not None:
+        return valid, None
     schema = _schema_with_all_columns(name, frame)
     if len(frame) <= _FAST_PATH_MAX_ROWS and _pandera_checks_data():
         rules = _table_rules(name)
@@ -547,8 +551,9 @@ def _valid_if_clean(rules: _TableRules, frame: pd.DataFrame) -> pd.DataFrame | N
     the frame is unusual in a way pandera handles specially (duplicate or multi-level labels).
 
     ``frame`` is not modified. On a small frame each pandas call costs far more than the values
-    it touches, so a column is only read when it has to be coerced or checked, and then once,
-    as a list; a column already in the schema's dtype is kept as it is.
+    it touches, so each schema column is read once as an array (its dtype from it, not from
+    ``frame.dtypes``, which builds a Series), coerced only when not in the schema's dtype, and
+    listed only when checked; a column already in the schema's dtype is kept as it is.
     """
     labels = frame.columns
     if labels.nlevels != 1 or not labels.is_unique:
@@ -558,46 +563,72 @@ def _valid_if_clean(rules: _TableRules, frame: pd.DataFrame) -> pd.DataFrame | N
     others = [label for label in names if label not in rules.columns]
     if others and rules.refuse_other_columns:
         return None
-    dtypes = dict(zip(names, frame.dtypes.tolist(), strict=True))
     coerced: dict[str, Any] = {}
+    arrays: dict[str, Any] = {}
     values: dict[str, list[Any]] = {}
 
     def checked_values(name: str) -> list[Any]:
         # The column's values as pandera checks them: after coercion.
         if name not in values:
-            values[name] = _as_list(coerced[name] if name in coerced else column_array(frame, name))
+            values[name] = _as_list(arrays[name])
         return values[name]
+
+    def checked_series(name: str) -> pd.Series:
+        return pd.Series(coerced[name]) if name in coerced else frame[name]
 
     try:
         for name, column in rules.columns.items():
-            dtype = dtypes[name]
+            array = _unwrapped(column_array(frame, name))
+            dtype = array.dtype
             if dtype is not column.dtype and dtype != column.dtype:
-                coerced[name] = _coerce(frame[name], dtype, column)
-            if not (column.check_nulls or column.value_tests or column.series_checks):
-                continue
-            present = _present(checked_values(name))
-            if column.check_nulls and len(present) != len(checked_values(name)):
-                return None
-            for test in column.value_tests:
-                if not all(map(test, present)):
-                    return None
-            for check in column.series_checks:
-                series = pd.Series(coerced[name]) if name in coerced else frame[name]
-                if not check(series).check_passed:
-                    return None
-        for key in rules.unique_keys:
-            rows = list(zip(*map(checked_values, key), strict=True))
-            if any(len(_present(row)) < len(row) for row in rows) or len(set(rows)) < len(rows):
-                return None
-        for alternatives in rules.one_of_columns:
-            codes = map(checked_values, alternatives)
-            if not all(_present(row) for row in zip(*codes, strict=True)):
-                return None
+                array = coerced[name] = _coerce(frame[name], dtype, column)
+            arrays[name] = array
+        if not _rows_pass(rules, checked_values, checked_series):
+            return None
         # Like pandera: schema columns keep their place, others go (strict="filter").
         valid = frame.drop(columns=others) if others else frame
         return valid.assign(**coerced) if coerced else valid.copy(deep=False)
     except Exception:  # a failed coercion or a value that cannot be compared: pandera says what
         return None
+
+
+def _unwrapped(array: Any) -> Any:
+    """A column's array with the dtype ``frame.dtypes`` gives: numpy values read through a
+    Series (``Series.array``) come wrapped in a NumpyExtensionArray of another dtype."""
+    return array.to_numpy() if isinstance(array, pd.arrays.NumpyExtensionArray) else array
+
+
+def _rows_pass(
+    rules: _TableRules,
+    values_of: Callable[[str], Sequence[Any]],
+    series_of: Callable[[str], pd.Series],
+) -> bool:
+    """Whether every row passes the table's rules, given each schema column's values as
+    pandera checks them (coerced; missing text as None, datetimes as nanosecond counts) and
+    as a Series for checks without a per-value form. Raises where a value cannot be compared.
+    """
+    for name, column in rules.columns.items():
+        if not (column.check_nulls or column.value_tests or column.series_checks):
+            continue
+        values = values_of(name)
+        present = _present(values)
+        if column.check_nulls and len(present) != len(values):
+            return False
+        for test in column.value_tests:
+            if not all(map(test, present)):
+                return False
+        for check in column.series_checks:
+            if not check(series_of(name)).check_passed:
+                return False
+    for key in rules.unique_keys:
+        rows = list(zip(*map(values_of, key), strict=True))
+        if any(len(_present(row)) < len(row) for row in rows) or len(set(rows)) < len(rows):
+            return False
+    for alternatives in rules.one_of_columns:
+        codes = map(values_of, alternatives)
+        if not all(_present(row) for row in zip(*codes, strict=True)):
+            return False
+    return True
 
 
 def _coerce(series: pd.Series, dtype: Any, column: _ColumnRules) -> Any:
@@ -693,6 +724,8 @@ def _present(values: Sequence[Any]) -> list[Any]:
 # A frame of inferred dtypes, coerced to the contract's afterwards, costs pandas work per column
 # twice: most of a one-claim API request. Plain Python values of the contract's types can go
 # straight into the final dtype instead, and the fast path above then has nothing to coerce.
+# The table's rules are checked on those values while they are still Python lists, so validating
+# the frame only has to make sure that it was not changed since (:class:`_CheckedAsBuilt`).
 
 _NAT_DAY = np.iinfo(np.int64).min
 """numpy's missing day (NaT) as a day number."""
@@ -707,6 +740,30 @@ _EXACT_TYPES: dict[np.dtype[Any], tuple[type, ...]] = {
 }
 """Python types that numpy converts to the dtype exactly as pandera's coercion would."""
 
+_PANDAS_COPIES_ON_WRITE = int(pd.__version__.split(".", 1)[0]) >= 3
+"""pandas 3 always copies on write: a frame sharing arrays with another never writes into them."""
+
+_TEXT, _ARROW_TEXT, _DATES, _EXACT = "text", "arrow text", "dates", "exact"
+"""How :func:`contract_frame` builds a column: text of another storage (``pd.array``), pyarrow
+text (all such columns of a table in one call), dates (day numbers, all columns at once),
+numbers and booleans (numpy, from the Python types in :data:`_EXACT_TYPES`)."""
+
+
+@cache
+def _column_kinds(name: str) -> dict[str, str]:
+    """The table's columns that :func:`contract_frame` builds itself, and how; any other column
+    (a dtype not listed above, or no fast-path rules for the table) is left to pandas."""
+    rules = _table_rules(name)
+    kinds = {}
+    for column, rule in rules.columns.items() if rules is not None else ():
+        if _is_text(rule.dtype):
+            kinds[column] = _ARROW_TEXT if rule.dtype.storage == "pyarrow" else _TEXT
+        elif rule.dtype == np.dtype(_DATE):
+            kinds[column] = _DATES
+        elif rule.dtype in _EXACT_TYPES:
+            kinds[column] = _EXACT
+    return kinds
+
 
 def contract_frame(name: str, columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
     """Table ``name`` built from columns of Python values, in the contract's dtypes.
@@ -717,59 +774,61 @@ def contract_frame(name: str, columns: Mapping[str, Sequence[Any]]) -> pd.DataFr
     ``int`` and ``bool`` go straight into the contract's dtype. If any column holds anything else
     (or a date that a nanosecond timestamp cannot hold), the frame is built by ``pd.DataFrame``
     from the columns as they are (dates as the second-resolution timestamps ``pd.to_datetime``
-    makes of them), so validation coerces or quarantines them as it would any input. Nothing is
-    checked here: the frame still has to be validated.
+    makes of them), so validation coerces or quarantines them as it would any input.
+
+    The frame still has to be validated. When it holds exactly the table's columns, all built
+    here, the rules are checked on the values given; if every row passes, validating the
+    unchanged frame returns its shallow copy (made here) without reading the frame again.
     """
+    if len({len(values) for values in columns.values()}) > 1:
+        return pd.DataFrame(dict(columns))  # pandas' error for columns of unequal lengths
     rules = _table_rules(name)
-    typed: dict[str, Any] = {}
+    kinds = _column_kinds(name)
+    arrays: dict[str, Any] = {}  # in the order given; None until built below
+    arrow_text: dict[str, Any] = {}
+    dates: list[str] = []
     all_typed = True
-    text_dtypes: dict[str, Any] = {}
     for column, values in columns.items():
-        rule = rules.columns.get(column) if rules is not None else None
-        array = _typed_column(values, rule.dtype) if rule is not None else None
-        if array is _ARROW_TEXT:
-            text_dtypes[column] = rule.dtype if rule is not None else None
-        elif array is None:
+        kind = kinds.get(column)
+        array: Any = None
+        if kind is not None:
+            dtype = rules.columns[column].dtype if rules is not None else None
+            if kind in (_ARROW_TEXT, _TEXT):
+                if all(type(value) is str or value is None for value in values):
+                    if kind == _ARROW_TEXT:
+                        arrow_text[column] = dtype
+                        arrays[column] = None
+                        continue
+                    array = pd.array(np.array(values, dtype=object), dtype=dtype)
+            elif kind == _DATES:
+                if _all_dates(values):
+                    dates.append(column)
+                    arrays[column] = None
+                    continue
+            else:
+                array = _exact_array(values, dtype)
+        if array is None:
             all_typed = False
             array = values
-            if rule is not None and rule.dtype == np.dtype(_DATE) and _all_dates(values):
-                array = _day_numbers(values).view("datetime64[D]").astype("datetime64[s]")
-        typed[column] = array
-    if text_dtypes:
-        typed.update(_arrow_text_columns(columns, text_dtypes))
+        arrays[column] = array
+    if arrow_text:
+        arrays.update(_arrow_text_columns(columns, arrow_text))
+    date_block = _date_block(columns, dates, arrays) if dates else None
+    if date_block is None and dates:
+        all_typed = False  # a date out of the nanosecond range: pandera says how it fails
     if not all_typed or create_dataframe_from_blocks is None:
-        return pd.DataFrame(typed)
-    return _frame_of_arrays(typed)
+        return pd.DataFrame(arrays)
+    frame = _frame_of_blocks(_block_layout(name, tuple(arrays)), arrays, date_block)
+    if rules is not None and len(arrays) == len(rules.columns):  # no column missing or extra
+        _mark_if_clean(name, rules, frame, columns, arrays, arrow_text)
+    return frame
 
 
-_ARROW_TEXT = object()
-""":func:`_typed_column`'s answer for text that pyarrow holds as it is: built for all such
-columns of a table at once by :func:`_arrow_text_columns`."""
-
-
-def _typed_column(values: Sequence[Any], dtype: Any) -> Any:
-    """The values as an array of ``dtype`` when they convert exactly as pandera's coercion
-    converts them (:data:`_ARROW_TEXT` for text that pyarrow holds), else ``None``."""
-    if _is_text(dtype):
-        if not all(type(value) is str or value is None for value in values):
-            return None
-        if dtype.storage == "pyarrow":
-            return _ARROW_TEXT
-        return pd.array(np.array(values, dtype=object), dtype=dtype)
-    if dtype == np.dtype(_DATE):
-        if not _all_dates(values):
-            return None
-        days = _day_numbers(values)
-        known = days[days != _NAT_DAY]
-        low, high = _NANOSECOND_RANGE
-        if len(known) and not (
-            low <= int(known.min()) * _NANOSECONDS_PER_DAY
-            and int(known.max()) * _NANOSECONDS_PER_DAY <= high
-        ):
-            return None  # out of range: pandera's coercion says how it fails
-        return days.view("datetime64[D]").astype(dtype)
-    exact_types = _EXACT_TYPES.get(dtype)
-    if exact_types is None or not all(type(value) in exact_types for value in values):
+def _exact_array(values: Sequence[Any], dtype: Any) -> np.ndarray | None:
+    """The values as a numpy array of ``dtype`` when numpy converts them exactly as pandera's
+    coercion would (see :data:`_EXACT_TYPES`), else ``None``."""
+    exact_types = _EXACT_TYPES[dtype]
+    if not all(type(value) in exact_types for value in values):
         return None
     try:
         return np.array(values, dtype=dtype)
@@ -784,10 +843,11 @@ def _arrow_text_columns(
     pandera's coercion, makes of them: pyarrow large strings in their text dtype.
 
     One pyarrow array holds all of them, each column a slice of it: converting the values costs
-    little, each call into pyarrow several microseconds.
+    little, each call into pyarrow several microseconds. The array is chunked, as each column's
+    would be, so that the text arrays take their slices as they are.
     """
     every_value = [value for column in dtypes for value in columns[column]]
-    text = pyarrow.array(every_value, type=pyarrow.large_string())
+    text = pyarrow.chunked_array([pyarrow.array(every_value, type=pyarrow.large_string())])
     arrays = {}
     start = 0
     for column, dtype in dtypes.items():
@@ -797,38 +857,111 @@ def _arrow_text_columns(
     return arrays
 
 
+def _date_block(
+    columns: Mapping[str, Sequence[Any]], dates: list[str], arrays: dict[str, Any]
+) -> np.ndarray | None:
+    """The date columns (``datetime.date`` or ``None`` values) as one datetime64[ns] block, a
+    row per column, each row also put in ``arrays``; ``None`` when a date is out of the
+    nanosecond range, with each column that has one as the second-resolution dates pandas
+    makes of it instead."""
+    days = np.array([_day_numbers(columns[column]) for column in dates], dtype=np.int64)
+    known = days[days != _NAT_DAY]
+    low, high = _NANOSECOND_RANGE
+    if not len(known) or (
+        low <= int(known.min()) * _NANOSECONDS_PER_DAY
+        and int(known.max()) * _NANOSECONDS_PER_DAY <= high
+    ):
+        block = days.view("datetime64[D]").astype(_DATE)
+        arrays.update(zip(dates, block, strict=True))
+        return block
+    for column, row in zip(dates, days, strict=True):
+        known = row[row != _NAT_DAY]
+        in_range = not len(known) or (
+            low <= int(known.min()) * _NANOSECONDS_PER_DAY
+            and int(known.max()) * _NANOSECONDS_PER_DAY <= high
+        )
+        arrays[column] = row.view("datetime64[D]").astype(_DATE if in_range else "datetime64[s]")
+    return None
+
+
 def _all_dates(values: Sequence[Any]) -> bool:
     # Exactly dates: a datetime (a subclass) has a time of day that day numbers would drop.
     return all(type(value) is dt.date or value is None for value in values)
 
 
-def _day_numbers(dates: Sequence[dt.date | None]) -> np.ndarray:
+def _day_numbers(dates: Sequence[dt.date | None]) -> list[int]:
     """Days since 1970-01-01 (NaT's number for ``None``): numpy's datetime64[D] values, without
     numpy's slow parsing of date objects or pd.to_datetime's fixed cost."""
-    days = [_NAT_DAY if day is None else day.toordinal() - _UNIX_EPOCH_ORDINAL for day in dates]
-    return np.array(days, dtype=np.int64)
+    return [_NAT_DAY if day is None else day.toordinal() - _UNIX_EPOCH_ORDINAL for day in dates]
 
 
-def _frame_of_arrays(arrays: dict[str, Any]) -> pd.DataFrame:
+@dataclass(frozen=True)
+class _BlockLayout:
+    """Where each column of a contract frame goes among pandas' blocks: one per extension
+    array (text), one 2-D block for the dates and one per numpy dtype, as pandas would
+    consolidate them. The placements are read-only templates: each frame gets its own copy
+    (pandas keeps the array it is given, and copies a read-only one itself at a higher cost)."""
+
+    labels: tuple[str, ...]
+    extension_arrays: tuple[tuple[str, np.ndarray], ...]
+    dates: np.ndarray | None
+    numpy_columns: tuple[tuple[tuple[str, ...], np.ndarray], ...]
+
+
+@lru_cache(maxsize=64)
+def _block_layout(name: str, labels: tuple[str, ...]) -> _BlockLayout:
+    kinds = _column_kinds(name)
+    extension_arrays: list[tuple[str, np.ndarray]] = []
+    dates: list[int] = []
+    numpy_columns: dict[Any, list[tuple[str, int]]] = {}
+    rules = _table_rules(name)
+    assert rules is not None
+    for position, column in enumerate(labels):
+        kind = kinds[column]
+        if kind in (_TEXT, _ARROW_TEXT):
+            extension_arrays.append((column, _placement([position])))
+        elif kind == _DATES:
+            dates.append(position)
+        else:
+            numpy_columns.setdefault(rules.columns[column].dtype, []).append((column, position))
+    return _BlockLayout(
+        labels=labels,
+        extension_arrays=tuple(extension_arrays),
+        dates=_placement(dates) if dates else None,
+        numpy_columns=tuple(
+            (tuple(column for column, _ in group), _placement([p for _, p in group]))
+            for group in numpy_columns.values()
+        ),
+    )
+
+
+def _placement(positions: list[int]) -> np.ndarray:
+    placement = np.array(positions, dtype=np.intp)
+    placement.flags.writeable = False
+    return placement
+
+
+def _frame_of_blocks(
+    layout: _BlockLayout, arrays: dict[str, Any], date_block: np.ndarray | None
+) -> pd.DataFrame:
     """A frame holding these equal-length arrays as they are (no inference, no copies).
 
-    pd.DataFrame(arrays) would check and copy each again, several microseconds a column. Numpy
-    arrays of one dtype share a block, as pandas would consolidate them.
+    pd.DataFrame(arrays) would check and copy each again, several microseconds a column.
     """
     assert create_dataframe_from_blocks is not None
-    values = list(arrays.values())
-    blocks: list[tuple[Any, np.ndarray]] = []
-    positions_of: dict[np.dtype[Any], list[int]] = {}
-    for position, array in enumerate(values):
-        if isinstance(array, np.ndarray):
-            positions_of.setdefault(array.dtype, []).append(position)
+    blocks: list[tuple[Any, np.ndarray]] = [
+        (arrays[column], placement.copy()) for column, placement in layout.extension_arrays
+    ]
+    if layout.dates is not None:
+        blocks.append((date_block, layout.dates.copy()))
+    for names, placement in layout.numpy_columns:
+        if len(names) == 1:
+            block = arrays[names[0]].reshape(1, -1)
         else:
-            blocks.append((array, np.array([position], dtype=np.intp)))
-    for positions in positions_of.values():
-        block = np.vstack([values[position] for position in positions])
-        blocks.append((block, np.array(positions, dtype=np.intp)))
-    rows = pd.RangeIndex(len(values[0]) if values else 0)
-    return create_dataframe_from_blocks(blocks, index=rows, columns=_labels(tuple(arrays)))
+            block = np.vstack([arrays[column] for column in names])
+        blocks.append((block, placement.copy()))
+    rows = pd.RangeIndex(len(arrays[layout.labels[0]]) if layout.labels else 0)
+    return create_dataframe_from_blocks(blocks, index=rows, columns=_labels(layout.labels))
 
 
 @lru_cache(maxsize=64)
@@ -840,6 +973,109 @@ def _labels(names: tuple[str, ...]) -> pd.Index:
     """The column labels as pd.Index(names) makes them; one inference per table, then a view
     (its own name, shared values and lookup engine) for each frame."""
     return _label_index(names).view()
+
+
+# -- contract frames checked as they were built ------------------------------------------------
+
+_CHECKED_AS_BUILT = "_contract_checked_as_built"
+"""The attribute of a contract frame that holds its :class:`_CheckedAsBuilt` until validated."""
+
+
+@dataclass(frozen=True)
+class _CheckedAsBuilt:
+    """A contract frame whose values passed its table's rules as they were built, and what
+    :func:`validate_table` returns for it: the shallow copy the fast path would make.
+
+    The copy is made when the frame is built, which is what makes the frame safe to trust
+    later: pandas (3.0+) copies on write, so while the copy shares the frame's arrays, any write
+    to the frame first replaces the arrays it writes to. A frame that still holds the very
+    arrays, placements and labels it was built with therefore still holds the values checked.
+    """
+
+    table: str
+    valid: pd.DataFrame
+    blocks: tuple[tuple[Any, Any], ...]
+    """Each block's array and placement, as built."""
+    columns: pd.Index
+    index: pd.Index
+
+    def still_describes(self, frame: pd.DataFrame) -> bool:
+        """Whether ``frame`` holds what it held when checked (and nothing a copy would carry
+        that the recorded copy lacks: attributes, flags, axis names)."""
+        blocks = getattr(getattr(frame, "_mgr", None), "blocks", None)
+        return (
+            blocks is not None
+            and frame.columns is self.columns
+            and frame.index is self.index
+            and self.columns.name is None
+            and self.index.name is None
+            and not frame.attrs
+            and frame.flags.allows_duplicate_labels
+            and len(blocks) == len(self.blocks)
+            and all(
+                block.values is values and block.mgr_locs is placement
+                for block, (values, placement) in zip(blocks, self.blocks, strict=True)
+            )
+        )
+
+
+def _mark_if_clean(
+    name: str,
+    rules: _TableRules,
+    frame: pd.DataFrame,
+    columns: Mapping[str, Sequence[Any]],
+    arrays: dict[str, Any],
+    arrow_text: dict[str, Any],
+) -> None:
+    """Record on ``frame`` (just built from ``columns``, all of the table's columns in their
+    contract dtypes) that its rows pass the table's rules, if they do.
+
+    The rules are those of the fast path (:func:`_rows_pass`), on the values it would read
+    back from the frame: the text given (pyarrow gives back equal strings and ``None``), and
+    the numpy columns listed (missing numbers as NaN, dates as nanosecond counts). Tables
+    longer than the fast path takes are left to pandera, as :func:`_validate_table` would.
+    """
+    if not _PANDAS_COPIES_ON_WRITE or len(frame) > _FAST_PATH_MAX_ROWS:
+        return
+    listed: dict[str, Sequence[Any]] = {}
+
+    def values_of(column: str) -> Sequence[Any]:
+        if column not in listed:
+            is_text = column in arrow_text
+            listed[column] = columns[column] if is_text else _as_list(arrays[column])
+        return listed[column]
+
+    try:
+        clean = _rows_pass(rules, values_of, lambda column: frame[column])
+    except Exception:  # a value that cannot be compared: validation decides
+        return
+    blocks = getattr(getattr(frame, "_mgr", None), "blocks", None)
+    if not clean or blocks is None:
+        return
+    checked = _CheckedAsBuilt(
+        table=name,
+        valid=frame.copy(deep=False),
+        blocks=tuple((block.values, block.mgr_locs) for block in blocks),
+        columns=frame.columns,
+        index=frame.index,
+    )
+    # On the instance, not in a table of frames: it goes when the frame goes, and a copy of the
+    # frame (which pandas makes from its data, attrs and flags) never carries it.
+    vars(frame)[_CHECKED_AS_BUILT] = checked
+
+
+def _checked_as_built(name: str, frame: pd.DataFrame) -> pd.DataFrame | None:
+    """The validated table recorded for a contract frame built clean and not changed since,
+    handed out once (a second validation checks the frame again), else ``None``."""
+    checked = vars(frame).pop(_CHECKED_AS_BUILT, None) if hasattr(frame, "__dict__") else None
+    if (
+        checked is None
+        or checked.table != name
+        or not _pandera_checks_data()
+        or not checked.still_describes(frame)
+    ):
+        return None
+    return checked.valid
 
 
 @dataclass
