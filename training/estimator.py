@@ -195,11 +195,16 @@ class EstimatorConfig:
     reason_booster: BoosterParams = field(
         # Smaller and faster-learning than the denial booster: it is predicted for every claim
         # (one tree per category per round) and a handful of rules drive the categories.
+        # Capped at 12 rounds because top-1 reason accuracy levels off by about round 10; the
+        # rounds early stopping added after that (31 at 200k claims) only sharpened the
+        # probabilities, and cost 2.6 times the trees and 3.3 times the predict time. On a
+        # 200k simulation, averaged over 4 seeds: same top-1/Bayes ratio (0.939), top-3 0.0016
+        # lower. Early stopping still keeps the best round when the loss turns up earlier.
         default_factory=lambda: BoosterParams(
             num_leaves=15,
             max_depth=-1,
             learning_rate=0.2,
-            max_rounds=400,
+            max_rounds=12,
             early_stopping_rounds=30,
         )
     )

@@ -12,7 +12,7 @@ from features.schema import ClaimsDataset
 from serving.loading import load_service
 from training import registry
 from training.dataset import TrainingDataError
-from training.estimator import BoosterParams
+from training.estimator import BoosterParams, EstimatorConfig
 from training.train import TrainSettings, run_training
 
 pytestmark = pytest.mark.integration
@@ -74,6 +74,17 @@ def test_pyfunc_model_scores_exactly_like_the_service(trained):
         merged["denial_probability_pyfunc"], merged["denial_probability_service"], atol=1e-4
     )
     assert (merged["likely_reason_pyfunc"] == merged["likely_reason_service"]).all()
+
+
+def test_reason_model_stays_small_because_every_claim_is_scored_with_it(trained):
+    # The reason booster is predicted for every claim, not only denied ones: its round cap keeps
+    # it at about a third of the denial booster's predict time (BENCHMARKS.md, Scoring).
+    service = load_service(trained.model_uri, trained.tracking_uri)
+    estimator = service.pipeline.named_steps["model"]
+    classes = len(estimator.reason_classes_)
+    cap = EstimatorConfig().reason_booster.max_rounds
+    assert cap <= 20
+    assert 0 < estimator.reason_booster_.num_trees() <= cap * classes
 
 
 def test_weaker_model_is_registered_but_not_promoted_and_rollback_works(trained, tmp_path):
