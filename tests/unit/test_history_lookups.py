@@ -10,6 +10,7 @@ agree exactly.
 from __future__ import annotations
 
 import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -113,12 +114,19 @@ def _fitted_on_first(n_fitted: int) -> tuple[HistoryFeatures, ClaimTables]:
     return transformer.history_, tables
 
 
-@pytest.mark.parametrize("sort_queries_above", [history._SORT_QUERIES_ABOVE, 2])
+@pytest.mark.parametrize(
+    ("sort_queries_above", "side_by_side_from"),
+    [(history._SORT_QUERIES_ABOVE, history._LOOKUPS_SIDE_BY_SIDE_FROM), (2, 2)],
+)
 @pytest.mark.parametrize("n_fitted", [80, 50])
-def test_history_features_equal_the_per_index_lookups(monkeypatch, sort_queries_above, n_fitted):
+def test_history_features_equal_the_per_index_lookups(
+    monkeypatch, sort_queries_above, side_by_side_from, n_fitted
+):
     # 80: every claim is known to the fitted state; 50: the last 30 are new (batch counts,
-    # unknown keys). A low sort threshold takes the large-batch (sorted search) path.
+    # unknown keys). Low thresholds take the large-batch paths: sorted searches, and the line
+    # lookups in a second thread beside the claim lookups.
     monkeypatch.setattr(history, "_SORT_QUERIES_ABOVE", sort_queries_above)
+    monkeypatch.setattr(history, "_LOOKUPS_SIDE_BY_SIDE_FROM", side_by_side_from)
     fitted, tables = _fitted_on_first(n_fitted)
     ids = tables.claims["claim_id"].tolist()
     for claim_id in ids:  # (a) every claim alone
@@ -150,3 +158,22 @@ def test_combined_lookups_are_not_pickled_and_follow_a_refit():
     arrays = ClaimArrays.from_tables(tables)
     fitted.refresh(arrays, claim_feature_columns(arrays), outcomes)
     _assert_same_as_reference(fitted, tables)
+
+
+def test_a_large_batch_looks_its_lines_up_in_a_second_thread(monkeypatch):
+    fitted, tables = _fitted_on_first(50)
+    threads: list[str] = []
+    line_values = history._TableLookups.values
+
+    def recording(self, table):
+        threads.append(threading.current_thread().name)
+        return line_values(self, table)
+
+    monkeypatch.setattr(history._TableLookups, "values", recording)
+    monkeypatch.setattr(history, "_LOOKUPS_SIDE_BY_SIDE_FROM", len(tables))
+    _assert_same_as_reference(fitted, tables)
+    # The claims here, the lines in the other thread (either may get there first).
+    assert sorted(threads) == sorted([threading.current_thread().name, "line-lookups_0"])
+    threads.clear()
+    _assert_same_as_reference(fitted, tables.subset(tables.claims["claim_id"].iloc[1:]))
+    assert set(threads) == {threading.current_thread().name}  # below the threshold: one thread
