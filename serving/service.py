@@ -16,7 +16,7 @@ from sklearn.pipeline import Pipeline
 from features.claim_tables import ClaimTables
 from features.codes import code_tables
 from serving.explain import Factor, explain_batch
-from training.model import Prediction, predict
+from training.model import Prediction, predict, top_columns
 
 
 @dataclass(frozen=True)
@@ -271,7 +271,7 @@ def _top(probs: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
     """
     values = probs.to_numpy(dtype=np.float64)
     columns = np.asarray([str(c) for c in probs.columns], dtype=object)
-    order = np.argsort(-values, axis=1)[:, :k]
+    order = top_columns(values, k)
     return columns[order], np.round(np.take_along_axis(values, order, axis=1), 4)
 
 

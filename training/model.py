@@ -89,10 +89,31 @@ class Prediction:
 
 
 def _top(probs: pd.DataFrame, k: int) -> list[list[tuple[str, float]]]:
-    values = probs.to_numpy()
+    values = probs.to_numpy(dtype=np.float64)
     columns = np.asarray(probs.columns)
-    order = np.argsort(-values, axis=1)[:, :k]
+    order = top_columns(values, k)
     return [[(str(columns[j]), float(values[i, j])) for j in row] for i, row in enumerate(order)]
+
+
+def top_columns(values: np.ndarray, k: int) -> np.ndarray:
+    """Each row's ``k`` largest values' column positions, largest first; of equal values the
+    leftmost column first (as a stable descending sort would rank them).
+
+    ``k`` passes of ``argmax`` rather than a sort of every row: a batch needs only the top 3 of
+    dozens of CARC columns, and sorting them all cost most of a large batch's post-processing.
+    """
+    n_rows, n_columns = values.shape
+    k = min(k, n_columns)
+    order = np.empty((n_rows, k), dtype=np.intp)
+    if k == 0 or n_rows == 0:
+        return order
+    remaining = values.copy()
+    rows = np.arange(n_rows)
+    for place in range(k):
+        best = remaining.argmax(axis=1)
+        order[:, place] = best
+        remaining[rows, best] = -np.inf
+    return order
 
 
 def predict(pipeline: Pipeline, tables: ClaimTables) -> Prediction:
