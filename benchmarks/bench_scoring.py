@@ -104,6 +104,7 @@ def main() -> None:
     from features.claim_tables import ClaimTables
     from features.schema import ClaimsDataset
     from serving.loading import load_service
+    from training.model import CHUNKED_FROM
 
     with tempfile.TemporaryDirectory(prefix="bench-scoring-") as scratch:
         work = args.work or Path(scratch)
@@ -153,6 +154,8 @@ def main() -> None:
               f"({f_seconds:.2f} s)")  # fmt: skip
         print(f"    of which 3 boosters:           {n / m_seconds:>10,.0f} claims/s "
               f"({m_seconds:.2f} s)")  # fmt: skip
+        print("    (each alone; (a) overlaps them in chunks from "
+              f"{CHUNKED_FROM:,} claims)")  # fmt: skip
         print(f"(b) denial booster predict only:   {b_rate:>10,.0f} claims/s "
               f"({b_seconds:.2f} s)")  # fmt: skip
         print(f"    ratio a/b:                     {a_rate / b_rate:>10.3f}            "

@@ -315,6 +315,27 @@ class KeyColumns:
     def take(self, rows: np.ndarray) -> KeyColumns:
         return KeyColumns({}, {name: (self, rows) for name in (*self.columns, *self._sources)})
 
+    def row_range(self, start: int, stop: int, first_claim: int) -> KeyColumns:
+        """Rows ``start:stop`` as a table of their own, whose ``claim_index`` counts from the
+        batch's claim ``first_claim`` (the first claim of the range) as 0.
+
+        Hashes and keys already computed are sliced, not computed again: each depends on its
+        row's values alone, so they are what the rows would get in a table of their own. Nothing
+        is written to this table, so threads can take ranges of it side by side once its hashes
+        and keys are built.
+        """
+        columns = {name: values[start:stop] for name, values in self.columns.items()}
+        columns["claim_index"] = columns["claim_index"] - first_claim
+        sources = {
+            name: (table, rows[start:stop])
+            for name, (table, rows) in self._sources.items()
+            if name not in self.columns
+        }
+        view = KeyColumns(columns, sources)
+        view._hashes = {name: hashed[start:stop] for name, hashed in self._hashes.items()}
+        view._keys = {names: key[start:stop] for names, key in self._keys.items()}
+        return view
+
 
 @dataclass(frozen=True)
 class _MixingPlan:
@@ -789,6 +810,15 @@ class _TableLookups:
                     np.copyto(out[column], self.fill[column], where=missing)
         return out
 
+    def priors(self, smoothing: float, prior_rate: float) -> np.ndarray:
+        """The pseudo-counts of denials added to each rate's sum (one row per rate)."""
+        priors = self._priors.get((smoothing, prior_rate))
+        if priors is None:
+            overall = np.array(self.rate_is_overall, dtype=bool)
+            prior = np.where(overall, prior_rate, prior_rate / 10.0)
+            priors = self._priors[smoothing, prior_rate] = smoothing * prior[:, None]
+        return priors
+
     def rates(self, values: np.ndarray, smoothing: float, prior_rate: float) -> np.ndarray:
         """Counts and smoothed rates of the rate indexes, rows as ``rate_names``.
 
@@ -796,11 +826,7 @@ class _TableLookups:
         are those as of the day less those as of ``window`` days earlier.
         """
         sums = values[: self.n_rate_rows]
-        priors = self._priors.get((smoothing, prior_rate))
-        if priors is None:
-            overall = np.array(self.rate_is_overall, dtype=bool)
-            prior = np.where(overall, prior_rate, prior_rate / 10.0)
-            priors = self._priors[smoothing, prior_rate] = smoothing * prior[:, None]
+        priors = self.priors(smoothing, prior_rate)
         # A block of rows at a time: the temporaries stay small however large the table.
         for start in range(0, sums.shape[1], _RATE_BLOCK):
             block = sums[:, start : start + _RATE_BLOCK]
@@ -877,14 +903,37 @@ class HistoryFeatures(BaseEstimator):
         self, arrays: ClaimArrays, claim_features: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
         """History features for each claim, as of its submission date (``HISTORY_FEATURES``)."""
+        return self.batch(arrays, claim_features).features(0, arrays.n_claims)
+
+    def batch(self, arrays: ClaimArrays, claim_features: dict[str, np.ndarray]) -> HistoryBatch:
+        """What the history features of any range of this batch's claims are computed from.
+
+        The grouping keys of its claims and lines, hashed once, and the indexes of the batch's
+        own new submissions: a claim's counts include the earlier claims of the same batch,
+        so these are built over the whole batch, whatever range is then looked up.
+        """
         claims = claim_keys(arrays, claim_features)
         lines = line_keys(arrays, claims)
         claim_columns, line_columns = _hashed_columns(claims)
         claims.hash_columns(claim_columns)
         lines.hash_columns(line_columns)
+        # Built now, not on first use in a thread that scores a range.
+        for lookups in self._table_lookups():
+            lookups.priors(self.smoothing, self.prior_rate)
+        return HistoryBatch(self, claims, lines, self._batch_indexes(claims, lines))
+
+    def _features(
+        self,
+        claims: KeyColumns,
+        lines: KeyColumns,
+        batch: dict[str, EventIndex],
+        side_by_side: bool,
+    ) -> dict[str, np.ndarray]:
+        """:meth:`transform` of the claims (and their lines) in these tables; ``batch`` is
+        :meth:`_batch_indexes` of the whole batch they belong to."""
         by_claim = ClaimGroups(lines["claim_index"], len(claims))
         claim_lookups, line_lookups = self._table_lookups()
-        if len(claims) >= _LOOKUPS_SIDE_BY_SIDE_FROM:
+        if side_by_side and len(claims) >= _LOOKUPS_SIDE_BY_SIDE_FROM:
             # Most of a large batch's history time is numpy sorting, searching and taking,
             # which release the GIL: the line lookups run on a second core meanwhile.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="line-lookups") as pool:
@@ -904,7 +953,9 @@ class HistoryFeatures(BaseEstimator):
             if reduce is not None:
                 rates = reduce(rates.T).T
             columns.update(zip(lookups.rate_names, rates, strict=True))
-        columns.update(self._submission_counts(claims, lines, by_claim, claim_values, line_values))
+        columns.update(
+            self._submission_counts(claims, lines, by_claim, claim_values, line_values, batch)
+        )
         lag = claim_values[claim_lookups.column(_PAID_LAG)]
         columns[_PAID_LAG] = np.where(lag > 0, lag, -1.0)
         return {name: columns[name] for name in HISTORY_FEATURES}
@@ -1011,6 +1062,24 @@ class HistoryFeatures(BaseEstimator):
             )
         return shared
 
+    def _batch_indexes(self, claims: KeyColumns, lines: KeyColumns) -> dict[str, EventIndex]:
+        """Indexes of the batch's submissions not stored yet, by count feature (see
+        :meth:`_submission_counts`); ``claims``/``lines`` are the whole batch's."""
+        stored = self.known_claims_
+        hashes = claims.column_hash("claim_id").view(np.int64)  # as _claim_hash
+        where = np.minimum(np.searchsorted(stored, hashes), max(len(stored) - 1, 0))
+        is_new = (stored[where] != hashes) if len(stored) else np.ones(len(claims), dtype=bool)
+        # A claim never counts itself (only earlier days count), so one new claim adds nothing;
+        # nor do new claims whose key no other claim (or line) of the batch shares.
+        if is_new.sum() <= 1:
+            return {}
+        new_lines = np.flatnonzero(is_new[lines["claim_index"]])
+        return self._submission_indexes(
+            claims.take(np.flatnonzero(is_new)),
+            lines.take(new_lines),
+            only=self._shared_keys(claims, lines) if len(claims) <= _SMALL_BATCH else None,
+        )
+
     def _submission_counts(
         self,
         claims: KeyColumns,
@@ -1018,25 +1087,13 @@ class HistoryFeatures(BaseEstimator):
         by_claim: ClaimGroups,
         claim_values: np.ndarray,
         line_values: np.ndarray,
+        batch: dict[str, EventIndex],
     ) -> dict[str, np.ndarray]:
         """Earlier submissions: the stored ones plus those in this batch not stored yet.
 
-        The stored ones are ``claim_values``/``line_values`` (see :meth:`_table_lookups`).
+        The stored ones are ``claim_values``/``line_values`` (see :meth:`_table_lookups`), the
+        batch's are in ``batch`` (:meth:`_batch_indexes`).
         """
-        stored = self.known_claims_
-        hashes = claims.column_hash("claim_id").view(np.int64)  # as _claim_hash
-        where = np.minimum(np.searchsorted(stored, hashes), max(len(stored) - 1, 0))
-        is_new = (stored[where] != hashes) if len(stored) else np.ones(len(claims), dtype=bool)
-        batch: dict[str, EventIndex] = {}
-        # A claim never counts itself (only earlier days count), so one new claim adds nothing;
-        # nor do new claims whose key no other claim (or line) of the batch shares.
-        if is_new.sum() > 1:
-            new_lines = np.flatnonzero(is_new[lines["claim_index"]])
-            batch = self._submission_indexes(
-                claims.take(np.flatnonzero(is_new)),
-                lines.take(new_lines),
-                only=self._shared_keys(claims, lines) if len(claims) <= _SMALL_BATCH else None,
-            )
         claim_lookups, line_lookups = self._table_lookups()
         out: dict[str, np.ndarray] = {}
         for name, columns in self._COUNT_KEYS.items():
@@ -1066,6 +1123,46 @@ class HistoryFeatures(BaseEstimator):
                 since = np.where(np.isinf(shortest) | np.isnan(shortest), -1.0, shortest)
             out.update(zip(names, since, strict=True))
         return out
+
+
+class HistoryBatch:
+    """A batch's history, ready to be computed for any range of its claims (see
+    :meth:`HistoryFeatures.batch`).
+
+    Apart from the batch's own submissions (indexed once, over the whole batch), a claim's
+    history features are lookups of its own row: the features of claims ``start:stop`` are
+    those rows of the whole batch's features, bit for bit. Ranges may be computed in threads
+    side by side; nothing shared is written meanwhile.
+    """
+
+    def __init__(
+        self,
+        history: HistoryFeatures,
+        claims: KeyColumns,
+        lines: KeyColumns,
+        batch_indexes: dict[str, EventIndex],
+    ) -> None:
+        self.history = history
+        self.claims = claims
+        self.lines = lines
+        self.batch_indexes = batch_indexes
+
+    def features(self, start: int, stop: int, side_by_side: bool = True) -> dict[str, np.ndarray]:
+        """History features of claims ``start:stop`` (``HISTORY_FEATURES``).
+
+        ``side_by_side=False`` keeps the claim and line lookups of a large range in this thread
+        (for a caller that already runs ranges in threads of its own).
+        """
+        claims, lines = self.claims, self.lines
+        if start != 0 or stop != len(claims):
+            line_claims = lines["claim_index"]
+            # Lines are in claim order (ClaimArrays' canonical order): a range's are a range.
+            if np.any(line_claims[1:] < line_claims[:-1]):
+                raise ValueError("history ranges need the lines sorted by claim")
+            line_start, line_stop = line_claims.searchsorted([start, stop])
+            claims = claims.row_range(start, stop, start)
+            lines = lines.row_range(int(line_start), int(line_stop), start)
+        return self.history._features(claims, lines, self.batch_indexes, side_by_side)
 
 
 _RATE_BLOCK = 16_384

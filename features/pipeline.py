@@ -23,7 +23,7 @@ from features.claim_features import (
     claim_feature_columns,
 )
 from features.claim_tables import ClaimTables
-from features.history import HISTORY_FEATURES, HistoryFeatures
+from features.history import HISTORY_FEATURES, HistoryBatch, HistoryFeatures
 
 OTHER_LEVEL = "__other__"
 MISSING_LEVEL = "__missing__"
@@ -201,31 +201,29 @@ class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
 
     def transform_with_context(self, tables: ClaimTables) -> tuple[pd.DataFrame, Context]:
         """Model matrix (one row per claim, in ``tables.claims`` order) and its context."""
+        batch = self.batch(tables)
+        return self.frame(batch.columns(0, batch.n_claims)), batch.context()
+
+    def batch(self, tables: ClaimTables) -> FeatureBatch:
+        """The claims ready to become matrix rows, any range of claims at a time.
+
+        What depends on the whole batch is done here, once: reading the tables, the claim
+        features, and history's keys and the batch's own submissions (see
+        :meth:`~features.history.HistoryFeatures.batch`).
+        """
         arrays = ClaimArrays.from_tables(tables)
         claim_features = claim_feature_columns(arrays)
-        history = self.history_.transform(arrays, claim_features)
-        names = self.feature_names_out_
-        levels = self._level_code_columns(claim_features)
-        columns = [
-            levels[column]
-            if column in levels
-            else history[column]
-            if column in history
-            else claim_features[column]
-            for column in names
-        ]
-        # One column per row of a C-order block, transposed: the matrix is column-major, so
-        # pandas keeps it as one block without a copy. One concatenation of the flat columns
-        # costs far less than a write per column (or vstack's reshape of each).
-        values = (
-            np.concatenate(columns, dtype=np.float64).reshape(len(columns), arrays.n_claims).T
-            if columns
-            else np.empty((arrays.n_claims, 0))
-        )
-        matrix = pd.DataFrame(values, columns=column_index(names), copy=False)
+        history = self.history_.batch(arrays, claim_features)
+        return FeatureBatch(self, claim_features, history)
+
+    def frame(self, columns: np.ndarray) -> pd.DataFrame:
+        """The model matrix of :meth:`FeatureBatch.columns` (one range's, or several ranges' side
+        by side), sharing their array."""
+        # One model column per row of a C-order array: transposed, the matrix is column-major,
+        # so pandas keeps it as one block without a copy.
+        matrix = pd.DataFrame(columns.T, columns=column_index(self.feature_names_out_), copy=False)
         matrix.attrs["categorical_features"] = list(self.categorical_features_)
-        context = {column: claim_features[column] for column in CONTEXT_COLUMNS}
-        return matrix, context
+        return matrix
 
     def _level_code_columns(self, claim_features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Each categorical column as level codes (``__other__`` for values not kept at fit)."""
@@ -254,6 +252,57 @@ class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         return np.asarray(self.feature_names_out_, dtype=object)
+
+
+class FeatureBatch:
+    """A batch of claims ready to become matrix rows (see :meth:`ClaimFeatureTransformer.batch`).
+
+    The rows of claims ``start:stop`` are those rows of the whole batch's matrix, bit for bit,
+    so ranges can be built in threads side by side (nothing shared is written meanwhile).
+    """
+
+    def __init__(
+        self,
+        transformer: ClaimFeatureTransformer,
+        claim_features: dict[str, np.ndarray],
+        history: HistoryBatch,
+    ) -> None:
+        self.transformer = transformer
+        self.claim_features = claim_features
+        self.history = history
+        self.n_claims = len(claim_features["claim_id"])
+
+    def columns(self, start: int, stop: int, side_by_side: bool = True) -> np.ndarray:
+        """The model columns of claims ``start:stop``, one per row of a C-order array (the
+        matrix rows transposed: see :meth:`ClaimFeatureTransformer.frame`).
+
+        ``side_by_side`` is passed to :meth:`~features.history.HistoryBatch.features`.
+        """
+        claim_features = self.claim_features
+        if start != 0 or stop != self.n_claims:
+            claim_features = {name: values[start:stop] for name, values in claim_features.items()}
+        history = self.history.features(start, stop, side_by_side)
+        transformer = self.transformer
+        names = transformer.feature_names_out_
+        levels = transformer._level_code_columns(claim_features)
+        columns = [
+            levels[column]
+            if column in levels
+            else history[column]
+            if column in history
+            else claim_features[column]
+            for column in names
+        ]
+        # One concatenation of the flat columns costs far less than a write per column (or
+        # vstack's reshape of each).
+        n = stop - start
+        if not columns:
+            return np.empty((0, n))
+        return np.concatenate(columns, dtype=np.float64).reshape(len(columns), n)
+
+    def context(self) -> Context:
+        """Claim values beside the matrix to word explanations (``CONTEXT_COLUMNS``)."""
+        return {column: self.claim_features[column] for column in CONTEXT_COLUMNS}
 
 
 def column_index(names: Iterable[str]) -> pd.Index:

@@ -62,20 +62,24 @@ def _threads(rows: int) -> int:
     return 1 if rows <= SMALL_BATCH_ROWS else 0
 
 
-def _booster_predict(booster: lgb.Booster, values: np.ndarray) -> np.ndarray:
+def _booster_predict(
+    booster: lgb.Booster, values: np.ndarray, num_threads: int | None = None
+) -> np.ndarray:
     """``booster.predict(values)`` (probabilities), the same numbers with less overhead.
 
     One row (an API request for one claim) goes through LightGBM's single-row entry point,
     set up once per booster: ``Booster.predict`` spends most of a one-row call re-reading its
     arguments and setting up the prediction, not walking the trees. Both paths run the same
     trees on the same row, so the probabilities are identical (tested in
-    ``tests/unit/test_features.py``).
+    ``tests/unit/test_features.py``). ``num_threads`` is LightGBM's for this call (by default
+    :func:`_threads`); rows are predicted independently, so it changes no number.
     """
     if values.shape[0] == 1 and values.dtype == np.float64:
         # Shaped as Booster.predict shapes it: (1,) for one output, (1, k) for k classes.
         predicted = _OneRowPredictor.of(booster, values.shape[1]).predict(values[0])
         return predicted if len(predicted) == 1 else predicted.reshape(1, -1)
-    return np.asarray(booster.predict(values, num_threads=_threads(len(values))))
+    threads = _threads(len(values)) if num_threads is None else num_threads
+    return np.asarray(booster.predict(values, num_threads=threads))
 
 
 class _OneRowPredictor:
@@ -342,8 +346,9 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
         return classes, booster
 
     # -- prediction ----------------------------------------------------------------------
-    def predict_proba(self, matrix: pd.DataFrame) -> np.ndarray:
-        raw = self.predict_raw(matrix)
+    def predict_proba(self, matrix: pd.DataFrame, num_threads: int | None = None) -> np.ndarray:
+        """P(paid), P(denied) per row; ``num_threads``: LightGBM's (default: by batch size)."""
+        raw = self.predict_raw(matrix, num_threads)
         # Isotonic regression is a step function: claims the booster ranks apart would tie.
         # A vanishing share of the raw score keeps the booster's order (and the probabilities
         # to within 1e-6), so precision at the top is not lost to ties.
@@ -373,13 +378,13 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
     def predict(self, matrix: pd.DataFrame) -> np.ndarray:
         return (self.predict_proba(matrix)[:, 1] >= 0.5).astype(int)
 
-    def predict_raw(self, matrix: pd.DataFrame) -> np.ndarray:
+    def predict_raw(self, matrix: pd.DataFrame, num_threads: int | None = None) -> np.ndarray:
         """Uncalibrated booster output (probability scale), for benchmarks against the booster."""
-        return _booster_predict(self.denial_booster_, _values(matrix))
+        return _booster_predict(self.denial_booster_, _values(matrix), num_threads)
 
-    def predict_reasons(self, matrix: pd.DataFrame) -> pd.DataFrame:
+    def predict_reasons(self, matrix: pd.DataFrame, num_threads: int | None = None) -> pd.DataFrame:
         """P(root-cause category | denied), one column per category."""
-        return self._class_probs(self.reason_booster_, self.reason_classes_, matrix)
+        return self._class_probs(self.reason_booster_, self.reason_classes_, matrix, num_threads)
 
     def predict_carcs(self, reasons: pd.DataFrame, payer_types: np.ndarray) -> pd.DataFrame:
         """P(primary CARC | denied), one column per learned CARC (rare ones pooled as 'other').
@@ -401,11 +406,14 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _class_probs(
-        booster: lgb.Booster | None, classes: np.ndarray, matrix: pd.DataFrame
+        booster: lgb.Booster | None,
+        classes: np.ndarray,
+        matrix: pd.DataFrame,
+        num_threads: int | None = None,
     ) -> pd.DataFrame:
         if booster is None:
             return pd.DataFrame(1.0, index=matrix.index, columns=list(classes))
-        probs = _booster_predict(booster, _values(matrix))
+        probs = _booster_predict(booster, _values(matrix), num_threads)
         return pd.DataFrame(probs, index=matrix.index, columns=column_index(classes), copy=False)
 
     def contributions(self, matrix: pd.DataFrame) -> pd.DataFrame:

@@ -8,7 +8,9 @@ call it, so there is no second implementation of the features to drift apart.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,19 +119,93 @@ def top_columns(values: np.ndarray, k: int) -> np.ndarray:
 
 
 def predict(pipeline: Pipeline, tables: ClaimTables) -> Prediction:
-    """Score claims: calibrated denial probability, reason and CARC probabilities."""
+    """Score claims: calibrated denial probability, reason and CARC probabilities.
+
+    A large batch is scored in chunks on two threads (:func:`_scores_in_chunks`), with the same
+    numbers, bit for bit, as scoring it in one pass.
+    """
     features: ClaimFeatureTransformer = pipeline.named_steps["features"]
     model: DenialRiskEstimator = pipeline.named_steps["model"]
-    matrix, context = features.transform_with_context(tables)
-    reasons = model.predict_reasons(matrix)
+    workers = _chunk_workers() if len(tables) >= CHUNKED_FROM else 1
+    if workers > 1:
+        matrix, context, denial_probability, reasons = _scores_in_chunks(
+            features, model, tables, workers
+        )
+    else:
+        matrix, context = features.transform_with_context(tables)
+        denial_probability = model.predict_proba(matrix)[:, 1]
+        reasons = model.predict_reasons(matrix)
     return Prediction(
         claim_ids=tables.claims["claim_id"].to_numpy(),
-        denial_probability=model.predict_proba(matrix)[:, 1],
+        denial_probability=denial_probability,
         reason_probs=reasons,
         carc_probs=model.predict_carcs(reasons, context["payer_type"]),
         matrix=matrix,
         context=context,
     )
+
+
+CHUNKED_FROM = 20_000
+"""From this many claims, :func:`predict` scores in chunks on two threads. Smaller batches (an
+API request has at most 1,000 claims) keep the one-pass path: below this the chunks gained
+nothing (measured: 10k claims 0.24 s either way, 5k claims slower in chunks), as the one-pass
+path already predicts on every core and looks history up on two threads."""
+
+CHUNK_CLAIMS = 25_000
+"""Claims per chunk. Several chunks per thread, so a thread that finishes early takes the next
+one and neither core waits long at the end; each large enough that the per-chunk numpy and
+LightGBM calls cost little beside its work. (200k claims in 4 to 10 chunks scored equally fast,
+within noise.)"""
+
+
+def _chunk_workers() -> int:
+    """Threads for chunked scoring: two, or one where only one CPU is ours to use."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform (macOS, Windows)
+        usable = os.cpu_count() or 1
+    return min(2, usable)
+
+
+def _scores_in_chunks(
+    features: ClaimFeatureTransformer,
+    model: DenialRiskEstimator,
+    tables: ClaimTables,
+    workers: int,
+) -> tuple[pd.DataFrame, Context, np.ndarray, pd.DataFrame]:
+    """Matrix, context, denial and reason probabilities of a large batch, in chunks of claims.
+
+    A chunk's features are partly Python holding the GIL; LightGBM's prediction releases it.
+    Two threads, each taking the next chunk, overlap one chunk's features with another's
+    prediction (on one LightGBM thread each), so both cores stay busy. What depends on the whole
+    batch is done once first (:meth:`ClaimFeatureTransformer.batch`: the claims read once, and
+    history's counts of earlier claims of the same batch); every later step is row by row, so
+    the numbers equal the one-pass path's bit for bit. The chunks fill their rows of the batch's
+    matrix; the CARC step (a product over groups of rows) runs once, on the whole batch.
+    """
+    batch = features.batch(tables)
+    n = batch.n_claims
+    columns = np.empty((len(features.feature_names_out_), n))
+    denial_probability = np.empty(n)
+    # As many chunks per thread, of about equal size: no thread is left with a last chunk
+    # while the other core idles.
+    n_chunks = workers * -(-n // (workers * CHUNK_CLAIMS))
+    bounds = [n * i // n_chunks for i in range(n_chunks + 1)]
+
+    def score(start: int, stop: int) -> pd.DataFrame:
+        chunk_columns = batch.columns(start, stop, side_by_side=False)  # both cores are busy
+        chunk = features.frame(chunk_columns)
+        denial_probability[start:stop] = model.predict_proba(chunk, num_threads=1)[:, 1]
+        reasons = model.predict_reasons(chunk, num_threads=1)
+        columns[:, start:stop] = chunk_columns
+        return reasons
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="score-chunk") as pool:
+        parts = list(pool.map(score, bounds[:-1], bounds[1:]))
+    reasons = pd.DataFrame(
+        np.concatenate([part.to_numpy() for part in parts]), columns=parts[0].columns
+    )
+    return features.frame(columns), batch.context(), denial_probability, reasons
 
 
 def predict_frame(pipeline: Pipeline, tables: ClaimTables, k: int = TOP_K) -> pd.DataFrame:

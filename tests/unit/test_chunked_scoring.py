@@ -1,0 +1,193 @@
+"""A large batch scored in chunks on two threads gets the one-pass path's numbers, bit for bit.
+
+:func:`training.model.predict` splits a large batch into chunks of claims and overlaps one
+chunk's features with another's LightGBM prediction. Whatever depends on the whole batch (the
+claims' counts of earlier claims of the same batch) is computed once, before the chunks; the
+worlds here have new claims of one patient on both sides of chunk boundaries, so a chunk that
+counted only its own claims would give different numbers.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import features.history as history
+import training.model as model_module
+from features.claim_arrays import ClaimArrays
+from features.claim_features import claim_feature_columns
+from features.claim_tables import ClaimTables
+from features.history import HISTORY_FEATURES, HistoryFeatures
+from features.pipeline import ClaimFeatureTransformer
+from features.schema import ClaimsDataset
+from tests.unit.test_features import _wider_world
+from training.model import Prediction, predict
+
+_COUNT_FEATURES = (
+    *HistoryFeatures._COUNT_KEYS,
+    *HistoryFeatures._LAST_SERVICE_KEYS,
+)
+
+
+def _fitted_on_first(n_claims: int, n_fitted: int) -> tuple[HistoryFeatures, ClaimTables]:
+    """History fitted on the first claims of a world of 17 patients; the rest are new to it."""
+    tables, outcomes = _wider_world(n_claims)
+    fitted_ids = tables.claims["claim_id"].tolist()[:n_fitted]
+    transformer = ClaimFeatureTransformer(min_level_count=1).fit(
+        tables.subset(fitted_ids), outcomes[outcomes["claim_id"].isin(fitted_ids)]
+    )
+    return transformer.history_, tables
+
+
+def _ranges(n: int, size: int) -> list[tuple[int, int]]:
+    return [(start, min(n, start + size)) for start in range(0, n, size)]
+
+
+@pytest.mark.parametrize(
+    ("sort_queries_above", "small_batch"),
+    # As shipped (a few claims: plain searches; shared keys checked), and the paths of a large
+    # batch (sorted searches; every batch index built).
+    [(history._SORT_QUERIES_ABOVE, history._SMALL_BATCH), (2, 0)],
+)
+@pytest.mark.parametrize("chunk", [1, 7, 40])
+def test_history_of_claim_ranges_equals_the_whole_batch(
+    monkeypatch: pytest.MonkeyPatch, sort_queries_above: int, small_batch: int, chunk: int
+) -> None:
+    monkeypatch.setattr(history, "_SORT_QUERIES_ABOVE", sort_queries_above)
+    monkeypatch.setattr(history, "_SMALL_BATCH", small_batch)
+    fitted, tables = _fitted_on_first(200, n_fitted=60)  # 140 new claims, counted in the batch
+    arrays = ClaimArrays.from_tables(tables)
+    claim_features = claim_feature_columns(arrays)
+    whole = fitted.transform(arrays, claim_features)
+    batch = fitted.batch(arrays, claim_features)
+    assert batch.batch_indexes  # the new claims count each other
+    for start, stop in _ranges(len(tables), chunk):
+        got = batch.features(start, stop, side_by_side=False)
+        assert list(got) == list(HISTORY_FEATURES)
+        for name in HISTORY_FEATURES:
+            assert np.array_equal(got[name], whole[name][start:stop], equal_nan=True), (
+                name,
+                start,
+            )
+
+
+def test_the_test_world_counts_claims_across_chunk_boundaries() -> None:
+    """Guards the tests above: a chunk scored as a batch of its own would lose counts."""
+    fitted, tables = _fitted_on_first(200, n_fitted=60)
+    arrays = ClaimArrays.from_tables(tables)
+    whole = fitted.transform(arrays, claim_feature_columns(arrays))
+    ids = tables.claims["claim_id"].tolist()
+    differing = 0
+    for start, stop in _ranges(len(tables), 40):
+        alone = tables.subset(ids[start:stop])
+        alone_arrays = ClaimArrays.from_tables(alone)
+        own = fitted.transform(alone_arrays, claim_feature_columns(alone_arrays))
+        differing += sum(
+            int(np.sum(own[name] != whole[name][start:stop])) for name in _COUNT_FEATURES
+        )
+    assert differing > 0
+
+
+def _assert_same_prediction(got: Prediction, want: Prediction) -> None:
+    assert np.array_equal(got.claim_ids, want.claim_ids)
+    assert got.denial_probability.dtype == want.denial_probability.dtype
+    assert np.array_equal(got.denial_probability, want.denial_probability)
+    for frame, expected in (
+        (got.reason_probs, want.reason_probs),
+        (got.carc_probs, want.carc_probs),
+        (got.matrix, want.matrix),
+    ):
+        pd.testing.assert_frame_equal(frame, expected, check_exact=True)
+        assert np.array_equal(frame.to_numpy(), expected.to_numpy(), equal_nan=True)
+    assert got.matrix.attrs == want.matrix.attrs
+    assert got.matrix.to_numpy().flags.f_contiguous  # one column-major block, as before
+    assert list(got.context) == list(want.context)
+    for name, values in want.context.items():
+        assert got.context[name].dtype == values.dtype, name
+        assert got.context[name].tolist() == values.tolist() or np.array_equal(
+            got.context[name], values, equal_nan=True
+        ), name
+
+
+def _chunked(monkeypatch: pytest.MonkeyPatch, chunk_claims: int) -> list[str]:
+    """Chunk from 2 claims on, ``chunk_claims`` at a time, on two threads; returns a list that
+    records the threads that scored chunks."""
+    monkeypatch.setattr(model_module, "CHUNKED_FROM", 2)
+    monkeypatch.setattr(model_module, "CHUNK_CLAIMS", chunk_claims)
+    monkeypatch.setattr(model_module, "_chunk_workers", lambda: 2)
+    threads: list[str] = []
+    scores = model_module.DenialRiskEstimator.predict_reasons
+
+    def recording(self: Any, matrix: pd.DataFrame, num_threads: int | None = None) -> Any:
+        threads.append(threading.current_thread().name)
+        assert num_threads == 1  # one LightGBM thread per chunk
+        return scores(self, matrix, num_threads)
+
+    monkeypatch.setattr(model_module.DenialRiskEstimator, "predict_reasons", recording)
+    return threads
+
+
+@pytest.fixture(scope="module")
+def session_model(trained: Any) -> tuple[Any, ClaimTables]:
+    from serving.loading import load_service
+
+    service = load_service(trained.model_uri, trained.tracking_uri)
+    dataset, _ = ClaimsDataset.read(trained.sim_dir)
+    return service, ClaimTables.from_dataset(dataset)
+
+
+@pytest.mark.parametrize("chunk_claims", [997, 5_000])
+def test_chunked_prediction_equals_one_pass_end_to_end(
+    monkeypatch: pytest.MonkeyPatch, session_model: tuple[Any, ClaimTables], chunk_claims: int
+) -> None:
+    """The session's model over its whole simulation: the test period's claims are new to the
+    fitted history, so their counts come from the batch, across chunks."""
+    service, tables = session_model
+    pipeline = service.pipeline
+    with monkeypatch.context() as one_pass:
+        one_pass.setattr(model_module, "CHUNKED_FROM", len(tables) + 1)
+        want = predict(pipeline, tables)
+        want_frame = service.score_frame(tables, explain=False)
+    threads = _chunked(monkeypatch, chunk_claims)
+    got = predict(pipeline, tables)
+    n_chunks = len(threads)
+    assert n_chunks >= len(tables) // chunk_claims
+    assert n_chunks % 2 == 0  # as many chunks per thread
+    assert all(name.startswith("score-chunk") for name in threads)
+    assert pipeline.named_steps["features"].batch(tables).history.batch_indexes
+    _assert_same_prediction(got, want)
+    pd.testing.assert_frame_equal(service.score_frame(tables, explain=False), want_frame)
+
+
+def test_chunked_prediction_equals_one_pass_on_a_small_world(
+    monkeypatch: pytest.MonkeyPatch, session_model: tuple[Any, ClaimTables]
+) -> None:
+    """Chunks smaller than every small-batch path, including chunks of one claim."""
+    service, tables = session_model
+    pipeline = service.pipeline
+    tables = tables.subset(tables.claims["claim_id"].iloc[-150:].tolist())
+    want = predict(pipeline, tables)  # 150 claims: one pass
+    for chunk_claims in (1, 13, 64):
+        _chunked(monkeypatch, chunk_claims)
+        _assert_same_prediction(predict(pipeline, tables), want)
+
+
+def test_small_batches_and_one_cpu_keep_the_one_pass_path(
+    monkeypatch: pytest.MonkeyPatch, session_model: tuple[Any, ClaimTables]
+) -> None:
+    service, tables = session_model
+    tables = tables.subset(tables.claims["claim_id"].iloc[:300].tolist())
+    calls: list[int] = []
+    monkeypatch.setattr(
+        model_module, "_scores_in_chunks", lambda *args: calls.append(1) or pytest.fail()
+    )
+    predict(service.pipeline, tables)  # 300 claims, below CHUNKED_FROM
+    monkeypatch.setattr(model_module, "CHUNKED_FROM", 2)
+    monkeypatch.setattr(model_module.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert model_module._chunk_workers() == 1
+    predict(service.pipeline, tables)  # one usable CPU: nothing to overlap
+    assert calls == []
