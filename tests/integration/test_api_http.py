@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import uvicorn
 
@@ -145,6 +146,35 @@ def test_concurrent_requests_over_http_get_the_answers_they_get_alone(
         assert answer.json() == alone.response.model_dump(mode="json")
 
 
+def _start_serve_command(
+    trained: Any, out: Path, *options: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`denial-risk serve` as a user starts it, in a real process, once it answers /ready."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DENIAL_RISK_API_KEYS": json.dumps([KEY]),
+        "DENIAL_RISK_LOG_LEVEL": "info",
+    }
+    command = [
+        str(Path(sys.executable).with_name("denial-risk")), "serve", "--port", str(port),
+        "--model", trained.model_uri, "--tracking-uri", trained.tracking_uri, *options,
+    ]  # fmt: skip
+    with out.open("wb") as log:
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise AssertionError(f"the server did not get ready within 90 s:\n{out.read_text()}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            time.sleep(0.3)
+
+
 def test_serve_command_answers_and_logs_one_line_per_request_without_identifiers(
     trained: Any, recent_claims: ClaimTables, tmp_path: Path
 ) -> None:
@@ -154,30 +184,9 @@ def test_serve_command_answers_and_logs_one_line_per_request_without_identifiers
     (uvicorn ends a SIGTERM-ed server by re-raising the signal, hence -15), and no line may
     carry the claims' patient identifiers.
     """
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DENIAL_RISK_API_KEYS": json.dumps([KEY]),
-        "DENIAL_RISK_LOG_LEVEL": "info",
-    }
     out = tmp_path / "serve.log"
-    command = [
-        str(Path(sys.executable).with_name("denial-risk")), "serve", "--port", str(port),
-        "--model", trained.model_uri, "--tracking-uri", trained.tracking_uri,
-    ]  # fmt: skip
-    with out.open("wb") as log:
-        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    server, url = _start_serve_command(trained, out)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, out.read_text()
-            assert time.monotonic() < deadline, "the server was not ready within 90 s"
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
         payload = claims_payload(recent_claims.subset(recent_claims.claims["claim_id"][:3]))
         for claim in payload:
             answer = httpx.post(
@@ -202,3 +211,46 @@ def test_serve_command_answers_and_logs_one_line_per_request_without_identifiers
         assert claim["patient_id"] not in text
         if claim.get("patient_birth_date"):
             assert claim["patient_birth_date"] not in text
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT balances on Linux")
+def test_serve_with_two_workers_spreads_keep_alive_clients_over_both(
+    trained: Any, recent_claims: ClaimTables, tmp_path: Path
+) -> None:
+    """Clients that connect as soon as the server answers /ready keep their connections: when
+    one worker answered while the other was still loading the model, all 20 went to the first
+    for good. Workers now start accepting together, each on its own SO_REUSEPORT socket."""
+    out = tmp_path / "serve-2w.log"
+    server, url = _start_serve_command(trained, out, "--workers", "2")
+    port = int(url.rsplit(":", 1)[1])
+    workers = psutil.Process(server.pid).children()
+    clients = [httpx.Client(base_url=url, headers={"X-API-Key": KEY}) for _ in range(20)]
+    try:
+        # Each client opens its own keep-alive connection, all at once as a load of them would.
+        with ThreadPoolExecutor(len(clients)) as pool:
+            ready = list(pool.map(lambda client: client.get("/ready").status_code, clients))
+        assert ready == [200] * len(clients)
+        holding = {
+            w.pid: sum(
+                c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
+                for c in w.net_connections("tcp")
+            )
+            for w in workers
+        }
+        assert sum(holding.values()) == 20, holding
+        # All 20 on one of 2 sockets by chance: p = 2 * 0.5**20, about 2 in a million.
+        assert sorted(holding.values())[-2] >= 1, holding
+        claim = claims_payload(recent_claims.subset(recent_claims.claims["claim_id"][:1]))[0]
+        answers = [c.post("/v1/claims/score", json={"claims": [claim]}) for c in clients]
+        assert {a.status_code for a in answers} == {200}
+        assert len({a.json()["results"][0]["denial_probability"] for a in answers}) == 1
+    finally:
+        for client in clients:
+            client.close()
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    text = out.read_text()
+    assert server.returncode == 0, text
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    assert "openmp_threads_not_set" not in text
+    assert text.count("Application startup complete") == 2, text
