@@ -251,6 +251,44 @@ def test_serve_with_two_workers_spreads_keep_alive_clients_over_both(
         server.wait(timeout=60)
     text = out.read_text()
     assert server.returncode == 0, text
-    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    # Nothing left behind: the workers, and multiprocessing's helper process, exit with it.
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, alive
     assert "openmp_threads_not_set" not in text
     assert text.count("Application startup complete") == 2, text
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT balances on Linux")
+def test_a_worker_that_dies_is_replaced_and_the_server_keeps_answering(
+    trained: Any, tmp_path: Path
+) -> None:
+    out = tmp_path / "serve-replace.log"
+    server, url = _start_serve_command(trained, out, "--workers", "2")
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        first = [w for w in psutil.Process(server.pid).children() if _listens_on(w, port)]
+        assert len(first) == 2
+        first[0].kill()  # as the OOM killer would
+        deadline = time.monotonic() + 90
+        while True:
+            workers = [w for w in psutil.Process(server.pid).children() if _listens_on(w, port)]
+            if len(workers) == 2 and first[0].pid not in {w.pid for w in workers}:
+                break
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.3)
+        with httpx.Client(base_url=url) as client:
+            assert all(client.get("/ready").status_code == 200 for _ in range(10))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    text = out.read_text()
+    assert server.returncode == 0, text
+    assert '"event": "worker_replaced"' in text and f'"exit_code": -{signal.SIGKILL}' in text
+
+
+def _listens_on(process: psutil.Process, port: int) -> bool:
+    try:
+        connections = process.net_connections("tcp")
+    except psutil.NoSuchProcess:
+        return False
+    return any(c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in connections)
