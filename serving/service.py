@@ -8,6 +8,7 @@ number for the same claim.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -110,7 +111,7 @@ class ScoringService:
         view = self._view(prediction)
         factors = self._factors(prediction, top_k) if explain else None
         reasons, carcs = view.reasons(), view.carcs()
-        probabilities, bands = view.probabilities.tolist(), view.bands.tolist()
+        probabilities, bands = view.probabilities.tolist(), view.bands()
         scores = []
         for i, claim_id in enumerate(view.claim_ids):
             claim_factors = factors[i] if factors is not None else []
@@ -141,28 +142,28 @@ class ScoringService:
         """Scores as a flat table (batch output): one row per claim.
 
         Built column by column from the same prediction :meth:`score` uses (no per-claim
-        objects), because batch scoring runs over hundreds of thousands of claims.
+        objects), because batch scoring runs over hundreds of thousands of claims. Text columns
+        are built from their few distinct values (:func:`_text_column`).
         """
         if len(tables) == 0:
             return pd.DataFrame(columns=["claim_id", "denial_probability", "risk_band"])
         prediction = predict(self.pipeline, tables)
         view = self._view(prediction)
         factors = self._factors(prediction, top_k) if explain else None
-        frame = pd.DataFrame(
-            {
-                "claim_id": view.claim_ids,
-                "denial_probability": view.probabilities,
-                "risk_band": view.bands,
-                "likely_reason": view.reason_codes[:, 0] if view.top else None,
-            }
-        )
-        columns: dict[str, object] = {}
-        for name, codes, probs in (
-            ("reason", view.reason_codes, view.reason_probs),
-            ("carc", view.carc_codes, view.carc_probs),
+        columns: dict[str, object] = {
+            "claim_id": _id_column(tables.claims["claim_id"]),
+            "denial_probability": view.probabilities,
+            "risk_band": _text_column(_BAND_NAMES, view.band_codes),
+            "likely_reason": (
+                _text_column(view.reason_classes, view.reason_order[:, 0]) if view.top else None
+            ),
+        }
+        for name, classes, order, probs in (
+            ("reason", view.reason_classes, view.reason_order, view.reason_probs),
+            ("carc", view.carc_classes, view.carc_order, view.carc_probs),
         ):
-            for i in range(codes.shape[1]):
-                columns[f"{name}_{i + 1}"] = codes[:, i]
+            for i in range(order.shape[1]):
+                columns[f"{name}_{i + 1}"] = _text_column(classes, order[:, i])
                 columns[f"{name}_{i + 1}_probability"] = probs[:, i]
         if factors is not None:
             for i in range(max((len(f) for f in factors), default=0)):
@@ -174,28 +175,31 @@ class ScoringService:
                     f.contribution if f else None for f in picked
                 ]
                 columns[f"factor_{i + 1}_fix"] = [f.fix if f else None for f in picked]
-        columns["suggested_fix"] = self._suggested_fixes(view, factors)
-        columns["model_version"] = np.full(len(frame), self.info.version, dtype=object)
-        return pd.concat([frame, pd.DataFrame(columns)], axis=1)
+            columns["suggested_fix"] = self._suggested_fixes(view, factors)
+        else:
+            columns["suggested_fix"] = _text_column(*self._fixes_by_reason(view))
+        columns["model_version"] = _text_column(
+            np.array([self.info.version], dtype=object), np.zeros(len(tables), dtype=np.intp)
+        )
+        return pd.DataFrame(columns)
 
     # -- helpers -----------------------------------------------------------------------------
     def _view(self, prediction: Prediction) -> _PredictionView:
         """Rounded probabilities, bands and top-3 reasons/CARCs, computed for the whole batch."""
         probabilities = np.round(prediction.denial_probability.astype(np.float64), 4)
-        bands = np.where(
-            probabilities >= self.bands.high,
-            "high",
-            np.where(probabilities >= self.bands.medium, "medium", "low"),
-        )
-        reason_codes, reason_probs = _top(prediction.reason_probs, 3)
-        carc_codes, carc_probs = _top(prediction.carc_probs, 3)
+        band_codes = (probabilities >= self.bands.medium).astype(np.intp)
+        band_codes += probabilities >= self.bands.high  # 0 low, 1 medium, 2 high
+        reason_classes, reason_order, reason_probs = _top(prediction.reason_probs, 3)
+        carc_classes, carc_order, carc_probs = _top(prediction.carc_probs, 3)
         return _PredictionView(
-            claim_ids=prediction.claim_ids.astype(str).astype(object),
+            raw_claim_ids=prediction.claim_ids,
             probabilities=probabilities,
-            bands=bands,
-            reason_codes=reason_codes,
+            band_codes=band_codes,
+            reason_classes=reason_classes,
+            reason_order=reason_order,
             reason_probs=reason_probs,
-            carc_codes=carc_codes,
+            carc_classes=carc_classes,
+            carc_order=carc_order,
             carc_probs=carc_probs,
         )
 
@@ -203,17 +207,24 @@ class ScoringService:
         contributions = self.pipeline.named_steps["model"].contributions(prediction.matrix)
         return explain_batch(contributions, prediction.matrix, prediction.context, top_k)
 
+    def _fixes_by_reason(self, view: _PredictionView) -> tuple[np.ndarray, np.ndarray]:
+        """Each claim's fix from its top reason alone (none for a low risk), as the distinct
+        fixes and each claim's position among them (the last: no fix)."""
+        fixes = np.array(
+            [*(self._category_fixes.get(str(c)) or None for c in view.reason_classes), None],
+            dtype=object,
+        )
+        no_fix = len(fixes) - 1
+        if not view.top:
+            return fixes, np.full(len(view.probabilities), no_fix, dtype=np.intp)
+        return fixes, np.where(view.band_codes == 0, no_fix, view.reason_order[:, 0])
+
     def _suggested_fixes(
         self, view: _PredictionView, factors: list[list[Factor]] | None
     ) -> np.ndarray:
-        """:meth:`_suggested_fix` for a whole batch, by array operations where possible."""
-        by_reason = np.full(len(view.claim_ids), None, dtype=object)
-        if view.top:
-            top = view.reason_codes[:, 0]
-            for category in set(top.tolist()):
-                by_reason[top == category] = self._category_fixes.get(category) or None
-        fixes = by_reason
-        fixes[view.bands == "low"] = None
+        """:meth:`_suggested_fix` for a whole batch: the top reason's fix unless a factor has
+        one of its own."""
+        fixes = _values(*self._fixes_by_reason(view))
         if factors is not None:
             for i, claim_factors in enumerate(factors):
                 fix = next((f.fix for f in claim_factors if f.fix), None)
@@ -240,42 +251,91 @@ class ScoringService:
         return self._carc_texts.get(code.strip().upper(), "other / less common CARC")
 
 
+_BAND_NAMES = np.array(["low", "medium", "high"], dtype=object)
+"""Risk bands by their code in :attr:`_PredictionView.band_codes`."""
+
+
 @dataclass
 class _PredictionView:
-    """One batch's scores as arrays (top-k codes and probabilities are ``(n, k)``)."""
+    """One batch's scores as arrays. Text is held as positions in its few distinct values
+    (``*_classes``): top-k ``*_order`` and ``*_probs`` are ``(n, k)``."""
 
-    claim_ids: np.ndarray
+    raw_claim_ids: np.ndarray
     probabilities: np.ndarray
-    bands: np.ndarray
-    reason_codes: np.ndarray
+    band_codes: np.ndarray
+    reason_classes: np.ndarray
+    reason_order: np.ndarray
     reason_probs: np.ndarray
-    carc_codes: np.ndarray
+    carc_classes: np.ndarray
+    carc_order: np.ndarray
     carc_probs: np.ndarray
 
     @property
     def top(self) -> int:
-        return int(self.reason_codes.shape[1])
+        return int(self.reason_order.shape[1])
+
+    @property
+    def claim_ids(self) -> list[str]:
+        return [str(claim_id) for claim_id in self.raw_claim_ids.tolist()]
+
+    def bands(self) -> list[str]:
+        return _values(_BAND_NAMES, self.band_codes).tolist()
 
     def reasons(self) -> list[list[tuple[str, float]]]:
-        return _pairs(self.reason_codes, self.reason_probs)
+        return _pairs(_values(self.reason_classes, self.reason_order), self.reason_probs)
 
     def carcs(self) -> list[list[tuple[str, float]]]:
-        return _pairs(self.carc_codes, self.carc_probs)
+        return _pairs(_values(self.carc_classes, self.carc_order), self.carc_probs)
 
 
-def _top(probs: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k most likely classes per row and their probabilities (rounded to 4 places).
+def _top(probs: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The classes (column labels), each row's k most likely classes' positions among them, and
+    their probabilities (rounded to 4 places).
 
     The same ranking as :meth:`training.model.Prediction.top_reasons`, done with array
     operations: building per-claim tuples first cost seconds on large batches.
     """
     values = probs.to_numpy(dtype=np.float64)
-    columns = np.asarray([str(c) for c in probs.columns], dtype=object)
+    classes = np.asarray([str(c) for c in probs.columns], dtype=object)
     order = top_columns(values, k)
-    return columns[order], np.round(np.take_along_axis(values, order, axis=1), 4)
+    return classes, order, np.round(np.take_along_axis(values, order, axis=1), 4)
 
 
 def _pairs(codes: np.ndarray, probs: np.ndarray) -> list[list[tuple[str, float]]]:
     return [
         list(zip(c, p, strict=True)) for c, p in zip(codes.tolist(), probs.tolist(), strict=True)
     ]
+
+
+def _values(labels: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``labels[codes]`` as an object array (``labels`` may be empty only if ``codes`` is)."""
+    return labels[codes] if len(labels) else np.full(codes.shape, None, dtype=object)
+
+
+def _text_column(labels: np.ndarray, codes: np.ndarray) -> object:
+    """``labels[codes]`` (``None`` labels missing) as a column of pandas' default text type.
+
+    Built by pyarrow from the few distinct labels: an object column of 200,000 strings, which
+    pandas would convert string by string, cost ~10 ms per column, a tenth of a large batch's
+    post-processing. Where pandas' default text type is not pyarrow's, the object array.
+    """
+    dtype = _default_text_dtype()
+    if not isinstance(dtype, pd.StringDtype) or dtype.storage != "pyarrow":
+        return _values(labels, codes)
+    import pyarrow as pa  # a dependency of pandas' pyarrow text type, present when it is
+
+    distinct = pa.array(labels.tolist(), type=pa.large_string())
+    return pd.array(distinct.take(pa.array(codes)), dtype=dtype)
+
+
+def _id_column(claim_ids: pd.Series) -> object:
+    """The claims' IDs as output text; a column already of the default text type as it is."""
+    if claim_ids.dtype == _default_text_dtype():
+        return claim_ids.array
+    return claim_ids.astype(str).to_numpy(dtype=object)
+
+
+@lru_cache(maxsize=1)
+def _default_text_dtype() -> object:
+    """The type pandas gives a column of Python strings (``str``, by pyarrow, in pandas 3)."""
+    return pd.Series(np.array(["text"], dtype=object)).dtype

@@ -103,19 +103,28 @@ def top_columns(values: np.ndarray, k: int) -> np.ndarray:
 
     ``k`` passes of ``argmax`` rather than a sort of every row: a batch needs only the top 3 of
     dozens of CARC columns, and sorting them all cost most of a large batch's post-processing.
+    The passes run over blocks of rows small enough to stay in the CPU cache (a 200k-claim
+    batch's CARC probabilities are ~100 MB: three passes over all of them cost three times
+    as much).
     """
     n_rows, n_columns = values.shape
     k = min(k, n_columns)
     order = np.empty((n_rows, k), dtype=np.intp)
     if k == 0 or n_rows == 0:
         return order
-    remaining = values.copy()
-    rows = np.arange(n_rows)
-    for place in range(k):
-        best = remaining.argmax(axis=1)
-        order[:, place] = best
-        remaining[rows, best] = -np.inf
+    block = max(1, _TOP_BLOCK_VALUES // n_columns)
+    for start in range(0, n_rows, block):
+        remaining = values[start : start + block].copy()
+        rows = np.arange(len(remaining))
+        for place in range(k):
+            best = remaining.argmax(axis=1)
+            order[start : start + len(remaining), place] = best
+            remaining[rows, best] = -np.inf
     return order
+
+
+_TOP_BLOCK_VALUES = 65_536
+"""Values per block of :func:`top_columns` (512 kB of float64: fits the CPU's L2 cache)."""
 
 
 def predict(pipeline: Pipeline, tables: ClaimTables) -> Prediction:
