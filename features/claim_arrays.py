@@ -13,7 +13,7 @@ Conventions: text is an object array with ``None`` for missing; dates are ``int6
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,12 +60,16 @@ LINE_TEXT = (
 MODIFIERS = ("modifier_1", "modifier_2", "modifier_3", "modifier_4")
 
 
-def text_column(series: Any) -> np.ndarray:
+def text_column(
+    series: Any, distinct: bool = False, factors: TextFactors | None = None
+) -> np.ndarray:
     """A text column as an object array, ``None`` where missing.
 
     Large columns go through their distinct values, so equal text shares one Python string:
     a million claims repeat a few thousand payer IDs and codes, and one string object per row
-    would cost tens of megabytes per column.
+    would cost tens of megabytes per column. A column of ``distinct`` values (claim IDs) is
+    converted directly: there is nothing to share, and finding that out cost twice as long.
+    The distinct values found are kept in ``factors``, if given.
     """
     if len(series) <= _ARROW_LIST_UP_TO and _is_arrow_text(series.dtype):
         # The same strings and None as the paths below. Both of those go through pyarrow
@@ -80,21 +84,32 @@ def text_column(series: Any) -> np.ndarray:
             return np.array([None if pd.isna(v) else v for v in series], dtype=object)
         values = series.to_numpy(dtype=object, na_value=None)
         return values if values.dtype == object else values.astype(object)
+    if distinct and _is_arrow_text(series.dtype):
+        array = series.array if isinstance(series, pd.Series | pd.Index) else series
+        values = array.__arrow_array__().to_numpy(zero_copy_only=False)  # None where null
+        return values if values.dtype == object else values.astype(object)
     codes, uniques = pd.factorize(series)
-    distinct = np.empty(len(uniques) + 1, dtype=object)
-    distinct[:-1] = np.asarray(uniques, dtype=object)  # the last slot stays None
-    return distinct[codes]  # code -1 (missing) takes the last slot
+    shared = np.empty(len(uniques) + 1, dtype=object)
+    shared[:-1] = np.asarray(uniques, dtype=object)  # the last slot stays None
+    values = shared[codes]  # code -1 (missing) takes the last slot
+    if factors is not None:
+        factors.add(values, codes, shared[:-1])
+    return values
 
 
-def text_columns(columns: Sequence[Any]) -> list[np.ndarray]:
-    """:func:`text_column` of each of several equally long columns (one frame's).
+def text_columns(
+    columns: Sequence[Any], distinct: Sequence[bool] = (), factors: TextFactors | None = None
+) -> list[np.ndarray]:
+    """:func:`text_column` of each of several equally long columns (one frame's); ``distinct``
+    flags the columns of distinct values, in order (the rest are not).
 
     Small pyarrow columns are read into one object array, a row per column: per column, a
     conversion costs a few microseconds whatever its length, which is most of one claim's.
     """
     length = len(columns[0]) if columns else 0
     if length > _ARROW_LIST_UP_TO or not all(_is_arrow_text(c.dtype) for c in columns):
-        return [text_column(c) for c in columns]
+        flags = [*distinct, *[False] * (len(columns) - len(distinct))]
+        return [text_column(c, flag, factors) for c, flag in zip(columns, flags, strict=True)]
     flat: list[Any] = []
     for column in columns:
         flat.extend(_arrow_values(column))
@@ -124,21 +139,29 @@ def day_column(series: Any) -> np.ndarray:
     return values.astype("datetime64[D]").astype(np.int64)
 
 
-def map_text(values: np.ndarray, fn: Callable[[str], Any], missing: Any, dtype: Any) -> np.ndarray:
+def map_text(
+    values: np.ndarray,
+    fn: Callable[[str], Any],
+    missing: Any,
+    dtype: Any,
+    factors: TextFactors | None = None,
+) -> np.ndarray:
     """``fn`` applied to each text value (``missing`` where ``None``).
 
-    Large arrays are factorised first, so ``fn`` runs once per distinct value: claims repeat a
-    few thousand codes and IDs, not a million.
+    Large arrays are factorised first (or their factors taken from ``factors``), so ``fn`` runs
+    once per distinct value: claims repeat a few thousand codes and IDs, not a million.
     """
     if len(values) <= _SMALL:
         return np.array([missing if v is None else fn(v) for v in values], dtype=dtype)
-    codes, uniques = pd.factorize(values)
+    codes, uniques = factorize_text(values, factors)
     mapped = np.array([*(fn(u) for u in uniques), missing], dtype=dtype)
     return mapped[codes]  # code -1 (missing) takes the last entry
 
 
 def map_texts(
-    values: np.ndarray, mappings: Sequence[tuple[Callable[[str], Any], Any, Any]]
+    values: np.ndarray,
+    mappings: Sequence[tuple[Callable[[str], Any], Any, Any]],
+    factors: TextFactors | None = None,
 ) -> list[np.ndarray]:
     """:func:`map_text` of one array with each ``(fn, missing, dtype)``, factorising it once."""
     if len(values) <= _SMALL:
@@ -146,7 +169,7 @@ def map_texts(
             np.array([missing if v is None else fn(v) for v in values], dtype=dtype)
             for fn, missing, dtype in mappings
         ]
-    codes, uniques = pd.factorize(values)
+    codes, uniques = factorize_text(values, factors)
     return [
         np.array([*(fn(u) for u in uniques), missing], dtype=dtype)[codes]
         for fn, missing, dtype in mappings
@@ -158,11 +181,13 @@ def is_none(values: np.ndarray) -> np.ndarray:
     return np.equal(values, None)  # type: ignore[call-overload]  # numpy stubs lack object==None
 
 
-def factor_codes(values: np.ndarray, sort: bool = False) -> np.ndarray:
+def factor_codes(
+    values: np.ndarray, sort: bool = False, factors: TextFactors | None = None
+) -> np.ndarray:
     """Integer codes of text values (equal text, equal code; ``None`` gets the largest code).
 
     With ``sort`` the codes follow the text's sort order, so they can stand in for it in a
-    sort; missing values sort last.
+    sort; missing values sort last. Without, codes kept in ``factors`` serve.
     """
     if len(values) <= _SMALL:
         distinct = {v for v in values if v is not None}
@@ -171,8 +196,64 @@ def factor_codes(values: np.ndarray, sort: bool = False) -> np.ndarray:
         )
         code = {v: i for i, v in enumerate(ordered)}
         return np.array([code.get(v, len(ordered)) for v in values], dtype=np.int64)
-    codes, uniques = pd.factorize(values, sort=sort)
+    codes, uniques = pd.factorize(values, sort=True) if sort else factorize_text(values, factors)
     return np.where(codes < 0, len(uniques), codes)
+
+
+def factorize_text(
+    values: np.ndarray, factors: TextFactors | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize(values)``, or the codes and distinct values ``factors`` keeps for them."""
+    kept = factors.get(values) if factors is not None else None
+    if kept is not None:
+        return kept
+    codes, uniques = pd.factorize(values)
+    return codes, np.asarray(uniques, dtype=object)
+
+
+class TextFactors:
+    """The codes and distinct values of a batch's large text arrays, found once.
+
+    A text column of a large batch is factorised when it is read (:func:`text_column`), and
+    the features then map, hash and count its values by distinct value several times: each of
+    those found the distinct values again (most of a 200,000-claim batch's feature set-up).
+    Arrays are known by identity; a kept array is made read-only, so its codes cannot go stale.
+    Codes are ``pd.factorize``'s (-1 for missing); the distinct values need not be distinct
+    after :meth:`take` (only equal codes must mean equal text).
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def add(self, values: np.ndarray, codes: np.ndarray, uniques: np.ndarray) -> None:
+        values.flags.writeable = False
+        self._kept[id(values)] = (values, codes, uniques)
+
+    def get(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        kept = self._kept.get(id(values))
+        if kept is None or kept[0] is not values:
+            return None
+        return kept[1], kept[2]
+
+    def put(self, n: int, at: np.ndarray, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``n`` missing values (``None``) with ``values[rows]`` put at positions ``at``, its
+        factors kept if those of ``values`` are."""
+        placed = np.full(n, None, dtype=object)
+        placed[at] = values[rows]
+        kept = self.get(values)
+        if kept is not None and n > _SMALL:
+            codes = np.full(n, -1, dtype=kept[0].dtype)
+            codes[at] = kept[0][rows]
+            self.add(placed, codes, kept[1])
+        return placed
+
+    def take(self, values: np.ndarray, rows: Any) -> np.ndarray:
+        """``values[rows]``, its factors kept if those of ``values`` are."""
+        taken = values[rows]
+        kept = self.get(values)
+        if kept is not None and len(taken) > _SMALL:
+            self.add(taken, kept[0][rows], kept[1])
+        return taken
 
 
 @dataclass
@@ -182,6 +263,8 @@ class ClaimArrays:
     claims: dict[str, np.ndarray]
     lines: dict[str, np.ndarray]
     diagnoses: dict[str, np.ndarray]
+    factors: TextFactors = field(default_factory=lambda: TextFactors())
+    """The factors of its large text arrays, found as they were read."""
 
     @property
     def n_claims(self) -> int:
@@ -190,8 +273,19 @@ class ClaimArrays:
     @classmethod
     def from_tables(cls, tables: ClaimTables) -> ClaimArrays:
         frame = tables.claims
+        factors = TextFactors()
         claims: dict[str, np.ndarray] = dict(
-            zip(CLAIM_TEXT, text_columns([column_array(frame, c) for c in CLAIM_TEXT]), strict=True)
+            zip(
+                CLAIM_TEXT,
+                # A batch's claim IDs are distinct (validated claims' are, and a repeat costs
+                # only time here).
+                text_columns(
+                    [column_array(frame, c) for c in CLAIM_TEXT],
+                    distinct=[c == "claim_id" for c in CLAIM_TEXT],
+                    factors=factors,
+                ),
+                strict=True,
+            )
         )
         claims.update({c: day_column(column_array(frame, c)) for c in CLAIM_DATES})
         for column in ("total_charge", "has_other_coverage"):
@@ -203,21 +297,24 @@ class ClaimArrays:
         # Lines of claims not in this batch are not its features (a request has none: no copy).
         known = _rows_of_known(line_claim)
         *line_text, revenue = (
-            values[known]
+            factors.take(values, known)
             for values in text_columns(
-                [column_array(lines_frame, c) for c in (*LINE_TEXT, "revenue_code")]
+                [column_array(lines_frame, c) for c in (*LINE_TEXT, "revenue_code")],
+                factors=factors,
             )
         )
         lines = dict(zip(LINE_TEXT, line_text, strict=True))
         # An institutional line with only a revenue code is identified by REV<code>.
-        procedure = lines["procedure_code"].copy()
-        no_code = np.flatnonzero(is_none(procedure))
-        procedure[no_code] = [None if r is None else "REV" + r for r in revenue[no_code]]
-        lines["procedure_code"] = procedure
+        no_code = np.flatnonzero(is_none(lines["procedure_code"]))
+        if len(no_code):
+            procedure = lines["procedure_code"].copy()  # a new array: its own factors, if any
+            procedure[no_code] = [None if r is None else "REV" + r for r in revenue[no_code]]
+            lines["procedure_code"] = procedure
         lines["claim_index"] = line_claim[known]
         for column in ("line_charge", "units", "line_number"):
             lines[column] = _numbers(column_array(lines_frame, column))[known]
-        lines = _take(lines, canonical_line_order(lines))
+        order = canonical_line_order(lines)
+        lines = {name: factors.take(values, order) for name, values in lines.items()}
         lines["slot"] = _slots(lines["claim_index"])
 
         dx_frame = tables.diagnoses
@@ -228,7 +325,7 @@ class ClaimArrays:
             "position": _numbers(column_array(dx_frame, "position")).astype(np.int64)[known],
             "code": text_column(column_array(dx_frame, "code"))[known],
         }
-        return cls(claims, lines, diagnoses)
+        return cls(claims, lines, diagnoses, factors)
 
 
 def _rows_of_known(claim_position: np.ndarray) -> slice | np.ndarray:
@@ -278,10 +375,6 @@ def _slots(claim_index: np.ndarray) -> np.ndarray:
     starts = group_starts(claim_index)
     sizes = np.diff(np.append(starts, len(claim_index)))
     return np.arange(len(claim_index)) - np.repeat(starts, sizes) + 1
-
-
-def _take(columns: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
-    return {name: values[rows] for name, values in columns.items()}
 
 
 class _ClaimRows:

@@ -190,7 +190,7 @@ def build_claim_features(tables: ClaimTables) -> pd.DataFrame:
 
 def claim_feature_columns(arrays: ClaimArrays) -> dict[str, np.ndarray]:
     """:func:`build_claim_features` as columns of the arrays (what the pipeline calls)."""
-    claims, lines = arrays.claims, arrays.lines
+    claims, lines, factors = arrays.claims, arrays.lines, arrays.factors
     n = arrays.n_claims
     out: dict[str, np.ndarray] = {"claim_id": claims["claim_id"]}
     for column in (
@@ -211,6 +211,7 @@ def claim_feature_columns(arrays: ClaimArrays) -> dict[str, np.ndarray]:
     out["filing_limit_days"], not_medicare = map_texts(
         claims["payer_type"],
         ((lambda t: limits.get(t, np.nan), np.nan, float), (lambda t: t != "medicare", True, bool)),
+        factors,
     )
     out["days_past_filing_limit"] = out["days_service_to_submission"] - out["filing_limit_days"]
     out["patient_age"] = (
@@ -222,11 +223,15 @@ def claim_feature_columns(arrays: ClaimArrays) -> dict[str, np.ndarray]:
         ("referring_npi_present", "referring_npi"),
         ("taxonomy_present", "provider_taxonomy"),
     ):
-        out[flag] = map_text(claims[column], _present, False, float)
+        out[flag] = map_text(claims[column], _present, False, float, factors)
     out["rendering_npi_present"], out["rendering_npi_valid"] = map_texts(
-        claims["rendering_npi"], ((_present, False, float), (_npi_check_digit_ok, False, float))
+        claims["rendering_npi"],
+        ((_present, False, float), (_npi_check_digit_ok, False, float)),
+        factors,
     )
-    out["billing_npi_valid"] = map_text(claims["billing_npi"], _npi_check_digit_ok, False, float)
+    out["billing_npi_valid"] = map_text(
+        claims["billing_npi"], _npi_check_digit_ok, False, float, factors
+    )
     out["has_other_coverage"] = claims["has_other_coverage"]
     # Medicare Secondary Payer: a patient of 65+ billed to a non-Medicare plan may have Medicare
     # as primary (or the plan may coordinate benefits with it).
@@ -234,7 +239,7 @@ def claim_feature_columns(arrays: ClaimArrays) -> dict[str, np.ndarray]:
         float
     )
     out["is_replacement"] = map_text(
-        claims["frequency_code"], lambda f: f in ("7", "8"), False, float
+        claims["frequency_code"], lambda f: f in ("7", "8"), False, float, factors
     )
     out["total_charge_log"] = np.log1p(np.clip(claims["total_charge"], 0, None))
     out.update(_line_aggregates(arrays))
@@ -242,12 +247,11 @@ def claim_feature_columns(arrays: ClaimArrays) -> dict[str, np.ndarray]:
     slot_lines = [np.flatnonzero(lines["slot"] == slot) for slot in range(1, LINE_SLOTS + 1)]
     for slot, rows in enumerate(slot_lines, start=1):
         claim_of = lines["claim_index"][rows]
-        procedure = np.full(n, None, dtype=object)
-        procedure[claim_of] = lines["procedure_code"][rows]
+        procedure = factors.put(n, claim_of, lines["procedure_code"], rows)
         line_number = np.full(n, np.nan)
         line_number[claim_of] = lines["line_number"][rows]
         out[f"procedure_{slot}"] = procedure
-        out[f"procedure_family_{slot}"] = map_text(procedure, _family, None, object)
+        out[f"procedure_family_{slot}"] = map_text(procedure, _family, None, object, factors)
         out[f"line_of_procedure_{slot}"] = line_number
 
     principal = principal_diagnoses(arrays)
@@ -270,15 +274,19 @@ def principal_diagnoses(arrays: ClaimArrays) -> np.ndarray:
 
 
 def _line_aggregates(arrays: ClaimArrays) -> dict[str, np.ndarray]:
-    lines = arrays.lines
+    lines, factors = arrays.lines, arrays.factors
     groups = ClaimGroups(lines["claim_index"], arrays.n_claims)
     codes = lines["procedure_code"]
-    is_em, is_unlisted = map_texts(codes, ((_is_em, False, bool), (_is_unlisted, False, bool)))
-    no_pointer = map_text(lines["diagnosis_pointers"], lambda p: not _present(p), True, float)
+    is_em, is_unlisted = map_texts(
+        codes, ((_is_em, False, bool), (_is_unlisted, False, bool)), factors
+    )
+    no_pointer = map_text(
+        lines["diagnosis_pointers"], lambda p: not _present(p), True, float, factors
+    )
     # One pass per modifier column: each value becomes a bit mask of the groups it belongs to.
     groups_bits = np.zeros(len(codes), dtype=np.int64)
     for column in MODIFIERS:
-        groups_bits |= map_text(lines[column], _modifier_bits, 0, np.int64)
+        groups_bits |= map_text(lines[column], _modifier_bits, 0, np.int64, factors)
 
     # Whether any line of the claim has a modifier of each group: one reduction for all groups.
     any_in_group = groups.max((groups_bits[:, None] & _MODIFIER_BITS) > 0)
@@ -288,7 +296,9 @@ def _line_aggregates(arrays: ClaimArrays) -> dict[str, np.ndarray]:
 
     out = {
         "n_lines": np.where(groups.empty, np.nan, groups.count),
-        "n_distinct_procedures": groups.nunique(factor_codes(codes), is_none(codes)),
+        "n_distinct_procedures": groups.nunique(
+            factor_codes(codes, factors=factors), is_none(codes)
+        ),
         "max_line_charge_log": np.log1p(np.clip(groups.max(lines["line_charge"]), 0, None)),
         "total_units": groups.sum(lines["units"]),
         "max_units": groups.max(lines["units"]),

@@ -28,8 +28,11 @@ from features.claim_arrays import (
     MODIFIERS,
     NO_DAY,
     ClaimArrays,
+    TextFactors,
     factor_codes,
+    factorize_text,
     group_starts,
+    is_none,
     map_text,
 )
 from features.claim_features import ClaimGroups
@@ -205,8 +208,11 @@ class KeyColumns:
         self,
         columns: dict[str, np.ndarray],
         sources: dict[str, tuple[KeyColumns, np.ndarray]] | None = None,
+        factors: TextFactors | None = None,
     ) -> None:
         self.columns = columns
+        # The batch's text factors (see ClaimArrays.factors): distinct values found once.
+        self._factors = factors
         # name -> (table, rows): this column is ``table[name][rows]``, so is its hash.
         self._sources = sources or {}
         self._hashes: dict[str, np.ndarray] = {}
@@ -262,7 +268,9 @@ class KeyColumns:
                 table, rows = self._sources[name]
                 column_hash = table.column_hash(name)[rows]
             else:
-                column_hash = column_hash_values(self[name])
+                column_hash = column_hash_values(
+                    self[name], distinct=name in _DISTINCT_COLUMNS, factors=self._factors
+                )
             self._hashes[name] = column_hash
         return column_hash
 
@@ -363,6 +371,9 @@ def _mixing_plan(groupings: tuple[tuple[str, ...], ...]) -> _MixingPlan:
     return _MixingPlan(distinct, columns, first, tuple(steps))
 
 
+_DISTINCT_COLUMNS = frozenset({"claim_id"})
+"""Key columns whose values are (almost) all distinct: hashed value by value."""
+
 _FACTORIZE_ABOVE = 64
 """Longer text columns are hashed once per distinct value (faster when values repeat)."""
 
@@ -373,11 +384,15 @@ _MISSING_HASH = np.uint64(0x9E3779B97F4A7C15)
 """The hash of a missing text value (any fixed number that a real string is unlikely to hit)."""
 
 
-def column_hash_values(values: np.ndarray) -> np.ndarray:
+def column_hash_values(
+    values: np.ndarray, distinct: bool = False, factors: TextFactors | None = None
+) -> np.ndarray:
     """A 64-bit hash per value that depends on the value alone, never on the rest of the array.
 
     So a claim scored alone gets the same key as in a million-claim batch. Text is hashed once
-    per distinct value (SipHash, via pandas); numbers are mixed with SplitMix64.
+    per distinct value (SipHash, via pandas), unless the values are ``distinct`` (claim IDs:
+    finding the distinct values would cost more than hashing them all; those ``factors`` keeps
+    are not found again); numbers are mixed with SplitMix64.
     """
     if values.dtype == object:
         if len(values) <= _FACTORIZE_ABOVE:
@@ -386,8 +401,14 @@ def column_hash_values(values: np.ndarray) -> np.ndarray:
             hashed = pd.util.hash_array(text, categorize=False)
             hashed[missing] = _MISSING_HASH
             return hashed
-        codes, uniques = pd.factorize(values)
-        hashed = pd.util.hash_array(np.asarray(uniques, dtype=object), categorize=False)
+        if distinct:
+            missing = is_none(values)
+            text = np.where(missing, "", values) if missing.any() else values
+            hashed = pd.util.hash_array(text, categorize=False)
+            hashed[missing] = _MISSING_HASH
+            return hashed
+        codes, uniques = factorize_text(values, factors)
+        hashed = pd.util.hash_array(uniques, categorize=False)
         return np.append(hashed, _MISSING_HASH)[codes]  # code -1 (missing) takes the last
     bits = np.asarray(values, dtype=np.float64) + 0.0  # + 0.0 makes -0.0 and 0.0 one value
     with np.errstate(over="ignore"):
@@ -435,7 +456,7 @@ def claim_keys(arrays: ClaimArrays, claim_features: dict[str, np.ndarray]) -> Ke
         "principal_dx_category",
     ):
         columns[name] = claim_features[name]
-    return KeyColumns(columns)
+    return KeyColumns(columns, factors=arrays.factors)
 
 
 def procedure_signatures(arrays: ClaimArrays) -> tuple[np.ndarray, np.ndarray]:
@@ -444,7 +465,7 @@ def procedure_signatures(arrays: ClaimArrays) -> tuple[np.ndarray, np.ndarray]:
     A sum of per-line hashes (mod 2**64) is the same for any order of the lines, and equal for
     resubmissions of the same service, without building strings per claim.
     """
-    lines = KeyColumns(arrays.lines)
+    lines = KeyColumns(arrays.lines, factors=arrays.factors)
     lines.hash_columns(("procedure_code", *MODIFIERS))
     signature = np.zeros(arrays.n_claims, dtype=np.uint64)
     modifier_signature = np.zeros(arrays.n_claims, dtype=np.uint64)
@@ -472,20 +493,21 @@ def line_keys(arrays: ClaimArrays, claims: KeyColumns) -> KeyColumns:
     the first one its pointer names (the principal when it has none): a payer judges medical
     necessity by the diagnosis the line is billed for.
     """
-    lines = arrays.lines
-    codes = factor_codes(lines["procedure_code"])
+    lines, factors = arrays.lines, arrays.factors
+    codes = factor_codes(lines["procedure_code"], factors=factors)
     pair = lines["claim_index"] * (int(codes.max(initial=0)) + 1) + codes
     _, first = np.unique(pair, return_index=True)
     rows = np.sort(first)
     claim_index = lines["claim_index"][rows]
-    procedure = lines["procedure_code"][rows]
-    pointer = map_text(lines["diagnosis_pointers"][rows], _first_pointer, -1, np.int64)
+    procedure = factors.take(lines["procedure_code"], rows)
+    pointers = factors.take(lines["diagnosis_pointers"], rows)
+    pointer = map_text(pointers, _first_pointer, -1, np.int64, factors)
     dx_code = _pointed_diagnosis(arrays, claim_index, pointer)
     dx_category = map_text(dx_code, lambda code: code[:3], None, object)
     columns = {
         "claim_index": claim_index,
         "procedure_code": procedure,
-        "procedure_family": map_text(procedure, _family, None, object),
+        "procedure_family": map_text(procedure, _family, None, object, factors),
         "line_dx_category": np.where(
             dx_category == None,  # noqa: E711
             claims["principal_dx_category"][claim_index],
@@ -494,7 +516,7 @@ def line_keys(arrays: ClaimArrays, claims: KeyColumns) -> KeyColumns:
     }
     # The claim's own columns (payer, patient, days...) are its rows, taken when first used.
     sources = {name: (claims, claim_index) for name in claims.columns if name not in columns}
-    return KeyColumns(columns, sources)
+    return KeyColumns(columns, sources, factors)
 
 
 _DIGITS = re.compile(r"\d+")
@@ -1199,7 +1221,7 @@ def _hashed_column_names(claim_columns: tuple[str, ...]) -> tuple[tuple[str, ...
 
 
 def _claim_hash(claim_ids: np.ndarray) -> np.ndarray:
-    return column_hash_values(claim_ids).view(np.int64)
+    return column_hash_values(claim_ids, distinct=True).view(np.int64)
 
 
 def _outcomes_by_claim(

@@ -10,6 +10,8 @@ in the whole set must give the reference's rows exactly.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,6 +19,7 @@ import pytest
 from features.claim_arrays import (
     CLAIM_TEXT,
     ClaimArrays,
+    TextFactors,
     map_text,
     map_texts,
     text_column,
@@ -137,3 +140,62 @@ def test_distinct_procedure_counts_equal_a_plain_count(fitted):
     )
     plain = lines.groupby("claim")["code"].nunique().reindex(range(arrays.n_claims))
     assert _same(counts, plain.to_numpy(dtype=np.float64))
+
+
+@pytest.mark.parametrize("length", [3, 600])
+def test_distinct_text_columns_read_as_any_text_column(length):
+    """Claim IDs are read directly (no sharing of equal strings): the same values, ``None``
+    where missing, whether or not the column really is distinct."""
+    ids = pd.Series([f"PCN{i:09d}" for i in range(length)], dtype="str")
+    ids[1], ids[2] = None, ids[0]
+    for column in (ids.array, ids.astype(object).to_numpy()):
+        want = text_column(column)
+        assert _same(text_column(column, distinct=True), want)
+        got = text_columns([column, column], distinct=[True])
+        assert all(_same(values, want) for values in got)
+
+
+def test_text_factors_found_once_give_the_features_of_factors_found_again():
+    """A large batch's text is factorised once, as it is read (:class:`TextFactors`); mapping,
+    hashing and counting then reuse those factors. Without them (each step factorising again)
+    the claim and history features must be the same, bit for bit."""
+    tables, outcomes = _wider_world(700)
+    assert len(tables) > 512  # text read through pd.factorize, where factors are kept
+    transformer = ClaimFeatureTransformer(min_level_count=2).fit(tables, outcomes)
+    arrays = ClaimArrays.from_tables(tables)
+    for table, column in (("claims", "payer_id"), ("lines", "procedure_code")):
+        values = getattr(arrays, table)[column]
+        assert arrays.factors.get(values) is not None, column
+        assert not values.flags.writeable  # kept factors cannot go stale
+        with pytest.raises(ValueError):
+            values[0] = "changed"
+    assert arrays.factors.get(arrays.lines["procedure_code"].copy()) is None  # by identity
+
+    plain = dataclasses.replace(arrays, factors=TextFactors())
+    got, want = claim_feature_columns(arrays), claim_feature_columns(plain)
+    assert got.keys() == want.keys()
+    for column, values in want.items():
+        assert _same(got[column], values), column
+    history = transformer.history_
+    got_history, want_history = history.transform(arrays, got), history.transform(plain, want)
+    for column, values in want_history.items():
+        assert _same(got_history[column], values), column
+
+
+def test_text_factors_follow_takes_and_puts():
+    values = np.array(["a", "b", None, "a", "c"] * 30, dtype=object)
+    factors = TextFactors()
+    codes, uniques = pd.factorize(values)
+    factors.add(values, codes, np.asarray(uniques, dtype=object))
+    rows = np.arange(len(values))[::-1][:100]
+    taken = factors.take(values, rows)
+    at = np.arange(0, 200, 2)
+    put = factors.put(200, at, values, rows)
+    for array in (taken, put):
+        kept_codes, kept_uniques = factors.get(array)
+        rebuilt = np.append(kept_uniques, None)[kept_codes]
+        assert rebuilt.tolist() == array.tolist()
+    assert put[1::2].tolist() == [None] * 100
+    assert map_text(put, str.upper, "-", object, factors).tolist() == [
+        "-" if v is None else v.upper() for v in put
+    ]

@@ -177,3 +177,17 @@ def test_a_large_batch_looks_its_lines_up_in_a_second_thread(monkeypatch):
     threads.clear()
     _assert_same_as_reference(fitted, tables.subset(tables.claims["claim_id"].iloc[1:]))
     assert set(threads) == {threading.current_thread().name}  # below the threshold: one thread
+
+
+@pytest.mark.parametrize("length", [0, 1, 64, 65, 3_000])
+def test_distinct_columns_hash_as_any_column(length: int) -> None:
+    """Claim IDs are hashed value by value (no search for repeats): same hashes, and a repeat
+    or a missing ID (invalid, but possible in raw tables) hashes as it would otherwise."""
+    rng = np.random.default_rng(length)
+    values = np.array([f"PCN{i:09d}" for i in rng.permutation(length)], dtype=object)
+    if length > 2:
+        values[1], values[2] = None, values[0]
+    want = history.column_hash_values(values)
+    assert history.column_hash_values(values, distinct=True).tobytes() == want.tobytes()
+    table = history.KeyColumns({"claim_index": np.arange(length), "claim_id": values})
+    assert table.column_hash("claim_id").tobytes() == want.tobytes()
