@@ -218,7 +218,7 @@ class KeyColumns:
         self._hashes: dict[str, np.ndarray] = {}
         self._keys: dict[tuple[str, ...], np.ndarray] = {}
         self._orders: dict[tuple[str, ...], np.ndarray | None] = {}
-        self._by_day: np.ndarray | None = None
+        self._day_bits: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self["claim_index"])
@@ -308,15 +308,22 @@ class KeyColumns:
     def order(self, names: tuple[str, ...]) -> np.ndarray | None:
         """The rows sorted by the grouping's key, then by submission day (large tables only).
 
-        So the searches of :func:`_search` run in ascending order: keys, then (key, day).
+        So the searches of :func:`_search` run in ascending order: keys, then (key, day). One
+        quicksort of the key's top 40 bits with the day in the low 24 (keys equal in their top
+        40 bits but not in full may interleave: the order need only be rough, see
+        :func:`_search`); a stable sort by key of the rows sorted by day cost three times as
+        much.
         """
         if names not in self._orders:
             order = None
             if len(self) >= _SORT_QUERIES_ABOVE:
-                if self._by_day is None:
-                    self._by_day = np.argsort(self["submission_day"], kind="stable")
-                by_day = self._by_day
-                order = by_day[np.argsort(self.key(names)[by_day], kind="stable")]
+                if self._day_bits is None:
+                    days = self["submission_day"]
+                    known = days != NO_DAY
+                    first = days[known].min() if known.any() else 0
+                    self._day_bits = np.clip(np.where(known, days - first, 0), 0, _DAY_MASK)
+                rough = (self.key(names) >> _DAY_BITS << _DAY_BITS) | self._day_bits
+                order = np.argsort(rough)
             self._orders[names] = order
         return self._orders[names]
 
@@ -373,6 +380,11 @@ def _mixing_plan(groupings: tuple[tuple[str, ...], ...]) -> _MixingPlan:
 
 _DISTINCT_COLUMNS = frozenset({"claim_id"})
 """Key columns whose values are (almost) all distinct: hashed value by value."""
+
+_DAY_BITS = np.int64(24)
+_DAY_MASK = np.int64((1 << 24) - 1)
+"""A query's submission day (counted from the table's first) in the low bits of its sort key
+(:meth:`KeyColumns.order`); 2**24 days are 45,000 years."""
 
 _FACTORIZE_ABOVE = 64
 """Longer text columns are hashed once per distinct value (faster when values repeat)."""

@@ -191,3 +191,24 @@ def test_distinct_columns_hash_as_any_column(length: int) -> None:
     assert history.column_hash_values(values, distinct=True).tobytes() == want.tobytes()
     table = history.KeyColumns({"claim_index": np.arange(length), "claim_id": values})
     assert table.column_hash("claim_id").tobytes() == want.tobytes()
+
+
+def test_large_tables_search_in_key_then_day_order() -> None:
+    """The order searches run in (see ``KeyColumns.order``): keys ascending (by their top
+    bits), each key's rows by submission day, missing days included."""
+    rng = np.random.default_rng(5)
+    n = 3_000
+    days = rng.integers(19_000, 19_400, n)
+    days[:7] = history.NO_DAY
+    payers = np.array(["P1", "P2", "P3", None], dtype=object)[rng.integers(0, 4, n)]
+    table = history.KeyColumns(
+        {"claim_index": np.arange(n), "submission_day": days, "payer_id": payers}
+    )
+    order = table.order(("payer_id",))
+    assert order is not None and sorted(order.tolist()) == list(range(n))
+    keys, ordered_days = table.key(("payer_id",))[order], days[order]
+    assert np.all(np.diff(keys >> 24) >= 0)
+    same_key = np.diff(keys) == 0
+    known = (ordered_days[1:] != history.NO_DAY) & (ordered_days[:-1] != history.NO_DAY)
+    assert np.all(np.diff(ordered_days)[same_key & known] >= 0)
+    assert same_key.sum() >= n - 4  # four payer keys (missing is one): three key changes
