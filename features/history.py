@@ -15,8 +15,8 @@ smoothed rates and counts.
 from __future__ import annotations
 
 import re
-from collections.abc import Container, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Container, Iterable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -939,12 +939,20 @@ class HistoryFeatures(BaseEstimator):
         """History features for each claim, as of its submission date (``HISTORY_FEATURES``)."""
         return self.batch(arrays, claim_features).features(0, arrays.n_claims)
 
-    def batch(self, arrays: ClaimArrays, claim_features: dict[str, np.ndarray]) -> HistoryBatch:
+    def batch(
+        self,
+        arrays: ClaimArrays,
+        claim_features: dict[str, np.ndarray],
+        executor: Executor | None = None,
+    ) -> HistoryBatch:
         """What the history features of any range of this batch's claims are computed from.
 
         The grouping keys of its claims and lines, hashed once, and the indexes of the batch's
         own new submissions: a claim's counts include the earlier claims of the same batch,
-        so these are built over the whole batch, whatever range is then looked up.
+        so these are built over the whole batch, whatever range is then looked up. Given an
+        ``executor`` (whose threads then compute ranges), those indexes are built in one of its
+        threads: mostly numpy sorting, which runs beside the first range's look-ups until that
+        range needs its counts.
         """
         claims = claim_keys(arrays, claim_features)
         lines = line_keys(arrays, claims)
@@ -954,17 +962,25 @@ class HistoryFeatures(BaseEstimator):
         # Built now, not on first use in a thread that scores a range.
         for lookups in self._table_lookups():
             lookups.priors(self.smoothing, self.prior_rate)
-        return HistoryBatch(self, claims, lines, self._batch_indexes(claims, lines))
+        if executor is None:
+            return HistoryBatch(self, claims, lines, self._batch_indexes(claims, lines))
+        # What the indexes read of the lines' claim columns, taken now: from here on, nothing
+        # writes to these two tables while threads read them.
+        for name in ("submission_day", "service_day"):
+            lines[name]
+        return HistoryBatch(
+            self, claims, lines, executor.submit(self._batch_indexes, claims, lines)
+        )
 
     def _features(
         self,
         claims: KeyColumns,
         lines: KeyColumns,
-        batch: dict[str, EventIndex],
+        batch: Callable[[], dict[str, EventIndex]],
         side_by_side: bool,
     ) -> dict[str, np.ndarray]:
-        """:meth:`transform` of the claims (and their lines) in these tables; ``batch`` is
-        :meth:`_batch_indexes` of the whole batch they belong to."""
+        """:meth:`transform` of the claims (and their lines) in these tables; ``batch`` gives
+        :meth:`_batch_indexes` of the whole batch they belong to (once they are needed)."""
         by_claim = ClaimGroups(lines["claim_index"], len(claims))
         claim_lookups, line_lookups = self._table_lookups()
         if side_by_side and len(claims) >= _LOOKUPS_SIDE_BY_SIDE_FROM:
@@ -988,7 +1004,7 @@ class HistoryFeatures(BaseEstimator):
                 rates = reduce(rates.T).T
             columns.update(zip(lookups.rate_names, rates, strict=True))
         columns.update(
-            self._submission_counts(claims, lines, by_claim, claim_values, line_values, batch)
+            self._submission_counts(claims, lines, by_claim, claim_values, line_values, batch())
         )
         lag = claim_values[claim_lookups.column(_PAID_LAG)]
         columns[_PAID_LAG] = np.where(lag > 0, lag, -1.0)
@@ -1174,12 +1190,18 @@ class HistoryBatch:
         history: HistoryFeatures,
         claims: KeyColumns,
         lines: KeyColumns,
-        batch_indexes: dict[str, EventIndex],
+        batch_indexes: dict[str, EventIndex] | Future[dict[str, EventIndex]],
     ) -> None:
         self.history = history
         self.claims = claims
         self.lines = lines
-        self.batch_indexes = batch_indexes
+        self._batch_indexes = batch_indexes
+
+    @property
+    def batch_indexes(self) -> dict[str, EventIndex]:
+        """The indexes of the batch's own new submissions (waiting for them if being built)."""
+        indexes = self._batch_indexes
+        return indexes.result() if isinstance(indexes, Future) else indexes
 
     def features(self, start: int, stop: int, side_by_side: bool = True) -> dict[str, np.ndarray]:
         """History features of claims ``start:stop`` (``HISTORY_FEATURES``).
@@ -1196,7 +1218,7 @@ class HistoryBatch:
             line_start, line_stop = line_claims.searchsorted([start, stop])
             claims = claims.row_range(start, stop, start)
             lines = lines.row_range(int(line_start), int(line_stop), start)
-        return self.history._features(claims, lines, self.batch_indexes, side_by_side)
+        return self.history._features(claims, lines, lambda: self.batch_indexes, side_by_side)
 
 
 _RATE_BLOCK = 16_384

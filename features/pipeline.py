@@ -9,6 +9,7 @@ the API all call this one ``transform``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from concurrent.futures import Executor
 from functools import lru_cache
 
 import numpy as np
@@ -204,16 +205,17 @@ class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
         batch = self.batch(tables)
         return self.frame(batch.columns(0, batch.n_claims)), batch.context()
 
-    def batch(self, tables: ClaimTables) -> FeatureBatch:
+    def batch(self, tables: ClaimTables, executor: Executor | None = None) -> FeatureBatch:
         """The claims ready to become matrix rows, any range of claims at a time.
 
         What depends on the whole batch is done here, once: reading the tables, the claim
         features, and history's keys and the batch's own submissions (see
-        :meth:`~features.history.HistoryFeatures.batch`).
+        :meth:`~features.history.HistoryFeatures.batch`, which builds the latter in a thread of
+        ``executor``, if given).
         """
         arrays = ClaimArrays.from_tables(tables)
         claim_features = claim_feature_columns(arrays)
-        history = self.history_.batch(arrays, claim_features)
+        history = self.history_.batch(arrays, claim_features, executor)
         return FeatureBatch(self, claim_features, history)
 
     def frame(self, columns: np.ndarray) -> pd.DataFrame:

@@ -18,7 +18,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from features.claim_tables import ClaimTables
-from features.pipeline import ClaimFeatureTransformer, Context
+from features.pipeline import ClaimFeatureTransformer, Context, FeatureBatch
 from training.estimator import DenialRiskEstimator, EstimatorConfig
 
 TOP_K = 3
@@ -192,7 +192,20 @@ def _scores_in_chunks(
     the numbers equal the one-pass path's bit for bit. The chunks fill their rows of the batch's
     matrix; the CARC step (a product over groups of rows) runs once, on the whole batch.
     """
-    batch = features.batch(tables)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="score-chunk") as pool:
+        # The batch's own submissions are indexed in one of the pool's threads meanwhile.
+        return _scores_of_chunks(features, model, features.batch(tables, pool), pool, workers)
+
+
+def _scores_of_chunks(
+    features: ClaimFeatureTransformer,
+    model: DenialRiskEstimator,
+    batch: FeatureBatch,
+    pool: ThreadPoolExecutor,
+    workers: int,
+) -> tuple[pd.DataFrame, Context, np.ndarray, pd.DataFrame]:
+    """:func:`_scores_in_chunks` of a batch read, each chunk taken by the next free thread of
+    ``pool`` (of ``workers`` threads)."""
     n = batch.n_claims
     columns = np.empty((len(features.feature_names_out_), n))
     denial_probability = np.empty(n)
@@ -209,8 +222,7 @@ def _scores_in_chunks(
         columns[:, start:stop] = chunk_columns
         return reasons
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="score-chunk") as pool:
-        parts = list(pool.map(score, bounds[:-1], bounds[1:]))
+    parts = list(pool.map(score, bounds[:-1], bounds[1:]))
     reasons = pd.DataFrame(
         np.concatenate([part.to_numpy() for part in parts]), columns=parts[0].columns
     )

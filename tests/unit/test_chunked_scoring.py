@@ -10,6 +10,7 @@ counted only its own claims would give different numbers.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -191,3 +192,48 @@ def test_small_batches_and_one_cpu_keep_the_one_pass_path(
     assert model_module._chunk_workers() == 1
     predict(service.pipeline, tables)  # one usable CPU: nothing to overlap
     assert calls == []
+
+
+def _written_state(table: history.KeyColumns) -> tuple[frozenset[Any], ...]:
+    """What a table has computed and kept (its columns, hashes, keys, orders)."""
+    return tuple(
+        frozenset(kept) for kept in (table.columns, table._hashes, table._keys, table._orders)
+    )
+
+
+def test_batch_indexes_built_in_a_pool_thread_equal_and_write_nothing_shared(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Chunked scoring builds the batch's own submission indexes in a pool thread while the
+    first chunks look history up: the same indexes, and neither that thread nor the chunks
+    write to the batch's tables that the others read."""
+    monkeypatch.setattr(history, "_SORT_QUERIES_ABOVE", 2)  # large batches' paths
+    monkeypatch.setattr(history, "_SMALL_BATCH", 0)
+    fitted, tables = _fitted_on_first(200, n_fitted=60)
+    arrays = ClaimArrays.from_tables(tables)
+    claim_features = claim_feature_columns(arrays)
+    whole = fitted.transform(arrays, claim_features)
+    want = fitted.batch(arrays, claim_features).batch_indexes
+
+    snapshot_taken = threading.Event()
+    built_in: list[str] = []
+    build = HistoryFeatures._batch_indexes
+
+    def building(self: HistoryFeatures, claims: Any, lines: Any) -> Any:
+        built_in.append(threading.current_thread().name)
+        assert snapshot_taken.wait(10)  # starts only once the tables' state is recorded
+        return build(self, claims, lines)
+
+    monkeypatch.setattr(HistoryFeatures, "_batch_indexes", building)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pool") as pool:
+        batch = fitted.batch(arrays, claim_features, pool)
+        before = _written_state(batch.claims), _written_state(batch.lines)
+        snapshot_taken.set()
+        ranges = _ranges(len(tables), 40)
+        parts = list(pool.map(lambda r: batch.features(*r, side_by_side=False), ranges))
+    assert built_in and built_in[0].startswith("pool")
+    assert (_written_state(batch.claims), _written_state(batch.lines)) == before
+    assert batch.batch_indexes.keys() == want.keys() and want
+    for (start, stop), got in zip(ranges, parts, strict=True):
+        for name in HISTORY_FEATURES:
+            assert np.array_equal(got[name], whole[name][start:stop], equal_nan=True), name
