@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.claim_tables import ClaimTables
-from features.schema import ClaimsDataset
+from features.schema import CLAIM_TABLES, ClaimsDataset
 
 X12_SUFFIXES = {".837", ".x12", ".edi", ".txt", ".837p", ".837i"}
 
@@ -19,7 +19,8 @@ def read_claims(source: Path) -> tuple[ClaimTables, pd.DataFrame]:
     .csv, one row per service line), or 837 files / a folder of them.
     """
     if source.is_dir() and (source / "claims.parquet").exists():
-        dataset, rejects = ClaimsDataset.read(source)
+        # Only the claims: remittances in the folder are outcomes, not claims to score.
+        dataset, rejects = ClaimsDataset.read(source, only=CLAIM_TABLES)
         return ClaimTables.from_dataset(dataset), rejects
     if source.is_file() and source.suffix.lower() == ".parquet":
         return ClaimTables.from_flat_lines(pd.read_parquet(source))
