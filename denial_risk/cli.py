@@ -579,8 +579,13 @@ def score(
                 _refresh_history(service, history)
             update("reading and validating claims", 0.3)
             tables, rejects = read_claims(source)
-            update(f"scoring {len(tables):,} claims", 0.5)
-            frame = service.score_frame(tables, explain=explain, top_k=top_k)
+            n_claims = len(tables)
+            update(f"scoring {n_claims:,} claims", 0.5)
+
+            def explained(done: int, total: int) -> None:
+                update(f"explained {done:,} of {total:,} claims", 0.55 + 0.4 * done / total)
+
+            frame = service.score_frame(tables, explain=explain, top_k=top_k, progress=explained)
             update("writing", 0.95)
             out.parent.mkdir(parents=True, exist_ok=True)
             _write_table(frame, out)

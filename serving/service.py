@@ -7,6 +7,7 @@ number for the same claim.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
@@ -18,6 +19,13 @@ from features.claim_tables import ClaimTables
 from features.codes import code_tables
 from serving.explain import Factor, explain_batch
 from training.model import Prediction, predict, top_columns
+
+Progress = Callable[[int, int], None]
+"""Called with (claims done, claims in all) as a long batch advances."""
+
+EXPLAIN_BLOCK = 10_000
+"""Claims explained at a time: a progress report every few seconds, and TreeSHAP's arrays
+for a block (not for a million claims at once) in memory."""
 
 
 @dataclass(frozen=True)
@@ -137,19 +145,24 @@ class ScoringService:
         return scores
 
     def score_frame(
-        self, tables: ClaimTables, explain: bool = False, top_k: int = 5
+        self,
+        tables: ClaimTables,
+        explain: bool = False,
+        top_k: int = 5,
+        progress: Progress | None = None,
     ) -> pd.DataFrame:
         """Scores as a flat table (batch output): one row per claim.
 
         Built column by column from the same prediction :meth:`score` uses (no per-claim
         objects), because batch scoring runs over hundreds of thousands of claims. Text columns
-        are built from their few distinct values (:func:`_text_column`).
+        are built from their few distinct values (:func:`_text_column`). Explaining takes most
+        of an explained batch's time: ``progress(claims explained, claims)`` reports it.
         """
         if len(tables) == 0:
             return pd.DataFrame(columns=["claim_id", "denial_probability", "risk_band"])
         prediction = predict(self.pipeline, tables)
         view = self._view(prediction)
-        factors = self._factors(prediction, top_k) if explain else None
+        factors = self._factors(prediction, top_k, progress) if explain else None
         columns: dict[str, object] = {
             "claim_id": _id_column(tables.claims["claim_id"]),
             "denial_probability": view.probabilities,
@@ -203,9 +216,23 @@ class ScoringService:
             carc_probs=carc_probs,
         )
 
-    def _factors(self, prediction: Prediction, top_k: int) -> list[list[Factor]]:
-        contributions = self.pipeline.named_steps["model"].contributions(prediction.matrix)
-        return explain_batch(contributions, prediction.matrix, prediction.context, top_k)
+    def _factors(
+        self, prediction: Prediction, top_k: int, progress: Progress | None = None
+    ) -> list[list[Factor]]:
+        """Each claim's top factors, in blocks of :data:`EXPLAIN_BLOCK` claims (each claim's
+        are its own, whatever the block); ``progress(done, total)`` after each block."""
+        model = self.pipeline.named_steps["model"]
+        n = len(prediction.matrix)
+        factors: list[list[Factor]] = []
+        for start in range(0, n, EXPLAIN_BLOCK):
+            stop = min(n, start + EXPLAIN_BLOCK)
+            matrix = prediction.matrix.iloc[start:stop] if stop - start < n else prediction.matrix
+            context = {name: values[start:stop] for name, values in prediction.context.items()}
+            contributions = model.contributions(matrix)
+            factors += explain_batch(contributions, matrix, context, top_k)
+            if progress is not None:
+                progress(stop, n)
+        return factors
 
     def _fixes_by_reason(self, view: _PredictionView) -> tuple[np.ndarray, np.ndarray]:
         """Each claim's fix from its top reason alone (none for a low risk), as the distinct

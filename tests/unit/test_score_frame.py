@@ -75,3 +75,19 @@ def test_text_column_takes_labels_by_position_and_keeps_missing_labels_missing()
         column, pd.Series(np.array(["high", "low", None, "high"], dtype=object))
     )
     assert len(_text_column(np.array(["only"], dtype=object), np.array([], dtype=np.intp))) == 0
+
+
+def test_explained_in_blocks_with_progress_equals_explained_at_once(
+    scored: tuple[Any, ClaimTables], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import serving.service as service_module
+
+    service, tables = scored
+    at_once = service.score_frame(tables, explain=True)
+    monkeypatch.setattr(service_module, "EXPLAIN_BLOCK", 150)
+    reports: list[tuple[int, int]] = []
+    in_blocks = service.score_frame(
+        tables, explain=True, progress=lambda done, total: reports.append((done, total))
+    )
+    pd.testing.assert_frame_equal(in_blocks, at_once)
+    assert reports == [(150, 400), (300, 400), (400, 400)]
