@@ -247,10 +247,18 @@ class TextFactors:
             self.add(placed, codes, kept[1])
         return placed
 
-    def take(self, values: np.ndarray, rows: Any) -> np.ndarray:
-        """``values[rows]``, its factors kept if those of ``values`` are."""
+    def forget(self, values: np.ndarray) -> None:
+        """Let the factors of an array no longer used go (they hold it in memory)."""
+        if self.get(values) is not None:
+            del self._kept[id(values)]
+
+    def take(self, values: np.ndarray, rows: Any, move: bool = False) -> np.ndarray:
+        """``values[rows]``, its factors kept if those of ``values`` are; with ``move``, those
+        of ``values`` (an intermediate array, unused after) are let go."""
         taken = values[rows]
         kept = self.get(values)
+        if move:
+            self.forget(values)
         if kept is not None and len(taken) > _SMALL:
             self.add(taken, kept[0][rows], kept[1])
         return taken
@@ -297,7 +305,7 @@ class ClaimArrays:
         # Lines of claims not in this batch are not its features (a request has none: no copy).
         known = _rows_of_known(line_claim)
         *line_text, revenue = (
-            factors.take(values, known)
+            factors.take(values, known, move=True)
             for values in text_columns(
                 [column_array(lines_frame, c) for c in (*LINE_TEXT, "revenue_code")],
                 factors=factors,
@@ -307,14 +315,16 @@ class ClaimArrays:
         # An institutional line with only a revenue code is identified by REV<code>.
         no_code = np.flatnonzero(is_none(lines["procedure_code"]))
         if len(no_code):
-            procedure = lines["procedure_code"].copy()  # a new array: its own factors, if any
+            procedure = lines["procedure_code"].copy()  # a new array, without factors
             procedure[no_code] = [None if r is None else "REV" + r for r in revenue[no_code]]
+            factors.forget(lines["procedure_code"])
             lines["procedure_code"] = procedure
+        factors.forget(revenue)
         lines["claim_index"] = line_claim[known]
         for column in ("line_charge", "units", "line_number"):
             lines[column] = _numbers(column_array(lines_frame, column))[known]
         order = canonical_line_order(lines)
-        lines = {name: factors.take(values, order) for name, values in lines.items()}
+        lines = {name: factors.take(values, order, move=True) for name, values in lines.items()}
         lines["slot"] = _slots(lines["claim_index"])
 
         dx_frame = tables.diagnoses

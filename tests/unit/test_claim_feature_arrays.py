@@ -199,3 +199,14 @@ def test_text_factors_follow_takes_and_puts():
     assert map_text(put, str.upper, "-", object, factors).tolist() == [
         "-" if v is None else v.upper() for v in put
     ]
+
+
+def test_text_factors_hold_only_the_arrays_of_the_batch():
+    """Intermediate arrays (before lines are filtered and ordered; the revenue codes) are let go:
+    their factors would hold them in memory for the batch's lifetime (a million claims' lines
+    several times over)."""
+    tables, _ = _wider_world(700)
+    arrays = ClaimArrays.from_tables(tables)
+    kept = {id(values) for values, _, _ in arrays.factors._kept.values()}
+    final = {id(v) for table in (arrays.claims, arrays.lines) for v in table.values()}
+    assert kept and kept <= final | {id(v) for v in claim_feature_columns(arrays).values()}
