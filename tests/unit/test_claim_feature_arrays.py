@@ -20,6 +20,7 @@ from features.claim_arrays import (
     CLAIM_TEXT,
     ClaimArrays,
     TextFactors,
+    factor_codes,
     map_text,
     map_texts,
     text_column,
@@ -210,3 +211,18 @@ def test_text_factors_hold_only_the_arrays_of_the_batch():
     kept = {id(values) for values, _, _ in arrays.factors._kept.values()}
     final = {id(v) for table in (arrays.claims, arrays.lines) for v in table.values()}
     assert kept and kept <= final | {id(v) for v in claim_feature_columns(arrays).values()}
+
+
+@pytest.mark.parametrize("n_distinct", [1, 126, 127, 40_000])
+def test_kept_codes_are_narrow_and_give_the_plain_results(n_distinct):
+    rng = np.random.default_rng(n_distinct)
+    pool = np.array([f"V{i}" for i in range(n_distinct)] + [None], dtype=object)
+    values = pool[rng.integers(0, len(pool), 50_000)]
+    plain = values.copy()
+    factors = TextFactors()
+    codes, uniques = pd.factorize(values)
+    factors.add(values, codes, np.asarray(uniques, dtype=object))
+    kept_codes, _ = factors.get(values)
+    assert kept_codes.itemsize < 8 and np.array_equal(kept_codes, codes)
+    assert factor_codes(values, factors=factors).tolist() == factor_codes(plain).tolist()
+    assert _same(map_text(values, len, -1, float, factors), map_text(plain, len, -1, float))
