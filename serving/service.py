@@ -13,6 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from sklearn.pipeline import Pipeline
 
 from features.claim_tables import ClaimTables
@@ -349,8 +350,6 @@ def _text_column(labels: np.ndarray, codes: np.ndarray) -> object:
     dtype = _default_text_dtype()
     if not isinstance(dtype, pd.StringDtype) or dtype.storage != "pyarrow":
         return _values(labels, codes)
-    import pyarrow as pa  # a dependency of pandas' pyarrow text type, present when it is
-
     distinct = pa.array(labels.tolist(), type=pa.large_string())
     return pd.array(distinct.take(pa.array(codes)), dtype=dtype)
 
