@@ -1159,28 +1159,28 @@ def quarantine_incomplete_claims(
     if len(rejects):  # filtering an empty frame costs more than the rest on one claim
         child_rejects = rejects[rejects["table"].isin(["lines", "diagnoses"])]
         bad_ids = set(child_rejects.get("claim_id", pd.Series(dtype=str)).dropna())
-    no_lines = set(claims.loc[~_is_in(claims["claim_id"], lines["claim_id"]), "claim_id"].dropna())
+    no_lines = set(claims.loc[~ids_in(claims["claim_id"], lines["claim_id"]), "claim_id"].dropna())
     extra: list[pd.DataFrame] = []
     if bad_ids:
-        rows = claims[_is_in(claims["claim_id"], bad_ids)].copy()
+        rows = claims[ids_in(claims["claim_id"], bad_ids)].copy()
         rows.insert(0, "table", "claims")
         rows["reason"] = "a service line or diagnosis of this claim failed validation"
         extra.append(rows)
     if no_lines:
-        rows = claims[_is_in(claims["claim_id"], no_lines)].copy()
+        rows = claims[ids_in(claims["claim_id"], no_lines)].copy()
         rows.insert(0, "table", "claims")
         rows["reason"] = "claim has no valid service line"
         extra.append(rows)
     drop = bad_ids | no_lines
     if drop:
-        claims = claims[~_is_in(claims["claim_id"], drop)].reset_index(drop=True)
-        lines = lines[~_is_in(lines["claim_id"], drop)].reset_index(drop=True)
-        diagnoses = diagnoses[~_is_in(diagnoses["claim_id"], drop)].reset_index(drop=True)
+        claims = claims[~ids_in(claims["claim_id"], drop)].reset_index(drop=True)
+        lines = lines[~ids_in(lines["claim_id"], drop)].reset_index(drop=True)
+        diagnoses = diagnoses[~ids_in(diagnoses["claim_id"], drop)].reset_index(drop=True)
     all_rejects = pd.concat([rejects, *extra], ignore_index=True) if extra else rejects
     return claims, lines, diagnoses, all_rejects
 
 
-def _is_in(ids: pd.Series, wanted: pd.Series | set[str]) -> np.ndarray:
+def ids_in(ids: pd.Series, wanted: pd.Series | set[str]) -> np.ndarray:
     """Whether each ID is among ``wanted``, as a boolean array (missing IDs: no).
 
     By pyarrow's hash set for pyarrow text, else by a hash index: pandas' ``isin`` of pyarrow

@@ -55,3 +55,32 @@ def test_nothing_is_quarantined_when_every_claim_is_whole() -> None:
     )
     assert kept["claim_id"].tolist() == ["A", "B"]
     assert len(kept_lines) == 2 and len(kept_dx) == 1 and len(all_rejects) == 0
+
+
+@pytest.mark.parametrize("dtype", ["str", object])
+def test_lines_and_diagnoses_without_a_claim_row_are_quarantined(dtype: object) -> None:
+    """Orphan rows would be silently unused: each is quarantined with a reason."""
+    from features.claim_tables import validated
+
+    tables, _ = validated(*_small_world())
+    claims = tables.claims.astype({"claim_id": dtype})
+    lines = tables.lines.astype({"claim_id": dtype})
+    diagnoses = tables.diagnoses.astype({"claim_id": dtype})
+    orphan_line = lines.iloc[[0]].assign(claim_id="NO-SUCH-CLAIM")
+    orphan_dx = diagnoses.iloc[[0]].assign(claim_id="NO-SUCH-CLAIM")
+    got, rejects = validated(
+        claims,
+        pd.concat([lines, orphan_line], ignore_index=True),
+        pd.concat([diagnoses, orphan_dx], ignore_index=True),
+    )
+    assert len(got.lines) == len(lines) and len(got.diagnoses) == len(diagnoses)
+    orphans = rejects[rejects["reason"].str.startswith("no claim row")]
+    assert sorted(orphans["table"]) == ["diagnoses", "lines"]
+    assert set(orphans["claim_id"]) == {"NO-SUCH-CLAIM"}
+
+
+def _small_world() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    from tests.unit.test_features import _wider_world
+
+    tables, _ = _wider_world(20)
+    return tables.claims, tables.lines, tables.diagnoses
