@@ -157,6 +157,21 @@ def _rows_by_value(values: np.ndarray) -> list[tuple[Any, np.ndarray]]:
     ]
 
 
+def _mix(weights: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``weights @ table``, each row on its own: one multiply and add per column of ``weights``.
+
+    Not a BLAS product: BLAS may round a row differently depending on the block of rows it is
+    computed in (kernels and their fused multiply-adds vary with the number of rows), and chunked
+    scoring must give a batch's numbers bit for bit. For 11 reasons the cost is alike.
+    """
+    out = weights[:, 0, None] * table[0]
+    term = np.empty_like(out)
+    for k in range(1, len(table)):
+        np.multiply(weights[:, k, None], table[k], out=term)
+        out += term
+    return out
+
+
 @dataclass
 class BoosterParams:
     """LightGBM settings (defaults tuned on the simulator's training period, not its test).
@@ -394,15 +409,28 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
         classes = list(self.reason_classes_)
         # Selecting columns builds a new frame; skip it when they are already in class order.
         ordered = reasons if list(reasons.columns) == classes else reasons[classes]
-        reason_values = ordered.to_numpy(dtype=np.float64)
-        payer_types = np.asarray(payer_types, dtype=object)
-        out = np.empty((len(reasons), len(self.carc_classes_)))
-        for payer_type, rows in _rows_by_value(payer_types):
-            table = self.carc_given_reason_.get(str(payer_type), self.carc_given_reason_[""])
-            out[rows] = reason_values[rows] @ table
+        out = self.carc_values(ordered.to_numpy(dtype=np.float64), payer_types)
         # ``out`` is this call's own array: the frame can hold it without a copy.
         columns = column_index(self.carc_classes_)
         return pd.DataFrame(out, index=reasons.index, columns=columns, copy=False)
+
+    def carc_values(
+        self, reason_values: np.ndarray, payer_types: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """:meth:`predict_carcs` as an array, from reason probabilities in class order; written
+        into ``out`` if given (rows x CARC classes).
+
+        Each row's CARC probabilities are its reason probabilities times its payer type's
+        table, summed reason by reason in a fixed order (:func:`_mix`), so a row gets the same
+        numbers however many rows it is computed with: chunks of a batch equal the batch.
+        """
+        payer_types = np.asarray(payer_types, dtype=object)
+        if out is None:
+            out = np.empty((len(reason_values), len(self.carc_classes_)))
+        for payer_type, rows in _rows_by_value(payer_types):
+            table = self.carc_given_reason_.get(str(payer_type), self.carc_given_reason_[""])
+            out[rows] = _mix(reason_values[rows], table)
+        return out
 
     @staticmethod
     def _class_probs(

@@ -18,7 +18,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from features.claim_tables import ClaimTables
-from features.pipeline import ClaimFeatureTransformer, Context, FeatureBatch
+from features.pipeline import ClaimFeatureTransformer, Context, FeatureBatch, column_index
 from training.estimator import DenialRiskEstimator, EstimatorConfig
 
 TOP_K = 3
@@ -137,18 +137,19 @@ def predict(pipeline: Pipeline, tables: ClaimTables) -> Prediction:
     model: DenialRiskEstimator = pipeline.named_steps["model"]
     workers = _chunk_workers() if len(tables) >= CHUNKED_FROM else 1
     if workers > 1:
-        matrix, context, denial_probability, reasons = _scores_in_chunks(
+        matrix, context, denial_probability, reasons, carcs = _scores_in_chunks(
             features, model, tables, workers
         )
     else:
         matrix, context = features.transform_with_context(tables)
         denial_probability = model.predict_proba(matrix)[:, 1]
         reasons = model.predict_reasons(matrix)
+        carcs = model.predict_carcs(reasons, context["payer_type"])
     return Prediction(
         claim_ids=tables.claims["claim_id"].to_numpy(),
         denial_probability=denial_probability,
         reason_probs=reasons,
-        carc_probs=model.predict_carcs(reasons, context["payer_type"]),
+        carc_probs=carcs,
         matrix=matrix,
         context=context,
     )
@@ -181,16 +182,18 @@ def _scores_in_chunks(
     model: DenialRiskEstimator,
     tables: ClaimTables,
     workers: int,
-) -> tuple[pd.DataFrame, Context, np.ndarray, pd.DataFrame]:
-    """Matrix, context, denial and reason probabilities of a large batch, in chunks of claims.
+) -> tuple[pd.DataFrame, Context, np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """Matrix, context, denial, reason and CARC probabilities of a large batch, in chunks of
+    claims.
 
     A chunk's features are partly Python holding the GIL; LightGBM's prediction releases it.
     Two threads, each taking the next chunk, overlap one chunk's features with another's
     prediction (on one LightGBM thread each), so both cores stay busy. What depends on the whole
     batch is done once first (:meth:`ClaimFeatureTransformer.batch`: the claims read once, and
     history's counts of earlier claims of the same batch); every later step is row by row, so
-    the numbers equal the one-pass path's bit for bit. The chunks fill their rows of the batch's
-    matrix; the CARC step (a product over groups of rows) runs once, on the whole batch.
+    the numbers equal the one-pass path's bit for bit (the CARC step too: it computes each row
+    on its own, see :meth:`DenialRiskEstimator.carc_values`). The chunks fill their rows of the
+    batch's matrix and probabilities.
     """
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="score-chunk") as pool:
         # The batch's own submissions are indexed in one of the pool's threads meanwhile.
@@ -203,12 +206,15 @@ def _scores_of_chunks(
     batch: FeatureBatch,
     pool: ThreadPoolExecutor,
     workers: int,
-) -> tuple[pd.DataFrame, Context, np.ndarray, pd.DataFrame]:
+) -> tuple[pd.DataFrame, Context, np.ndarray, pd.DataFrame, pd.DataFrame]:
     """:func:`_scores_in_chunks` of a batch read, each chunk taken by the next free thread of
     ``pool`` (of ``workers`` threads)."""
     n = batch.n_claims
     columns = np.empty((len(features.feature_names_out_), n))
     denial_probability = np.empty(n)
+    context = batch.context()
+    payer_types = np.asarray(context["payer_type"], dtype=object)
+    carcs = np.empty((n, len(model.carc_classes_)))
     # As many chunks per thread, of about equal size: no thread is left with a last chunk
     # while the other core idles.
     n_chunks = workers * -(-n // (workers * CHUNK_CLAIMS))
@@ -219,6 +225,8 @@ def _scores_of_chunks(
         chunk = features.frame(chunk_columns)
         denial_probability[start:stop] = model.predict_proba(chunk, num_threads=1)[:, 1]
         reasons = model.predict_reasons(chunk, num_threads=1)
+        # In class order: predict_reasons' columns are the classes.
+        model.carc_values(reasons.to_numpy(), payer_types[start:stop], out=carcs[start:stop])
         columns[:, start:stop] = chunk_columns
         return reasons
 
@@ -226,7 +234,8 @@ def _scores_of_chunks(
     reasons = pd.DataFrame(
         np.concatenate([part.to_numpy() for part in parts]), columns=parts[0].columns
     )
-    return features.frame(columns), batch.context(), denial_probability, reasons
+    carc_probs = pd.DataFrame(carcs, columns=column_index(model.carc_classes_), copy=False)
+    return features.frame(columns), context, denial_probability, reasons, carc_probs
 
 
 def predict_frame(pipeline: Pipeline, tables: ClaimTables, k: int = TOP_K) -> pd.DataFrame:
