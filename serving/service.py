@@ -116,7 +116,7 @@ class ScoringService:
         """Score every claim in ``tables`` (row order kept)."""
         if len(tables) == 0:
             return []
-        prediction = predict(self.pipeline, tables)
+        prediction = predict(self.pipeline, tables, keep_matrix=explain)
         view = self._view(prediction)
         factors = self._factors(prediction, top_k) if explain else None
         reasons, carcs = view.reasons(), view.carcs()
@@ -161,7 +161,7 @@ class ScoringService:
         """
         if len(tables) == 0:
             return pd.DataFrame(columns=["claim_id", "denial_probability", "risk_band"])
-        prediction = predict(self.pipeline, tables)
+        prediction = predict(self.pipeline, tables, keep_matrix=explain)
         view = self._view(prediction)
         factors = self._factors(prediction, top_k, progress) if explain else None
         columns: dict[str, object] = {
@@ -223,11 +223,12 @@ class ScoringService:
         """Each claim's top factors, in blocks of :data:`EXPLAIN_BLOCK` claims (each claim's
         are its own, whatever the block); ``progress(done, total)`` after each block."""
         model = self.pipeline.named_steps["model"]
-        n = len(prediction.matrix)
+        whole = prediction.model_matrix()
+        n = len(whole)
         factors: list[list[Factor]] = []
         for start in range(0, n, EXPLAIN_BLOCK):
             stop = min(n, start + EXPLAIN_BLOCK)
-            matrix = prediction.matrix.iloc[start:stop] if stop - start < n else prediction.matrix
+            matrix = whole.iloc[start:stop] if stop - start < n else whole
             context = {name: values[start:stop] for name, values in prediction.context.items()}
             contributions = model.contributions(matrix)
             factors += explain_batch(contributions, matrix, context, top_k)

@@ -80,8 +80,14 @@ class Prediction:
     denial_probability: np.ndarray
     reason_probs: pd.DataFrame
     carc_probs: pd.DataFrame
-    matrix: pd.DataFrame
+    matrix: pd.DataFrame | None  # None when predict() was told not to keep it
     context: Context
+
+    def model_matrix(self) -> pd.DataFrame:
+        """The claims' model matrix (explanations need it)."""
+        if self.matrix is None:
+            raise ValueError("this prediction was made without keeping its model matrix")
+        return self.matrix
 
     def top_reasons(self, k: int = TOP_K) -> list[list[tuple[str, float]]]:
         return _top(self.reason_probs, k)
@@ -127,18 +133,20 @@ _TOP_BLOCK_VALUES = 65_536
 """Values per block of :func:`top_columns` (512 kB of float64: fits the CPU's L2 cache)."""
 
 
-def predict(pipeline: Pipeline, tables: ClaimTables) -> Prediction:
+def predict(pipeline: Pipeline, tables: ClaimTables, keep_matrix: bool = True) -> Prediction:
     """Score claims: calibrated denial probability, reason and CARC probabilities.
 
     A large batch is scored in chunks on two threads (:func:`_scores_in_chunks`), with the same
-    numbers, bit for bit, as scoring it in one pass.
+    numbers, bit for bit, as scoring it in one pass. ``keep_matrix=False`` (scores without
+    explanations) lets a chunked batch's model matrix go chunk by chunk: 1 GB per million
+    claims that nothing would read.
     """
     features: ClaimFeatureTransformer = pipeline.named_steps["features"]
     model: DenialRiskEstimator = pipeline.named_steps["model"]
     workers = _chunk_workers() if len(tables) >= CHUNKED_FROM else 1
     if workers > 1:
         matrix, context, denial_probability, reasons, carcs = _scores_in_chunks(
-            features, model, tables, workers
+            features, model, tables, workers, keep_matrix
         )
     else:
         matrix, context = features.transform_with_context(tables)
@@ -182,9 +190,10 @@ def _scores_in_chunks(
     model: DenialRiskEstimator,
     tables: ClaimTables,
     workers: int,
-) -> tuple[pd.DataFrame, Context, np.ndarray, pd.DataFrame, pd.DataFrame]:
-    """Matrix, context, denial, reason and CARC probabilities of a large batch, in chunks of
-    claims.
+    keep_matrix: bool = True,
+) -> tuple[pd.DataFrame | None, Context, np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """Matrix (if kept), context, denial, reason and CARC probabilities of a large batch, in
+    chunks of claims.
 
     A chunk's features are partly Python holding the GIL; LightGBM's prediction releases it.
     Two threads, each taking the next chunk, overlap one chunk's features with another's
@@ -197,7 +206,8 @@ def _scores_in_chunks(
     """
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="score-chunk") as pool:
         # The batch's own submissions are indexed in one of the pool's threads meanwhile.
-        return _scores_of_chunks(features, model, features.batch(tables, pool), pool, workers)
+        batch = features.batch(tables, pool)
+        return _scores_of_chunks(features, model, batch, pool, workers, keep_matrix)
 
 
 def _scores_of_chunks(
@@ -206,11 +216,12 @@ def _scores_of_chunks(
     batch: FeatureBatch,
     pool: ThreadPoolExecutor,
     workers: int,
-) -> tuple[pd.DataFrame, Context, np.ndarray, pd.DataFrame, pd.DataFrame]:
+    keep_matrix: bool = True,
+) -> tuple[pd.DataFrame | None, Context, np.ndarray, pd.DataFrame, pd.DataFrame]:
     """:func:`_scores_in_chunks` of a batch read, each chunk taken by the next free thread of
     ``pool`` (of ``workers`` threads)."""
     n = batch.n_claims
-    columns = np.empty((len(features.feature_names_out_), n))
+    columns = np.empty((len(features.feature_names_out_), n)) if keep_matrix else None
     denial_probability = np.empty(n)
     context = batch.context()
     payer_types = np.asarray(context["payer_type"], dtype=object)
@@ -227,7 +238,8 @@ def _scores_of_chunks(
         reasons = model.predict_reasons(chunk, num_threads=1)
         # In class order: predict_reasons' columns are the classes.
         model.carc_values(reasons.to_numpy(), payer_types[start:stop], out=carcs[start:stop])
-        columns[:, start:stop] = chunk_columns
+        if columns is not None:
+            columns[:, start:stop] = chunk_columns
         return reasons
 
     parts = list(pool.map(score, bounds[:-1], bounds[1:]))
@@ -235,7 +247,8 @@ def _scores_of_chunks(
         np.concatenate([part.to_numpy() for part in parts]), columns=parts[0].columns
     )
     carc_probs = pd.DataFrame(carcs, columns=column_index(model.carc_classes_), copy=False)
-    return features.frame(columns), context, denial_probability, reasons, carc_probs
+    matrix = features.frame(columns) if columns is not None else None
+    return matrix, context, denial_probability, reasons, carc_probs
 
 
 def predict_frame(pipeline: Pipeline, tables: ClaimTables, k: int = TOP_K) -> pd.DataFrame:

@@ -282,9 +282,8 @@ def run_training(
             y, prediction.denial_probability, out / "precision_recall.png", truth_p
         ),
     }
-    sample = prediction.matrix.sample(
-        n=min(settings.shap_sample, len(prediction.matrix)), random_state=7
-    )
+    matrix = prediction.model_matrix()
+    sample = matrix.sample(n=min(settings.shap_sample, len(matrix)), random_state=7)
     contributions = pipeline.named_steps["model"].contributions(sample)
     artifacts["shap_summary"] = plots.shap_summary_plot(contributions, out / "shap_summary.png")
 

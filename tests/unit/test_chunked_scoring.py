@@ -177,6 +177,27 @@ def test_chunked_prediction_equals_one_pass_on_a_small_world(
         _assert_same_prediction(predict(pipeline, tables), want)
 
 
+def test_chunks_without_the_matrix_give_the_same_scores(
+    monkeypatch: pytest.MonkeyPatch, session_model: tuple[Any, ClaimTables]
+) -> None:
+    """Scores without explanations let the chunks' matrix go; nothing else changes."""
+    service, tables = session_model
+    pipeline = service.pipeline
+    tables = tables.subset(tables.claims["claim_id"].iloc[-150:].tolist())
+    _chunked(monkeypatch, 40)
+    kept = predict(pipeline, tables)
+    dropped = predict(pipeline, tables, keep_matrix=False)
+    assert kept.matrix is not None and dropped.matrix is None
+    with pytest.raises(ValueError, match="without keeping its model matrix"):
+        dropped.model_matrix()
+    assert np.array_equal(dropped.denial_probability, kept.denial_probability)
+    pd.testing.assert_frame_equal(dropped.reason_probs, kept.reason_probs, check_exact=True)
+    pd.testing.assert_frame_equal(dropped.carc_probs, kept.carc_probs, check_exact=True)
+    assert dropped.context.keys() == kept.context.keys()
+    # Explaining still gets its matrix: score() keeps it when asked to explain.
+    assert all(score.factors for score in service.score(tables, explain=True, top_k=3)[:5])
+
+
 def test_small_batches_and_one_cpu_keep_the_one_pass_path(
     monkeypatch: pytest.MonkeyPatch, session_model: tuple[Any, ClaimTables]
 ) -> None:
