@@ -5,7 +5,9 @@ then measure on claims read from Parquet
 
 (a) ``ScoringService.score_frame(explain=False)``: features + three boosters + calibration;
     also with the Parquet read and validation before it (as ``denial-risk score FOLDER``);
-(b) the denial booster alone (``denial_booster_.predict``) on the same feature matrix;
+(b) the denial booster alone (``denial_booster_.predict``, LightGBM on every core) on the same
+    feature matrix; beside it, the compiled trees (:mod:`training.trees`) the chunks of (a)
+    walk instead, alone at one thread, and whether they equal LightGBM's numbers bit for bit;
 (c) ``ScoringService.score(explain=True, top_k=5)``: (a) plus TreeSHAP and worded factors;
 
 and profile (a) with cProfile to show where its time goes. Targets: (a) >= 50,000 claims/s,
@@ -105,6 +107,7 @@ def main() -> None:
     from serving.batch import read_claims
     from serving.loading import load_service
     from training.model import CHUNKED_FROM
+    from training.trees import compiled_trees
 
     with tempfile.TemporaryDirectory(prefix="bench-scoring-") as scratch:
         work = args.work or Path(scratch)
@@ -129,6 +132,14 @@ def main() -> None:
         matrix, context = features.transform_with_context(tables)
         b_seconds, raw = _timed(lambda: booster.predict(matrix), args.repeat)
         b_rate = n / b_seconds
+        # What the chunks walk instead of LightGBM's predictor (one thread, as in a chunk).
+        compiled = compiled_trees(booster)
+        values = matrix.to_numpy(dtype=np.float64, copy=False)
+        if compiled is not None:
+            t_seconds, walked = _timed(lambda: compiled.predict(values), args.repeat)
+            one_thread_seconds, lightgbm_one = _timed(
+                lambda: booster.predict(values, num_threads=1), 1
+            )
         all_boosters = pipeline.named_steps["model"]
 
         def boosters() -> None:
@@ -163,6 +174,12 @@ def main() -> None:
               f"({b_seconds:.2f} s)")  # fmt: skip
         print(f"    ratio a/b:                     {a_rate / b_rate:>10.3f}            "
               f"target >= {TARGET_RATIO}")  # fmt: skip
+        if compiled is not None:
+            print(f"    compiled trees alone (1 thread):{n / t_seconds:>9,.0f} claims/s "
+                  f"({t_seconds:.2f} s; LightGBM at 1 thread {one_thread_seconds:.2f} s); "
+                  f"equal bit for bit: {np.array_equal(walked, lightgbm_one)}")  # fmt: skip
+        else:
+            print("    compiled trees: not used for this model (LightGBM predicts the chunks)")
         print(f"(c) score(explain=True, top_k=5):  {c_rate:>10,.0f} claims/s "
               f"({c_seconds:.2f} s for {len(subset):,})   target >= {TARGET_C:,}")  # fmt: skip
         print(f"    (a) equals calibrated (b):     {check}; factors on first claim: "

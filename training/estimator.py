@@ -42,6 +42,12 @@ SMALL_BATCH_ROWS = 2_000
 the work, and the API's concurrent requests already keep the cores busy."""
 
 
+COMPILED_FROM_ROWS = 5_000
+"""Binary boosters' predictions of this many rows on one thread (the chunks of a large batch)
+walk compiled trees (:mod:`training.trees`): the same numbers, ~1.5x faster. Smaller ones stay
+with LightGBM: an API request never waits for the kernel's compilation."""
+
+
 def categorical_columns(matrix: pd.DataFrame) -> list[str]:
     """The matrix's categorical columns (level codes), as the feature step declared them."""
     if "categorical_features" not in matrix.attrs:
@@ -72,8 +78,20 @@ def _booster_predict(
     arguments and setting up the prediction, not walking the trees. Both paths run the same
     trees on the same row, so the probabilities are identical (tested in
     ``tests/unit/test_features.py``). ``num_threads`` is LightGBM's for this call (by default
-    :func:`_threads`); rows are predicted independently, so it changes no number.
+    :func:`_threads`); rows are predicted independently, so it changes no number. A large
+    one-thread prediction of a binary booster walks compiled trees (see
+    :data:`COMPILED_FROM_ROWS`); a multiclass booster's many shallow trees gained nothing.
     """
+    if (
+        num_threads == 1
+        and len(values) >= COMPILED_FROM_ROWS
+        and booster.num_model_per_iteration() == 1
+    ):
+        from training.trees import compiled_trees  # numba: imported for large batches only
+
+        trees = compiled_trees(booster)
+        if trees is not None and values.shape[1] == trees.n_features:
+            return trees.predict(values)
     if values.shape[0] == 1 and values.dtype == np.float64:
         # Shaped as Booster.predict shapes it: (1,) for one output, (1, k) for k classes.
         predicted = _OneRowPredictor.of(booster, values.shape[1]).predict(values[0])

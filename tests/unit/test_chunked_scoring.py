@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 import features.history as history
+import training.estimator as estimator_module
 import training.model as model_module
 from features.claim_arrays import ClaimArrays
 from features.claim_features import claim_feature_columns
@@ -27,6 +28,7 @@ from features.pipeline import ClaimFeatureTransformer
 from features.schema import ClaimsDataset
 from tests.unit.test_features import _wider_world
 from training.model import Prediction, predict
+from training.trees import CompiledTrees, compiled_trees
 
 _COUNT_FEATURES = (
     *HistoryFeatures._COUNT_KEYS,
@@ -141,20 +143,36 @@ def session_model(trained: Any) -> tuple[Any, ClaimTables]:
     return service, ClaimTables.from_dataset(dataset)
 
 
-@pytest.mark.parametrize("chunk_claims", [997, 5_000])
+@pytest.mark.parametrize(("chunk_claims", "compiled"), [(997, False), (5_000, False), (997, True)])
 def test_chunked_prediction_equals_one_pass_end_to_end(
-    monkeypatch: pytest.MonkeyPatch, session_model: tuple[Any, ClaimTables], chunk_claims: int
+    monkeypatch: pytest.MonkeyPatch,
+    session_model: tuple[Any, ClaimTables],
+    chunk_claims: int,
+    compiled: bool,
 ) -> None:
     """The session's model over its whole simulation: the test period's claims are new to the
-    fitted history, so their counts come from the batch, across chunks."""
+    fitted history, so their counts come from the batch, across chunks. ``compiled``: the
+    chunks' denial booster walks compiled trees (as a large batch's chunks do), the one pass
+    LightGBM's."""
     service, tables = session_model
     pipeline = service.pipeline
     with monkeypatch.context() as one_pass:
         one_pass.setattr(model_module, "CHUNKED_FROM", len(tables) + 1)
+        one_pass.setattr(estimator_module, "COMPILED_FROM_ROWS", len(tables) + 1)
         want = predict(pipeline, tables)
         want_frame = service.score_frame(tables, explain=False)
     threads = _chunked(monkeypatch, chunk_claims)
+    walked: list[int] = []
+    if compiled:
+        monkeypatch.setattr(estimator_module, "COMPILED_FROM_ROWS", 1)
+        # Built (and checked on probe rows) first, so that only the chunks are counted.
+        assert compiled_trees(pipeline.named_steps["model"].denial_booster_) is not None
+        exact = CompiledTrees.predict
+        monkeypatch.setattr(
+            CompiledTrees, "predict", lambda self, v: walked.append(len(v)) or exact(self, v)
+        )
     got = predict(pipeline, tables)
+    assert sum(walked) == (len(tables) if compiled else 0)  # every claim, once
     n_chunks = len(threads)
     assert n_chunks >= len(tables) // chunk_claims
     assert n_chunks % 2 == 0  # as many chunks per thread
