@@ -116,7 +116,7 @@ class ScoringService:
         """Score every claim in ``tables`` (row order kept)."""
         if len(tables) == 0:
             return []
-        prediction = predict(self.pipeline, tables, keep_matrix=explain)
+        prediction = predict(self.pipeline, tables, keep_matrix=explain, compiled=True)
         view = self._view(prediction)
         factors = self._factors(prediction, top_k) if explain else None
         reasons, carcs = view.reasons(), view.carcs()
@@ -161,7 +161,7 @@ class ScoringService:
         """
         if len(tables) == 0:
             return pd.DataFrame(columns=["claim_id", "denial_probability", "risk_band"])
-        prediction = predict(self.pipeline, tables, keep_matrix=explain)
+        prediction = predict(self.pipeline, tables, keep_matrix=explain, compiled=True)
         view = self._view(prediction)
         factors = self._factors(prediction, top_k, progress) if explain else None
         columns: dict[str, object] = {

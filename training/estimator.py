@@ -43,9 +43,10 @@ the work, and the API's concurrent requests already keep the cores busy."""
 
 
 COMPILED_FROM_ROWS = 5_000
-"""Binary boosters' predictions of this many rows on one thread (the chunks of a large batch)
-walk compiled trees (:mod:`training.trees`): the same numbers, ~1.5x faster. Smaller ones stay
-with LightGBM: an API request never waits for the kernel's compilation."""
+"""Asked to (``compiled=True``: scoring's large batches), a binary booster's prediction of this
+many rows on one thread walks compiled trees (:mod:`training.trees`): the same numbers, ~1.5x
+faster. Smaller ones stay with LightGBM: an API request never waits for the kernel's
+compilation."""
 
 
 def categorical_columns(matrix: pd.DataFrame) -> list[str]:
@@ -69,7 +70,10 @@ def _threads(rows: int) -> int:
 
 
 def _booster_predict(
-    booster: lgb.Booster, values: np.ndarray, num_threads: int | None = None
+    booster: lgb.Booster,
+    values: np.ndarray,
+    num_threads: int | None = None,
+    compiled: bool = False,
 ) -> np.ndarray:
     """``booster.predict(values)`` (probabilities), the same numbers with less overhead.
 
@@ -78,12 +82,13 @@ def _booster_predict(
     arguments and setting up the prediction, not walking the trees. Both paths run the same
     trees on the same row, so the probabilities are identical (tested in
     ``tests/unit/test_features.py``). ``num_threads`` is LightGBM's for this call (by default
-    :func:`_threads`); rows are predicted independently, so it changes no number. A large
-    one-thread prediction of a binary booster walks compiled trees (see
-    :data:`COMPILED_FROM_ROWS`); a multiclass booster's many shallow trees gained nothing.
+    :func:`_threads`); rows are predicted independently, so it changes no number. With
+    ``compiled``, a large one-thread prediction of a binary booster walks compiled trees (see
+    :data:`COMPILED_FROM_ROWS`; a multiclass booster's many shallow trees gained nothing).
     """
     if (
-        num_threads == 1
+        compiled
+        and num_threads == 1
         and len(values) >= COMPILED_FROM_ROWS
         and booster.num_model_per_iteration() == 1
     ):
@@ -379,9 +384,12 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
         return classes, booster
 
     # -- prediction ----------------------------------------------------------------------
-    def predict_proba(self, matrix: pd.DataFrame, num_threads: int | None = None) -> np.ndarray:
-        """P(paid), P(denied) per row; ``num_threads``: LightGBM's (default: by batch size)."""
-        raw = self.predict_raw(matrix, num_threads)
+    def predict_proba(
+        self, matrix: pd.DataFrame, num_threads: int | None = None, compiled: bool = False
+    ) -> np.ndarray:
+        """P(paid), P(denied) per row; ``num_threads``: LightGBM's (default: by batch size);
+        ``compiled``: a large one-thread batch may walk compiled trees (same numbers)."""
+        raw = self.predict_raw(matrix, num_threads, compiled)
         # Isotonic regression is a step function: claims the booster ranks apart would tie.
         # A vanishing share of the raw score keeps the booster's order (and the probabilities
         # to within 1e-6), so precision at the top is not lost to ties.
@@ -411,9 +419,11 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
     def predict(self, matrix: pd.DataFrame) -> np.ndarray:
         return (self.predict_proba(matrix)[:, 1] >= 0.5).astype(int)
 
-    def predict_raw(self, matrix: pd.DataFrame, num_threads: int | None = None) -> np.ndarray:
+    def predict_raw(
+        self, matrix: pd.DataFrame, num_threads: int | None = None, compiled: bool = False
+    ) -> np.ndarray:
         """Uncalibrated booster output (probability scale), for benchmarks against the booster."""
-        return _booster_predict(self.denial_booster_, _values(matrix), num_threads)
+        return _booster_predict(self.denial_booster_, _values(matrix), num_threads, compiled)
 
     def predict_reasons(self, matrix: pd.DataFrame, num_threads: int | None = None) -> pd.DataFrame:
         """P(root-cause category | denied), one column per category."""

@@ -171,7 +171,7 @@ def test_chunked_prediction_equals_one_pass_end_to_end(
         monkeypatch.setattr(
             CompiledTrees, "predict", lambda self, v: walked.append(len(v)) or exact(self, v)
         )
-    got = predict(pipeline, tables)
+    got = predict(pipeline, tables, compiled=compiled)
     assert sum(walked) == (len(tables) if compiled else 0)  # every claim, once
     n_chunks = len(threads)
     assert n_chunks >= len(tables) // chunk_claims

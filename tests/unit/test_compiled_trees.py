@@ -136,14 +136,18 @@ def test_large_one_thread_predictions_of_a_binary_booster_use_compiled_trees(
     monkeypatch.setattr(CompiledTrees, "predict", counted)
     monkeypatch.setattr(estimator, "COMPILED_FROM_ROWS", 1_000)
     want = booster.predict(rows, num_threads=1)
-    assert np.array_equal(estimator._booster_predict(booster, rows, num_threads=1), want)
+    assert np.array_equal(estimator._booster_predict(booster, rows, 1, compiled=True), want)
     assert len(rows) in calls
+    calls.clear()
+    # Not asked to (training's evaluation): LightGBM.
+    assert np.array_equal(estimator._booster_predict(booster, rows, num_threads=1), want)
+    assert calls == []
     calls.clear()
     # Below the threshold, on every core, or for a multiclass booster: LightGBM itself.
     assert np.array_equal(
-        estimator._booster_predict(booster, rows[:999], num_threads=1), want[:999]
+        estimator._booster_predict(booster, rows[:999], 1, compiled=True), want[:999]
     )
-    assert np.array_equal(estimator._booster_predict(booster, rows, num_threads=0), want)
+    assert np.array_equal(estimator._booster_predict(booster, rows, 0, compiled=True), want)
     multiclass = _booster("multiclass", seed=4)
-    estimator._booster_predict(multiclass, rows, num_threads=1)
+    estimator._booster_predict(multiclass, rows, 1, compiled=True)
     assert calls == [] or all(n == 512 for n in calls)  # only a probe check, if any
