@@ -182,13 +182,17 @@ def test_chunked_prediction_equals_one_pass_end_to_end(
     pd.testing.assert_frame_equal(service.score_frame(tables, explain=False), want_frame)
 
 
+def _latest_claims(session_model: tuple[Any, ClaimTables], n: int) -> tuple[Any, Any, ClaimTables]:
+    """The session's service, its pipeline and the simulation's last ``n`` claims."""
+    service, tables = session_model
+    return service, service.pipeline, tables.subset(tables.claims["claim_id"].iloc[-n:].tolist())
+
+
 def test_chunked_prediction_equals_one_pass_on_a_small_world(
     monkeypatch: pytest.MonkeyPatch, session_model: tuple[Any, ClaimTables]
 ) -> None:
     """Chunks smaller than every small-batch path, including chunks of one claim."""
-    service, tables = session_model
-    pipeline = service.pipeline
-    tables = tables.subset(tables.claims["claim_id"].iloc[-150:].tolist())
+    _, pipeline, tables = _latest_claims(session_model, 150)
     want = predict(pipeline, tables)  # 150 claims: one pass
     for chunk_claims in (1, 13, 64):
         _chunked(monkeypatch, chunk_claims)
@@ -199,9 +203,7 @@ def test_chunks_without_the_matrix_give_the_same_scores(
     monkeypatch: pytest.MonkeyPatch, session_model: tuple[Any, ClaimTables]
 ) -> None:
     """Scores without explanations let the chunks' matrix go; nothing else changes."""
-    service, tables = session_model
-    pipeline = service.pipeline
-    tables = tables.subset(tables.claims["claim_id"].iloc[-150:].tolist())
+    service, pipeline, tables = _latest_claims(session_model, 150)
     _chunked(monkeypatch, 40)
     kept = predict(pipeline, tables)
     dropped = predict(pipeline, tables, keep_matrix=False)
