@@ -23,18 +23,18 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
-import weakref
 from dataclasses import dataclass
 
 import lightgbm as lgb
 import numpy as np
 from numba import njit
 
-log = logging.getLogger(__name__)
+# LightGBM's kZeroThreshold, defined once for both readings of its trees (a fixed constant of
+# LightGBM's: numba compiles it in, and its on-disk cache is keyed to this file only).
+from training.booster_cache import BoosterCache
+from training.treeshap import ZERO_THRESHOLD
 
-ZERO_THRESHOLD = float(np.float32(1e-35))
-"""LightGBM's ``kZeroThreshold`` (a C++ float): values this close to 0 are read as 0."""
+log = logging.getLogger(__name__)
 
 _PLAIN, _CATEGORICAL, _SPECIAL = 0, 1, 2
 """Split kinds: numerical without a missing-value side; categorical with every category sent
@@ -385,37 +385,34 @@ def probe_rows(booster: lgb.Booster, n_features: int, rows: int = 512) -> np.nda
     return out
 
 
-_SHARED: weakref.WeakKeyDictionary[lgb.Booster, CompiledTrees | None] = weakref.WeakKeyDictionary()
-_SHARED_LOCK = threading.Lock()
-
-
 def compiled_trees(booster: lgb.Booster) -> CompiledTrees | None:
     """The booster's :class:`CompiledTrees`, built on first use and kept while it lives, or
     ``None`` when they would not give LightGBM's numbers (callers then use LightGBM).
 
-    Built under a lock (the first large batch's chunk threads would otherwise each build one);
-    the first build in a process also compiles the kernel (about a second; numba then caches
+    The first build in a process also compiles the kernel (about a second; numba then caches
     it on disk).
     """
-    with _SHARED_LOCK:
-        if booster in _SHARED:
-            return _SHARED[booster]
-        trees: CompiledTrees | None
-        try:
-            trees = CompiledTrees(booster)
-            probe = probe_rows(booster, trees.n_features)
-            want = np.asarray(booster.predict(probe, num_threads=1))
-            # Read-only batches (a frame's values) are a second compiled signature: both now.
-            read_only = probe.copy()
-            read_only.setflags(write=False)
-            if not all(
-                np.array_equal(trees.predict(rows), want, equal_nan=True)
-                for rows in (probe, read_only)
-            ):
-                log.warning("compiled trees differ from LightGBM on probe rows; using LightGBM")
-                trees = None
-        except UnsupportedModel as reason:
-            log.info("trees not compiled (%s); LightGBM predicts", reason)
-            trees = None
-        _SHARED[booster] = trees
-        return trees
+    return _COMPILED.get(booster)
+
+
+def _checked_compiled_trees(booster: lgb.Booster) -> CompiledTrees | None:
+    """:class:`CompiledTrees` of the booster if they predict what it predicts on probe rows."""
+    try:
+        trees = CompiledTrees(booster)
+    except UnsupportedModel as reason:
+        log.info("trees not compiled (%s); LightGBM predicts", reason)
+        return None
+    probe = probe_rows(booster, trees.n_features)
+    want = np.asarray(booster.predict(probe, num_threads=1))
+    # Read-only batches (a frame's values) are a second compiled signature: both now.
+    read_only = probe.copy()
+    read_only.setflags(write=False)
+    if not all(
+        np.array_equal(trees.predict(rows), want, equal_nan=True) for rows in (probe, read_only)
+    ):
+        log.warning("compiled trees differ from LightGBM on probe rows; using LightGBM")
+        return None
+    return trees
+
+
+_COMPILED: BoosterCache[CompiledTrees | None] = BoosterCache(_checked_compiled_trees)

@@ -17,14 +17,14 @@ so they agree with ``pred_contrib`` to about 1e-15.
 
 from __future__ import annotations
 
-import threading
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 from scipy import sparse
+
+from training.booster_cache import BoosterCache
 
 ZERO_THRESHOLD = float(np.float32(1e-35))
 """LightGBM's ``kZeroThreshold`` (a C++ float): values this close to 0 are read as 0."""
@@ -305,18 +305,9 @@ class TreeShapTables:
         return np.asarray(self._sum_by_feature @ entries)
 
 
-_SHARED: weakref.WeakKeyDictionary[lgb.Booster, TreeShapTables] = weakref.WeakKeyDictionary()
-_SHARED_LOCK = threading.Lock()
+_TABLES: BoosterCache[TreeShapTables] = BoosterCache(TreeShapTables)
 
 
 def tables_for(booster: lgb.Booster) -> TreeShapTables:
-    """The booster's tables, built on first use and kept while the booster lives.
-
-    Kept beside the booster rather than on the estimator so a pickled model does not carry
-    them; the lock stops concurrent first requests from each building a copy.
-    """
-    with _SHARED_LOCK:
-        tables = _SHARED.get(booster)
-        if tables is None:
-            tables = _SHARED[booster] = TreeShapTables(booster)
-        return tables
+    """The booster's tables, built on first use and kept while the booster lives."""
+    return _TABLES.get(booster)

@@ -151,3 +151,21 @@ def test_large_one_thread_predictions_of_a_binary_booster_use_compiled_trees(
     multiclass = _booster("multiclass", seed=4)
     estimator._booster_predict(multiclass, rows, 1, compiled=True)
     assert calls == [] or all(n == 512 for n in calls)  # only a probe check, if any
+
+
+def test_a_booster_cache_builds_once_per_booster_and_keeps_none() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from training.booster_cache import BoosterCache
+
+    built: list[lgb.Booster] = []
+
+    def build(booster: lgb.Booster) -> None:
+        built.append(booster)  # returns None: kept as an answer too
+
+    cache: BoosterCache[None] = BoosterCache(build)
+    first, second = _booster("binary", seed=5), _booster("binary", seed=6)
+    with ThreadPoolExecutor(4) as pool:  # concurrent first uses
+        list(pool.map(cache.get, [first, second] * 8))
+    assert cache.get(first) is None
+    assert sorted(map(id, built)) == sorted([id(first), id(second)])
