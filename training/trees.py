@@ -190,6 +190,14 @@ def _read(value):
     return 0.0 if abs(value) <= ZERO_THRESHOLD else value
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _goes_left(as_zero, one_hot, threshold, category_mask):
+    """A numerical split without a missing-value side (categorical splits hold a NaN
+    threshold, never met) or a categorical one sending only categories below 64 left (numerical
+    splits hold an empty mask): one test for both, without a branch."""
+    return (as_zero <= threshold) | ((one_hot & category_mask) != 0)
+
+
 @njit(nogil=True, cache=True)
 def _special_goes_left(
     value, threshold, missing_type, default_left, bitset_start, bitset_stop, bitset_words
@@ -256,8 +264,8 @@ def _raw_scores(  # noqa: PLR0913 - the forest's arrays, as numba takes them
                         if at >= 0:  # else at a leaf already
                             g = splits + at
                             f = feature[g]
-                            go_left = (as_zero[r, f] <= threshold[g]) | (
-                                (one_hot[r, f] & category_mask[g]) != 0
+                            go_left = _goes_left(
+                                as_zero[r, f], one_hot[r, f], threshold[g], category_mask[g]
                             )
                             node[r] = left[g] if go_left else right[g]
             else:
@@ -268,8 +276,8 @@ def _raw_scores(  # noqa: PLR0913 - the forest's arrays, as numba takes them
                             g = splits + at
                             if kind[g] != _SPECIAL:
                                 f = feature[g]
-                                go_left = (as_zero[r, f] <= threshold[g]) | (
-                                    (one_hot[r, f] & category_mask[g]) != 0
+                                go_left = _goes_left(
+                                    as_zero[r, f], one_hot[r, f], threshold[g], category_mask[g]
                                 )
                             else:
                                 go_left = _special_goes_left(
@@ -355,31 +363,24 @@ class CompiledTrees:
         return _sigmoid(raw[:, 0], self.sigmoid, np.empty(len(raw)))
 
 
-def probe_rows(booster: lgb.Booster, n_features: int, rows: int = 512) -> np.ndarray:
-    """Rows that send the booster's splits both ways and read every kind of missing value.
+def probe_rows(trees: CompiledTrees, rows: int = 512) -> np.ndarray:
+    """Rows that send the trees' splits both ways and read every kind of missing value.
 
-    Each value is, per feature, one of its split thresholds (and its neighbours on either
-    side), a category code (small, past 63, negative, fractional), 0, -0, a value within
+    Each value is, per feature, one of its numerical split thresholds (and its neighbours on
+    either side), a category code (small, past 63, negative, fractional), 0, -0, a value within
     ``kZeroThreshold`` of 0, NaN or infinity, drawn with a fixed seed.
     """
-    header, trees = _parse_model(booster.model_to_string())
-    thresholds: list[list[float]] = [[] for _ in range(n_features)]
-    for tree in trees:
-        decisions = _numbers(tree, "decision_type", int)
-        for f, threshold, decision in zip(
-            _numbers(tree, "split_feature", int),
-            _numbers(tree, "threshold", float),
-            decisions,
-            strict=True,
-        ):
-            if not decision & 1:
-                thresholds[f] += [threshold, np.nextafter(threshold, -np.inf),
-                                  np.nextafter(threshold, np.inf)]  # fmt: skip
+    forest = trees._forest
+    numerical = ~np.isnan(forest.threshold)  # categorical splits hold NaN
+    thresholds: list[list[float]] = [[] for _ in range(trees.n_features)]
+    for f, threshold in zip(forest.feature[numerical], forest.threshold[numerical], strict=True):
+        thresholds[f] += [threshold, np.nextafter(threshold, -np.inf),
+                          np.nextafter(threshold, np.inf)]  # fmt: skip
     special = [0.0, -0.0, 1e-36, -1e-36, np.nan, np.inf, -np.inf, -0.5, -1.0, -3.0, 0.5]
     codes = [float(c) for c in (*range(70), 95, 127, 128, 255, 1000, 2**31, 2**40)]
     rng = np.random.default_rng(20261129)
-    out = np.empty((rows, n_features))
-    for f in range(n_features):
+    out = np.empty((rows, trees.n_features))
+    for f in range(trees.n_features):
         pool = np.asarray([*thresholds[f], *special, *codes], dtype=np.float64)
         out[:, f] = rng.choice(pool, size=rows)
     return out
@@ -402,7 +403,7 @@ def _checked_compiled_trees(booster: lgb.Booster) -> CompiledTrees | None:
     except UnsupportedModel as reason:
         log.info("trees not compiled (%s); LightGBM predicts", reason)
         return None
-    probe = probe_rows(booster, trees.n_features)
+    probe = probe_rows(trees)
     want = np.asarray(booster.predict(probe, num_threads=1))
     # Read-only batches (a frame's values) are a second compiled signature: both now.
     read_only = probe.copy()

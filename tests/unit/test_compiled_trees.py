@@ -58,7 +58,7 @@ def _booster(objective: str, zero_as_missing: bool = False, seed: int = 0) -> lg
 
 def _rows_to_predict(booster: lgb.Booster, seed: int) -> np.ndarray:
     values, _ = _training_data(2_000, seed + 100)
-    return np.vstack([values, probe_rows(booster, values.shape[1], rows=2_000)])
+    return np.vstack([values, probe_rows(CompiledTrees(booster), rows=2_000)])
 
 
 @pytest.mark.parametrize(
