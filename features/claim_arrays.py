@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.claim_tables import ClaimTables
@@ -398,20 +399,33 @@ class _ClaimRows:
     """Each line's (or diagnosis') claim: its row in the batch, -1 when not in it.
 
     ``claim_ids`` are the batch's IDs as text (:func:`text_column`), ``column`` the claims'
-    own ID column. For many rows stored by pyarrow, pyarrow's hash join of the two text columns
-    finds the rows several times faster than a lookup through Python strings; it is used only
-    when the batch's IDs are distinct (as validated claims' are), where both give the same rows.
+    own ID column. For many rows stored by pyarrow: rows written claim by claim in the claims'
+    order (as an 837, our Parquet and most exports write them) are numbered by their runs of
+    equal IDs (:func:`_rows_by_runs`); otherwise pyarrow's hash join of the two text columns
+    finds the rows several times faster than a lookup through Python strings, used only when
+    the batch's IDs are distinct (as validated claims' are), where both give the same rows.
     """
 
     def __init__(self, claim_ids: np.ndarray, column: Any) -> None:
-        self.position = _position_of(claim_ids)
+        self.claim_ids = claim_ids
         self.column = column
+        self._position: Callable[[np.ndarray], np.ndarray] | None = None
         self._joinable: Any = None  # the batch's IDs as one pyarrow array, once checked
+
+    def position(self, ids: np.ndarray) -> np.ndarray:
+        if self._position is None:  # built on first use: ordered rows never need it
+            self._position = _position_of(self.claim_ids)
+        return self._position(ids)
 
     def __call__(self, row_claim_ids: Any) -> np.ndarray:
         if len(row_claim_ids) <= _ARROW_LIST_UP_TO:
             return self.position(text_column(row_claim_ids))
-        batch = self._arrow_batch() if _is_arrow_text(row_claim_ids.dtype) else None
+        arrow_rows = _is_arrow_text(row_claim_ids.dtype)
+        if arrow_rows and _is_arrow_text(self.column.dtype):
+            rows = _rows_by_runs(row_claim_ids.__arrow_array__(), self.column.__arrow_array__())
+            if rows is not None:
+                return rows
+        batch = self._arrow_batch() if arrow_rows else None
         if batch is not None:
             ids = row_claim_ids.__arrow_array__()
             found = pc.index_in(ids, value_set=batch.cast(ids.type), skip_nulls=True)
@@ -431,6 +445,35 @@ class _ClaimRows:
                 if batch.null_count == 0 and pc.count_distinct(batch).as_py() == len(batch):
                     self._joinable = batch
         return self._joinable if self._joinable is not False else None
+
+
+def _rows_by_runs(row_claim_ids: Any, claim_ids: Any) -> np.ndarray | None:
+    """Each row's claim, where the rows come claim by claim in the claims' order (else ``None``).
+
+    Both arguments are pyarrow text arrays. Row IDs that change exactly where a new claim's
+    rows begin, one run per claim and the runs' IDs equal to the claims' in order: then the
+    ``i``-th run's rows belong to the ``i``-th claim, and two passes of string comparison find
+    that, several times faster than hashing every row's ID to join on (most of reading a large
+    batch's lines and diagnoses). A claim without rows, rows out of order, a missing ID: the
+    join instead.
+    """
+    if len(claim_ids) == 0 or row_claim_ids.null_count or claim_ids.null_count:
+        return None
+    rows = _one_chunk(row_claim_ids)
+    starts = np.ones(len(rows), dtype=bool)
+    starts[1:] = np.asarray(pc.not_equal(rows[1:], rows[:-1]), dtype=bool)
+    first = np.flatnonzero(starts)
+    if len(first) != len(claim_ids):
+        return None
+    heads = rows.take(pa.array(first)).cast(claim_ids.type)
+    if not pc.all(pc.equal(heads, _one_chunk(claim_ids))).as_py():
+        return None
+    return np.cumsum(starts, dtype=np.int64) - 1
+
+
+def _one_chunk(values: Any) -> Any:
+    """A pyarrow array as one contiguous array (a chunked one's chunks joined)."""
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
 def _position_of(claim_ids: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:

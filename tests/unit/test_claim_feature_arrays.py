@@ -14,8 +14,10 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import pytest
 
+from features import claim_arrays
 from features.claim_arrays import (
     CLAIM_TEXT,
     ClaimArrays,
@@ -104,6 +106,67 @@ def test_lines_of_claims_outside_the_batch_are_dropped():
         got = claim_feature_columns(ClaimArrays.from_tables(with_strangers))
         for column, values in expected.items():
             assert _same(got[column], values), (len(batch), column)
+
+
+def _arrays_fields(arrays: ClaimArrays) -> dict[str, np.ndarray]:
+    return {
+        **{f"claims.{k}": v for k, v in arrays.claims.items()},
+        **{f"lines.{k}": v for k, v in arrays.lines.items()},
+        **{f"diagnoses.{k}": v for k, v in arrays.diagnoses.items()},
+    }
+
+
+def test_rows_in_claim_order_find_their_claims_as_the_join_does(monkeypatch):
+    # Lines and diagnoses written claim by claim in the claims' order are numbered by their runs
+    # of equal IDs; any other order goes through pyarrow's join. Each case's arrays must equal
+    # those read with the join alone, and take the path expected.
+    tables, _ = _wider_world(600)
+    assert len(tables.lines) > 512 and len(tables.diagnoses) > 512
+    ids = tables.claims["claim_id"]
+    rng = np.random.default_rng(3)
+    cases = {
+        "in claim order": (tables, False),
+        "rows shuffled": (
+            ClaimTables(
+                tables.claims,
+                tables.lines.sample(frac=1.0, random_state=rng).reset_index(drop=True),
+                tables.diagnoses.sample(frac=1.0, random_state=rng).reset_index(drop=True),
+            ),
+            True,
+        ),
+        "a claim without diagnoses": (
+            ClaimTables(
+                tables.claims,
+                tables.lines,
+                tables.diagnoses[tables.diagnoses["claim_id"] != ids[5]].reset_index(drop=True),
+            ),
+            True,
+        ),
+        "claims listed in reverse": (
+            ClaimTables(
+                tables.claims.iloc[::-1].reset_index(drop=True), tables.lines, tables.diagnoses
+            ),
+            True,
+        ),
+    }
+    joins: list[int] = []
+    real_index_in = pc.index_in
+
+    def counted_index_in(*args, **kwargs):
+        joins.append(1)
+        return real_index_in(*args, **kwargs)
+
+    monkeypatch.setattr(pc, "index_in", counted_index_in)
+    for name, (case, joined) in cases.items():
+        joins.clear()
+        got = _arrays_fields(ClaimArrays.from_tables(case))
+        assert bool(joins) == joined, name
+        with monkeypatch.context() as only_join:
+            only_join.setattr(claim_arrays, "_rows_by_runs", lambda *_: None)
+            expected = _arrays_fields(ClaimArrays.from_tables(case))
+        assert got.keys() == expected.keys()
+        for field, values in expected.items():
+            assert _same(got[field], values), (name, field)
 
 
 @pytest.mark.parametrize("n_claims", [1, 3, 64, 65, 150])
