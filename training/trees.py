@@ -65,6 +65,34 @@ class _Forest:
     leaf_value: np.ndarray  # float64
     depth: np.ndarray  # int64 per tree: splits on its longest path
     has_special: np.ndarray  # bool per tree: any _SPECIAL split
+    complete: _CompleteTrees
+    """The trees also laid out complete (see :class:`_CompleteTrees`), where they can be."""
+
+
+@dataclass(frozen=True)
+class _CompleteTrees:
+    """Trees of the forest laid out as complete binary trees, as the kernel walks them fastest.
+
+    A tree of depth ``d`` becomes ``2**d - 1`` splits in heap order (split ``i``'s children are
+    ``2i + 1`` and ``2i + 2``) over ``2**d`` leaves: every row takes ``d`` steps, each one
+    comparison and no lookup of children, and a row never sits at a leaf while others step on.
+    A leaf shallower than ``d`` fills every leaf slot beneath its position, under splits that
+    cannot change the value reached (feature 0, threshold 0). Only trees whose splits the
+    branch-free test reads (no ``_SPECIAL`` split) and of depth up to
+    :data:`_COMPLETE_DEPTH_MAX` (beyond it the padding outgrows the tree).
+    """
+
+    start: np.ndarray  # int64 per tree: its first split in the arrays below, -1 if not laid out
+    leaf_start: np.ndarray  # int64 per tree: its first leaf slot in ``leaf_value``
+    feature: np.ndarray  # int64 per split
+    threshold: np.ndarray  # float64 per split
+    category_mask: np.ndarray  # uint64 per split
+    leaf_value: np.ndarray  # float64 per leaf slot
+
+
+_COMPLETE_DEPTH_MAX = 8
+"""Deepest tree laid out complete: 255 splits and 256 leaf slots, ~7 kB (LightGBM's default
+``num_leaves=31`` trees with ``max_depth`` 7 measured ~15% faster than walked by child index)."""
 
 
 class UnsupportedModel(ValueError):
@@ -144,6 +172,13 @@ def _forest(trees: list[dict[str, str]]) -> _Forest:
         leaf_start.append(len(leaf_values))
         depths.append(_depth(columns["left"], columns["right"], split_start[-2], split_start[-1]))
     kinds = np.asarray(columns["kind"], dtype=np.int64)
+    has_special = np.asarray(
+        [
+            np.any(kinds[a:b] == _SPECIAL)
+            for a, b in zip(split_start[:-1], split_start[1:], strict=True)
+        ],
+        dtype=np.bool_,
+    )
     return _Forest(
         feature=np.asarray(columns["feature"], dtype=np.int64),
         threshold=np.asarray(columns["threshold"], dtype=np.float64),
@@ -160,13 +195,63 @@ def _forest(trees: list[dict[str, str]]) -> _Forest:
         leaf_start=np.asarray(leaf_start, dtype=np.int64),
         leaf_value=np.asarray(leaf_values, dtype=np.float64),
         depth=np.asarray(depths, dtype=np.int64),
-        has_special=np.asarray(
-            [
-                np.any(kinds[a:b] == _SPECIAL)
-                for a, b in zip(split_start[:-1], split_start[1:], strict=True)
-            ],
-            dtype=np.bool_,
+        has_special=has_special,
+        complete=_complete_trees(
+            columns, leaf_values, split_start, leaf_start, depths, has_special
         ),
+    )
+
+
+def _complete_trees(
+    columns: dict[str, list],
+    leaf_values: list[float],
+    split_start: list[int],
+    leaf_start: list[int],
+    depths: list[int],
+    has_special: np.ndarray,
+) -> _CompleteTrees:
+    """:class:`_CompleteTrees` of the forest's split lists (as :func:`_forest` gathers them)."""
+    start = np.full(len(depths), -1, dtype=np.int64)
+    slots = np.zeros(len(depths), dtype=np.int64)
+    feature: list[int] = []
+    threshold: list[float] = []
+    mask: list[int] = []
+    leaves: list[float] = []
+    for t, depth in enumerate(depths):
+        slots[t] = len(leaves)
+        if has_special[t] or not 0 < depth <= _COMPLETE_DEPTH_MAX:
+            continue
+        start[t] = len(feature)
+        n_splits = (1 << depth) - 1
+        tree_feature, tree_threshold = [0] * n_splits, [0.0] * n_splits
+        tree_mask, tree_leaves = [0] * n_splits, [0.0] * (1 << depth)
+        pending = [(0, 0, 0)]  # (child as LightGBM numbers it, heap position, its depth)
+        while pending:
+            child, position, level = pending.pop()
+            if child < 0:  # a leaf: every slot beneath its position
+                first = ((position + 1) << (depth - level)) - 1 - n_splits
+                value = leaf_values[leaf_start[t] + ~child]
+                tree_leaves[first : first + (1 << (depth - level))] = [value] * (
+                    1 << (depth - level)
+                )
+                continue
+            split = split_start[t] + child
+            tree_feature[position] = columns["feature"][split]
+            tree_threshold[position] = columns["threshold"][split]
+            tree_mask[position] = columns["mask"][split]
+            pending.append((columns["left"][split], 2 * position + 1, level + 1))
+            pending.append((columns["right"][split], 2 * position + 2, level + 1))
+        feature += tree_feature
+        threshold += tree_threshold
+        mask += tree_mask
+        leaves += tree_leaves
+    return _CompleteTrees(
+        start=start,
+        leaf_start=slots,
+        feature=np.asarray(feature, dtype=np.int64),
+        threshold=np.asarray(threshold, dtype=np.float64),
+        category_mask=np.asarray(mask, dtype=np.uint64),
+        leaf_value=np.asarray(leaves, dtype=np.float64),
     )
 
 
@@ -223,11 +308,14 @@ def _special_goes_left(
 def _raw_scores(  # noqa: PLR0913 - the forest's arrays, as numba takes them
     columns, n_outputs, feature, threshold, left, right, kind, category_mask, missing_type,
     default_left, bitset_start, bitset_stop, bitset_words, split_start, leaf_start, leaf_value,
-    depth, has_special, out,
+    depth, has_special, complete_start, complete_leaf_start, complete_feature,
+    complete_threshold, complete_mask, complete_leaf_value, out,
 ):  # fmt: skip
     """Add each row's tree outputs into ``out`` (rows x outputs, zeros), tree by tree.
 
     ``columns`` is the batch transposed (features x rows, C order: one compiled signature).
+    Trees laid out complete (``complete_*``, see :class:`_CompleteTrees`) are walked that way,
+    the others by their child indexes.
     """
     n_features, n_rows = columns.shape
     n_trees = len(split_start) - 1
@@ -254,9 +342,25 @@ def _raw_scores(  # noqa: PLR0913 - the forest's arrays, as numba takes them
                 for r in range(rows):
                     out[first + r, output] += leaf_value[leaves]
                 continue
-            splits = split_start[t]
             for r in range(rows):
                 node[r] = 0
+            base = complete_start[t]
+            if base >= 0:
+                for _ in range(depth[t]):
+                    for r in range(rows):
+                        at = node[r]
+                        g = base + at
+                        f = complete_feature[g]
+                        go_left = _goes_left(
+                            as_zero[r, f], one_hot[r, f], complete_threshold[g], complete_mask[g]
+                        )
+                        node[r] = 2 * at + 2 - np.int64(go_left)  # left child 2i+1, right 2i+2
+                # Node numbers past the splits are leaf slots, in order.
+                slots = complete_leaf_start[t] - ((1 << depth[t]) - 1)
+                for r in range(rows):
+                    out[first + r, output] += complete_leaf_value[slots + node[r]]
+                continue
+            splits = split_start[t]
             if not has_special[t]:
                 for _ in range(depth[t]):
                     for r in range(rows):
@@ -353,7 +457,10 @@ class CompiledTrees:
             columns, self.n_outputs, forest.feature, forest.threshold, forest.left, forest.right,
             forest.kind, forest.category_mask, forest.missing_type, forest.default_left,
             forest.bitset_start, forest.bitset_stop, forest.bitset_words, forest.split_start,
-            forest.leaf_start, forest.leaf_value, forest.depth, forest.has_special, out,
+            forest.leaf_start, forest.leaf_value, forest.depth, forest.has_special,
+            forest.complete.start, forest.complete.leaf_start, forest.complete.feature,
+            forest.complete.threshold, forest.complete.category_mask,
+            forest.complete.leaf_value, out,
         )  # fmt: skip
 
     def predict(self, values: np.ndarray) -> np.ndarray:

@@ -88,6 +88,30 @@ def test_compiled_trees_predict_what_lightgbm_predicts(
         assert np.array_equal(raw.reshape(want.shape), booster.predict(layout, raw_score=True))
 
 
+def test_trees_laid_out_complete_predict_what_lightgbm_predicts() -> None:
+    # Without a missing-value side or a category past 63, trees up to depth 8 are walked as
+    # complete trees; deeper ones by their child indexes. Both kinds are in this booster.
+    values, labels = _training_data(3_000, 4)
+    plain = values[:, [1, 2, 3]]  # narrow categories, numbers, zeros (not read as missing)
+    booster = lgb.train(
+        {"objective": "binary", "num_leaves": 16, "min_data_in_leaf": 3, "verbose": -1,
+         "max_cat_to_onehot": 2, "min_data_per_group": 5, "cat_smooth": 1.0},
+        lgb.Dataset(plain, labels, categorical_feature=[0]),
+        num_boost_round=30,
+    )  # fmt: skip
+    compiled = CompiledTrees(booster)
+    forest = compiled._forest
+    laid_out = forest.complete.start >= 0
+    assert not forest.has_special.any()
+    assert laid_out.sum() >= 5 and (forest.depth[~laid_out] > trees._COMPLETE_DEPTH_MAX).any()
+    assert trees._CATEGORICAL in set(forest.kind.tolist())
+    rows = np.vstack([_training_data(2_000, 5)[0][:, [1, 2, 3]], probe_rows(compiled, 2_000)])
+    assert np.array_equal(compiled.predict(rows), booster.predict(rows, num_threads=1))
+    assert np.array_equal(
+        compiled.raw_scores(rows)[:, 0], booster.predict(rows, raw_score=True, num_threads=1)
+    )
+
+
 def test_a_booster_gets_its_compiled_trees_once_and_they_are_checked() -> None:
     booster = _booster("binary")
     first = compiled_trees(booster)
