@@ -770,12 +770,13 @@ class _TableLookups:
         """The (first) column of an index's values as of ``back`` days before submission."""
         return self.first_column[name, back]
 
-    def values(self, table: KeyColumns) -> np.ndarray:
+    def values(self, table: KeyColumns, compiled: bool = False) -> np.ndarray:
         """Each index's running sums (or maxima) for each row, as :meth:`EventIndex.lookup`.
 
         One row per column of the indexes' values (see :meth:`column`), one column per table
         row (so each feature is a contiguous row, however large the table); 0 (sums) or NaN
-        (maxima) where no event is earlier.
+        (maxima) where no event is earlier. ``compiled``: a large table is looked up by
+        :func:`features.lookup_kernel.look_up` (the same numbers).
         """
         n = len(table)
         table.mix_keys(self.groupings)
@@ -783,7 +784,7 @@ class _TableLookups:
         as_of = np.array([days - back for back in self.backs]).reshape(len(self.backs), n)
         queries = [table.key(lookup.columns) for lookup in self.lookups]
         if n >= _SORT_QUERIES_ABOVE:
-            return self._many_values(table, queries, as_of)
+            return self._many_values(table, queries, as_of, compiled)
         query_keys = np.array(queries).reshape(len(self.lookups), n)
         # Unknown keys get nonsense positions and events; ``found`` below drops them.
         positions = np.zeros((len(self.lookups), n), dtype=np.int64)
@@ -813,22 +814,35 @@ class _TableLookups:
         return out
 
     def _many_values(
-        self, table: KeyColumns, queries: list[np.ndarray], as_of: np.ndarray
+        self,
+        table: KeyColumns,
+        queries: list[np.ndarray],
+        as_of: np.ndarray,
+        compiled: bool = False,
     ) -> np.ndarray:
         """:meth:`values` of a large table, index by index.
 
         Searches run in key order (see :func:`_search`) and each step works on one row of the
         result at a time: matrices over all indexes would cost more memory traffic than the
-        numpy calls they save.
+        numpy calls they save. ``compiled``: each index in one pass of the compiled kernel.
         """
         has_day = as_of != NO_DAY
         day_bits = as_of - _DAY_ORIGIN
         out = np.empty((len(self.column_slot), as_of.shape[1]))
+        if compiled:
+            from features.lookup_kernel import look_up  # numba: scoring's chunks only
         for i, lookup in enumerate(self.lookups):
             index, keys, order = lookup.index, queries[i], table.order(lookup.columns)
             slots, columns = self.slots[i]
             if not self.has_keys[i]:
                 out[columns] = self.fill[columns, None]
+                continue
+            if compiled:
+                look_up(
+                    index.keys, index.start, index.composite, index.running, keys,
+                    np.arange(len(keys)) if order is None else order, day_bits, has_day,
+                    self.slot_back[slots], self.fill[columns.start], out, columns.start,
+                )  # fmt: skip
                 continue
             position = np.minimum(_search(index.keys, keys, order), len(index.keys) - 1)
             matched = index.keys[position] == keys
@@ -978,21 +992,23 @@ class HistoryFeatures(BaseEstimator):
         lines: KeyColumns,
         batch: Callable[[], dict[str, EventIndex]],
         side_by_side: bool,
+        compiled: bool = False,
     ) -> dict[str, np.ndarray]:
         """:meth:`transform` of the claims (and their lines) in these tables; ``batch`` gives
-        :meth:`_batch_indexes` of the whole batch they belong to (once they are needed)."""
+        :meth:`_batch_indexes` of the whole batch they belong to (once they are needed).
+        ``compiled`` is passed to :meth:`_TableLookups.values`."""
         by_claim = ClaimGroups(lines["claim_index"], len(claims))
         claim_lookups, line_lookups = self._table_lookups()
         if side_by_side and len(claims) >= _LOOKUPS_SIDE_BY_SIDE_FROM:
             # Most of a large batch's history time is numpy sorting, searching and taking,
             # which release the GIL: the line lookups run on a second core meanwhile.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="line-lookups") as pool:
-                pending_lines = pool.submit(line_lookups.values, lines)
-                claim_values = claim_lookups.values(claims)
+                pending_lines = pool.submit(line_lookups.values, lines, compiled)
+                claim_values = claim_lookups.values(claims, compiled)
                 line_values = pending_lines.result()
         else:
-            claim_values = claim_lookups.values(claims)
-            line_values = line_lookups.values(lines)
+            claim_values = claim_lookups.values(claims, compiled)
+            line_values = line_lookups.values(lines, compiled)
         columns: dict[str, np.ndarray] = {}
         for lookups, values, reduce in (
             (claim_lookups, claim_values, None),
@@ -1203,11 +1219,14 @@ class HistoryBatch:
         indexes = self._batch_indexes
         return indexes.result() if isinstance(indexes, Future) else indexes
 
-    def features(self, start: int, stop: int, side_by_side: bool = True) -> dict[str, np.ndarray]:
+    def features(
+        self, start: int, stop: int, side_by_side: bool = True, compiled: bool = False
+    ) -> dict[str, np.ndarray]:
         """History features of claims ``start:stop`` (``HISTORY_FEATURES``).
 
         ``side_by_side=False`` keeps the claim and line lookups of a large range in this thread
-        (for a caller that already runs ranges in threads of its own).
+        (for a caller that already runs ranges in threads of its own). ``compiled``: large
+        tables are looked up by the compiled kernel (:mod:`features.lookup_kernel`).
         """
         claims, lines = self.claims, self.lines
         if start != 0 or stop != len(claims):
@@ -1218,7 +1237,9 @@ class HistoryBatch:
             line_start, line_stop = line_claims.searchsorted([start, stop])
             claims = claims.row_range(start, stop, start)
             lines = lines.row_range(int(line_start), int(line_stop), start)
-        return self.history._features(claims, lines, lambda: self.batch_indexes, side_by_side)
+        return self.history._features(
+            claims, lines, lambda: self.batch_indexes, side_by_side, compiled
+        )
 
 
 _RATE_BLOCK = 16_384

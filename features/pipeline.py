@@ -274,16 +274,19 @@ class FeatureBatch:
         self.history = history
         self.n_claims = len(claim_features["claim_id"])
 
-    def columns(self, start: int, stop: int, side_by_side: bool = True) -> np.ndarray:
+    def columns(
+        self, start: int, stop: int, side_by_side: bool = True, compiled: bool = False
+    ) -> np.ndarray:
         """The model columns of claims ``start:stop``, one per row of a C-order array (the
         matrix rows transposed: see :meth:`ClaimFeatureTransformer.frame`).
 
-        ``side_by_side`` is passed to :meth:`~features.history.HistoryBatch.features`.
+        ``side_by_side`` and ``compiled`` are passed to
+        :meth:`~features.history.HistoryBatch.features`.
         """
         claim_features = self.claim_features
         if start != 0 or stop != self.n_claims:
             claim_features = {name: values[start:stop] for name, values in claim_features.items()}
-        history = self.history.features(start, stop, side_by_side)
+        history = self.history.features(start, stop, side_by_side, compiled)
         transformer = self.transformer
         names = transformer.feature_names_out_
         levels = transformer._level_code_columns(claim_features)

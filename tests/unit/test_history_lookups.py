@@ -92,10 +92,15 @@ def _reference_history(
     return {name: out[name] for name in HISTORY_FEATURES}
 
 
-def _assert_same_as_reference(fitted: HistoryFeatures, tables: ClaimTables) -> None:
+def _assert_same_as_reference(
+    fitted: HistoryFeatures, tables: ClaimTables, compiled: bool = False
+) -> None:
     arrays = ClaimArrays.from_tables(tables)
     claim_features = claim_feature_columns(arrays)
-    got = fitted.transform(arrays, claim_features)
+    if compiled:  # large tables through the compiled kernel (features.lookup_kernel)
+        got = fitted.batch(arrays, claim_features).features(0, arrays.n_claims, compiled=True)
+    else:
+        got = fitted.transform(arrays, claim_features)
     expected = _reference_history(fitted, arrays, claim_features)
     assert list(got) == list(expected) == list(HISTORY_FEATURES)
     for name in HISTORY_FEATURES:
@@ -115,27 +120,31 @@ def _fitted_on_first(n_fitted: int) -> tuple[HistoryFeatures, ClaimTables]:
 
 
 @pytest.mark.parametrize(
-    ("sort_queries_above", "side_by_side_from"),
-    [(history._SORT_QUERIES_ABOVE, history._LOOKUPS_SIDE_BY_SIDE_FROM), (2, 2)],
+    ("sort_queries_above", "side_by_side_from", "compiled"),
+    [
+        (history._SORT_QUERIES_ABOVE, history._LOOKUPS_SIDE_BY_SIDE_FROM, False),
+        (2, 2, False),
+        (2, 2, True),
+    ],
 )
 @pytest.mark.parametrize("n_fitted", [80, 50])
 def test_history_features_equal_the_per_index_lookups(
-    monkeypatch, sort_queries_above, side_by_side_from, n_fitted
+    monkeypatch, sort_queries_above, side_by_side_from, compiled, n_fitted
 ):
     # 80: every claim is known to the fitted state; 50: the last 30 are new (batch counts,
     # unknown keys). Low thresholds take the large-batch paths: sorted searches, and the line
-    # lookups in a second thread beside the claim lookups.
+    # lookups in a second thread beside the claim lookups; ``compiled``, the kernel's.
     monkeypatch.setattr(history, "_SORT_QUERIES_ABOVE", sort_queries_above)
     monkeypatch.setattr(history, "_LOOKUPS_SIDE_BY_SIDE_FROM", side_by_side_from)
     fitted, tables = _fitted_on_first(n_fitted)
     ids = tables.claims["claim_id"].tolist()
     for claim_id in ids:  # (a) every claim alone
-        _assert_same_as_reference(fitted, tables.subset([claim_id]))
+        _assert_same_as_reference(fitted, tables.subset([claim_id]), compiled)
     for size in (3, 20):  # (b) small batches
         for start in range(0, len(ids), size):
-            _assert_same_as_reference(fitted, tables.subset(ids[start : start + size]))
-    _assert_same_as_reference(fitted, tables)  # (c) the whole set
-    _assert_same_as_reference(fitted, tables.subset([]))  # and none at all
+            _assert_same_as_reference(fitted, tables.subset(ids[start : start + size]), compiled)
+    _assert_same_as_reference(fitted, tables, compiled)  # (c) the whole set
+    _assert_same_as_reference(fitted, tables.subset([]), compiled)  # and none at all
 
 
 def test_combined_lookups_are_not_pickled_and_follow_a_refit():
@@ -165,9 +174,9 @@ def test_a_large_batch_looks_its_lines_up_in_a_second_thread(monkeypatch):
     threads: list[str] = []
     line_values = history._TableLookups.values
 
-    def recording(self, table):
+    def recording(self, table, compiled=False):
         threads.append(threading.current_thread().name)
-        return line_values(self, table)
+        return line_values(self, table, compiled)
 
     monkeypatch.setattr(history._TableLookups, "values", recording)
     monkeypatch.setattr(history, "_LOOKUPS_SIDE_BY_SIDE_FROM", len(tables))
