@@ -124,7 +124,8 @@ def _fitted_on_first(n_fitted: int) -> tuple[HistoryFeatures, ClaimTables]:
     [
         (history._SORT_QUERIES_ABOVE, history._LOOKUPS_SIDE_BY_SIDE_FROM, False),
         (2, 2, False),
-        (2, 2, True),
+        (2, 2, "rows in table order"),
+        (2, 2, "rows in key order"),
     ],
 )
 @pytest.mark.parametrize("n_fitted", [80, 50])
@@ -133,9 +134,13 @@ def test_history_features_equal_the_per_index_lookups(
 ):
     # 80: every claim is known to the fitted state; 50: the last 30 are new (batch counts,
     # unknown keys). Low thresholds take the large-batch paths: sorted searches, and the line
-    # lookups in a second thread beside the claim lookups; ``compiled``, the kernel's.
+    # lookups in a second thread beside the claim lookups; ``compiled``, the kernel's (taking
+    # rows in key order for every index, or for none: these indexes have few keys).
     monkeypatch.setattr(history, "_SORT_QUERIES_ABOVE", sort_queries_above)
     monkeypatch.setattr(history, "_LOOKUPS_SIDE_BY_SIDE_FROM", side_by_side_from)
+    if compiled == "rows in key order":
+        monkeypatch.setattr(history, "_KERNEL_SORTS_ABOVE_KEYS", 0)
+    compiled = bool(compiled)
     fitted, tables = _fitted_on_first(n_fitted)
     ids = tables.claims["claim_id"].tolist()
     for claim_id in ids:  # (a) every claim alone
