@@ -203,8 +203,10 @@ class ScoringService:
         probabilities = np.round(prediction.denial_probability.astype(np.float64), 4)
         band_codes = (probabilities >= self.bands.medium).astype(np.intp)
         band_codes += probabilities >= self.bands.high  # 0 low, 1 medium, 2 high
-        reason_classes, reason_order, reason_probs = _top(prediction.reason_probs, 3)
-        carc_classes, carc_order, carc_probs = _top(prediction.carc_probs, 3)
+        reason_classes, reason_order, reason_probs = _top(
+            prediction.reason_probs, 3, prediction.reason_order
+        )
+        carc_classes, carc_order, carc_probs = _top(prediction.carc_probs, 3, prediction.carc_order)
         return _PredictionView(
             raw_claim_ids=prediction.claim_ids,
             probabilities=probabilities,
@@ -317,16 +319,21 @@ class _PredictionView:
         return _pairs(_values(self.carc_classes, self.carc_order), self.carc_probs)
 
 
-def _top(probs: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _top(
+    probs: pd.DataFrame, k: int, ranked: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The classes (column labels), each row's k most likely classes' positions among them, and
     their probabilities (rounded to 4 places).
 
     The same ranking as :meth:`training.model.Prediction.top_reasons`, done with array
-    operations: building per-claim tuples first cost seconds on large batches.
+    operations: building per-claim tuples first cost seconds on large batches. ``ranked``: the
+    rows' top columns already found while predicting (:attr:`Prediction.reason_order`), used
+    when they are at least ``k``.
     """
     values = probs.to_numpy(dtype=np.float64)
     classes = np.asarray([str(c) for c in probs.columns], dtype=object)
-    order = top_columns(values, k)
+    k = min(k, values.shape[1])
+    order = ranked[:, :k] if ranked is not None and ranked.shape[1] >= k else top_columns(values, k)
     return classes, order, np.round(np.take_along_axis(values, order, axis=1), 4)
 
 

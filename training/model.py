@@ -82,6 +82,11 @@ class Prediction:
     carc_probs: pd.DataFrame
     matrix: pd.DataFrame | None  # None when predict() was told not to keep it
     context: Context
+    reason_order: np.ndarray | None = None
+    """Each row's :data:`TOP_K` most likely reasons' column positions (:func:`top_columns`), if
+    ranked while predicting (a chunked batch's chunks rank their own rows on both cores)."""
+    carc_order: np.ndarray | None = None
+    """The same for the CARC columns."""
 
     def model_matrix(self) -> pd.DataFrame:
         """The claims' model matrix (explanations need it)."""
@@ -150,14 +155,11 @@ def predict(
     model: DenialRiskEstimator = pipeline.named_steps["model"]
     workers = _chunk_workers() if len(tables) >= CHUNKED_FROM else 1
     if workers > 1:
-        matrix, context, denial_probability, reasons, carcs = _scores_in_chunks(
-            features, model, tables, workers, keep_matrix, compiled
-        )
-    else:
-        matrix, context = features.transform_with_context(tables)
-        denial_probability = model.predict_proba(matrix)[:, 1]
-        reasons = model.predict_reasons(matrix)
-        carcs = model.predict_carcs(reasons, context["payer_type"])
+        return _scores_in_chunks(features, model, tables, workers, keep_matrix, compiled)
+    matrix, context = features.transform_with_context(tables)
+    denial_probability = model.predict_proba(matrix)[:, 1]
+    reasons = model.predict_reasons(matrix)
+    carcs = model.predict_carcs(reasons, context["payer_type"])
     return Prediction(
         claim_ids=tables.claims["claim_id"].to_numpy(),
         denial_probability=denial_probability,
@@ -197,9 +199,8 @@ def _scores_in_chunks(
     workers: int,
     keep_matrix: bool = True,
     compiled: bool = False,
-) -> tuple[pd.DataFrame | None, Context, np.ndarray, pd.DataFrame, pd.DataFrame]:
-    """Matrix (if kept), context, denial, reason and CARC probabilities of a large batch, in
-    chunks of claims.
+) -> Prediction:
+    """:func:`predict` of a large batch, in chunks of claims.
 
     A chunk's features are partly Python holding the GIL; LightGBM's prediction releases it.
     Two threads, each taking the next chunk, overlap one chunk's features with another's
@@ -208,23 +209,33 @@ def _scores_in_chunks(
     history's counts of earlier claims of the same batch); every later step is row by row, so
     the numbers equal the one-pass path's bit for bit (the CARC step too: it computes each row
     on its own, see :meth:`DenialRiskEstimator.carc_values`). The chunks fill their rows of the
-    batch's matrix and probabilities.
+    batch's matrix and probabilities, and rank their rows' top reasons and CARCs.
     """
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="score-chunk") as pool:
         # The batch's own submissions are indexed in one of the pool's threads meanwhile.
         batch = features.batch(tables, pool)
-        return _scores_of_chunks(features, model, batch, pool, workers, keep_matrix, compiled)
+        return _scores_of_chunks(
+            features,
+            model,
+            batch,
+            tables.claims["claim_id"].to_numpy(),
+            pool,
+            workers,
+            keep_matrix,
+            compiled,
+        )
 
 
 def _scores_of_chunks(
     features: ClaimFeatureTransformer,
     model: DenialRiskEstimator,
     batch: FeatureBatch,
+    claim_ids: np.ndarray,
     pool: ThreadPoolExecutor,
     workers: int,
     keep_matrix: bool = True,
     compiled: bool = False,
-) -> tuple[pd.DataFrame | None, Context, np.ndarray, pd.DataFrame, pd.DataFrame]:
+) -> Prediction:
     """:func:`_scores_in_chunks` of a batch read, each chunk taken by the next free thread of
     ``pool`` (of ``workers`` threads)."""
     n = batch.n_claims
@@ -233,6 +244,8 @@ def _scores_of_chunks(
     context = batch.context()
     payer_types = np.asarray(context["payer_type"], dtype=object)
     carcs = np.empty((n, len(model.carc_classes_)))
+    reason_order = np.empty((n, min(TOP_K, len(model.reason_classes_))), dtype=np.intp)
+    carc_order = np.empty((n, min(TOP_K, len(model.carc_classes_))), dtype=np.intp)
     # As many chunks per thread, of about equal size: no thread is left with a last chunk
     # while the other core idles.
     n_chunks = workers * -(-n // (workers * CHUNK_CLAIMS))
@@ -245,7 +258,11 @@ def _scores_of_chunks(
         denial_probability[start:stop] = model.predict_proba(chunk, 1, compiled)[:, 1]
         reasons = model.predict_reasons(chunk, num_threads=1)
         # In class order: predict_reasons' columns are the classes.
-        model.carc_values(reasons.to_numpy(), payer_types[start:stop], out=carcs[start:stop])
+        reason_values = reasons.to_numpy()
+        model.carc_values(reason_values, payer_types[start:stop], out=carcs[start:stop])
+        # Row by row, as top_columns ranks the whole batch.
+        reason_order[start:stop] = top_columns(reason_values, reason_order.shape[1])
+        carc_order[start:stop] = top_columns(carcs[start:stop], carc_order.shape[1])
         if columns is not None:
             columns[:, start:stop] = chunk_columns
         return reasons
@@ -254,9 +271,16 @@ def _scores_of_chunks(
     reasons = pd.DataFrame(
         np.concatenate([part.to_numpy() for part in parts]), columns=parts[0].columns
     )
-    carc_probs = pd.DataFrame(carcs, columns=column_index(model.carc_classes_), copy=False)
-    matrix = features.frame(columns) if columns is not None else None
-    return matrix, context, denial_probability, reasons, carc_probs
+    return Prediction(
+        claim_ids=claim_ids,
+        denial_probability=denial_probability,
+        reason_probs=reasons,
+        carc_probs=pd.DataFrame(carcs, columns=column_index(model.carc_classes_), copy=False),
+        matrix=features.frame(columns) if columns is not None else None,
+        context=context,
+        reason_order=reason_order,
+        carc_order=carc_order,
+    )
 
 
 def predict_frame(pipeline: Pipeline, tables: ClaimTables, k: int = TOP_K) -> pd.DataFrame:

@@ -27,7 +27,7 @@ from features.history import HISTORY_FEATURES, HistoryFeatures
 from features.pipeline import ClaimFeatureTransformer
 from features.schema import ClaimsDataset
 from tests.unit.test_features import _wider_world
-from training.model import Prediction, predict
+from training.model import TOP_K, Prediction, predict, top_columns
 from training.trees import CompiledTrees, compiled_trees
 
 _COUNT_FEATURES = (
@@ -108,6 +108,10 @@ def _assert_same_prediction(got: Prediction, want: Prediction) -> None:
         assert np.array_equal(frame.to_numpy(), expected.to_numpy(), equal_nan=True)
     assert got.matrix.attrs == want.matrix.attrs
     assert got.matrix.to_numpy().flags.f_contiguous  # one column-major block, as before
+    # Chunks rank their own rows: as the whole batch's probabilities rank.
+    assert got.reason_order is not None and got.carc_order is not None
+    for order, probs in ((got.reason_order, want.reason_probs), (got.carc_order, want.carc_probs)):
+        assert np.array_equal(order, top_columns(probs.to_numpy(), TOP_K))
     assert list(got.context) == list(want.context)
     for name, values in want.context.items():
         assert got.context[name].dtype == values.dtype, name
