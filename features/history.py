@@ -595,6 +595,24 @@ class EventIndex:
     ) -> np.ndarray:
         return self.lookup_located(self.locate(keys, order), days, order)
 
+    def lookup_compiled(self, table: KeyColumns, columns: tuple[str, ...]) -> np.ndarray:
+        """:meth:`lookup` of a table's rows by the grouping ``columns``, as of their submission
+        day, through the compiled kernel (:func:`features.lookup_kernel.look_up`)."""
+        from features.lookup_kernel import look_up  # numba: scoring's chunks only
+
+        keys, days = table.key(columns), table["submission_day"]
+        fill = 0.0 if self.reducer == "sum" else np.nan
+        out = np.full((self.width, len(keys)), fill)
+        if len(self.keys) == 0:
+            return out.T
+        order = table.order(columns) if len(self.keys) > _KERNEL_SORTS_ABOVE_KEYS else None
+        look_up(
+            self.keys, self.start, self.composite, self.running, keys,
+            np.arange(len(keys)) if order is None else order, (days - _DAY_ORIGIN)[None, :],
+            (days != NO_DAY)[None, :], np.zeros(1, dtype=np.int64), fill, out, 0,
+        )  # fmt: skip
+        return out.T
+
     def locate(self, keys: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
         """Each query key's position among the stored keys (-1 when never seen).
 
@@ -1033,7 +1051,9 @@ class HistoryFeatures(BaseEstimator):
                 rates = reduce(rates.T).T
             columns.update(zip(lookups.rate_names, rates, strict=True))
         columns.update(
-            self._submission_counts(claims, lines, by_claim, claim_values, line_values, batch())
+            self._submission_counts(
+                claims, lines, by_claim, claim_values, line_values, batch(), compiled
+            )
         )
         lag = claim_values[claim_lookups.column(_PAID_LAG)]
         columns[_PAID_LAG] = np.where(lag > 0, lag, -1.0)
@@ -1167,19 +1187,27 @@ class HistoryFeatures(BaseEstimator):
         claim_values: np.ndarray,
         line_values: np.ndarray,
         batch: dict[str, EventIndex],
+        compiled: bool = False,
     ) -> dict[str, np.ndarray]:
         """Earlier submissions: the stored ones plus those in this batch not stored yet.
 
         The stored ones are ``claim_values``/``line_values`` (see :meth:`_table_lookups`), the
-        batch's are in ``batch`` (:meth:`_batch_indexes`).
+        batch's are in ``batch`` (:meth:`_batch_indexes`), looked up by the compiled kernel
+        if ``compiled`` (large tables).
         """
+
+        def in_batch(index: EventIndex, table: KeyColumns, columns: tuple[str, ...]) -> np.ndarray:
+            if compiled and len(table) >= _SORT_QUERIES_ABOVE:
+                return index.lookup_compiled(table, columns)[:, 0]
+            keys, days = table.key(columns), table["submission_day"]
+            return index.lookup(keys, days, table.order(columns))[:, 0]
+
         claim_lookups, line_lookups = self._table_lookups()
         out: dict[str, np.ndarray] = {}
         for name, columns in self._COUNT_KEYS.items():
             count = claim_values[claim_lookups.column(name)]
             if name in batch:
-                keys, days = claims.key(columns), claims["submission_day"]
-                count = count + batch[name].lookup(keys, days, claims.order(columns))[:, 0]
+                count = count + in_batch(batch[name], claims, columns)
             out[name] = count
         for level, frame, values, lookups in (
             ("claim", claims, claim_values, claim_lookups),
@@ -1191,9 +1219,7 @@ class HistoryFeatures(BaseEstimator):
             for row, name in enumerate(names):
                 if name in batch:
                     columns = self._LAST_SERVICE_KEYS[name][1]
-                    keys, days = frame.key(columns), frame["submission_day"]
-                    in_batch = batch[name].lookup(keys, days, frame.order(columns))[:, 0]
-                    latest[row] = np.fmax(latest[row], in_batch)
+                    latest[row] = np.fmax(latest[row], in_batch(batch[name], frame, columns))
             since = np.where(np.isnan(latest), -1.0, frame["service_day"] - latest)
             if level == "line":
                 # The shortest gap over the claim's lines; none at all -> -1.
