@@ -3,12 +3,13 @@
 Why: chunked batch scoring (:func:`training.model.predict`) predicts each chunk on one thread,
 and the denial booster was the largest cost of a batch. LightGBM's predictor turns every row
 into a sparse vector, copies it into a dense buffer and walks each tree with a branch per split
-that the processor cannot predict. :func:`evaluate` walks 16 rows through a tree side by side
-(their memory loads overlap), reads each split without a branch (a numerical split as a
+that the processor cannot predict. :func:`_raw_scores` walks 16 rows through a tree side by
+side (their memory loads overlap), reads each split without a branch (a numerical split as a
 comparison, a categorical one as a test against a 64-bit mask of the categories sent left),
-and keeps the rare splits that need more (a learned side for missing values, categories past
-63) on a branch of their own. For the denial booster that is ~1.6x LightGBM's one-thread
-prediction (``BENCHMARKS.md``); the multiclass reason booster's shallow trees gain little.
+keeps the rare splits that need more (a learned side for missing values, categories past 63)
+on a branch of their own, and walks trees of depth up to 8 as complete binary trees
+(:class:`_CompleteTrees`). For the denial booster that is ~1.8x LightGBM's one-thread
+prediction (``BENCHMARKS.md``); the multiclass reason booster's narrow trees gain nothing.
 
 The numbers are LightGBM's, bit for bit: the same decisions (its ``NumericalDecision`` and
 ``CategoricalDecision``: values within ``kZeroThreshold`` of 0 read as 0, NaN read as 0 unless
