@@ -20,6 +20,19 @@ import numpy as np
 from numba import njit
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _first_at_least(values, low, high, wanted):
+    """The first position in ``values[low:high]`` (sorted) holding ``wanted`` or more (``high``
+    if none): ``np.searchsorted``'s left side, within a range."""
+    while low < high:
+        middle = (low + high) >> 1
+        if values[middle] < wanted:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
 @njit(nogil=True, cache=True, boundscheck=False)
 def look_up(  # noqa: PLR0913 - an index's arrays and the table's, as numba takes them
     keys, starts, composite, running, query_keys, order, day_bits, has_day, backs, fill, out,
@@ -40,14 +53,7 @@ def look_up(  # noqa: PLR0913 - an index's arrays and the table's, as numba take
     for j in range(len(order)):
         i = order[j]
         wanted = query_keys[i]
-        low, high = 0, n_keys
-        while low < high:  # the first key >= wanted
-            middle = (low + high) >> 1
-            if keys[middle] < wanted:
-                low = middle + 1
-            else:
-                high = middle
-        position = low
+        position = _first_at_least(keys, 0, n_keys, wanted)
         matched = position < n_keys and keys[position] == wanted
         for slot in range(len(backs)):
             back = backs[slot]
@@ -59,15 +65,9 @@ def look_up(  # noqa: PLR0913 - an index's arrays and the table's, as numba take
                 first = starts[position]
                 stop = starts[position + 1] if position + 1 < n_keys else n_events
                 target = (np.int64(position) << 32) | day_bits[back, i]
-                low, high = first, stop
-                while low < high:
-                    middle = (low + high) >> 1
-                    if composite[middle] < target:
-                        low = middle + 1
-                    else:
-                        high = middle
-                if low > first:
-                    last = low - 1
+                after = _first_at_least(composite, first, stop, target)
+                if after > first:
+                    last = after - 1
             if last >= 0:
                 for column in range(width):
                     out[row + column, i] = running[last, column]
