@@ -9,7 +9,10 @@ the registry, then:
   latency counted from when its request was due, so queueing is not hidden), and with 0 as a
   closed loop (each client sends again as soon as it is answered: the saturation throughput);
   reports p50/p90/p99 latency, requests/s and errors;
-* times a ``--batch``-claim request (default 1,000) a few times.
+* times a ``--batch``-claim request (default 1,000) a few times;
+
+and, before the server starts, times one claim scored in this process without HTTP: this
+machine's speed drifts by tens of percent within an hour, and the latencies move with it.
 
 Targets: p50 <= 15 ms, p99 <= 50 ms, >= 200 req/s, 0 errors; 1,000-claim batch <= 1.5 s.
 
@@ -185,6 +188,21 @@ async def _load(
     return {"latencies": latencies, "statuses": statuses, "seconds": elapsed}
 
 
+def _cpu_seconds(process: subprocess.Popen[bytes]) -> float:
+    """CPU time used so far by the server and its worker processes."""
+    import psutil  # a dev dependency, as the benchmarks are
+
+    tree = psutil.Process(process.pid)
+    total = 0.0
+    for member in [tree, *tree.children(recursive=True)]:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def _percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -215,6 +233,26 @@ def _claims(dataset: Path, n: int) -> list[dict[str, Any]]:
     tables = ClaimTables.from_dataset(data)
     latest = tables.claims.sort_values("submission_date").tail(n)["claim_id"]
     return claims_payload(tables.subset(latest))
+
+
+def _in_process_ms(model: str, tracking_uri: str, claims: list[dict[str, Any]]) -> float:
+    """Median time to score one claim with explanations in this process, no HTTP: what the
+    machine gives right now. Its speed drifts by tens of percent within an hour, and the
+    latencies above move with it; this figure, taken in the same run, says how fast it was."""
+    from serving.api.scoring import prepare_request, score_together
+    from serving.loading import load_service
+    from serving.schemas import ScoreRequest
+
+    service = load_service(model, tracking_uri)
+    times = []
+    for number, claim in enumerate(claims[:300]):
+        request = ScoreRequest.model_validate({"claims": [claim], "explain": True, "top_k": 5})
+        prepared = prepare_request(request, max_batch_claims=1)
+        started = time.perf_counter()
+        score_together(service, [prepared])
+        if number >= 50:  # after the first calls' one-off set-up
+            times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
 
 
 def main() -> None:
@@ -262,15 +300,20 @@ def main() -> None:
         claims = _claims(dataset, max(args.batch, 2_000))
         print(f"{len(claims):,} recent claims as request bodies; model {model}")
         print(f"machine: {os.cpu_count()} CPUs; load generator in this process (asyncio sockets)")
+        print(f"one claim scored with explanations in process (no HTTP), median: "
+              f"{_in_process_ms(model, tracking_uri, claims):.1f} ms")  # fmt: skip
 
         for workers in args.workers:
             log_path = work / f"server-{workers}w.log"
             process, url = _start_server(model, tracking_uri, workers, log_path)
             try:
                 for rate in args.rate:
+                    server_cpu, generator_cpu = _cpu_seconds(process), time.process_time()
                     result = asyncio.run(
                         _load(url, claims, args.clients, args.duration, args.warmup, rate)
                     )
+                    result["server_cpu"] = _cpu_seconds(process) - server_cpu
+                    result["generator_cpu"] = time.process_time() - generator_cpu
                     _report(workers, args, rate, result)
                 batch = _batch_latency(url, claims[: args.batch], args.batch_repeat)
             finally:
@@ -293,6 +336,13 @@ def _report(workers: int, args: argparse.Namespace, rate: float, result: dict[st
     print(f"latency ms: p50 {_percentile(ms, 50):.1f} (target <= 15)  "
           f"p90 {_percentile(ms, 90):.1f}  p99 {_percentile(ms, 99):.1f} "
           f"(target <= 50)  max {max(ms, default=float('nan')):.1f}")  # fmt: skip
+    # Over the whole load (warm-up included): how busy the cores were, and with what.
+    run_seconds = args.warmup + result["seconds"]
+    sent = len(latencies) * run_seconds / result["seconds"]
+    cores = os.cpu_count() or 1
+    print(f"CPU: server {1000 * result['server_cpu'] / max(sent, 1):.1f} ms per request; "
+          f"server {result['server_cpu'] / run_seconds:.2f} + load generator "
+          f"{result['generator_cpu'] / run_seconds:.2f} of {cores} cores busy")  # fmt: skip
 
 
 if __name__ == "__main__":
