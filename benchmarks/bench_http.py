@@ -153,12 +153,14 @@ async def _load(
     ]
     latencies: list[float] = []
     statuses: dict[str, int] = {}
+    answered = 0  # warm-up included: what the server's CPU time was spent on
     started = time.perf_counter()
     counted_from = started + warmup
     stop_at = started + warmup + duration
     interval = clients / rate if rate else 0.0
 
     async def client(offset: int) -> None:
+        nonlocal answered
         connection = _Connection(host, int(port))
         i, due = offset, started + interval * offset / clients
         try:
@@ -176,6 +178,7 @@ async def _load(
                     await connection.close()
                     connection = _Connection(host, int(port))
                 done = time.perf_counter()
+                answered += 1
                 if due >= counted_from:
                     latencies.append(done - due)
                     statuses[status] = statuses.get(status, 0) + 1
@@ -184,8 +187,13 @@ async def _load(
             await connection.close()
 
     await asyncio.gather(*(client(k) for k in range(clients)))
-    elapsed = time.perf_counter() - counted_from
-    return {"latencies": latencies, "statuses": statuses, "seconds": elapsed}
+    return {
+        "latencies": latencies,
+        "statuses": statuses,
+        "seconds": time.perf_counter() - counted_from,
+        "answered": answered,
+        "all_seconds": time.perf_counter() - started,
+    }
 
 
 def _cpu_seconds(process: subprocess.Popen[bytes]) -> float:
@@ -337,10 +345,10 @@ def _report(workers: int, args: argparse.Namespace, rate: float, result: dict[st
           f"p90 {_percentile(ms, 90):.1f}  p99 {_percentile(ms, 99):.1f} "
           f"(target <= 50)  max {max(ms, default=float('nan')):.1f}")  # fmt: skip
     # Over the whole load (warm-up included): how busy the cores were, and with what.
-    run_seconds = args.warmup + result["seconds"]
-    sent = len(latencies) * run_seconds / result["seconds"]
+    run_seconds = result["all_seconds"]
     cores = os.cpu_count() or 1
-    print(f"CPU: server {1000 * result['server_cpu'] / max(sent, 1):.1f} ms per request; "
+    print(f"CPU: server {1000 * result['server_cpu'] / max(result['answered'], 1):.1f} ms per "
+          "request; "
           f"server {result['server_cpu'] / run_seconds:.2f} + load generator "
           f"{result['generator_cpu'] / run_seconds:.2f} of {cores} cores busy")  # fmt: skip
 
