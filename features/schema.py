@@ -28,6 +28,12 @@ Tables (keys in brackets):
     Front-end rejections (999 / 277CA / clearinghouse). A rejection never reached adjudication and
     is never a denial.
 
+Columns added after a table's first version are *optional* (:data:`OPTIONAL_COLUMNS`): an input
+without them (an older data set, a CSV export) reads as if they were empty. They carry the rest of
+the claim a payer's edits can turn on (line-level authorizations, NDC and CLIA numbers,
+attachments, accident and delay codes, other-payer loops, 835 dates and corrected member IDs);
+ARCHITECTURE.md has the table of which 837/835 elements are kept.
+
 Money is in dollars, rounded to cents; dates are calendar days (midnight timestamps).
 The simulator's ground truth (``truth.parquet``) is *not* part of the contract: no model reads it.
 """
@@ -103,6 +109,49 @@ CLAIMS = pa.DataFrameSchema(
         "prior_auth_number": _text(nullable=True),
         "referral_number": _text(nullable=True),
         "has_other_coverage": pa.Column(bool, coerce=True),
+        # -- optional (see OPTIONAL_COLUMNS) --
+        # 2000B SBR01: P primary, S secondary, T tertiary (A-H: payer 4 to 11).
+        "payer_responsibility": _text(nullable=True),
+        # SBR03 group or policy number; SBR02/PAT01 relationship (18 self, 01 spouse, 19 child).
+        "subscriber_group_number": _text(nullable=True),
+        "patient_relationship": _text(nullable=True),
+        # A stable key of the patient across payers and member IDs (the practice's account
+        # number; X12 ingest: a hash of name, birth date and sex). A key, never a feature.
+        "patient_key": _text(nullable=True),
+        "patient_state": _text(nullable=True),
+        "subscriber_state": _text(nullable=True),
+        "billing_state": _text(nullable=True),
+        # PRV of the billing provider (2000A) and of the rendering provider (2310B);
+        # provider_taxonomy above is the rendering one, else the billing one.
+        "billing_taxonomy": _text(nullable=True),
+        "rendering_taxonomy": _text(nullable=True),
+        # 2310C service facility location (NM1*77).
+        "service_facility_npi": _text(nullable=True),
+        "service_facility_state": _text(nullable=True),
+        # CLM20 delay reason code (1-11, 15): why a claim is sent late.
+        "delay_reason_code": _text(nullable=True),
+        # CLM11: related causes joined by commas (AA auto accident, EM employment, OA other
+        # accident) and the auto accident's state.
+        "related_causes": _text(nullable=True),
+        "auto_accident_state": _text(nullable=True),
+        # CRC*ZZ EPSDT referral indicator (Y/N), 837P.
+        "epsdt_indicator": _text(nullable=True),
+        "accident_date": _date(nullable=True),
+        "onset_date": _date(nullable=True),
+        "initial_treatment_date": _date(nullable=True),
+        # 2300 PWK: report types (PWK01) and transmission codes (PWK02), joined by commas in
+        # segment order (e.g. "09" and "FX"; AA = available on request).
+        "attachment_types": _text(nullable=True),
+        "attachment_transmission": _text(nullable=True),
+        # 2300 NTE text. Kept as written; never logged, never a feature beyond its presence.
+        "claim_note": _text(nullable=True),
+        "clia_number": _text(nullable=True),
+        # 2320/2330 other payer (the first one; its paid amount summed over all of them).
+        "other_payer_id": _text(nullable=True),
+        "other_payer_responsibility": _text(nullable=True),
+        "other_payer_filing_indicator": _text(nullable=True),
+        "other_payer_paid_amount": _money(nullable=True),
+        "other_payer_adjudication_date": _date(nullable=True),
     },
     unique=["claim_id"],
     strict="filter",
@@ -139,6 +188,27 @@ LINES = pa.DataFrameSchema(
         "service_date": _date(),
         "diagnosis_pointers": _text(nullable=True),
         "revenue_code": _text(nullable=True),
+        # -- optional (see OPTIONAL_COLUMNS) --
+        # Line-level fields are prefixed ``line_`` where the claim has a field of the same name,
+        # so a flat claim-lines layout (one row per line, claim fields repeated) can hold both.
+        # 2400 REF*G1 / REF*9F: authorization and referral of this line.
+        "line_prior_auth_number": _text(nullable=True),
+        "line_referral_number": _text(nullable=True),
+        # 2410 LIN*N4 drug identification and its CTP quantity and unit (UN, ML, GR, F2, ME).
+        "ndc_code": _text(nullable=True),
+        "ndc_quantity": pa.Column(float, nullable=True, coerce=True),
+        "ndc_unit": _text(nullable=True),
+        "line_note": _text(nullable=True),
+        "line_attachment_types": _text(nullable=True),
+        "line_attachment_transmission": _text(nullable=True),
+        # 2420A rendering and 2420E/F ordering or referring provider of this line.
+        "line_rendering_npi": _text(nullable=True),
+        "line_referring_npi": _text(nullable=True),
+        # SV105 place of service of this line (when it differs from the claim's).
+        "line_place_of_service": _text(nullable=True),
+        "line_clia_number": _text(nullable=True),
+        # SV103 unit basis: UN units, MJ minutes.
+        "unit_basis": _text(nullable=True),
     },
     checks=_LINE_CODE_CHECK,
     unique=["claim_id", "line_number"],
@@ -169,6 +239,20 @@ REMITTANCES = pa.DataFrameSchema(
         "remit_date": _date(),
         "payer_id": _text(nullable=True),
         "payer_name": _text(nullable=True),
+        # -- optional (see OPTIONAL_COLUMNS) --
+        # CLP06 claim filing indicator and CLP09 frequency code, as the payer adjudicated it.
+        "claim_filing_indicator": _text(nullable=True),
+        "frequency_code": _text(nullable=True),
+        # NM1*QC patient and NM1*IL insured member IDs; NM1*74 the corrected member ID the
+        # payer has on file (a registration error the next claim can avoid).
+        "patient_member_id": _text(nullable=True),
+        "insured_member_id": _text(nullable=True),
+        "corrected_member_id": _text(nullable=True),
+        # DTM*232/233 statement period, DTM*050 received, DTM*036 coverage expiration.
+        "statement_from": _date(nullable=True),
+        "statement_to": _date(nullable=True),
+        "received_date": _date(nullable=True),
+        "coverage_expiration_date": _date(nullable=True),
     },
     unique=["remit_id"],
     strict="filter",
@@ -184,6 +268,17 @@ REMIT_LINES = pa.DataFrameSchema(
         "line_charge": _money(),
         "paid_amount": _money(),
         "units": pa.Column(float, nullable=True, coerce=True),
+        # -- optional (see OPTIONAL_COLUMNS) --
+        "modifier_1": _text(nullable=True),
+        "modifier_2": _text(nullable=True),
+        "modifier_3": _text(nullable=True),
+        "modifier_4": _text(nullable=True),
+        # SVC06: the code as submitted, when the payer adjudicated another one (SVC01).
+        "original_procedure_code": _text(nullable=True),
+        "service_date": _date(nullable=True),
+        "allowed_amount": _money(nullable=True),
+        # REF*6R line item control number (which submitted line this is).
+        "line_control_number": _text(nullable=True),
     },
     strict="filter",
     name="remit_lines",
@@ -209,6 +304,8 @@ REMARKS = pa.DataFrameSchema(
         "claim_id": _text(),
         "line_number": pa.Column("Int64", nullable=True, coerce=True),
         "rarc": _text(),
+        # -- optional: the segment the remark came in (MOA, MIA or LQ) --
+        "source": _text(nullable=True),
     },
     strict="filter",
     name="remarks",
@@ -241,6 +338,37 @@ REJECTIONS = pa.DataFrameSchema(
     strict="filter",
     name="rejections",
 )
+
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "claims": (
+        "payer_responsibility", "subscriber_group_number", "patient_relationship", "patient_key",
+        "patient_state", "subscriber_state", "billing_state", "billing_taxonomy",
+        "rendering_taxonomy", "service_facility_npi", "service_facility_state",
+        "delay_reason_code", "related_causes", "auto_accident_state", "epsdt_indicator",
+        "accident_date", "onset_date", "initial_treatment_date", "attachment_types",
+        "attachment_transmission", "claim_note", "clia_number", "other_payer_id",
+        "other_payer_responsibility", "other_payer_filing_indicator", "other_payer_paid_amount",
+        "other_payer_adjudication_date",
+    ),
+    "lines": (
+        "line_prior_auth_number", "line_referral_number", "ndc_code", "ndc_quantity", "ndc_unit",
+        "line_note", "line_attachment_types", "line_attachment_transmission",
+        "line_rendering_npi", "line_referring_npi", "line_place_of_service", "line_clia_number",
+        "unit_basis",
+    ),
+    "remittances": (
+        "claim_filing_indicator", "frequency_code", "patient_member_id", "insured_member_id",
+        "corrected_member_id", "statement_from", "statement_to", "received_date",
+        "coverage_expiration_date",
+    ),
+    "remit_lines": (
+        "modifier_1", "modifier_2", "modifier_3", "modifier_4", "original_procedure_code",
+        "service_date", "allowed_amount", "line_control_number",
+    ),
+    "remarks": ("source",),
+}  # fmt: skip
+"""Columns an input may lack (data sets written before they existed, CSV exports): they read as
+empty. Every one is nullable."""
 
 SCHEMAS: dict[str, pa.DataFrameSchema] = {
     "claims": CLAIMS,
@@ -319,6 +447,7 @@ def _validate_table(name: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Da
     valid = _checked_as_built(name, frame)
     if valid is not None:
         return valid, None
+    frame = with_optional_columns(name, frame)
     schema = _schema_with_all_columns(name, frame)
     if len(frame) <= _FAST_PATH_MAX_ROWS and _pandera_checks_data():
         rules = _table_rules(name)
@@ -335,8 +464,19 @@ def _validate_table_with_pandera(
     name: str, frame: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`validate_table` without the fast path: the reference the fast path must equal."""
+    frame = with_optional_columns(name, frame)
     schema = _schema_with_all_columns(name, frame)
     return _pandera_validate(name, schema, frame.reset_index(drop=True))
+
+
+def with_optional_columns(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the table's optional columns it lacks added as empty (a shallow copy when
+    any is added; the frame itself otherwise)."""
+    absent = [c for c in OPTIONAL_COLUMNS.get(name, ()) if c not in frame.columns]
+    if not absent:
+        return frame
+    # Missing text, dates and amounts alike: pandera coerces None to the column's dtype.
+    return frame.assign(**{column: None for column in absent})
 
 
 def _schema_with_all_columns(name: str, frame: pd.DataFrame) -> pa.DataFrameSchema:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from features.claim_tables import ClaimTables, validated
-from features.schema import CLAIMS, DIAGNOSES, LINES, contract_frame
+from features.schema import CLAIMS, DIAGNOSES, LINES, OPTIONAL_COLUMNS, contract_frame
 from serving.api.problems import pydantic_problems, quarantine_problems
 from serving.schemas import (
     ClaimErrorOut,
@@ -107,13 +107,14 @@ def claims_to_frames(claims: list[ClaimIn]) -> tuple[pd.DataFrame, pd.DataFrame,
         "position": [position for _, position, _ in codes],
         "code": [code for _, _, code in codes],
     }
+    # An optional contract column a request model does not carry reads as empty (None).
     return (
         contract_frame(
             "claims",
             {
                 name: claim_values[name]
                 if name in claim_values
-                else [getattr(claim, name) for claim in claims]
+                else [getattr(claim, name, None) for claim in claims]
                 for name in CLAIMS.columns
             },
         ),
@@ -122,7 +123,7 @@ def claims_to_frames(claims: list[ClaimIn]) -> tuple[pd.DataFrame, pd.DataFrame,
             {
                 name: line_values[name]
                 if name in line_values
-                else [getattr(line, name) for _, _, line in lines]
+                else [getattr(line, name, None) for _, _, line in lines]
                 for name in LINES.columns
             },
         ),
@@ -143,16 +144,31 @@ def claims_payload(tables: ClaimTables) -> list[dict[str, Any]]:
     dx = {cid: g for cid, g in tables.diagnoses.sort_values("position").groupby("claim_id")}
     payload = []
     for claim in tables.claims.to_dict("records"):
-        item = {k: _json_value(v) for k, v in claim.items() if k in CLAIMS.columns}
+        item = _present_fields(claim, "claims", CLAIMS.columns)
         claim_lines = lines.get(claim["claim_id"])
         item["lines"] = [
-            {k: _json_value(v) for k, v in line.items() if k != "claim_id"}
+            _present_fields(line, "lines", [c for c in LINES.columns if c != "claim_id"])
             for line in (claim_lines.to_dict("records") if claim_lines is not None else [])
         ]
         codes = dx.get(claim["claim_id"])
         item["diagnoses"] = [] if codes is None else [str(c) for c in codes["code"]]
         payload.append(item)
     return payload
+
+
+def _present_fields(row: dict[str, Any], table: str, columns: Any) -> dict[str, Any]:
+    """A row's contract fields as JSON values; an empty optional field is left out (a request
+    need not name what it does not have)."""
+    optional = OPTIONAL_COLUMNS.get(table, ())
+    out = {}
+    for name in columns:
+        if name not in row:
+            continue
+        value = _json_value(row[name])
+        if value is None and name in optional:
+            continue
+        out[name] = value
+    return out
 
 
 def _json_value(value: Any) -> Any:

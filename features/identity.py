@@ -1,0 +1,41 @@
+"""A patient's key across payers and member IDs, derived without keeping the name.
+
+An 837 names the patient (2010BA or 2010CA NM1) but carries no identifier of the patient that
+survives a change of payer: the member ID is the payer's. A practice links such claims by name,
+birth date and sex, as payers match members. :func:`patient_key` hashes those fields at the
+edge (X12 ingest, the simulator), so the data set keeps a key and never the name. The key is
+for linking claims only (did the member ID or payer change since the patient's last claim?);
+it is never a model feature, and like every identifier it is never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+
+_PERSON = b"denial-risk:pt1"
+"""Domain-separates these hashes from any other use of the same fields."""
+
+
+def _normal(text: str | None) -> str:
+    # Case, accents, spaces and punctuation vary between systems for the same person.
+    if not text:
+        return ""
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return "".join(ch for ch in folded.upper() if ch.isalnum())
+
+
+def patient_key(
+    last_name: str | None,
+    first_name: str | None,
+    birth_date: str | None,
+    sex: str | None,
+) -> str | None:
+    """16 hex characters from the normalised name, birth date (``CCYYMMDD`` or ISO) and sex;
+    ``None`` when there is neither a last name nor a birth date to key on."""
+    last, first = _normal(last_name), _normal(first_name)
+    born = "".join(ch for ch in (birth_date or "") if ch.isdigit())[:8]
+    if not last and not born:
+        return None
+    text = "|".join((last, first, born, (sex or "").strip().upper()[:1]))
+    return hashlib.blake2b(text.encode("ascii"), digest_size=8, person=_PERSON).hexdigest()
