@@ -292,6 +292,16 @@ LineTransmissions = Annotated[
 ]
 
 
+_NOTES_TEXT = (
+    f"up to {NOTE_LENGTH} characters per note, notes separated by '{NOTE_SEPARATOR}'. Never "
+    "logged, never quoted in errors."
+)
+_TRANSMISSIONS_TEXT = (
+    "one per report type in the same order: AA available on request, BM mail, EL "
+    "electronically, EM e-mail, FT file transfer, FX fax"
+)
+
+
 def _attachments_paired(types: str | None, transmissions: str | None, where: str) -> None:
     """PWK01 and PWK02 come in pairs (one PWK segment each): the contract keeps them as two
     lists in segment order, which only pair up when they are as long as each other."""
@@ -353,8 +363,7 @@ class ServiceLineIn(BaseModel):
     )
     line_note: Note = Field(
         default=None,
-        description="2400 NTE02: up to 80 characters per note, notes separated by ' | '. Never "
-        "logged, never quoted in errors.",
+        description=f"2400 NTE02: {_NOTES_TEXT}",
     )
     line_attachment_types: LineReportTypes = Field(
         default=None,
@@ -363,9 +372,7 @@ class ServiceLineIn(BaseModel):
     )
     line_attachment_transmission: LineTransmissions = Field(
         default=None,
-        description="2400 PWK02, one per report type in the same order: AA available on "
-        "request, BM mail, EL electronically, EM e-mail, FT file transfer, FX fax (DME "
-        "certificates: AB, AD, AF, AG, NS).",
+        description=f"2400 PWK02, {_TRANSMISSIONS_TEXT} (DME certificates: AB, AD, AF, AG, NS).",
     )
     line_rendering_npi: Npi = Field(
         default=None, description="2420A NM1*82: the rendering provider of this line."
@@ -568,13 +575,11 @@ class ClaimIn(BaseModel):
     )
     attachment_transmission: ClaimTransmissions = Field(
         default=None,
-        description="2300 PWK02, one per report type in the same order: AA available on "
-        "request, BM mail, EL electronically, EM e-mail, FT file transfer, FX fax.",
+        description=f"2300 PWK02, {_TRANSMISSIONS_TEXT}.",
     )
     claim_note: Note = Field(
         default=None,
-        description="2300 NTE02: up to 80 characters per note, notes separated by ' | '. Never "
-        "logged, never quoted in errors.",
+        description=f"2300 NTE02: {_NOTES_TEXT}",
     )
     clia_number: Clia = Field(
         default=None, description="2300 REF*X4: the lab's CLIA number, 10 characters."

@@ -3,8 +3,9 @@ reaches the contract tables as the batch path builds them, and is refused with t
 and what to do when the value cannot be right.
 
 Most tests need no model: they build the request models and the contract tables directly, or go
-through :func:`serving.api.scoring.prepare_request` for the per-claim problems. Scoring through
-the API is compared with scoring the same tables in process at the end (the session's model).
+through :func:`serving.api.scoring.prepare_request` for the per-claim problems; the last ones go
+through the app with the session's model. (Scoring whole claims through the API equals scoring
+their tables in process: ``test_api.test_api_score_equals_the_service_score``.)
 """
 
 from __future__ import annotations
@@ -193,143 +194,134 @@ def _line_with(**values: Any) -> list[dict[str, Any]]:
     return [{"procedure_code": "J1100", "line_charge": 35.0, "diagnosis_pointers": "1", **values}]
 
 
-@pytest.mark.parametrize(
-    ("change", "field", "words"),
-    [
-        (
-            {"patient_state": "XYZ"},
-            "claims[0].patient_state",
-            ["`patient_state` 'XYZ' is not an accepted code", "2-letter US state code"],
-        ),
-        ({"billing_state": "ON"}, "claims[0].billing_state", ["`billing_state` 'ON'"]),
-        (
-            {"payer_responsibility": "Q"},
-            "claims[0].payer_responsibility",
-            ["`payer_responsibility` 'Q' is not one of 'P', 'S', 'T'"],
-        ),
-        (
-            {"patient_relationship": "02"},
-            "claims[0].patient_relationship",
-            ["`patient_relationship` '02' is not one of '18', '01'"],
-        ),
-        (
-            {"delay_reason_code": "12"},
-            "claims[0].delay_reason_code",
-            ["`delay_reason_code` '12' is not one of", "'15'"],
-        ),
-        (
-            {"related_causes": "AA,XX"},
-            "claims[0].related_causes",
-            ["`related_causes` 'AA,XX' has the wrong format", "AA (auto accident)"],
-        ),
-        (
-            {"related_causes": "EM,EM"},
-            "claims[0].related_causes",
-            ["related_causes lists EM more than once"],
-        ),
-        ({"epsdt_indicator": "maybe"}, "claims[0].epsdt_indicator", ["is not one of 'Y' or 'N'"]),
-        (
-            {"clia_number": "05D01234"},
-            "claims[0].clia_number",
-            ["`clia_number` '05D01234' has the wrong format", "10-character CLIA"],
-        ),
-        (
-            {"rendering_taxonomy": "207Q0000"},
-            "claims[0].rendering_taxonomy",
-            ["has the wrong format", "NUCC taxonomy"],
-        ),
-        (
-            {"attachment_types": "09,ZZ", "attachment_transmission": "FX,FX"},
-            "claims[0].attachment_types",
-            ["has the wrong format", "PWK01 report type codes"],
-        ),
-        (
-            {"accident_date": "20/02/2025"},
-            "claims[0].accident_date",
-            ["`accident_date` should be a date", "YYYY-MM-DD"],
-        ),
-        (
-            {"other_payer_paid_amount": -5, "has_other_coverage": True},
-            "claims[0].other_payer_paid_amount",
-            ["`other_payer_paid_amount`", "amount in dollars"],
-        ),
-        (
-            {"lines": _line_with(ndc_code="0409488802")},
-            "claims[0].lines[0].ndc_code",
-            ["`ndc_code` '0409488802' has the wrong format", "11-digit NDC", "ambiguous"],
-        ),
-        (
-            {"lines": _line_with(ndc_code="00409488802", ndc_quantity=2, ndc_unit="KG")},
-            "claims[0].lines[0].ndc_unit",
-            ["`ndc_unit` 'KG' is not one of 'F2', 'GR', 'ME', 'ML' or 'UN'"],
-        ),
-        (
-            {"lines": _line_with(unit_basis="HR")},
-            "claims[0].lines[0].unit_basis",
-            ["`unit_basis` 'HR' is not one of"],
-        ),
-        (
-            {"lines": _line_with(line_attachment_types="OB", line_attachment_transmission="ZZ")},
-            "claims[0].lines[0].line_attachment_transmission",
-            ["has the wrong format", "one PWK02 code per report type"],
-        ),
-        (
-            {"lines": _line_with(line_place_of_service="1")},
-            "claims[0].lines[0].line_place_of_service",
-            ["has the wrong format", "2-digit CMS place of service"],
-        ),
-    ],
-)
-def test_a_bad_value_is_refused_with_the_field_and_the_fix(
-    change: dict[str, Any], field: str, words: list[str]
-) -> None:
-    (problem,) = _problems(make_claim(**change))
-    assert problem.field == field
-    for text in words:
-        assert text in problem.message
+# A value outside its code set or format: the field's path, and its hint.
+BAD_VALUES: list[tuple[dict[str, Any], str, list[str]]] = [
+    (
+        {"patient_state": "XYZ"},
+        "claims[0].patient_state",
+        ["`patient_state` 'XYZ' is not an accepted code", "2-letter US state code"],
+    ),
+    ({"billing_state": "ON"}, "claims[0].billing_state", ["`billing_state` 'ON'"]),
+    (
+        {"payer_responsibility": "Q"},
+        "claims[0].payer_responsibility",
+        ["`payer_responsibility` 'Q' is not one of 'P', 'S', 'T'"],
+    ),
+    (
+        {"patient_relationship": "02"},
+        "claims[0].patient_relationship",
+        ["`patient_relationship` '02' is not one of '18', '01'"],
+    ),
+    (
+        {"delay_reason_code": "12"},
+        "claims[0].delay_reason_code",
+        ["`delay_reason_code` '12' is not one of", "'15'"],
+    ),
+    (
+        {"related_causes": "AA,XX"},
+        "claims[0].related_causes",
+        ["`related_causes` 'AA,XX' has the wrong format", "AA (auto accident)"],
+    ),
+    (
+        {"related_causes": "EM,EM"},
+        "claims[0].related_causes",
+        ["related_causes lists EM more than once"],
+    ),
+    ({"epsdt_indicator": "maybe"}, "claims[0].epsdt_indicator", ["is not one of 'Y' or 'N'"]),
+    (
+        {"clia_number": "05D01234"},
+        "claims[0].clia_number",
+        ["`clia_number` '05D01234' has the wrong format", "10-character CLIA"],
+    ),
+    (
+        {"rendering_taxonomy": "207Q0000"},
+        "claims[0].rendering_taxonomy",
+        ["has the wrong format", "NUCC taxonomy"],
+    ),
+    (
+        {"attachment_types": "09,ZZ", "attachment_transmission": "FX,FX"},
+        "claims[0].attachment_types",
+        ["has the wrong format", "PWK01 report type codes"],
+    ),
+    (
+        {"accident_date": "20/02/2025"},
+        "claims[0].accident_date",
+        ["`accident_date` should be a date", "YYYY-MM-DD"],
+    ),
+    (
+        {"other_payer_paid_amount": -5, "has_other_coverage": True},
+        "claims[0].other_payer_paid_amount",
+        ["`other_payer_paid_amount`", "amount in dollars"],
+    ),
+    (
+        {"lines": _line_with(ndc_code="0409488802")},
+        "claims[0].lines[0].ndc_code",
+        ["`ndc_code` '0409488802' has the wrong format", "11-digit NDC", "ambiguous"],
+    ),
+    (
+        {"lines": _line_with(ndc_code="00409488802", ndc_quantity=2, ndc_unit="KG")},
+        "claims[0].lines[0].ndc_unit",
+        ["`ndc_unit` 'KG' is not one of 'F2', 'GR', 'ME', 'ML' or 'UN'"],
+    ),
+    (
+        {"lines": _line_with(unit_basis="HR")},
+        "claims[0].lines[0].unit_basis",
+        ["`unit_basis` 'HR' is not one of"],
+    ),
+    (
+        {"lines": _line_with(line_attachment_types="OB", line_attachment_transmission="ZZ")},
+        "claims[0].lines[0].line_attachment_transmission",
+        ["has the wrong format", "one PWK02 code per report type"],
+    ),
+    (
+        {"lines": _line_with(line_place_of_service="1")},
+        "claims[0].lines[0].line_place_of_service",
+        ["has the wrong format", "2-digit CMS place of service"],
+    ),
+]
+
+# Fields no 837 could carry together: the claim's or line's path, the fix in the message.
+CANNOT_HOLD: list[tuple[dict[str, Any], str, list[str]]] = [
+    (
+        {"auto_accident_state": "KY"},
+        "claims[0]",
+        ["auto_accident_state is given but related_causes has no AA", "add AA"],
+    ),
+    (
+        {"attachment_types": "09,OB", "attachment_transmission": "FX"},
+        "claims[0]",
+        ["attachment_types lists 2 report type(s) but attachment_transmission 1"],
+    ),
+    (
+        {"attachment_types": "09"},
+        "claims[0]",
+        ["attachment_transmission 0 transmission code(s)", "needs both"],
+    ),
+    (
+        {"other_payer_id": "87726"},  # the factory says has_other_coverage: false
+        "claims[0]",
+        ["has_other_coverage is false but other_payer_id is given", "set has_other_coverage"],
+    ),
+    (
+        {"lines": _line_with(ndc_quantity=2.0, ndc_unit="ML")},
+        "claims[0].lines[0]",
+        ["ndc_quantity is given without ndc_code", "add the line's ndc_code"],
+    ),
+    (
+        {"lines": _line_with(ndc_code="00409488802", ndc_quantity=2.0)},
+        "claims[0].lines[0]",
+        ["ndc_unit is missing", "give both"],
+    ),
+    (
+        {"lines": _line_with(line_attachment_transmission="FX")},
+        "claims[0].lines[0]",
+        ["line_attachment_types lists 0 report type(s)"],
+    ),
+]
 
 
-@pytest.mark.parametrize(
-    ("change", "field", "words"),
-    [
-        (
-            {"auto_accident_state": "KY"},
-            "claims[0]",
-            ["auto_accident_state is given but related_causes has no AA", "add AA"],
-        ),
-        (
-            {"attachment_types": "09,OB", "attachment_transmission": "FX"},
-            "claims[0]",
-            ["attachment_types lists 2 report type(s) but attachment_transmission 1"],
-        ),
-        (
-            {"attachment_types": "09"},
-            "claims[0]",
-            ["attachment_transmission 0 transmission code(s)", "needs both"],
-        ),
-        (
-            {"other_payer_id": "87726"},  # the factory says has_other_coverage: false
-            "claims[0]",
-            ["has_other_coverage is false but other_payer_id is given", "set has_other_coverage"],
-        ),
-        (
-            {"lines": _line_with(ndc_quantity=2.0, ndc_unit="ML")},
-            "claims[0].lines[0]",
-            ["ndc_quantity is given without ndc_code", "add the line's ndc_code"],
-        ),
-        (
-            {"lines": _line_with(ndc_code="00409488802", ndc_quantity=2.0)},
-            "claims[0].lines[0]",
-            ["ndc_unit is missing", "give both"],
-        ),
-        (
-            {"lines": _line_with(line_attachment_transmission="FX")},
-            "claims[0].lines[0]",
-            ["line_attachment_types lists 0 report type(s)"],
-        ),
-    ],
-)
-def test_what_the_contract_cannot_hold_is_refused_with_the_fix(
+@pytest.mark.parametrize(("change", "field", "words"), BAD_VALUES + CANNOT_HOLD)
+def test_a_refusal_names_the_field_and_the_fix(
     change: dict[str, Any], field: str, words: list[str]
 ) -> None:
     (problem,) = _problems(make_claim(**change))
@@ -372,25 +364,6 @@ def client(trained: Any) -> Iterator[TestClient]:
     )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
-
-
-def test_scoring_a_whole_claim_through_the_api_equals_scoring_its_tables(
-    client: TestClient,
-) -> None:
-    claims = [
-        make_whole_claim(claim_id="WHOLE-1"),
-        make_whole_claim(claim_id="WHOLE-2", payer_type="medicaid", epsdt_indicator="Y"),
-        make_claim(claim_id="PLAIN-3"),
-    ]
-    answer = client.post("/v1/claims/score", json={"claims": claims, "top_k": 5}, headers=AUTH)
-    assert answer.status_code == 200, answer.text
-    body = answer.json()
-    service = client.app.state.holder.current.service  # type: ignore[attr-defined]
-    expected = service.score(tables_from(claims), explain=True, top_k=5)
-    assert [r["claim_id"] for r in body["results"]] == [s.claim_id for s in expected]
-    for got, want in zip(body["results"], expected, strict=True):
-        assert got["denial_probability"] == want.denial_probability
-        assert [f["field"] for f in got["factors"]] == [f.field for f in want.factors]
 
 
 def test_a_bad_state_is_422_naming_the_field(client: TestClient) -> None:
