@@ -315,10 +315,11 @@ class SharedCall:
     Claims scored together are independent but for one thing: history features count the
     *earlier submissions in the batch* as well as the stored ones
     (:meth:`features.history.HistoryFeatures.transform`: a patient's prior claims, a rendering
-    provider's prior claims with the payer, ...). Every such grouping includes the patient,
-    except rendering provider x payer, and only submissions on an *earlier* day count. So two
-    requests may share a call unless they use the same claim_id, or the same patient or the same
-    (rendering provider, payer) on different submission days. (``test_coalesce`` fails if the
+    provider's prior claims with the payer, ...). Every such grouping includes the patient
+    (member ID) or the person (patient key), except rendering provider x payer, and only
+    submissions on an *earlier* day count. So two requests may share a call unless they use the
+    same claim_id, or the same patient, person or (rendering provider, payer) on different
+    submission days. (``test_coalesce`` fails if the
     history groupings change.) A request whose own claims are related that way is always
     scored alone: whether the batch's submissions count at all depends on how many claims are
     new to the model's stored history, which only the pipeline knows.
@@ -358,7 +359,13 @@ def _submission_days(claims: Iterable[ClaimIn]) -> dict[Hashable, dt.date] | Non
     for claim in claims:
         # The history features' provider: the rendering NPI, else the billing NPI.
         provider = claim.rendering_npi if claim.rendering_npi is not None else claim.billing_npi
-        for key in (("patient", claim.patient_id), ("provider-payer", provider, claim.payer_id)):
+        keys: list[Hashable] = [
+            ("patient", claim.patient_id),
+            ("provider-payer", provider, claim.payer_id),
+        ]
+        if claim.patient_key is not None:  # the person under any member ID
+            keys.append(("person", claim.patient_key))
+        for key in keys:
             if days.setdefault(key, claim.submission_date) != claim.submission_date:
                 return None
     return days
