@@ -356,6 +356,9 @@ COUNT_FEATURES: dict[str, str] = {
     "hist_days_since_same_procedure": "days since the patient last had one of these procedures",
     "hist_days_since_same_family": "days since the patient last had a service of the same kind",
     "hist_payer_max_paid_lag": "longest service-to-submission delay this payer has still paid",
+    "hist_days_past_paid_lag": "days beyond the longest delay this payer has still paid",
+    "hist_days_past_late_denied_lag": "days beyond the shortest delay this payer has denied as "
+    "late (its filing limit, learned from its timely-filing denials)",
     "hist_days_since_paid_with_payer": "days since the patient's last service this payer paid",
     "hist_days_past_known_coverage_end": "days from the coverage end date a remittance reported "
     "(DTM*036) to this service",
@@ -1290,7 +1293,7 @@ class HistoryFeatures(BaseEstimator):
             self.rate_indexes_[_categories_of(key.name)] = EventIndex(
                 keys[rows], days[rows], one_hot
             )
-        self.outcome_indexes_ = _outcome_indexes(claims, known, remit_day, denied)
+        self.outcome_indexes_ = _outcome_indexes(claims, known, remit_day, denied, category)
         self.submission_indexes_ = self._submission_indexes(claims, lines)
         self.known_claims_ = np.unique(_claim_hash(claims["claim_id"]))
         self.cutoff_ = pd.Timestamp(known["remit_date"].max()) if len(known) else pd.NaT
@@ -1408,6 +1411,11 @@ class HistoryFeatures(BaseEstimator):
 
         lag = outcome(_PAID_LAG)
         columns[_PAID_LAG] = np.where(lag > 0, lag, -1.0)
+        # How far past what the payer has paid, and past what it has denied as late: its
+        # filing limit learned from its own remittances (NaN until it has shown one).
+        delay = claims["days_service_to_submission"]
+        columns["hist_days_past_paid_lag"] = delay - lag
+        columns["hist_days_past_late_denied_lag"] = delay + outcome("late_denied_lag")
         service_day = claims["service_day"].astype(float)
         last_paid = outcome("last_paid_service")
         columns["hist_days_since_paid_with_payer"] = np.where(
@@ -1733,6 +1741,7 @@ def _outcomes_by_claim(
 
 _OUTCOME_KEYS: dict[str, tuple[tuple[str, ...], str]] = {
     _PAID_LAG: (("payer_id",), "max"),
+    "late_denied_lag": (("payer_id",), "max"),
     "last_paid_service": (("patient_id", "payer_id"), "max"),
     "coverage_end": (("patient_id", "payer_id"), "max"),
     "member_corrected": (("patient_id",), "sum"),
@@ -1741,11 +1750,16 @@ _OUTCOME_KEYS: dict[str, tuple[tuple[str, ...], str]] = {
 
 
 def _outcome_indexes(
-    claims: KeyColumns, known: pd.DataFrame, remit_day: np.ndarray, denied: np.ndarray
+    claims: KeyColumns,
+    known: pd.DataFrame,
+    remit_day: np.ndarray,
+    denied: np.ndarray,
+    category: np.ndarray,
 ) -> dict[str, EventIndex]:
     """What the practice learned from each remittance, as of the day it arrived: the longest
-    delay a payer still paid, the patient's last paid service with the payer, the coverage end
-    date a remittance reported (DTM*036), and member IDs the payer corrected (NM1*74)."""
+    delay a payer still paid and the shortest it denied as late (its filing limit lies
+    between), the patient's last paid service with the payer, the coverage end date a
+    remittance reported (DTM*036), and member IDs the payer corrected (NM1*74)."""
     row = pd.Index(known["claim_id"].astype(str)).get_indexer(claims["claim_id"])
     has = row >= 0
 
@@ -1764,8 +1778,12 @@ def _outcome_indexes(
     corrected = by_claim("corrected_member_id")
     member = claims["patient_id"]
     was_corrected = ~is_none(corrected) & (corrected != member)
+    lag = claims["days_service_to_submission"]
+    late = (denied > 0) & (category == "timely_filing") & ~np.isnan(lag)
     events = {
-        _PAID_LAG: (paid, claims["days_service_to_submission"]),
+        _PAID_LAG: (paid, lag),
+        # The shortest delay denied as late, as a maximum of its negative.
+        "late_denied_lag": (late, -lag),
         "last_paid_service": (paid, service_day),
         "coverage_end": (~np.isnan(coverage_end), coverage_end),
         "member_corrected": (was_corrected, np.ones(len(row))),

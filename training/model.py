@@ -18,7 +18,13 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from features.claim_tables import ClaimTables
-from features.pipeline import ClaimFeatureTransformer, Context, FeatureBatch, column_index
+from features.pipeline import (
+    MATRIX_DTYPE,
+    ClaimFeatureTransformer,
+    Context,
+    FeatureBatch,
+    column_index,
+)
 from training.estimator import DenialRiskEstimator, EstimatorConfig
 
 TOP_K = 3
@@ -242,7 +248,9 @@ def _scores_of_chunks(
     """:func:`_scores_in_chunks` of a batch read, each chunk taken by the next free thread of
     ``pool`` (of ``workers`` threads)."""
     n = batch.n_claims
-    columns = np.empty((len(features.feature_names_out_), n)) if keep_matrix else None
+    columns = (
+        np.empty((len(features.feature_names_out_), n), dtype=MATRIX_DTYPE) if keep_matrix else None
+    )
     denial_probability = np.empty(n)
     context = batch.context()
     payer_types = np.asarray(context["payer_type"], dtype=object)

@@ -30,7 +30,13 @@ from features.claim_arrays import (
 )
 from features.claim_features import claim_feature_columns
 from features.claim_tables import ClaimTables
-from features.pipeline import CONTEXT_COLUMNS, MISSING_LEVEL, OTHER_LEVEL, ClaimFeatureTransformer
+from features.pipeline import (
+    CONTEXT_COLUMNS,
+    MATRIX_DTYPE,
+    MISSING_LEVEL,
+    OTHER_LEVEL,
+    ClaimFeatureTransformer,
+)
 from tests.unit.test_features import _wider_world
 
 
@@ -40,7 +46,7 @@ def _reference_matrix(transformer: ClaimFeatureTransformer, tables: ClaimTables)
     claim_features = claim_feature_columns(arrays)
     history = transformer.history_.transform(arrays, claim_features)
     names = transformer.feature_names_out_
-    values = np.empty((arrays.n_claims, len(names)))
+    values = np.empty((arrays.n_claims, len(names)), dtype=MATRIX_DTYPE)
     for i, column in enumerate(names):
         if column in transformer.level_codes_:
             codes = transformer.level_codes_[column]

@@ -134,6 +134,9 @@ def _reference_history(
 
     lag = outcome("hist_payer_max_paid_lag")
     out["hist_payer_max_paid_lag"] = np.where(lag > 0, lag, -1.0)
+    delay = claims["days_service_to_submission"]
+    out["hist_days_past_paid_lag"] = delay - lag
+    out["hist_days_past_late_denied_lag"] = delay + outcome("late_denied_lag")
     service_day = claims["service_day"].astype(float)
     last_paid = outcome("last_paid_service")
     out["hist_days_since_paid_with_payer"] = np.where(
