@@ -27,11 +27,18 @@ from features.x12.reader import FileParse, parse_file
 
 QUARANTINE_COLUMNS = ["file", "position", "claim_id", "reason"]
 _DATE_COLUMNS = {
-    "claims": ("submission_date", "service_date_from", "service_date_to", "patient_birth_date"),
+    "claims": (
+        "submission_date", "service_date_from", "service_date_to", "patient_birth_date",
+        "accident_date", "onset_date", "initial_treatment_date", "other_payer_adjudication_date",
+    ),
     "lines": ("service_date",),
-    "remittances": ("remit_date",),
+    "remittances": (
+        "remit_date", "statement_from", "statement_to", "received_date",
+        "coverage_expiration_date",
+    ),
+    "remit_lines": ("service_date",),
     "rejections": ("rejection_date",),
-}
+}  # fmt: skip
 _CLAIM_CHILDREN = ("lines", "diagnoses")
 _REMIT_CHILDREN = ("remit_lines", "adjustments", "remarks")
 _SKIP_SUFFIXES = {".md", ".parquet", ".json", ".py", ".csv", ".zip", ".gz"}
