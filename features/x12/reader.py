@@ -15,7 +15,6 @@ goes no further: the patient is the 2000C/2010CA person when there is one, else 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -34,6 +33,7 @@ from features.x12.pyx12_stream import (
     Values,
     iter_segments,
     read_errors,
+    redact,
 )
 
 Row = dict[str, Any]
@@ -203,9 +203,9 @@ def parse_file(path: Path, validation: Validation = "full") -> FileParse:
 
 
 def _redact(message: str) -> str:
-    # pyx12 exception texts can quote a whole segment; keep only the first 80 characters of
-    # non-identifying context (segment id and qualifiers come first).
-    return re.sub(r"\d{6,}", "...", message)[:160]
+    # pyx12 exception texts can quote a whole segment: redacted as its findings are, and cut
+    # short (segment id and qualifiers come first).
+    return redact(message)[:160]
 
 
 class _Extractor:
