@@ -17,12 +17,17 @@ _PERSON = b"denial-risk:pt1"
 """Domain-separates these hashes from any other use of the same fields."""
 
 
+_NOT_ALNUM = {code: None for code in range(128) if not chr(code).isalnum()}
+"""ASCII punctuation and spaces, deleted by ``str.translate``."""
+
+
 def _normal(text: str | None) -> str:
     # Case, accents, spaces and punctuation vary between systems for the same person.
     if not text:
         return ""
-    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    return "".join(ch for ch in folded.upper() if ch.isalnum())
+    if not text.isascii():  # most names are ASCII already: folding them costs more than the rest
+        text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return text.upper().translate(_NOT_ALNUM)
 
 
 def patient_key(

@@ -215,6 +215,7 @@ class _Extractor:
         self.r = result
         self.stem = stem
         self.tables = code_tables()
+        self.payer_types: dict[str | None, str] = {}
         self.isa_date: str | None = None
         self.isa13 = ""
         self.gs_date: str | None = None
@@ -531,7 +532,7 @@ class _Extractor:
             "payer_id": sub.get("payer_id") or None,
             "payer_name": sub.get("payer_name"),
             "claim_filing_indicator": sub.get("sbr09"),
-            "payer_type": self.tables.payer_type_for_indicator(sub.get("sbr09")),
+            "payer_type": self._payer_type(sub.get("sbr09")),
             "billing_npi": self.billing.get("npi"),
             "rendering_npi": None,
             "referring_npi": None,
@@ -578,6 +579,13 @@ class _Extractor:
             "_other_payers": 0,
         }
         self.pending_claim_ids.append((claim_id, pos))
+
+    def _payer_type(self, indicator: str | None) -> str:
+        # One table lookup per filing indicator, not per claim (a pandas .loc costs ~0.5 ms).
+        known = self.payer_types.get(indicator)
+        if known is None:
+            known = self.payer_types[indicator] = self.tables.payer_type_for_indicator(indicator)
+        return known
 
     def _service_line(self, line: Row, seg_id: str, val: Values) -> None:
         if seg_id == "SV1":
