@@ -14,7 +14,7 @@ import pyx12.params
 import pyx12.x12context
 
 from features.schema import OPTIONAL_COLUMNS, ClaimsDataset, validate_table
-from features.x12 import ingest_paths, write_835, write_837p
+from features.x12 import IngestResult, ingest_paths, write_835, write_837p
 from features.x12.pyx12_stream import CollectingErrorHandler, Pyx12Findings
 from tests.utils.factories import OTHER_VALID_NPI, VALID_NPI, claim_row, line_row
 
@@ -130,15 +130,19 @@ def make_dataset() -> ClaimsDataset:
         {"remit_id": "R2", "claim_id": "C2", "line_number": None, "rarc": "N54"},
         {"remit_id": "R1", "claim_id": "C1", "line_number": 2, "rarc": "M15"},
     ]
-    tables = {
-        "claims": claims,
-        "lines": lines,
-        "diagnoses": diagnoses,
-        "remittances": remits,
-        "remit_lines": remit_lines,
-        "adjustments": adjustments,
-        "remarks": remarks,
-    }
+    return validated_dataset(
+        claims=claims,
+        lines=lines,
+        diagnoses=diagnoses,
+        remittances=remits,
+        remit_lines=remit_lines,
+        adjustments=adjustments,
+        remarks=remarks,
+    )
+
+
+def validated_dataset(**tables: list[dict[str, Any]]) -> ClaimsDataset:
+    """A data set of these rows per table, every row valid (the test fails otherwise)."""
     valid = {}
     for name, rows in tables.items():
         good, bad = validate_table(name, pd.DataFrame(rows))
@@ -189,13 +193,19 @@ def _compare(left: pd.DataFrame, right: pd.DataFrame, keys: list[str]) -> None:
     pd.testing.assert_frame_equal(a, b, check_dtype=False)
 
 
+def ingested_cleanly(paths: list[Path], validation: str) -> IngestResult:
+    """The files ingested in this process, nothing quarantined (the test fails otherwise)."""
+    result = ingest_paths(paths, workers=1, validation=validation)  # type: ignore[arg-type]
+    assert result.quarantine.empty, result.quarantine.to_dict("records")
+    return result
+
+
 @pytest.mark.parametrize("validation", ["full", "envelope"])
 def test_round_trip_keeps_every_contract_column(
     written: tuple[ClaimsDataset, list[Path]], validation: str
 ) -> None:
     dataset, paths = written
-    result = ingest_paths(paths, workers=1, validation=validation)  # type: ignore[arg-type]
-    assert result.quarantine.empty, result.quarantine.to_dict("records")
+    result = ingested_cleanly(paths, validation)
     got = result.dataset
     _compare(dataset.claims, got.claims, ["claim_id"])
     _compare(dataset.lines, got.lines, ["claim_id", "line_number"])

@@ -11,10 +11,17 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from features.schema import OPTIONAL_COLUMNS, ClaimsDataset, validate_table
+from features.schema import OPTIONAL_COLUMNS, ClaimsDataset
 from features.x12 import ingest_paths, write_835, write_837p
 from features.x12.reader import parse_file
-from tests.unit.test_x12_roundtrip import make_claim, make_line, make_remit, pyx12_findings
+from tests.unit.test_x12_roundtrip import (
+    ingested_cleanly,
+    make_claim,
+    make_line,
+    make_remit,
+    pyx12_findings,
+    validated_dataset,
+)
 from tests.utils.factories import OTHER_VALID_NPI, VALID_NPI
 
 NPI_FACILITY, NPI_LINE_RENDERING, NPI_REFERRING = "1003000126", "1538100148", "1326046228"
@@ -95,7 +102,8 @@ def make_whole_dataset() -> ClaimsDataset:
         "has_other_coverage": False,
         **{column: None for column in OPTIONAL_COLUMNS["claims"] if column.startswith("other_")},
     }
-    claims = [
+    tables: dict[str, list[dict[str, Any]]] = {}
+    tables["claims"] = claims = [
         whole_claim("W1"),
         whole_claim(
             "W2",
@@ -114,7 +122,7 @@ def make_whole_dataset() -> ClaimsDataset:
         whole_claim("W3", patient_id="MBR0002", **no_cob),
         whole_claim("W4", patient_key=None, patient_relationship=None, **no_cob),
     ]
-    lines = [
+    tables["lines"] = [
         whole_line("W1", 1, modifier_1="25"),
         whole_line("W1", 2, procedure_code="J1100", ndc_quantity=1.0, ndc_unit="UN",
                    line_note=None, line_attachment_types=None, line_attachment_transmission=None,
@@ -123,8 +131,10 @@ def make_whole_dataset() -> ClaimsDataset:
         whole_line("W3", 1),
         whole_line("W4", 1),
     ]  # fmt: skip
-    diagnoses = [{"claim_id": c["claim_id"], "position": 1, "code": "S060X0A"} for c in claims]
-    remits = [
+    tables["diagnoses"] = [
+        {"claim_id": c["claim_id"], "position": 1, "code": "S060X0A"} for c in claims
+    ]
+    tables["remittances"] = [
         make_remit(
             "R1", "W1", total_charge=280.0,
             claim_filing_indicator="12", frequency_code="1",
@@ -135,7 +145,7 @@ def make_whole_dataset() -> ClaimsDataset:
         ),
         make_remit("R2", "W2", status_code="4", paid_amount=0.0, patient_responsibility=None),
     ]  # fmt: skip
-    remit_lines = [
+    tables["remit_lines"] = [
         {"remit_id": "R1", "claim_id": "W1", "line_number": 1, "procedure_code": "99213",
          "line_charge": 140.0, "paid_amount": 100.0, "units": 1.0,
          "modifier_1": "25", "modifier_2": "59", "modifier_3": "XS", "modifier_4": "GT",
@@ -147,7 +157,7 @@ def make_whole_dataset() -> ClaimsDataset:
          "original_procedure_code": None, "service_date": "2025-03-04",
          "allowed_amount": 100.0, "line_control_number": "W1-L2"},
     ]  # fmt: skip
-    adjustments = [
+    tables["adjustments"] = [
         {"remit_id": "R1", "claim_id": "W1", "line_number": 1, "group_code": "CO",
          "carc": "45", "amount": 30.0, "quantity": None},
         {"remit_id": "R1", "claim_id": "W1", "line_number": 2, "group_code": "CO",
@@ -155,28 +165,14 @@ def make_whole_dataset() -> ClaimsDataset:
         {"remit_id": "R2", "claim_id": "W2", "line_number": None, "group_code": "CO",
          "carc": "197", "amount": 280.0, "quantity": None},
     ]  # fmt: skip
-    remarks = [
+    tables["remarks"] = [
         {"remit_id": "R2", "claim_id": "W2", "line_number": None, "rarc": "N54",
          "source": "MOA"},
         {"remit_id": "R2", "claim_id": "W2", "line_number": None, "rarc": "MA130",
          "source": "MIA"},
         {"remit_id": "R1", "claim_id": "W1", "line_number": 2, "rarc": "M15", "source": "LQ"},
     ]  # fmt: skip
-    tables = {
-        "claims": claims,
-        "lines": lines,
-        "diagnoses": diagnoses,
-        "remittances": remits,
-        "remit_lines": remit_lines,
-        "adjustments": adjustments,
-        "remarks": remarks,
-    }
-    valid = {}
-    for name, rows in tables.items():
-        good, bad = validate_table(name, pd.DataFrame(rows))
-        assert bad.empty, bad
-        valid[name] = good
-    return ClaimsDataset(**valid)
+    return validated_dataset(**tables)
 
 
 @pytest.fixture(scope="module")
@@ -225,9 +221,7 @@ def test_every_column_comes_back(
     written: tuple[ClaimsDataset, list[Path]], validation: str
 ) -> None:
     dataset, paths = written
-    result = ingest_paths(paths, workers=1, validation=validation)  # type: ignore[arg-type]
-    assert result.quarantine.empty, result.quarantine.to_dict("records")
-    got = result.dataset
+    got = ingested_cleanly(paths, validation).dataset
     claims_in, claims_out = _sorted(dataset.claims, ["claim_id"]), _sorted(got.claims, ["claim_id"])
     # The patient key comes back as a new key (the writer's synthetic name, hashed) grouping
     # the same claims; claims without a key get one per birth date and sex.
