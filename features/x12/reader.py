@@ -25,7 +25,11 @@ from typing import Any
 from features.codes import code_tables
 from features.identity import patient_key
 from features.x12.normalise import decode_bytes, normalise_text
-from features.x12.placeholders import is_placeholder_claim_id
+from features.x12.placeholders import (
+    UNKNOWN_OTHER_PAYER,
+    UNNAMED_PATIENT,
+    is_placeholder_claim_id,
+)
 from features.x12.pyx12_stream import (
     Pyx12Findings,
     StreamState,
@@ -147,10 +151,14 @@ def _isa_date(yymmdd: str) -> str | None:
 
 
 def _person_key(person: Row) -> str | None:
-    """The patient key of a subscriber or patient loop, hashed once (the name goes no further)."""
+    """The patient key of a subscriber or patient loop, hashed once (the name goes no further);
+    none for the writer's stand-in name of a patient without a key."""
     if "key" not in person:
-        person["key"] = patient_key(
-            person.get("last"), person.get("first"), person.get("dob"), person.get("sex")
+        name = (person.get("last"), person.get("first"))
+        person["key"] = (
+            None
+            if name == UNNAMED_PATIENT
+            else patient_key(name[0], name[1], person.get("dob"), person.get("sex"))
         )
     key: str | None = person["key"]
     return key
@@ -427,7 +435,8 @@ class _Extractor:
         elif ctx in ("2320", "2330"):
             self.ctx = "2330"
             if entity == "PR" and claim["_other_payers"] == 1 and claim["other_payer_id"] is None:
-                claim["other_payer_id"] = v(val, 9) or None
+                payer = v(val, 9)
+                claim["other_payer_id"] = None if payer == UNKNOWN_OTHER_PAYER else payer or None
         elif ctx in ("2400", "2410", "2420", "2430"):
             self.ctx = "2420"
             line = claim["_lines"][-1] if claim["_lines"] else None

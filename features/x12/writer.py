@@ -10,16 +10,17 @@ value. Segments and elements the guide requires get a documented default when th
 value is empty:
 
 - 2000B SBR01 ``P``; SBR09 ``ZZ``; 2320 SBR01 ``S`` (``P`` when the claim's payer is not the
-  primary one), SBR02 ``18``, SBR09 ``ZZ``; 2330B NM109 ``OTHERPAYER``; DMG03 ``U``;
+  primary one), SBR02 ``18``, SBR09 ``ZZ``; 2330B NM109 ``OTHERPAYER`` (read back as no ID,
+  :mod:`features.x12.placeholders`); DMG03 ``U``;
   SV103 ``UN``; CTP04 the line's units and CTP05 ``UN`` when an NDC has no quantity or unit;
   CLP06 the claim's filing indicator, else ``ZZ``; CLP09 the claim's frequency code, else ``1``;
   835 NM1*QC NM109 the claim's member ID; REF*6R the line number; CLP07 the claim id.
 - Names and addresses are synthetic: the contract holds no names, and nothing identifying is
   invented. The patient is named ``PATIENT`` with a first name derived from ``patient_key``
-  alone (``A`` when there is no key), so every claim of one key carries one name. Reading the
-  files back hashes that name with the birth date and sex into a *new* key (the key itself
-  changes through the hash); claims that shared a key (and a birth date and sex) still share
-  one, and claims without a key share one per birth date and sex.
+  alone, so every claim of one key carries one name. Reading the files back hashes that name
+  with the birth date and sex into a *new* key (the key itself changes through the hash);
+  claims that shared a key (and a birth date and sex) still share one. A patient without a
+  key is named ``PATIENT A``, which the reader reads as no key.
 - Addresses are ``ANYTOWN`` with the contract's state (N4-02) when it has one, else no state.
 - A claim has one address per person in X12: without a patient loop (relationship ``18`` or
   empty) the subscriber's N4 carries ``subscriber_state`` (else ``patient_state``), which reads
@@ -42,6 +43,7 @@ from typing import Any
 import pandas as pd
 
 from features.schema import ClaimsDataset
+from features.x12.placeholders import UNKNOWN_OTHER_PAYER, UNNAMED_PATIENT
 
 ELE, SUB, SEG, REP = "*", ":", "~", "^"
 _CLP06_CODES = {
@@ -266,7 +268,7 @@ def _patient_name(claim: dict[Any, Any]) -> tuple[str, str]:
     """
     key = _clean(claim.get("patient_key"))
     if not key:
-        return "PATIENT", "A"
+        return UNNAMED_PATIENT
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=12).hexdigest().upper()
     return "PATIENT", "K" + digest
 
@@ -455,7 +457,7 @@ def _other_payer_837(claim: dict[Any, Any]) -> list[str]:
     out.append(_seg("OI", "", "", "Y", "", "", "Y"))
     out.append(_seg("NM1", "IL", "1", "PATIENT", "A", "", "", "", "MI", "OTHERCOVERAGE"))
     out.append(_seg("NM1", "PR", "2", "OTHER PAYER", "", "", "", "", "PI",
-                    _clean(claim.get("other_payer_id")) or "OTHERPAYER"))  # fmt: skip
+                    _clean(claim.get("other_payer_id")) or UNKNOWN_OTHER_PAYER))  # fmt: skip
     out.extend(_dates(claim, [("573", "other_payer_adjudication_date")]))
     return out
 
