@@ -6,6 +6,10 @@ birth date and sex, as payers match members. :func:`patient_key` hashes those fi
 edge (X12 ingest, the simulator), so the data set keeps a key and never the name. The key is
 for linking claims only (did the member ID or payer change since the patient's last claim?);
 it is never a model feature, and like every identifier it is never logged.
+
+The X12 writer (:mod:`features.x12.writer`) has no names to write: it names each patient after
+a hash of the key. Ingesting its files hashes that name again, so the keys that come back are
+new ones; claims that shared a key (with the same birth date and sex) still share one.
 """
 
 from __future__ import annotations
@@ -17,12 +21,17 @@ _PERSON = b"denial-risk:pt1"
 """Domain-separates these hashes from any other use of the same fields."""
 
 
+_NOT_ALNUM = {code: None for code in range(128) if not chr(code).isalnum()}
+"""ASCII punctuation and spaces, deleted by ``str.translate``."""
+
+
 def _normal(text: str | None) -> str:
     # Case, accents, spaces and punctuation vary between systems for the same person.
     if not text:
         return ""
-    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    return "".join(ch for ch in folded.upper() if ch.isalnum())
+    if not text.isascii():  # most names are ASCII already: folding them costs more than the rest
+        text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return text.upper().translate(_NOT_ALNUM)
 
 
 def patient_key(

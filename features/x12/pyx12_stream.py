@@ -12,12 +12,14 @@ Two depths of checking, both by pyx12:
     a known-good source (our own writer, a clearinghouse that already validated them).
 
 Either way a finding is a warning: the data is kept, and the count goes into the file report.
-Messages are redacted of element values so no member ID or birth date reaches a report.
+Messages are redacted of element values (:func:`redact`) so no name, member ID or birth date
+reaches a report.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -33,6 +35,25 @@ Validation = Literal["full", "envelope"]
 MAX_MESSAGES = 50
 """Messages kept per file in the report (the count is always complete)."""
 
+# pyx12 quotes a segment it cannot place with its first element ("Segment NM1*QC not found"),
+# which for an unknown or misplaced segment can be a name or a member ID.
+_QUOTED_SEGMENT = re.compile(r"Segment (\w+)[^\w\s].*? not found\.", re.DOTALL)
+# Any other segment text (an exception quoting the segment it choked on): everything after the
+# segment id goes, names with spaces included.
+_SEGMENT_TEXT = re.compile(r"\b([A-Z][A-Z0-9]{1,2})[*|^~].*", re.DOTALL)
+# Member IDs, birth dates and account numbers are mostly long runs of digits.
+_LONG_NUMBER = re.compile(r"\d{6,}")
+
+
+def redact(message: str, value: str | None = None) -> str:
+    """A pyx12 message without the element values it quotes: the bad value it names, the
+    content of a segment it quotes, and any long number."""
+    if value:
+        message = message.replace(str(value), "...")
+    message = _QUOTED_SEGMENT.sub(r"Segment \1 not found.", message)
+    message = _SEGMENT_TEXT.sub(r"\1 ...", message)
+    return _LONG_NUMBER.sub("...", message)
+
 
 @dataclass
 class Pyx12Findings:
@@ -44,9 +65,7 @@ class Pyx12Findings:
     def add(self, level: str, code: str, text: str, value: str | None, position: int) -> None:
         self.count += 1
         if len(self.messages) < MAX_MESSAGES:
-            if value:
-                text = text.replace(str(value), "...")
-            self.messages.append(f"segment {position}: {level} {code}: {text}")
+            self.messages.append(f"segment {position}: {level} {code}: {redact(text, value)}")
 
 
 class CollectingErrorHandler(pyx12.error_handler.errh_null):

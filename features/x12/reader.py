@@ -8,12 +8,13 @@ rather than by pyx12's loop path, because pyx12 loses its place in the map after
 cannot match (an SVC with an unknown qualifier, say) while the order of segments still tells
 which loop they belong to.
 
-Nothing here logs or returns member IDs, names or birth dates outside the contract rows.
+Nothing here logs or returns member IDs, names or birth dates outside the contract rows. A
+patient's name is read only to hash the claim's ``patient_key`` (:mod:`features.identity`) and
+goes no further: the patient is the 2000C/2010CA person when there is one, else the subscriber.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -22,8 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from features.codes import code_tables
+from features.identity import patient_key
 from features.x12.normalise import decode_bytes, normalise_text
-from features.x12.placeholders import is_placeholder_claim_id
+from features.x12.placeholders import (
+    UNKNOWN_OTHER_PAYER,
+    UNNAMED_PATIENT,
+    is_placeholder_claim_id,
+)
 from features.x12.pyx12_stream import (
     Pyx12Findings,
     StreamState,
@@ -31,13 +37,34 @@ from features.x12.pyx12_stream import (
     Values,
     iter_segments,
     read_errors,
+    redact,
 )
 
 Row = dict[str, Any]
 
 _CENT = Decimal("0.01")
+_ZERO = Decimal(0)
 _DX_QUALIFIERS = {"ABK": True, "BK": True, "ABF": False, "BF": False}
 _REJECTED_277 = {"A3", "A4", "A6", "A7", "A8"}
+_AUTHORIZATION_REFS = {"G1": "prior_auth_number", "9F": "referral_number"}
+_CLAIM_DATES = {"439": "accident_date", "431": "onset_date", "454": "initial_treatment_date"}
+# 837I occurrence codes (HI*BH) meaning an accident, as the 837P's CLM11 related causes:
+# 01 accident/medical coverage, 03 tort liability, 05 no medical or liability coverage (other
+# accident); 02 no-fault insurance, auto accident; 04 employment related.
+_OCCURRENCE_CAUSES = {"01": "OA", "02": "AA", "03": "OA", "04": "EM", "05": "OA"}
+_ONSET_OCCURRENCE = "11"
+_NOTE_SEPARATOR = " | "
+_REMIT_DATES = {
+    "232": "statement_from",
+    "233": "statement_to",
+    "050": "received_date",
+    "036": "coverage_expiration_date",
+}
+_REMIT_MEMBER_IDS = {
+    "QC": "patient_member_id",
+    "IL": "insured_member_id",
+    "74": "corrected_member_id",
+}
 
 
 @dataclass
@@ -84,6 +111,16 @@ def money(text: str) -> float | None:
         return None
 
 
+def amount(text: str) -> Decimal | None:
+    """An X12 amount as an exact Decimal (for sums rounded once, at the end); None when absent."""
+    if not text:
+        return None
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        return None
+
+
 def number(text: str) -> float | None:
     if not text:
         return None
@@ -111,6 +148,30 @@ def _checked_date(text: str) -> str | None:
 
 def _isa_date(yymmdd: str) -> str | None:
     return x12_date("20" + yymmdd) if len(yymmdd) == 6 else None
+
+
+def _person_key(person: Row) -> str | None:
+    """The patient key of a subscriber or patient loop, hashed once (the name goes no further);
+    none for the writer's stand-in name of a patient without a key."""
+    if "key" not in person:
+        name = (person.get("last"), person.get("first"))
+        person["key"] = (
+            None
+            if name == UNNAMED_PATIENT
+            else patient_key(name[0], name[1], person.get("dob"), person.get("sex"))
+        )
+    key: str | None = person["key"]
+    return key
+
+
+def _attachments(pwk: list[tuple[str, str]] | None) -> tuple[str | None, str | None]:
+    """PWK report types and transmission codes, each joined by commas in segment order (the
+    two lists stay aligned: the n-th type went by the n-th transmission code)."""
+    if not pwk:
+        return None, None
+    types = ",".join(kind for kind, _ in pwk)
+    sent = ",".join(how for _, how in pwk)
+    return types or None, sent if sent.strip(",") else None
 
 
 def parse_file(path: Path, validation: Validation = "full") -> FileParse:
@@ -150,9 +211,9 @@ def parse_file(path: Path, validation: Validation = "full") -> FileParse:
 
 
 def _redact(message: str) -> str:
-    # pyx12 exception texts can quote a whole segment; keep only the first 80 characters of
-    # non-identifying context (segment id and qualifiers come first).
-    return re.sub(r"\d{6,}", "...", message)[:160]
+    # pyx12 exception texts can quote a whole segment: redacted as its findings are, and cut
+    # short (segment id and qualifiers come first).
+    return redact(message)[:160]
 
 
 class _Extractor:
@@ -162,6 +223,7 @@ class _Extractor:
         self.r = result
         self.stem = stem
         self.tables = code_tables()
+        self.payer_types: dict[str | None, str] = {}
         self.isa_date: str | None = None
         self.isa13 = ""
         self.gs_date: str | None = None
@@ -241,8 +303,12 @@ class _Extractor:
     def _reset_837_header(self) -> None:
         self.bht_date: str | None = None
         self.ctx = "header"
+        self.entity = ""
         self.billing: Row = {}
         self.subscriber: Row = {}
+        # The 2000C patient when it is not the subscriber (empty otherwise). Its name is held
+        # only until the claim's patient key is hashed from it, never emitted.
+        self.patient: Row = {}
         self.claim: Row | None = None
         self.claim_seq = 0
 
@@ -255,66 +321,51 @@ class _Extractor:
             if level == "20":
                 self.ctx, self.billing = "2000A", {}
             elif level == "22":
-                self.ctx, self.subscriber = "2000B", {}
+                self.ctx, self.subscriber, self.patient = "2000B", {}, {}
             else:
-                self.ctx = "2000C"
+                self.ctx, self.patient = "2000C", {"in_loop": True}
         elif seg_id == "BHT":
             self.bht_date = x12_date(v(val, 4))
         elif seg_id == "NM1":
-            entity = v(val, 1)
-            npi = v(val, 9) if v(val, 8) == "XX" else None
-            in_cob = ctx in ("2320", "2330")
-            self.entity = entity
-            if claim is None and entity == "85":
-                self.ctx = "2010AA"
-                self.billing["npi"] = npi
-            elif claim is None and entity == "IL":
-                self.ctx = "2010BA"
-                self.subscriber["member_id"] = v(val, 9)
-            elif claim is None and entity == "PR":
-                self.ctx = "2010BB"
-                self.subscriber["payer_id"] = v(val, 9)
-                self.subscriber["payer_name"] = v(val, 3) or None
-            elif claim is None and entity == "QC":
-                self.ctx = "2010CA"
-            elif claim is None:
-                self.ctx = "2010"
-            elif in_cob:
-                self.ctx = "2330"
-            elif ctx in ("2400", "2420", "2430"):
-                self.ctx = "2420"
-                if entity == "DN" and npi:
-                    claim.setdefault("_line_referring", npi)
-            else:
-                self.ctx = "2310"
-                if entity == "82":
-                    claim["rendering_npi"] = npi
-                elif entity == "71":
-                    claim["_attending"] = npi
-                elif entity == "DN":
-                    claim["referring_npi"] = npi
+            self._name_837(val, ctx, claim)
+        elif seg_id == "N4":
+            state = v(val, 2) or None
+            if ctx == "2010AA":
+                self.billing["state"] = state
+            elif ctx == "2010BA":
+                self.subscriber["state"] = state
+            elif ctx == "2010CA":
+                self.patient["state"] = state
+            elif claim is not None and ctx == "2310" and self.entity == "77":
+                claim["service_facility_state"] = state
         elif seg_id == "PRV":
             taxonomy = v(val, 3) or None
             if ctx == "2000A":
                 self.billing["taxonomy"] = taxonomy
             elif claim is not None and ctx == "2310":
                 if self.entity == "82":
-                    claim["_rendering_taxonomy"] = taxonomy
+                    claim["rendering_taxonomy"] = taxonomy
                 elif self.entity == "71":
                     claim["_attending_taxonomy"] = taxonomy
         elif seg_id == "SBR":
             if claim is not None:
-                self.ctx = "2320"
-                claim["has_other_coverage"] = True
+                self._other_subscriber(claim, val)
             else:
-                self.subscriber["sbr09"] = v(val, 9) or None
+                sub = self.subscriber
+                sub["sbr01"] = v(val, 1) or None
+                sub["sbr02"] = v(val, 2) or None
+                sub["sbr03"] = v(val, 3) or None
+                sub["sbr09"] = v(val, 9) or None
+        elif seg_id == "PAT":
+            if ctx == "2000C":
+                self.patient["relationship"] = v(val, 1) or None
         elif seg_id == "DMG":
-            if ctx == "2010BA":
-                self.subscriber["dob"] = x12_date(v(val, 2))
-                self.subscriber["sex"] = v(val, 3) or None
-            elif ctx == "2010CA":
-                self.subscriber["patient_dob"] = x12_date(v(val, 2))
-                self.subscriber["patient_sex"] = v(val, 3) or None
+            person = (
+                self.subscriber if ctx == "2010BA" else self.patient if ctx == "2010CA" else None
+            )
+            if person is not None:
+                person["dob"] = x12_date(v(val, 2))
+                person["sex"] = v(val, 3) or None
         elif seg_id == "CLM":
             self._close_claim()
             self._open_claim(pos, val)
@@ -327,39 +378,160 @@ class _Extractor:
             self._service_line(claim["_lines"][-1], seg_id, val)
         elif seg_id == "SVD":
             self.ctx = "2430"
+        elif seg_id == "LIN":
+            if ctx in ("2400", "2410") and claim["_lines"]:
+                self.ctx = "2410"
+                if v(val, 2) == "N4":
+                    claim["_lines"][-1]["ndc_code"] = v(val, 3) or None
+        elif seg_id == "CTP":
+            if ctx == "2410":
+                line = claim["_lines"][-1]
+                line["ndc_quantity"] = number(v(val, 4))
+                line["ndc_unit"] = v(val, 5) or None
         elif seg_id == "DTP":
-            qualifier, fmt, period = v(val, 1), v(val, 2), v(val, 3)
-            start = x12_date(period)
-            end = x12_date(period[9:17]) if fmt == "RD8" else start
-            if ctx == "2400" and qualifier == "472" and claim["_lines"]:
-                claim["_lines"][-1]["_date"] = start or "invalid"
-            elif ctx == "2300" and qualifier in ("472", "434"):
-                claim["_claim_dates"] = (start, end)
+            self._date_837(claim, ctx, val)
         elif seg_id == "REF":
-            qualifier, value = v(val, 1), v(val, 2) or None
-            key = {"G1": "prior_auth_number", "9F": "referral_number"}.get(qualifier)
-            if ctx == "2300":
-                if key:
-                    claim[key] = value
-                elif qualifier == "F8":
-                    claim["original_payer_claim_number"] = value
-            elif ctx == "2400" and key:
-                claim.setdefault("_line_" + key, value)
+            self._reference_837(claim, ctx, val)
+        elif seg_id == "PWK":
+            target = claim if ctx == "2300" else claim["_lines"][-1] if ctx == "2400" else None
+            if target is not None:
+                target.setdefault("_pwk", []).append((v(val, 1), v(val, 2)))
+        elif seg_id == "NTE":
+            target = claim if ctx == "2300" else claim["_lines"][-1] if ctx == "2400" else None
+            if target is not None and v(val, 2):
+                target.setdefault("_notes", []).append(v(val, 2))
+        elif seg_id == "AMT":
+            if ctx == "2320" and v(val, 1) == "D":
+                paid = amount(v(val, 2))
+                if paid is not None:
+                    claim["_other_paid"] = claim.get("_other_paid", _ZERO) + paid
+        elif seg_id == "CRC":
+            if ctx == "2300" and v(val, 1) == "ZZ":
+                claim["epsdt_indicator"] = v(val, 2) or None
         elif seg_id == "HI" and ctx == "2300":
-            for comp in val:
-                qualifier = comp[0] if comp else ""
-                if qualifier in _DX_QUALIFIERS and len(comp) > 1 and comp[1]:
-                    code = comp[1].replace(".", "").strip().upper()
-                    if _DX_QUALIFIERS[qualifier]:
-                        claim["_dx"].insert(0, code)
-                    else:
-                        claim["_dx"].append(code)
+            self._health_information(claim, val)
+
+    def _name_837(self, val: Values, ctx: str, claim: Row | None) -> None:
+        """NM1: which loop starts (by entity code and where we are) and the identifiers kept."""
+        entity = v(val, 1)
+        npi = v(val, 9) if v(val, 8) == "XX" else None
+        self.entity = entity
+        if claim is None:
+            if entity == "85":
+                self.ctx = "2010AA"
+                self.billing["npi"] = npi
+            elif entity == "IL":
+                self.ctx = "2010BA"
+                self.subscriber.update(member_id=v(val, 9), last=v(val, 3), first=v(val, 4))
+            elif entity == "PR":
+                self.ctx = "2010BB"
+                self.subscriber["payer_id"] = v(val, 9)
+                self.subscriber["payer_name"] = v(val, 3) or None
+            elif entity == "QC":
+                self.ctx = "2010CA"
+                self.patient.update(last=v(val, 3), first=v(val, 4))
+            else:
+                self.ctx = "2010"
+        elif ctx in ("2320", "2330"):
+            self.ctx = "2330"
+            if entity == "PR" and claim["_other_payers"] == 1 and claim["other_payer_id"] is None:
+                payer = v(val, 9)
+                claim["other_payer_id"] = None if payer == UNKNOWN_OTHER_PAYER else payer or None
+        elif ctx in ("2400", "2410", "2420", "2430"):
+            self.ctx = "2420"
+            line = claim["_lines"][-1] if claim["_lines"] else None
+            if npi and line is not None:
+                if entity == "82":
+                    line["line_rendering_npi"] = npi
+                elif entity in ("DN", "DK"):
+                    line.setdefault("_" + entity, npi)
+            if entity == "DN" and npi:
+                claim.setdefault("_line_referring", npi)
+        else:
+            self.ctx = "2310"
+            if entity == "82":
+                claim["rendering_npi"] = npi
+            elif entity == "71":
+                claim["_attending"] = npi
+            elif entity == "DN":
+                claim["referring_npi"] = npi
+            elif entity == "77":
+                claim["service_facility_npi"] = npi
+
+    def _other_subscriber(self, claim: Row, val: Values) -> None:
+        """2320 SBR: another payer of this claim; the first one's responsibility and filing
+        indicator are kept (its paid amount is summed over all of them)."""
+        self.ctx = "2320"
+        claim["has_other_coverage"] = True
+        claim["_other_payers"] += 1
+        if claim["_other_payers"] == 1:
+            claim["other_payer_responsibility"] = v(val, 1) or None
+            claim["other_payer_filing_indicator"] = v(val, 9) or None
+
+    def _date_837(self, claim: Row, ctx: str, val: Values) -> None:
+        qualifier, fmt, period = v(val, 1), v(val, 2), v(val, 3)
+        start = x12_date(period)
+        if ctx == "2400":
+            if qualifier == "472" and claim["_lines"]:
+                claim["_lines"][-1]["_date"] = start or "invalid"
+        elif ctx == "2300":
+            if qualifier in ("472", "434"):
+                end = x12_date(period[9:17]) if fmt == "RD8" else start
+                claim["_claim_dates"] = (start, end)
+            elif qualifier in _CLAIM_DATES:
+                claim[_CLAIM_DATES[qualifier]] = start
+        elif ctx == "2330" and qualifier == "573" and claim["_other_payers"] == 1:
+            claim["other_payer_adjudication_date"] = start
+
+    def _reference_837(self, claim: Row, ctx: str, val: Values) -> None:
+        qualifier, value = v(val, 1), v(val, 2) or None
+        key = _AUTHORIZATION_REFS.get(qualifier)
+        if ctx == "2300":
+            if key:
+                claim[key] = value
+            elif qualifier == "F8":
+                claim["original_payer_claim_number"] = value
+            elif qualifier == "X4":
+                claim["clia_number"] = value
+            elif qualifier == "LU" and self.st_kind == "837I":
+                # The 837I has no CLM11: its auto accident state is a REF.
+                claim["auto_accident_state"] = value
+        elif ctx == "2400" and claim["_lines"]:
+            if key:
+                # A line may list up to five; the first is kept, and stands in for the claim's.
+                claim["_lines"][-1].setdefault("line_" + key, value)
+                claim.setdefault("_line_" + key, value)
+            elif qualifier == "X4":
+                claim["_lines"][-1]["line_clia_number"] = value
+
+    def _health_information(self, claim: Row, val: Values) -> None:
+        for comp in val:
+            qualifier = comp[0] if comp else ""
+            if qualifier in _DX_QUALIFIERS and len(comp) > 1 and comp[1]:
+                code = comp[1].replace(".", "").strip().upper()
+                if _DX_QUALIFIERS[qualifier]:
+                    claim["_dx"].insert(0, code)
+                else:
+                    claim["_dx"].append(code)
+            elif qualifier == "BH" and self.st_kind == "837I" and len(comp) > 1:
+                # The 837I codes accidents and onset as occurrence codes with their dates.
+                code, date = comp[1].strip(), x12_date(comp[3]) if len(comp) > 3 else None
+                cause = _OCCURRENCE_CAUSES.get(code)
+                if cause:
+                    claim.setdefault("_causes", []).append(cause)
+                    claim["accident_date"] = claim["accident_date"] or date
+                elif code == _ONSET_OCCURRENCE:
+                    claim["onset_date"] = claim["onset_date"] or date
 
     def _open_claim(self, pos: int, val: Values) -> None:
         self.ctx = "2300"
         self.claim_seq += 1
-        sub = self.subscriber
+        sub, patient = self.subscriber, self.patient
+        # The patient is the 2000C person when there is one, else the subscriber.
+        person = patient if patient.get("in_loop") else sub
+        relationship = patient.get("relationship") if person is patient else sub.get("sbr02")
         claim_id = v(val, 1)
+        causes = [c for c in (v(val, 11, 1), v(val, 11, 2), v(val, 11, 3)) if c]
         self.claim = {
             "claim_id": claim_id,
             "submission_date": self.bht_date or self.gs_date or self.isa_date,
@@ -369,7 +541,7 @@ class _Extractor:
             "payer_id": sub.get("payer_id") or None,
             "payer_name": sub.get("payer_name"),
             "claim_filing_indicator": sub.get("sbr09"),
-            "payer_type": self.tables.payer_type_for_indicator(sub.get("sbr09")),
+            "payer_type": self._payer_type(sub.get("sbr09")),
             "billing_npi": self.billing.get("npi"),
             "rendering_npi": None,
             "referring_npi": None,
@@ -377,17 +549,52 @@ class _Extractor:
             "place_of_service": v(val, 5, 1) or None,
             "total_charge": money(v(val, 2)),
             "patient_id": sub.get("member_id") or None,
-            "patient_birth_date": sub.get("patient_dob") or sub.get("dob"),
-            "patient_sex": sub.get("patient_sex") or sub.get("sex"),
+            "patient_birth_date": patient.get("dob") or sub.get("dob"),
+            "patient_sex": patient.get("sex") or sub.get("sex"),
             "prior_auth_number": None,
             "referral_number": None,
             "has_other_coverage": False,
+            "payer_responsibility": sub.get("sbr01"),
+            "subscriber_group_number": sub.get("sbr03"),
+            "patient_relationship": relationship,
+            "patient_key": _person_key(person),
+            "patient_state": patient.get("state") or sub.get("state"),
+            "subscriber_state": sub.get("state"),
+            "billing_state": self.billing.get("state"),
+            "billing_taxonomy": self.billing.get("taxonomy"),
+            "rendering_taxonomy": None,
+            "service_facility_npi": None,
+            "service_facility_state": None,
+            "delay_reason_code": v(val, 20) or None,
+            "related_causes": ",".join(causes) or None,
+            "auto_accident_state": v(val, 11, 4) or None,
+            "epsdt_indicator": None,
+            "accident_date": None,
+            "onset_date": None,
+            "initial_treatment_date": None,
+            "attachment_types": None,
+            "attachment_transmission": None,
+            "claim_note": None,
+            "clia_number": None,
+            "other_payer_id": None,
+            "other_payer_responsibility": None,
+            "other_payer_filing_indicator": None,
+            "other_payer_paid_amount": None,
+            "other_payer_adjudication_date": None,
             "_pos": pos,
             "_lines": [],
             "_dx": [],
             "_claim_dates": (None, None),
+            "_other_payers": 0,
         }
         self.pending_claim_ids.append((claim_id, pos))
+
+    def _payer_type(self, indicator: str | None) -> str:
+        # One table lookup per filing indicator, not per claim (a pandas .loc costs ~0.5 ms).
+        known = self.payer_types.get(indicator)
+        if known is None:
+            known = self.payer_types[indicator] = self.tables.payer_type_for_indicator(indicator)
+        return known
 
     def _service_line(self, line: Row, seg_id: str, val: Values) -> None:
         if seg_id == "SV1":
@@ -396,7 +603,9 @@ class _Extractor:
                 procedure_code=(proc[1] if len(proc) > 1 else "").strip().upper(),
                 modifiers=[m.strip() or None for m in proc[2:6]],
                 line_charge=money(v(val, 2)),
+                unit_basis=v(val, 3) or None,
                 units=number(v(val, 4)),
+                line_place_of_service=v(val, 5) or None,
                 diagnosis_pointers=",".join(p for p in (val[6] if len(val) > 6 else []) if p)
                 or None,
                 revenue_code=None,
@@ -407,7 +616,9 @@ class _Extractor:
                 procedure_code=(proc[1] if len(proc) > 1 else "").strip().upper(),
                 modifiers=[m.strip() or None for m in proc[2:6]],
                 line_charge=money(v(val, 3)),
+                unit_basis=v(val, 4) or None,
                 units=number(v(val, 5)),
+                line_place_of_service=None,
                 diagnosis_pointers=None,
                 revenue_code=v(val, 1) or None,
             )
@@ -431,6 +642,8 @@ class _Extractor:
             date = date or claim_from
             if date:
                 line_dates.append(date)
+            types, transmission = _attachments(line.get("_pwk"))
+            notes = line.get("_notes")
             self._emit(
                 "lines",
                 {
@@ -446,6 +659,19 @@ class _Extractor:
                     "service_date": date,
                     "diagnosis_pointers": line["diagnosis_pointers"],
                     "revenue_code": line["revenue_code"],
+                    "line_prior_auth_number": line.get("line_prior_auth_number"),
+                    "line_referral_number": line.get("line_referral_number"),
+                    "ndc_code": line.get("ndc_code"),
+                    "ndc_quantity": line.get("ndc_quantity"),
+                    "ndc_unit": line.get("ndc_unit"),
+                    "line_note": _NOTE_SEPARATOR.join(notes) if notes else None,
+                    "line_attachment_types": types,
+                    "line_attachment_transmission": transmission,
+                    "line_rendering_npi": line.get("line_rendering_npi"),
+                    "line_referring_npi": line.get("_DN") or line.get("_DK"),
+                    "line_place_of_service": line["line_place_of_service"],
+                    "line_clia_number": line.get("line_clia_number"),
+                    "unit_basis": line["unit_basis"],
                     "_key": key,
                     "_file": self.r.path,
                     "_pos": line["_pos"],
@@ -470,13 +696,22 @@ class _Extractor:
         if claim["rendering_npi"] is None and claim.get("_attending"):
             claim["rendering_npi"] = claim["_attending"]
         claim["provider_taxonomy"] = (
-            claim.get("_rendering_taxonomy")
+            claim["rendering_taxonomy"]
             or claim.get("_attending_taxonomy")
-            or self.billing.get("taxonomy")
+            or claim["billing_taxonomy"]
         )
         claim["referring_npi"] = claim["referring_npi"] or claim.get("_line_referring")
         for field_ in ("prior_auth_number", "referral_number"):
             claim[field_] = claim[field_] or claim.get("_line_" + field_)
+        claim["attachment_types"], claim["attachment_transmission"] = _attachments(
+            claim.get("_pwk")
+        )
+        if "_notes" in claim:
+            claim["claim_note"] = _NOTE_SEPARATOR.join(claim["_notes"])
+        if "_causes" in claim and not claim["related_causes"]:
+            claim["related_causes"] = ",".join(dict.fromkeys(claim["_causes"]))
+        if "_other_paid" in claim:
+            claim["other_payer_paid_amount"] = float(claim["_other_paid"].quantize(_CENT))
         reject = None
         if claim["payer_id"] is None:
             reject = (
@@ -501,6 +736,7 @@ class _Extractor:
         self.trn_payer: str | None = None
         self.ctx835 = "header"
         self.remit: Row | None = None
+        self.remit_line: Row | None = None
         self.remit_buffer: list[Row] = []
         self.svc_count = 0
 
@@ -520,34 +756,27 @@ class _Extractor:
         elif seg_id == "REF" and self.ctx835 == "1000A" and v(val, 1) == "2U":
             self.payer_id = self.payer_id or v(val, 2) or None
         elif seg_id == "CLP":
-            self._close_remit()
-            self.clp_seq += 1
-            self.svc_count = 0
-            self.ctx835 = "2100"
-            claim_id = v(val, 1)
-            if is_placeholder_claim_id(claim_id):
-                self.r.placeholder_clp01 += 1
-            self.r.remittances_read += 1
-            self.remit = {
-                "remit_id": f"{self.stem}:{self.isa13}:{self.st02}:{self.clp_seq}",
-                "claim_id": claim_id,
-                "payer_claim_number": v(val, 7) or None,
-                "status_code": v(val, 2),
-                "total_charge": money(v(val, 3)),
-                "paid_amount": money(v(val, 4)),
-                "patient_responsibility": money(v(val, 5)),
-                "_pos": pos,
-                "_file": self.r.path,
-                "_service_date": None,
-            }
-            self.remit_buffer.append(self.remit)
-            self.pending_claim_ids.append((claim_id, pos))
+            self._open_remit(pos, val)
         elif remit is None:
             return
-        elif seg_id == "DTM" and self.ctx835 == "2100" and v(val, 1) == "232":
-            remit["_service_date"] = x12_date(v(val, 2))
-        elif seg_id == "DTM" and self.ctx835 == "2110" and v(val, 1) in ("472", "150"):
-            remit["_service_date"] = remit["_service_date"] or x12_date(v(val, 2))
+        elif seg_id == "DTM":
+            qualifier = v(val, 1)
+            if self.ctx835 == "2100":
+                column = _REMIT_DATES.get(qualifier)
+                if column:
+                    remit[column] = x12_date(v(val, 2))
+                    if qualifier == "232":
+                        remit["_service_date"] = remit[column]
+            elif self.ctx835 == "2110" and qualifier in ("472", "150"):
+                date = x12_date(v(val, 2))
+                remit["_service_date"] = remit["_service_date"] or date
+                service = self.remit_line
+                if service is not None and service["service_date"] is None:
+                    service["service_date"] = date
+        elif seg_id == "NM1":
+            column = _REMIT_MEMBER_IDS.get(v(val, 1))
+            if column and self.ctx835 == "2100":
+                remit[column] = v(val, 9) or None
         elif seg_id == "CAS":
             line = self.svc_count if self.ctx835 == "2110" else None
             group = v(val, 1)
@@ -573,30 +802,80 @@ class _Extractor:
             fields_ = (3, 4, 5, 6, 7) if seg_id == "MOA" else (5, 20, 21, 22, 23)
             for n in fields_:
                 if v(val, n):
-                    self._remark(remit, None, v(val, n), pos)
-        elif seg_id == "LQ" and self.ctx835 == "2110" and v(val, 1) == "HE" and v(val, 2):
-            self._remark(remit, self.svc_count, v(val, 2), pos)
+                    self._remark(remit, None, v(val, n), pos, seg_id)
         elif seg_id == "SVC":
-            self.ctx835 = "2110"
-            self.svc_count += 1
-            qualifier = v(val, 1, 1)
-            code = v(val, 1, 2).upper()
-            self._emit(
-                "remit_lines",
-                {
-                    "remit_id": remit["remit_id"],
-                    "claim_id": remit["claim_id"],
-                    "line_number": self.svc_count,
-                    "procedure_code": None if qualifier == "NU" or not code else code,
-                    "line_charge": money(v(val, 2)),
-                    "paid_amount": money(v(val, 3)),
-                    "units": number(v(val, 5)),
-                    "_file": self.r.path,
-                    "_pos": pos,
-                },
-            )
+            self._service_payment(remit, pos, val)
+        elif self.remit_line is None:
+            return
+        elif seg_id == "LQ" and v(val, 1) == "HE" and v(val, 2):
+            self._remark(remit, self.svc_count, v(val, 2), pos, "LQ")
+        elif seg_id == "AMT" and v(val, 1) == "B6":
+            self.remit_line["allowed_amount"] = money(v(val, 2))
+        elif seg_id == "REF" and v(val, 1) == "6R":
+            self.remit_line["line_control_number"] = v(val, 2) or None
 
-    def _remark(self, remit: Row, line: int | None, code: str, pos: int) -> None:
+    def _open_remit(self, pos: int, val: Values) -> None:
+        self._close_remit()
+        self.clp_seq += 1
+        self.svc_count = 0
+        self.ctx835 = "2100"
+        claim_id = v(val, 1)
+        if is_placeholder_claim_id(claim_id):
+            self.r.placeholder_clp01 += 1
+        self.r.remittances_read += 1
+        self.remit = {
+            "remit_id": f"{self.stem}:{self.isa13}:{self.st02}:{self.clp_seq}",
+            "claim_id": claim_id,
+            "payer_claim_number": v(val, 7) or None,
+            "status_code": v(val, 2),
+            "total_charge": money(v(val, 3)),
+            "paid_amount": money(v(val, 4)),
+            "patient_responsibility": money(v(val, 5)),
+            "claim_filing_indicator": v(val, 6) or None,
+            "frequency_code": v(val, 9) or None,
+            "patient_member_id": None,
+            "insured_member_id": None,
+            "corrected_member_id": None,
+            "statement_from": None,
+            "statement_to": None,
+            "received_date": None,
+            "coverage_expiration_date": None,
+            "_pos": pos,
+            "_file": self.r.path,
+            "_service_date": None,
+        }
+        self.remit_buffer.append(self.remit)
+        self.pending_claim_ids.append((claim_id, pos))
+
+    def _service_payment(self, remit: Row, pos: int, val: Values) -> None:
+        """SVC: a 2110 service line payment; SVC06 is the code as submitted when the payer
+        adjudicated another one."""
+        self.ctx835 = "2110"
+        self.svc_count += 1
+        qualifier = v(val, 1, 1)
+        code = v(val, 1, 2).upper()
+        self.remit_line = {
+            "remit_id": remit["remit_id"],
+            "claim_id": remit["claim_id"],
+            "line_number": self.svc_count,
+            "procedure_code": None if qualifier == "NU" or not code else code,
+            "line_charge": money(v(val, 2)),
+            "paid_amount": money(v(val, 3)),
+            "units": number(v(val, 5)),
+            "modifier_1": v(val, 1, 3) or None,
+            "modifier_2": v(val, 1, 4) or None,
+            "modifier_3": v(val, 1, 5) or None,
+            "modifier_4": v(val, 1, 6) or None,
+            "original_procedure_code": v(val, 6, 2).upper() or None,
+            "service_date": None,
+            "allowed_amount": None,
+            "line_control_number": None,
+            "_file": self.r.path,
+            "_pos": pos,
+        }
+        self._emit("remit_lines", self.remit_line)
+
+    def _remark(self, remit: Row, line: int | None, code: str, pos: int, source: str) -> None:
         self._emit(
             "remarks",
             {
@@ -604,6 +883,7 @@ class _Extractor:
                 "claim_id": remit["claim_id"],
                 "line_number": line,
                 "rarc": code,
+                "source": source,
                 "_file": self.r.path,
                 "_pos": pos,
             },
@@ -611,6 +891,7 @@ class _Extractor:
 
     def _close_remit(self) -> None:
         self.remit = None
+        self.remit_line = None
         if self.st_kind != "835" or not self.remit_buffer:
             return
         date = self.bpr_date or self.dtm405 or self.gs_date or self.isa_date

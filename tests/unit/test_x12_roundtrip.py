@@ -13,8 +13,8 @@ import pytest
 import pyx12.params
 import pyx12.x12context
 
-from features.schema import ClaimsDataset, validate_table
-from features.x12 import ingest_paths, write_835, write_837p
+from features.schema import OPTIONAL_COLUMNS, ClaimsDataset, validate_table
+from features.x12 import IngestResult, ingest_paths, write_835, write_837p
 from features.x12.pyx12_stream import CollectingErrorHandler, Pyx12Findings
 from tests.utils.factories import OTHER_VALID_NPI, VALID_NPI, claim_row, line_row
 
@@ -130,15 +130,19 @@ def make_dataset() -> ClaimsDataset:
         {"remit_id": "R2", "claim_id": "C2", "line_number": None, "rarc": "N54"},
         {"remit_id": "R1", "claim_id": "C1", "line_number": 2, "rarc": "M15"},
     ]
-    tables = {
-        "claims": claims,
-        "lines": lines,
-        "diagnoses": diagnoses,
-        "remittances": remits,
-        "remit_lines": remit_lines,
-        "adjustments": adjustments,
-        "remarks": remarks,
-    }
+    return validated_dataset(
+        claims=claims,
+        lines=lines,
+        diagnoses=diagnoses,
+        remittances=remits,
+        remit_lines=remit_lines,
+        adjustments=adjustments,
+        remarks=remarks,
+    )
+
+
+def validated_dataset(**tables: list[dict[str, Any]]) -> ClaimsDataset:
+    """A data set of these rows per table, every row valid (the test fails otherwise)."""
     valid = {}
     for name, rows in tables.items():
         good, bad = validate_table(name, pd.DataFrame(rows))
@@ -180,10 +184,20 @@ def test_written_files_pass_pyx12_validation(written: tuple[ClaimsDataset, list[
 
 
 def _compare(left: pd.DataFrame, right: pd.DataFrame, keys: list[str]) -> None:
-    columns = [c for c in left.columns if c != "remit_id"]
+    """The contract's first-version columns; the optional ones (empty in this data set) get
+    the writer's documented defaults, pinned below and in test_x12_whole_claim."""
+    optional = {c for table in OPTIONAL_COLUMNS.values() for c in table}
+    columns = [c for c in left.columns if c != "remit_id" and c not in optional]
     a = left[columns].sort_values(keys).reset_index(drop=True)
     b = right[columns].sort_values(keys).reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b, check_dtype=False)
+
+
+def ingested_cleanly(paths: list[Path], validation: str) -> IngestResult:
+    """The files ingested in this process, nothing quarantined (the test fails otherwise)."""
+    result = ingest_paths(paths, workers=1, validation=validation)  # type: ignore[arg-type]
+    assert result.quarantine.empty, result.quarantine.to_dict("records")
+    return result
 
 
 @pytest.mark.parametrize("validation", ["full", "envelope"])
@@ -191,8 +205,7 @@ def test_round_trip_keeps_every_contract_column(
     written: tuple[ClaimsDataset, list[Path]], validation: str
 ) -> None:
     dataset, paths = written
-    result = ingest_paths(paths, workers=1, validation=validation)  # type: ignore[arg-type]
-    assert result.quarantine.empty, result.quarantine.to_dict("records")
+    result = ingested_cleanly(paths, validation)
     got = result.dataset
     _compare(dataset.claims, got.claims, ["claim_id"])
     _compare(dataset.lines, got.lines, ["claim_id", "line_number"])
@@ -207,6 +220,53 @@ def test_round_trip_keeps_every_contract_column(
     assert set(got.adjustments["remit_id"]) <= set(got.remittances["remit_id"])
     for entry in (e for k, e in result.report.items() if not k.startswith("_")):
         assert entry["pyx12_warnings"] == 0
+
+
+def test_empty_optional_columns_come_back_empty_or_as_the_documented_defaults(
+    written: tuple[ClaimsDataset, list[Path]],
+) -> None:
+    dataset, paths = written
+    got = ingest_paths(paths, workers=1, validation="envelope").dataset
+    claims = got.claims.set_index("claim_id").loc[["C1", "C2", "C3"]]
+    # Required elements: SBR01 P (2320: S), SBR09 ZZ; SV103 UN.
+    assert set(claims["payer_responsibility"]) == {"P"}
+    other_payer = claims.loc["C2", ["other_payer_responsibility", "other_payer_filing_indicator"]]
+    assert other_payer.tolist() == ["S", "ZZ"]
+    assert set(got.lines["unit_basis"]) == {"UN"}
+    # The one taxonomy is written where the reader finds it again as provider_taxonomy.
+    assert claims["rendering_taxonomy"].fillna("").tolist() == ["207Q00000X", "", "207Q00000X"]
+    assert claims["billing_taxonomy"].fillna("").tolist() == ["", "208D00000X", ""]
+    # The stand-ins for a required value the data set lacks read back as empty: the patient
+    # name of a claim without a key (no key, rather than one per birth date and sex) and the
+    # other payer's ID.
+    assert claims["patient_key"].isna().all()
+    assert pd.isna(claims.loc["C2", "other_payer_id"])
+    # The 835 echoes the claim: CLP06 (a CLP06 code, else ZZ), CLP09, the member ID; REF*6R
+    # carries the line number.
+    remits = got.remittances.set_index("claim_id").sort_index()
+    assert remits["claim_filing_indicator"].to_dict() == {"C1": "ZZ", "C2": "MB", "C3": "ZZ"}
+    assert remits["frequency_code"].to_dict() == {"C1": "1", "C2": "1", "C3": "7"}
+    assert set(remits["patient_member_id"]) == {"MBR0001"}
+    remit_lines = got.remit_lines.sort_values(["claim_id", "line_number"])
+    assert remit_lines["line_control_number"].tolist() == ["1", "2", "1"]
+    assert set(got.remarks["source"]) == {"MOA", "LQ"}
+    # Nothing else is invented: no states, relationship, dates, notes or line details.
+    invented = {
+        "claims": ["patient_relationship", "patient_state", "subscriber_state", "billing_state",
+                   "service_facility_npi", "delay_reason_code", "related_causes",
+                   "accident_date", "claim_note", "clia_number", "other_payer_paid_amount",
+                   "other_payer_adjudication_date", "subscriber_group_number"],
+        "lines": ["line_prior_auth_number", "ndc_code", "line_note", "line_attachment_types",
+                  "line_rendering_npi", "line_referring_npi", "line_place_of_service"],
+        "remittances": ["insured_member_id", "corrected_member_id", "statement_from",
+                        "received_date", "coverage_expiration_date"],
+        "remit_lines": ["modifier_1", "original_procedure_code", "service_date",
+                        "allowed_amount"],
+    }  # fmt: skip
+    for table, columns in invented.items():
+        frame = getattr(got, table)
+        assert frame[columns].isna().all().all(), (table, frame[columns].notna().any())
+    assert len(dataset.claims) == len(got.claims)
 
 
 def test_write_splits_files_by_claims_per_file(tmp_path: Path) -> None:
