@@ -52,9 +52,12 @@ class RateKey:
     """A grouping for a smoothed, point-in-time denial rate.
 
     ``level`` says what one event is: ``claim`` (a claim), ``line`` (a distinct procedure on a
-    claim) or ``pair`` (an ordered pair of distinct procedures on one claim); a line or pair
-    rate's claim feature is the worst of the claim's lines or pairs. The target is always the
-    claim's outcome (denied on first adjudication, and the category of its primary CARC).
+    claim), ``diagnosis`` (a diagnosis a line points to) or ``pair`` (an ordered pair of
+    distinct procedures on one claim); a line or pair rate's claim feature is the worst of the
+    claim's lines or pairs, a diagnosis rate's the worst over lines of the line's best
+    diagnosis (a payer accepts a procedure when any diagnosis it points to supports it). The
+    target is always the claim's outcome (denied on first adjudication, and the category of its
+    primary CARC).
 
     Rates are smoothed hierarchically: a group with few outcomes borrows from ``parent`` (a
     coarser grouping of the same level, e.g. payer x procedure borrows from payer x procedure
@@ -94,9 +97,15 @@ RATE_KEYS: tuple[RateKey, ...] = (
         window_days=90,
     ),
     RateKey(
+        "lag",
+        ("lag_bucket", "delay_reason_present"),
+        parent="all",
+        label="denial rate of claims sent this long after the service",
+    ),
+    RateKey(
         "payer_lag",
         ("payer_id", "lag_bucket", "delay_reason_present"),
-        parent="payer",
+        parent="lag",
         label="payer's denial rate for claims sent this long after the service",
     ),
     RateKey(
@@ -190,6 +199,7 @@ RATE_KEYS: tuple[RateKey, ...] = (
         level="line",
         parent="lines",
         label="denial rate of this procedure",
+        window_days=60,
     ),
     RateKey(
         "payer_family",
@@ -242,30 +252,6 @@ RATE_KEYS: tuple[RateKey, ...] = (
         "referral",
     ),
     RateKey(
-        "procedure_dx_category",
-        ("procedure_code", "line_dx_category"),
-        level="line",
-        parent="procedure",
-        label="denial rate of this procedure with this diagnosis category",
-    ),
-    RateKey(
-        "procedure_dx",
-        ("procedure_code", "line_dx"),
-        level="line",
-        parent="procedure_dx_category",
-        by_category=True,
-        label="denial rate of this procedure with the diagnosis its line points to",
-    ),
-    RateKey(
-        "payer_procedure_dx",
-        ("payer_id", "procedure_code", "line_dx_category"),
-        level="line",
-        parent="procedure_dx_category",
-        by_category=True,
-        label="payer's denial rate for this procedure with this diagnosis category",
-        window_days=90,
-    ),
-    RateKey(
         "procedure_place",
         ("procedure_code", "line_place"),
         level="line",
@@ -287,6 +273,39 @@ RATE_KEYS: tuple[RateKey, ...] = (
         parent="procedure",
         by_category=True,
         label="denial rate of this procedure by this specialty with/without an ordering provider",
+    ),
+    # -- diagnoses: one event per diagnosis a line points to (every one when it points to none)
+    RateKey("diagnoses", (), level="diagnosis", label="denial rate of all line diagnoses"),
+    RateKey(
+        "dx_procedure",
+        ("procedure_code",),
+        level="diagnosis",
+        parent="diagnoses",
+        label="denial rate of this procedure (per diagnosis pointed to)",
+    ),
+    RateKey(
+        "procedure_dx_category",
+        ("procedure_code", "dx_category"),
+        level="diagnosis",
+        parent="dx_procedure",
+        label="denial rate of this procedure with this diagnosis category",
+    ),
+    RateKey(
+        "procedure_dx",
+        ("procedure_code", "dx"),
+        level="diagnosis",
+        parent="procedure_dx_category",
+        by_category=True,
+        label="denial rate of this procedure with a diagnosis its line points to",
+    ),
+    RateKey(
+        "payer_procedure_dx",
+        ("payer_id", "procedure_code", "dx_category"),
+        level="diagnosis",
+        parent="procedure_dx_category",
+        by_category=True,
+        label="payer's denial rate for this procedure with this diagnosis category",
+        window_days=90,
     ),
     # -- pairs: one event per ordered pair of distinct procedures on a claim -------------------
     RateKey("pairs", (), level="pair", label="denial rate of all procedure pairs"),
@@ -313,7 +332,7 @@ RATE_KEYS: tuple[RateKey, ...] = (
         label="payer's denial rate for this procedure billed with that one",
     ),
 )
-LEVELS: tuple[str, ...] = ("claim", "line", "pair")
+LEVELS: tuple[str, ...] = ("claim", "line", "diagnosis", "pair")
 
 
 def _rate_feature_names(key: RateKey) -> list[str]:
@@ -350,6 +369,10 @@ COUNT_FEATURES: dict[str, str] = {
     "and procedures (possible duplicate)",
     "hist_patient_family_claims_this_year": "patient's earlier claims this year with this payer "
     "for the same kind of service (benefit limits)",
+    "hist_procedure_claims_this_year": "patient's earlier claims this year with this payer for "
+    "one of these procedures (visit and unit limits)",
+    "hist_family_claims_this_year": "patient's earlier claims this year with this payer for "
+    "one of these kinds of service (visit limits)",
     "hist_person_prior_claims": "the person's earlier claims under any member ID",
     "hist_person_member_prior_claims": "the person's earlier claims under this member ID",
     "hist_person_payer_prior_claims": "the person's earlier claims with this payer",
@@ -738,10 +761,6 @@ def line_keys(arrays: ClaimArrays, claims: KeyColumns) -> KeyColumns:
     units = units_of[which.ravel()[rows]]
     procedure = factors.take(lines["procedure_code"], rows)
     pointers = factors.take(lines["diagnosis_pointers"], rows)
-    pointer = map_text(pointers, _first_pointer, -1, np.int64, factors)
-    dx_code = _pointed_diagnosis(arrays, claim_index, pointer)
-    dx_code = np.where(dx_code == None, claims["principal_dx"][claim_index], dx_code)  # noqa: E711
-    dx_category = map_text(dx_code, lambda code: code[:3], None, object)
     line_place = lines["line_place_of_service"][rows]
     line_place = np.where(is_none(line_place), claims["place_of_service"][claim_index], line_place)
 
@@ -758,8 +777,7 @@ def line_keys(arrays: ClaimArrays, claims: KeyColumns) -> KeyColumns:
         "claim_index": claim_index,
         "procedure_code": procedure,
         "procedure_family": map_text(procedure, _family, None, object, factors),
-        "line_dx": dx_code,
-        "line_dx_category": dx_category,
+        "pointed": map_text(pointers, _pointer_mask, _ALL_POSITIONS, np.int64, factors),
         "line_modifiers": _line_modifier_signatures(arrays)[rows],
         "auth_present": (present("line_prior_auth_number") | on_claim("prior_auth_present")) * 1.0,
         "units_bucket": np.minimum(units, 20.0),
@@ -820,11 +838,38 @@ def pair_keys(lines: KeyColumns) -> KeyColumns:
 
 
 _DIGITS = re.compile(r"\d+")
+_POSITIONS = 12
+"""Diagnosis positions a line may point to (an 837P holds 12 diagnoses, 837I 25)."""
+_ALL_POSITIONS = (1 << _POSITIONS) - 1
 
 
-def _first_pointer(pointers: str) -> int:
-    found = _DIGITS.search(pointers)
-    return int(found.group()) if found else -1
+def _pointer_mask(pointers: str) -> int:
+    """The diagnosis positions a line points to, as bits (position 1 is bit 0); every position
+    when it names none (a payer then reads all of the claim's diagnoses)."""
+    mask = 0
+    for found in _DIGITS.findall(pointers):
+        position = int(found)
+        if 1 <= position <= _POSITIONS:
+            mask |= 1 << (position - 1)
+    return mask or _ALL_POSITIONS
+
+
+def diagnosis_keys(arrays: ClaimArrays, lines: KeyColumns) -> KeyColumns:
+    """One row per (line, diagnosis it points to), in line order: the line's keys (payer,
+    procedure...) and the diagnosis code and category. ``line`` numbers the line rows."""
+    row, bit = np.nonzero((lines["pointed"][:, None] >> np.arange(_POSITIONS)) & 1)
+    dx = _pointed_diagnosis(arrays, lines["claim_index"][row], bit + 1)
+    found = dx != None  # noqa: E711  (elementwise)
+    row, dx = row[found], dx[found]
+    columns = {
+        "claim_index": lines["claim_index"][row],
+        "line": row,
+        "dx": dx,
+        "dx_category": map_text(dx, lambda code: code[:3], None, object),
+    }
+    names = (*lines.columns, *lines._sources)
+    sources = {name: (lines, row) for name in names if name not in columns}
+    return KeyColumns(columns, sources)
 
 
 def _family(code: str) -> str | None:
@@ -1275,7 +1320,12 @@ class HistoryFeatures(BaseEstimator):
         known = outcomes[[*OUTCOME_COLUMNS, *extra]].drop_duplicates("claim_id")
         claims = claim_keys(arrays, claim_features)
         lines = line_keys(arrays, claims)
-        tables = {"claim": claims, "line": lines, "pair": pair_keys(lines)}
+        tables = {
+            "claim": claims,
+            "line": lines,
+            "diagnosis": diagnosis_keys(arrays, lines),
+            "pair": pair_keys(lines),
+        }
         remit_day, denied, category = _outcomes_by_claim(claims, known)
         category_code = pd.Index(DENIAL_CATEGORIES).get_indexer(category)
         self.rate_indexes_: dict[str, EventIndex] = {}
@@ -1332,63 +1382,78 @@ class HistoryFeatures(BaseEstimator):
         """
         claims = claim_keys(arrays, claim_features)
         lines = line_keys(arrays, claims)
+        diagnoses = diagnosis_keys(arrays, lines)
         claim_columns, line_columns = _hashed_columns(claims)
         claims.hash_columns(claim_columns)
         lines.hash_columns(line_columns)
+        diagnoses.hash_columns(("dx", "dx_category"))
         # Built now, not on first use in a thread that scores a range.
         self._table_lookups()
         if executor is None:
-            return HistoryBatch(self, claims, lines, self._batch_indexes(claims, lines))
+            return HistoryBatch(self, claims, lines, diagnoses, self._batch_indexes(claims, lines))
         # What the indexes read of the lines' claim columns, taken now: from here on, nothing
         # writes to these two tables while threads read them.
         for name in ("submission_day", "service_day"):
             lines[name]
         return HistoryBatch(
-            self, claims, lines, executor.submit(self._batch_indexes, claims, lines)
+            self, claims, lines, diagnoses, executor.submit(self._batch_indexes, claims, lines)
         )
 
     def _features(
         self,
         claims: KeyColumns,
         lines: KeyColumns,
+        diagnoses: KeyColumns,
         batch: Callable[[], dict[str, EventIndex]],
         side_by_side: bool,
         compiled: bool = False,
     ) -> dict[str, np.ndarray]:
-        """:meth:`transform` of the claims (and their lines) in these tables; ``batch`` gives
-        :meth:`_batch_indexes` of the whole batch they belong to (once they are needed).
-        ``compiled`` is passed to :meth:`_TableLookups.values`."""
+        """:meth:`transform` of the claims (and their lines and line diagnoses) in these tables;
+        ``batch`` gives :meth:`_batch_indexes` of the whole batch they belong to (once they are
+        needed). ``compiled`` is passed to :meth:`_TableLookups.values`."""
         pairs = pair_keys(lines)
         by_claim = ClaimGroups(lines["claim_index"], len(claims))
         by_claim_of_pairs = ClaimGroups(pairs["claim_index"], len(claims))
-        claim_lookups, line_lookups, pair_lookups = self._table_lookups()
+        claim_lookups, line_lookups, dx_lookups, pair_lookups = self._table_lookups()
+
+        def worst_line_best_diagnosis(values: np.ndarray) -> np.ndarray:
+            # A line is as safe as its safest diagnosis; the claim as risky as its riskiest line.
+            starts = group_starts(diagnoses["line"])
+            if len(starts) == 0:
+                return np.full((values.shape[0], len(claims)), np.nan)
+            best = np.minimum.reduceat(values, starts, axis=1)
+            lines_of = ClaimGroups(diagnoses["claim_index"][starts], len(claims))
+            return lines_of.max_of_columns(best)
+
         anchor = self._anchor_days(claims["submission_day"])
 
         def anchor_of(table: KeyColumns) -> np.ndarray | None:
             return None if anchor is None else anchor[table["claim_index"]]
 
-        def lines_and_pairs() -> tuple[np.ndarray, np.ndarray]:
+        def lines_diagnoses_and_pairs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             return (
                 line_lookups.values(lines, compiled, anchor_of(lines)),
+                dx_lookups.values(diagnoses, compiled, anchor_of(diagnoses)),
                 pair_lookups.values(pairs, compiled, anchor_of(pairs)),
             )
 
         if side_by_side and len(claims) >= _LOOKUPS_SIDE_BY_SIDE_FROM:
             # Most of a large batch's history time is numpy sorting, searching and taking,
-            # which release the GIL: the line and pair lookups run on a second core meanwhile.
+            # which release the GIL: the line, diagnosis and pair lookups run on a second core.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="line-lookups") as pool:
-                pending = pool.submit(lines_and_pairs)
+                pending = pool.submit(lines_diagnoses_and_pairs)
                 claim_values = claim_lookups.values(claims, compiled, anchor)
-                line_values, pair_values = pending.result()
+                line_values, dx_values, pair_values = pending.result()
         else:
             claim_values = claim_lookups.values(claims, compiled, anchor)
-            line_values, pair_values = lines_and_pairs()
+            line_values, dx_values, pair_values = lines_diagnoses_and_pairs()
         columns: dict[str, np.ndarray] = {}
         evidence: np.ndarray | None = None
         for lookups, values, reduce in (
             (claim_lookups, claim_values, None),
             # A line or pair rate's claim feature is the worst of the claim's lines or pairs.
             (line_lookups, line_values, by_claim.max_of_columns),
+            (dx_lookups, dx_values, worst_line_best_diagnosis),
             (pair_lookups, pair_values, by_claim_of_pairs.max_of_columns),
         ):
             rates, worst = lookups.rates(values, self.smoothing, self.prior_rate)
@@ -1447,9 +1512,9 @@ class HistoryFeatures(BaseEstimator):
         state.pop("_lookups", None)
         return state
 
-    def _table_lookups(self) -> tuple[_TableLookups, _TableLookups, _TableLookups]:
-        """The claim, line and pair lookups of the fitted indexes (built once, rebuilt after a
-        fit)."""
+    def _table_lookups(self) -> tuple[_TableLookups, ...]:
+        """The lookups of the fitted indexes per level (:data:`LEVELS`: claims, lines, line
+        diagnoses, pairs), built once, rebuilt after a fit."""
         fitted = (self.rate_indexes_, self.outcome_indexes_, self.submission_indexes_)
         cached = self.__dict__.get("_lookups")
         if cached is not None and all(a is b for a, b in zip(cached[0], fitted, strict=True)):
@@ -1466,15 +1531,13 @@ class HistoryFeatures(BaseEstimator):
             )
         for name, columns in self._COUNT_KEYS.items():
             by_level["claim"].append(_IndexLookup(name, self.submission_indexes_[name], columns))
+        for name, columns in self._LINE_COUNT_KEYS.items():
+            by_level["line"].append(_IndexLookup(name, self.submission_indexes_[name], columns))
         for name, (level, columns) in self._LAST_SERVICE_KEYS.items():
             by_level[level].append(_IndexLookup(name, self.submission_indexes_[name], columns))
         for name, (columns, _) in _OUTCOME_KEYS.items():
             by_level["claim"].append(_IndexLookup(name, self.outcome_indexes_[name], columns))
-        lookups = (
-            _TableLookups(by_level["claim"]),
-            _TableLookups(by_level["line"]),
-            _TableLookups(by_level["pair"]),
-        )
+        lookups = tuple(_TableLookups(by_level[level]) for level in LEVELS)
         self._lookups = (fitted, lookups)
         return lookups
 
@@ -1494,6 +1557,22 @@ class HistoryFeatures(BaseEstimator):
             "service_year",
         ),
     }
+    _LINE_COUNT_KEYS: dict[str, tuple[str, ...]] = {
+        # Visit and unit limits are per year, per code or kind of service, for any line.
+        "hist_procedure_claims_this_year": (
+            "patient_id",
+            "payer_id",
+            "procedure_code",
+            "service_year",
+        ),
+        "hist_family_claims_this_year": (
+            "patient_id",
+            "payer_id",
+            "procedure_family",
+            "service_year",
+        ),
+    }
+    """Earlier submissions counted per line; a claim's feature is its lines' largest count."""
     _LAST_SERVICE_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
         "hist_patient_days_since_prior_claim": ("claim", ("patient_id",)),
         "hist_days_since_same_procedure": ("line", ("patient_id", "procedure_code")),
@@ -1511,6 +1590,12 @@ class HistoryFeatures(BaseEstimator):
                 continue
             indexes[name] = EventIndex(
                 claims.key(columns), claims["submission_day"], np.ones(len(claims))
+            )
+        for name, columns in cls._LINE_COUNT_KEYS.items():
+            if only is not None and name not in only:
+                continue
+            indexes[name] = EventIndex(
+                lines.key(columns), lines["submission_day"], np.ones(len(lines))
             )
         for name, (level, columns) in cls._LAST_SERVICE_KEYS.items():
             if only is not None and name not in only:
@@ -1533,7 +1618,7 @@ class HistoryFeatures(BaseEstimator):
         """
         by_table: dict[str, list[tuple[str, tuple[str, ...]]]] = {
             "claim": list(cls._COUNT_KEYS.items()),
-            "line": [],
+            "line": list(cls._LINE_COUNT_KEYS.items()),
         }
         for name, (level, columns) in cls._LAST_SERVICE_KEYS.items():
             by_table[level].append((name, columns))
@@ -1590,13 +1675,18 @@ class HistoryFeatures(BaseEstimator):
             keys, days = table.key(columns), table["submission_day"]
             return index.lookup(keys, days, table.order(columns))[:, 0]
 
-        claim_lookups, line_lookups, _ = self._table_lookups()
+        claim_lookups, line_lookups, *_ = self._table_lookups()
         out: dict[str, np.ndarray] = {}
         for name, columns in self._COUNT_KEYS.items():
             count = claim_values[claim_lookups.column(name)]
             if name in batch:
                 count = count + in_batch(batch[name], claims, columns)
             out[name] = count
+        for name, columns in self._LINE_COUNT_KEYS.items():
+            count = line_values[line_lookups.column(name)]
+            if name in batch:
+                count = count + in_batch(batch[name], lines, columns)
+            out[name] = by_claim.max_of_columns(count[None, :])[0]
         for level, frame, values, lookups in (
             ("claim", claims, claim_values, claim_lookups),
             ("line", lines, line_values, line_lookups),
@@ -1633,11 +1723,13 @@ class HistoryBatch:
         history: HistoryFeatures,
         claims: KeyColumns,
         lines: KeyColumns,
+        diagnoses: KeyColumns,
         batch_indexes: dict[str, EventIndex] | Future[dict[str, EventIndex]],
     ) -> None:
         self.history = history
         self.claims = claims
         self.lines = lines
+        self.diagnoses = diagnoses
         self._batch_indexes = batch_indexes
 
     @property
@@ -1655,17 +1747,20 @@ class HistoryBatch:
         (for a caller that already runs ranges in threads of its own). ``compiled``: large
         tables are looked up by the compiled kernel (:mod:`features.lookup_kernel`).
         """
-        claims, lines = self.claims, self.lines
+        claims, lines, diagnoses = self.claims, self.lines, self.diagnoses
         if start != 0 or stop != len(claims):
             line_claims = lines["claim_index"]
-            # Lines are in claim order (ClaimArrays' canonical order): a range's are a range.
+            # Lines are in claim order (ClaimArrays' canonical order): a range's are a range,
+            # and so are their diagnoses' (in line order).
             if np.any(line_claims[1:] < line_claims[:-1]):
                 raise ValueError("history ranges need the lines sorted by claim")
             line_start, line_stop = line_claims.searchsorted([start, stop])
+            dx_start, dx_stop = diagnoses["claim_index"].searchsorted([start, stop])
             claims = claims.row_range(start, stop, start)
             lines = lines.row_range(int(line_start), int(line_stop), start)
+            diagnoses = diagnoses.row_range(int(dx_start), int(dx_stop), start)
         return self.history._features(
-            claims, lines, lambda: self.batch_indexes, side_by_side, compiled
+            claims, lines, diagnoses, lambda: self.batch_indexes, side_by_side, compiled
         )
 
 
@@ -1706,7 +1801,8 @@ def _hashed_column_names(claim_columns: tuple[str, ...]) -> tuple[tuple[str, ...
     line_columns: list[str] = []
     for key in RATE_KEYS:
         # A pair's columns are its first line's, but for the other line's procedure.
-        own = [c for c in key.columns if c != "other_procedure"]
+        # A diagnosis row's are its line's, but for the diagnosis itself.
+        own = [c for c in key.columns if c not in ("other_procedure", "dx", "dx_category")]
         (hashed if key.level == "claim" else line_columns).extend(own)
     for counted in HistoryFeatures._COUNT_KEYS.values():
         hashed.extend(counted)
@@ -1714,6 +1810,8 @@ def _hashed_column_names(claim_columns: tuple[str, ...]) -> tuple[tuple[str, ...
         hashed.extend(grouping)
     for level, grouping in HistoryFeatures._LAST_SERVICE_KEYS.values():
         (hashed if level == "claim" else line_columns).extend(grouping)
+    for grouping in HistoryFeatures._LINE_COUNT_KEYS.values():
+        line_columns.extend(grouping)
     # A line column taken from its claim is hashed with the claim's columns.
     hashed += [name for name in line_columns if name in claim_columns]
     return tuple(dict.fromkeys(hashed)), tuple(dict.fromkeys(line_columns))

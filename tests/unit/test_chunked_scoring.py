@@ -32,6 +32,7 @@ from training.trees import CompiledTrees, compiled_trees
 
 _COUNT_FEATURES = (
     *HistoryFeatures._COUNT_KEYS,
+    *HistoryFeatures._LINE_COUNT_KEYS,
     *HistoryFeatures._LAST_SERVICE_KEYS,
 )
 

@@ -333,7 +333,7 @@ def test_history_groupings_are_the_ones_shared_calls_keep_apart() -> None:
     """Tripwire: :class:`SharedCall` keeps requests apart by patient, by person and by
     (rendering provider, payer), because every batch-submission grouping of the history features
     includes one of them. A new grouping (say, billing NPI x procedure) must be added there too."""
-    groupings = [*HistoryFeatures._COUNT_KEYS.values()]
+    groupings = [*HistoryFeatures._COUNT_KEYS.values(), *HistoryFeatures._LINE_COUNT_KEYS.values()]
     groupings += [columns for _, columns in HistoryFeatures._LAST_SERVICE_KEYS.values()]
     for columns in groupings:
         assert (

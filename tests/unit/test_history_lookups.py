@@ -28,6 +28,7 @@ from features.history import (
     _claim_hash,
     _rate_feature_names,
     claim_keys,
+    diagnosis_keys,
     line_keys,
     pair_keys,
 )
@@ -42,12 +43,28 @@ def _reference_history(
     claims = claim_keys(arrays, claim_features)
     lines = line_keys(arrays, claims)
     pairs = pair_keys(lines)
-    tables = {"claim": claims, "line": lines, "pair": pairs}
+    diagnoses = diagnosis_keys(arrays, lines)
+    tables = {"claim": claims, "line": lines, "diagnosis": diagnoses, "pair": pairs}
     n = len(claims)
     groups = {
         "line": ClaimGroups(lines["claim_index"], n),
         "pair": ClaimGroups(pairs["claim_index"], n),
     }
+
+    def worst_line_best_diagnosis(rows: np.ndarray) -> np.ndarray:
+        """Rows per diagnosis -> per claim: the minimum over each line's diagnoses, then the
+        maximum over the claim's lines (NaN for a claim without any)."""
+        out = np.full((n, rows.shape[1]), np.nan)
+        line_of = diagnoses["line"]
+        for claim in range(n):
+            claim_lines = np.unique(line_of[diagnoses["claim_index"] == claim])
+            if len(claim_lines):
+                best = [rows[line_of == line].min(axis=0) for line in claim_lines]
+                out[claim] = np.max(best, axis=0)
+        return out
+
+    reduce = {"line": groups["line"].max, "pair": groups["pair"].max}
+    reduce["diagnosis"] = worst_line_best_diagnosis
     m, prior = fitted.smoothing, fitted.prior_rate
     k = len(DENIAL_CATEGORIES)
     # Windows end the day after the latest remittance known when the claim was sent.
@@ -84,11 +101,11 @@ def _reference_history(
                 features += list(((recent + m * category_rates) / (recent_count + m)[:, None]).T)
         matrix = np.column_stack(features)
         if key.level != "claim":
-            matrix = groups[key.level].max(matrix)
+            matrix = reduce[key.level](matrix)
         out.update(zip(_rate_feature_names(key), matrix.T, strict=True))
     evidence = worst["claim"]
-    for level in ("line", "pair"):
-        evidence = np.fmax(evidence, groups[level].max(worst[level]))
+    for level in ("line", "diagnosis", "pair"):
+        evidence = np.fmax(evidence, reduce[level](worst[level]))
     out.update(zip(EVIDENCE_FEATURES, evidence.T, strict=True))
 
     # Submissions of this batch the fitted state does not hold count too (a claim never counts
@@ -106,6 +123,12 @@ def _reference_history(
         if batch:
             count = count + batch[name].lookup(keys, days)[:, 0]
         out[name] = count
+    for name, columns in HistoryFeatures._LINE_COUNT_KEYS.items():
+        keys, days = lines.key(columns), lines["submission_day"]
+        count = fitted.submission_indexes_[name].lookup(keys, days)
+        if batch:
+            count = count + batch[name].lookup(keys, days)
+        out[name] = groups["line"].max(count)[:, 0]
     no_key = np.array([v is None for v in claims["patient_key"]], dtype=bool)
     for name in (
         "hist_person_prior_claims",
@@ -242,8 +265,8 @@ def test_a_large_batch_looks_its_lines_up_in_a_second_thread(monkeypatch):
     monkeypatch.setattr(history._TableLookups, "values", recording)
     monkeypatch.setattr(history, "_LOOKUPS_SIDE_BY_SIDE_FROM", len(tables))
     _assert_same_as_reference(fitted, tables)
-    # The claims here, the lines and pairs in the other thread (either may get there first).
-    assert sorted(threads) == sorted([threading.current_thread().name, *["line-lookups_0"] * 2])
+    # The claims here, lines, diagnoses and pairs in the other thread (either may be first).
+    assert sorted(threads) == sorted([threading.current_thread().name, *["line-lookups_0"] * 3])
     threads.clear()
     _assert_same_as_reference(fitted, tables.subset(tables.claims["claim_id"].iloc[1:]))
     assert set(threads) == {threading.current_thread().name}  # below the threshold: one thread
