@@ -33,21 +33,12 @@ import numpy as np
 import pandas as pd
 
 from features.codes import DENIAL_CATEGORIES
-from simulator.catalog import (
-    EM_FAMILIES,
-    NCCI_BYPASS_MODIFIERS,
-    NCCI_PAIRS,
-    NECESSITY_RULES,
-    PROCEDURE_FAMILIES,
-    PROCEDURES,
-)
+from simulator.catalog import EM_FAMILIES, PROCEDURE_FAMILIES, PROCEDURES
 from simulator.encounters import (
     CODE_FAMILY,
     CODE_GROUP,
     CODE_INDEX,
-    DIAGNOSES,
     FAMILY_INDEX,
-    GROUP_NAMES,
     MOD,
     PLACES,
     RENDERING_MISSING,
@@ -56,7 +47,8 @@ from simulator.encounters import (
     RENDERING_UNKNOWN,
     Encounters,
 )
-from simulator.world import ORDER_TAKING_SPECIALTIES, REFERRED_SPECIALTIES, SPECIALTIES, World
+from simulator.spec import ORDER_TAKING_SPECIALTIES, REFERRED_SPECIALTIES
+from simulator.world import EXCLUSION_CARCS, World
 
 ADJUDICATION_ORDER: tuple[str, ...] = (
     "duplicate",
@@ -125,11 +117,13 @@ REASONS: tuple[DenialReason, ...] = (
     DenialReason("plan_exclusion", "non_covered", ("96",), rarc="N130", line_level=True),
     DenialReason("benefit_exclusion", "non_covered", ("204",), line_level=True),
     DenialReason("benefit_maximum", "non_covered", ("119",), line_level=True),
+    DenialReason("units_above_benefit", "non_covered", ("119",), line_level=True),
     DenialReason(
         "diagnosis_unrelated", "medical_necessity", ("11", "167"), (0.6, 0.4), line_level=True
     ),
     DenialReason("diagnosis_not_accepted", "medical_necessity", ("50",), line_level=True),
     DenialReason("too_frequent", "medical_necessity", ("151",), line_level=True),
+    DenialReason("units_above_limit", "medical_necessity", ("151",), line_level=True),
     DenialReason("unlisted_code_description", "documentation", ("252",), rarc="N350"),
     DenialReason("increased_service_records", "documentation", ("252",), rarc="N706"),
     DenialReason("high_dollar_review", "documentation", ("252", "226"), (0.6, 0.4), rarc="M127"),
@@ -139,30 +133,11 @@ REASONS: tuple[DenialReason, ...] = (
 )
 REASON_INDEX = {r.name: i for i, r in enumerate(REASONS)}
 
-# --- Mechanism parameters (the world's payer behaviour; tuned to denial-facts.md) -------------
-COVERAGE_BASE = {
-    "commercial": 0.0075,
-    "medicare": 0.0065,
-    "medicare_advantage": 0.018,
-    "medicaid": 0.011,
-    "other": 0.008,
-}
-"""Chance a claim meets inactive coverage, before the first-claim and gap multipliers."""
-IDENTITY_BASE = 0.0035
-OTHER_COVERAGE_BASE = {
-    "commercial": 0.10,
-    "medicare": 0.03,
-    "medicare_advantage": 0.08,
-    "medicaid": 0.12,
-    "other": 0.12,
-}
-MEDICARE_AGE_ON_COMMERCIAL = 0.07
+# --- How payers respond to a visible defect (the world's spec scales them by category) --------
 CARC_FOR_CREDENTIALING = 0.85
-DOCUMENTATION_HIGH_DOLLAR = 1500.0
-RECORDS_REVIEW_FAMILIES = ("physical_therapy", "sleep_study", "cardiac_imaging")
-REPEAT_INTERVAL = np.array(
-    [NECESSITY_RULES[g].repeat_interval_days or -1 for g in GROUP_NAMES], dtype=np.int64
-)
+UNIT_LIMIT_DENIAL = 0.9
+MOST_SCALED = 0.97
+"""A scaled-up probability stays below this (a defect is never denied for sure)."""
 
 
 @dataclass
@@ -201,10 +176,12 @@ class ClaimFacts:
     total_charge: np.ndarray
     family: np.ndarray
     """(n, n_families) claim has a line in this procedure family."""
-    after_drift: np.ndarray
+    period: np.ndarray
+    """Rule period of the service date (see ``simulator.world.RuleTables``)."""
     first_with_payer: np.ndarray
     gap_days: np.ndarray
-    therapy_visit_number: np.ndarray
+    over_visit_limit: np.ndarray
+    """A visit of a family the payer limits per calendar year, past the limit."""
     earlier_identical: np.ndarray
     enrolled: np.ndarray
 
@@ -249,6 +226,7 @@ def claim_facts(
     age = np.where(birth_missing, np.nan, (day - world.patient_birth_day[patient]) / 365.25)
 
     # History: the claims the payer saw, in submission order (ties: service date, then row).
+    year = _year_of_day(start, day)
     history = pd.DataFrame(
         {
             "patient": patient,
@@ -256,8 +234,7 @@ def claim_facts(
             "day": day,
             "submitted": submitted,
             "signature": procedure_signature(lines, n),
-            "therapy": family[:, FAMILY_INDEX["physical_therapy"]],
-            "year": _year_of_day(start, day),
+            "year": year,
         }
     )[seen]
     history = history.iloc[
@@ -272,9 +249,14 @@ def claim_facts(
     previous_latest = latest.groupby(history["patient"]).shift(1).to_numpy()
     gap = np.full(n, np.nan)
     gap[history.index] = np.maximum(history["day"].to_numpy() - previous_latest, 0)
-    visit_number = np.zeros(n, dtype=np.int64)
-    therapy = history[history["therapy"]]
-    visit_number[therapy.index] = therapy.groupby(["patient", "payer", "year"]).cumcount() + 1
+    # Visits of a limited family, counted per patient, payer and calendar year.
+    over_limit = np.zeros(n, dtype=bool)
+    limits = world.rules.visit_limit
+    for f in np.flatnonzero((limits < 10**9).any(axis=0)):
+        visits = history[family[history.index.to_numpy(), f]]
+        number = visits.groupby(["patient", "payer", "year"]).cumcount().to_numpy() + 1
+        rows = visits.index.to_numpy()
+        over_limit[rows] |= number > limits[payer[rows], f]
     identical = np.zeros(n, dtype=bool)
     identical[history.index] = (
         history.groupby(["patient", "day", "signature"]).cumcount().to_numpy() > 0
@@ -287,33 +269,34 @@ def claim_facts(
         start=start,
         payer=payer,
         payer_type=world.payer_types[payer],
-        strictness=np.array([p.strictness for p in world.payers])[payer],
+        strictness=world.payer_values("strictness")[payer],
         service_day=day,
         lag=submitted - day,
         age=age,
         sex=world.patient_sex[patient],
         other_coverage=world.patient_other_coverage[patient],
         place=np.array(PLACES)[claims["place"].to_numpy()],
-        specialty=np.array([s.name for s in SPECIALTIES])[claims["specialty"].to_numpy()],
+        specialty=world.specialty_names[claims["specialty"].to_numpy()],
         total_charge=np.bincount(claim, weights=line_charge, minlength=n),
         family=family,
-        after_drift=(day >= world.drift_day).astype(np.int64),
+        period=world.rules.period(day),
         first_with_payer=first_with_payer,
         gap_days=gap,
-        therapy_visit_number=visit_number,
+        over_visit_limit=over_limit,
         earlier_identical=identical,
         enrolled=enrolled,
     )
 
 
-def _too_frequent(encounters: Encounters, seen: np.ndarray) -> np.ndarray:
+def _too_frequent(encounters: Encounters, world: World, seen: np.ndarray) -> np.ndarray:
     """Claims repeating a frequency-limited procedure group too soon.
 
     Compares each claim with the patient's previously submitted claim in the same group.
     """
     claims, lines = encounters.claims, encounters.lines
+    repeat_interval = world.rules.repeat_interval
     group = CODE_GROUP[lines["code"].to_numpy()]
-    limited = (group >= 0) & (REPEAT_INTERVAL[np.maximum(group, 0)] > 0)
+    limited = (group >= 0) & (repeat_interval[np.maximum(group, 0)] > 0)
     claim = lines["claim"].to_numpy()[limited]
     frame = pd.DataFrame({"claim": claim, "group": group[limited]}).drop_duplicates()
     frame = frame[seen[frame["claim"].to_numpy()]]
@@ -323,7 +306,7 @@ def _too_frequent(encounters: Encounters, seen: np.ndarray) -> np.ndarray:
     frame["submitted"] = claims["submission_day"].to_numpy()[rows]
     frame = frame.sort_values(["patient", "group", "submitted", "day", "claim"], kind="stable")
     since = np.abs(frame.groupby(["patient", "group"])["day"].diff().to_numpy())
-    too_soon = since < REPEAT_INTERVAL[frame["group"].to_numpy()]
+    too_soon = since < repeat_interval[frame["group"].to_numpy()]
     out = np.zeros(len(claims), dtype=bool)
     out[frame["claim"].to_numpy()[too_soon]] = True
     return out
@@ -340,7 +323,7 @@ def mechanism_probabilities(
     claims, lines = encounters.claims, encounters.lines
     n = facts.n
     s = facts.strictness
-    payers = world.payers
+    spec, rules = world.spec, world.rules
     claim = lines["claim"].to_numpy()
     code = lines["code"].to_numpy()
     fam = CODE_FAMILY[code]
@@ -350,31 +333,38 @@ def mechanism_probabilities(
         return np.asarray(np.isin(mods, [MOD[m] for m in names]).any(axis=1))
 
     ptype = facts.payer_type
+    line_payer = facts.payer[claim]
+    line_period = facts.period[claim]
+
+    def payer_value(attribute: str) -> np.ndarray:
+        return world.payer_values(attribute)[facts.payer]
+
     p: dict[str, np.ndarray] = {}
 
     p["duplicate_submission"] = np.where(facts.earlier_identical, 0.95, 0.0)
-    filing_limit = np.array([x.timely_filing_days for x in payers])[facts.payer]
+    filing_limit = rules.filing_limit[facts.period, facts.payer]
     p["filed_after_limit"] = np.where(facts.lag > filing_limit, 0.95, 0.0)
 
     # Eligibility: risk rises with visible signs that coverage may have changed.
     gap = facts.gap_days
     gap_factor = np.where(gap > 365, 2.5, np.where(gap > 90, 1.6, 1.0))
     new_member = facts.first_with_payer
-    coverage = np.vectorize(COVERAGE_BASE.get)(ptype) * s * (1 + 2.0 * new_member) * gap_factor
+    by_type = np.vectorize(spec.coverage_base.get)(ptype)
+    coverage = by_type * s * (1 + 2.0 * new_member) * gap_factor
     p["coverage_not_active"] = coverage
-    p["member_not_identified"] = IDENTITY_BASE * s * (1 + 3.0 * new_member)
+    p["member_not_identified"] = spec.identity_base * s * (1 + 3.0 * new_member)
     p["other_payer_primary"] = np.where(
-        facts.other_coverage, np.vectorize(OTHER_COVERAGE_BASE.get)(ptype), 0.0
+        facts.other_coverage, np.vectorize(spec.other_coverage_base.get)(ptype), 0.0
     )
     senior = np.nan_to_num(facts.age, nan=0.0) >= 65
     p["medicare_primary"] = np.where(
-        (ptype == "commercial") & senior, MEDICARE_AGE_ON_COMMERCIAL, 0.0
+        (ptype == "commercial") & senior, spec.medicare_age_on_commercial, 0.0
     )
     medicare_like = np.isin(ptype, ["medicare", "medicare_advantage"])
     p["hospice_enrolled"] = np.where(medicare_like & (np.nan_to_num(facts.age) >= 80), 0.004, 0.0)
 
     p["provider_not_enrolled"] = np.where(facts.enrolled, 0.0, CARC_FOR_CREDENTIALING)
-    pays_np = np.array([x.pays_nurse_practitioners for x in payers])[facts.payer]
+    pays_np = payer_value("pays_nurse_practitioners")
     p["provider_type_not_paid"] = np.where(
         (facts.specialty == "nurse_practitioner")
         & ~pays_np
@@ -396,12 +386,12 @@ def mechanism_probabilities(
     p["rendering_npi_not_matched"] = np.where(state == RENDERING_UNKNOWN, 0.8, 0.0)
     pointer_missing = _line_any(claim, lines["pointers"].to_numpy() == 0, n)
     p["diagnosis_pointer_missing"] = np.where(pointer_missing, np.minimum(0.6 * s, 0.95), 0.0)
-    wants_taxonomy = np.array([x.requires_taxonomy for x in payers])[facts.payer]
+    wants_taxonomy = payer_value("requires_taxonomy")
     p["taxonomy_missing"] = np.where(
         claims["taxonomy_missing"].to_numpy(), np.where(wants_taxonomy, 0.5, 0.02), 0.0
     )
     p["primary_payment_missing"] = np.where(facts.other_coverage & (ptype == "medicaid"), 0.15, 0.0)
-    p["billing_error"] = 0.002 * s
+    p["billing_error"] = payer_value("unprocessable_rate") * s
 
     # Coding edits.
     is_em = np.isin(fam, [FAMILY_INDEX[f] for f in EM_FAMILIES])
@@ -409,10 +399,14 @@ def mechanism_probabilities(
     em_without_25 = _line_any(claim, is_em & ~has_mod(["25"]), n)
     p["modifier_25_missing"] = np.where(em_without_25 & _line_any(claim, needs_25, n), 0.85, 0.0)
     unbundled = np.zeros(n, dtype=bool)
-    for column_1, column_2 in NCCI_PAIRS:
+    honoured = np.zeros(len(code), dtype=bool)
+    for i, payer in enumerate(world.payers):
+        mine = line_payer == i
+        honoured[mine] = has_mod(payer.ncci_modifiers)[mine]
+    for k, (column_1, column_2) in enumerate(rules.ncci_pairs):
         has_1 = _line_any(claim, code == CODE_INDEX[column_1], n)
         bare_2 = _line_any(
-            claim, (code == CODE_INDEX[column_2]) & ~has_mod(NCCI_BYPASS_MODIFIERS), n
+            claim, (code == CODE_INDEX[column_2]) & ~honoured & rules.ncci[line_payer, k], n
         )
         unbundled |= has_1 & bare_2
     p["ncci_unbundled"] = np.where(unbundled, 0.9, 0.0)
@@ -433,36 +427,35 @@ def mechanism_probabilities(
     p["place_of_service_mismatch"] = np.where(_line_any(claim, telephone_in_office, n), 0.7, 0.0)
 
     # Authorization and referral.
-    auth_list = world.auth_required[facts.after_drift, facts.payer]
-    needs_auth = (auth_list & facts.family).any(axis=1)
+    units = lines["units"].to_numpy()
+    needs_auth = _line_any(claim, units >= rules.auth_units[line_period, line_payer, code], n)
     has_auth = claims["has_auth"].to_numpy()
     p["authorization_absent"] = np.where(needs_auth & ~has_auth, np.minimum(0.65 * s, 0.95), 0.0)
     p["authorization_exceeded"] = np.where(needs_auth & has_auth, 0.008 * s, 0.0)
-    gatekeeper = np.array([x.referral_required for x in payers])[facts.payer]
+    gatekeeper = payer_value("referral_required")
     specialist = np.isin(facts.specialty, list(REFERRED_SPECIALTIES))
+    referred_code = _line_any(claim, rules.referral_code[line_payer, code], n)
     p["referral_absent"] = np.where(
-        gatekeeper & specialist & ~claims["has_referral"].to_numpy(), 0.6, 0.0
+        ((gatekeeper & specialist) | referred_code) & ~claims["has_referral"].to_numpy(), 0.6, 0.0
     )
 
     # Coverage exclusions and benefit limits.
+    excluded = rules.excluded[line_period, line_payer, code]
     for reason, carc in (
         ("routine_exam_not_covered", "49"),
         ("plan_exclusion", "96"),
         ("benefit_exclusion", "204"),
     ):
-        excluded = np.zeros((len(payers), len(PROCEDURE_FAMILIES)), dtype=bool)
-        for i, payer in enumerate(payers):
-            for family_name, payer_carc in payer.not_covered.items():
-                excluded[i, FAMILY_INDEX[family_name]] = payer_carc == carc
-        p[reason] = np.where((excluded[facts.payer] & facts.family).any(axis=1), 0.9, 0.0)
-    partial = np.zeros((len(payers), len(PROCEDURE_FAMILIES)), dtype=bool)
-    for i, payer in enumerate(payers):
-        for family_name in payer.partially_covered:
-            partial[i, FAMILY_INDEX[family_name]] = True
-    partly = (partial[facts.payer] & facts.family).any(axis=1)
-    p["benefit_exclusion"] = 1 - (1 - p["benefit_exclusion"]) * (1 - np.where(partly, 0.3, 0.0))
-    limit = np.array([x.therapy_visit_limit or 10**6 for x in payers])[facts.payer]
-    p["benefit_maximum"] = np.where(facts.therapy_visit_number > limit, 0.85, 0.0)
+        hit = _line_any(claim, excluded == 1 + EXCLUSION_CARCS.index(carc), n)
+        p[reason] = np.where(hit, 0.9, 0.0)
+    partly = _line_any(claim, rules.partial[line_payer, code], n)
+    partial_rate = np.where(partly, payer_value("partial_coverage_denial"), 0.0)
+    p["benefit_exclusion"] = 1 - (1 - p["benefit_exclusion"]) * (1 - partial_rate)
+    p["benefit_maximum"] = np.where(facts.over_visit_limit, 0.85, 0.0)
+    over_units = _line_any(claim, units > rules.unit_limit[line_payer, code], n)
+    as_benefit = payer_value("unit_limit_carc") == "119"
+    p["units_above_benefit"] = np.where(over_units & as_benefit, UNIT_LIMIT_DENIAL, 0.0)
+    p["units_above_limit"] = np.where(over_units & ~as_benefit, UNIT_LIMIT_DENIAL, 0.0)
 
     # Medical necessity: the pointed diagnoses must support each ruled procedure.
     unrelated, weak_only = _necessity_failures(encounters, world, facts)
@@ -475,16 +468,31 @@ def mechanism_probabilities(
     p["unlisted_code_description"] = np.where(unlisted, 0.55, 0.0)
     p["increased_service_records"] = np.where(_line_any(claim, has_mod(["22"]), n), 0.5, 0.0)
     p["high_dollar_review"] = np.where(
-        facts.total_charge > DOCUMENTATION_HIGH_DOLLAR, 0.12 * s, 0.0
+        facts.total_charge > payer_value("high_dollar_threshold"),
+        payer_value("high_dollar_review") * s,
+        0.0,
     )
     high_level = _line_any(claim, np.isin(code, [CODE_INDEX["99215"], CODE_INDEX["99205"]]), n)
-    p["high_level_visit_review"] = np.where(high_level, 0.06 * s, 0.0)
-    reviewed = facts.family[:, [FAMILY_INDEX[f] for f in RECORDS_REVIEW_FAMILIES]].any(axis=1)
-    review_payer = np.isin(ptype, ["medicare", "medicare_advantage", "medicaid"])
-    p["records_review"] = 0.0025 * s + np.where(reviewed & review_payer, 0.03 * s, 0.0)
+    p["high_level_visit_review"] = np.where(
+        high_level, payer_value("high_level_visit_review") * s, 0.0
+    )
+    reviewed = np.zeros(n, dtype=bool)
+    for i, payer in enumerate(world.payers):
+        families = [FAMILY_INDEX[f] for f in payer.records_review_families]
+        mine = facts.payer == i
+        reviewed[mine] = facts.family[mine][:, families].any(axis=1)
+    p["records_review"] = payer_value("records_request_rate") * s + np.where(
+        reviewed, payer_value("records_review_rate") * s, 0.0
+    )
 
-    noise = np.array([x.noise_rate for x in payers])[facts.payer]
+    noise = payer_value("noise_rate")
     p["unexplained"] = 1.1 * noise * np.where(facts.total_charge > 1000, 1.5, 1.0)
+
+    # The world's strength of each category (0 switches its mechanisms off).
+    for denial_reason in REASONS:
+        factor = spec.scale(denial_reason.category)
+        if factor != 1.0:
+            p[denial_reason.name] = np.minimum(p[denial_reason.name] * factor, MOST_SCALED)
     return p
 
 
@@ -511,19 +519,16 @@ def _necessity_failures(
     claim, group = claim[ruled], group[ruled]
     pointers = lines["pointers"].to_numpy()[ruled]
     pointers = np.where(pointers == 0, 0b1111, pointers)  # no pointer: the payer reads them all
-    core = np.zeros((len(GROUP_NAMES), len(DIAGNOSES)), dtype=bool)
-    weak = np.zeros_like(core)
-    index = {c: i for i, c in enumerate(DIAGNOSES)}
-    for g, name in enumerate(GROUP_NAMES):
-        core[g, [index[c] for c in NECESSITY_RULES[name].core]] = True
-        weak[g, [index[c] for c in NECESSITY_RULES[name].weak]] = True
+    rules = world.rules
+    payer, period = facts.payer[claim], facts.period[claim]
     dx = encounters.diagnoses[claim]
     pointed = (pointers[:, None] >> np.arange(dx.shape[1])) & 1 == 1
     pointed &= dx >= 0
     safe_dx = np.maximum(dx, 0)
-    has_core = (pointed & core[group[:, None], safe_dx]).any(axis=1)
-    has_weak = (pointed & weak[group[:, None], safe_dx]).any(axis=1)
-    lenient = world.lenient[facts.after_drift[claim], facts.payer[claim], group]
+    where = (period[:, None], payer[:, None], group[:, None], safe_dx)
+    has_core = (pointed & rules.core[where]).any(axis=1)
+    has_weak = (pointed & rules.weak[where]).any(axis=1)
+    lenient = rules.lenient[period, payer, group]
     unrelated = ~has_core & ~has_weak
     weak_only = ~has_core & has_weak & ~lenient
     return _line_any(claim, unrelated, n), _line_any(claim, weak_only, n)
@@ -551,7 +556,7 @@ def adjudicate(
 ) -> Adjudication:
     """Compute every mechanism's probability and draw the outcome of the ``adjudicated`` rows."""
     facts = claim_facts(encounters, world, start, adjudicated, line_charge)
-    too_soon = _too_frequent(encounters, adjudicated)
+    too_soon = _too_frequent(encounters, world, adjudicated)
     reasons = mechanism_probabilities(encounters, world, facts, too_soon)
     n = facts.n
     fire = category_probabilities(reasons, n)

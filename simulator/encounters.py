@@ -12,18 +12,17 @@ only these visible fields, the history of earlier claims and the payer's rules.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from simulator.catalog import (
     COMORBIDITIES,
-    DIAGNOSIS_MIX,
     DIAGNOSIS_PROFILES,
     EM_ESTABLISHED_MIX,
     EM_FAMILIES,
     EM_NEW_MIX,
-    NCCI_PAIRS,
     NECESSITY_GROUP_OF_CODE,
     NECESSITY_RULES,
     PROCEDURE_FAMILIES,
@@ -33,12 +32,10 @@ from simulator.catalog import (
     TEMPLATES,
     UNRELATED_DIAGNOSES,
 )
-from simulator.world import (
-    ORDER_TAKING_SPECIALTIES,
-    REFERRED_SPECIALTIES,
-    SPECIALTIES,
-    World,
-)
+from simulator.spec import ORDER_TAKING_SPECIALTIES, REFERRED_SPECIALTIES, PracticeHabits
+
+if TYPE_CHECKING:
+    from simulator.world import World
 
 CODES: tuple[str, ...] = tuple(p.code for p in PROCEDURES)
 CODE_INDEX = {code: i for i, code in enumerate(CODES)}
@@ -158,29 +155,6 @@ class Encounters:
         )
 
 
-@dataclass(frozen=True)
-class PracticeHabits:
-    """How carefully the practice bills; each rate is a visible defect when it happens."""
-
-    duplicate_rate: float = 0.0035
-    rejection_rate: float = 0.0175
-    late_submission_share: float = 0.035
-    referring_missing: float = 0.035
-    rendering_missing: float = 0.0025
-    rendering_typo: float = 0.001
-    rendering_unknown: float = 0.001
-    taxonomy_missing: float = 0.025
-    pointer_missing: float = 0.006
-    auth_attach: float = 0.93
-    auth_attach_unneeded: float = 0.25
-    referral_attach: float = 0.92
-    preventive_miscoded: float = 0.03
-    screening_wrong_sex: float = 0.01
-    medicare_preventive_as_awv: float = 0.9
-    auth_learning_days: int = 150
-    """After a payer adds a family to its auth list, the practice takes this long to catch up."""
-
-
 def _weekday_weights(start: pd.Timestamp, days: int) -> np.ndarray:
     weekday = (start.dayofweek + np.arange(days)) % 7
     weights = np.where(weekday < 5, 1.0, np.where(weekday == 5, 0.1, 0.02))
@@ -199,9 +173,9 @@ def generate_encounters(
     n_claims: int,
     days: int,
     start: pd.Timestamp,
-    habits: PracticeHabits,
 ) -> Encounters:
     """First submissions (frequency 1) for ``n_claims`` claims, duplicates included."""
+    habits = world.spec.habits
     n_duplicates = int(round(n_claims * habits.duplicate_rate))
     n_original = n_claims - n_duplicates
     claims = _draw_visits(world, rng, n_original, days, start)
@@ -221,7 +195,7 @@ def generate_encounters(
             place[rows] = [PLACE_INDEX[p] for p in chosen]
     claims["place"] = place
     lines = _draw_lines(world, rng, claims, habits, start)
-    diagnoses, lines = _draw_diagnoses(rng, claims, lines)
+    diagnoses, lines = _draw_diagnoses(world, rng, claims, lines)
     _add_modifiers(world, rng, claims, lines)
     _add_identifiers(world, rng, claims, lines, habits, days)
     encounters = Encounters(claims, lines, diagnoses)
@@ -235,14 +209,15 @@ def _draw_visits(
 ) -> pd.DataFrame:
     """Who was seen, by whom, when, for which kind of visit (one row per original claim)."""
     day_weights = _weekday_weights(start, days)
-    shares = np.array([s.claim_share for s in SPECIALTIES])
+    specialties = world.spec.specialties
+    shares = np.array([s.claim_share for s in specialties])
     counts = rng.multinomial(n, shares / shares.sum())
     age_at_start = -world.patient_birth_day / 365.25
     adult_weight = np.where(age_at_start >= 18, world.patient_weight, 0.0)
     adult_weight = adult_weight / adult_weight.sum()
     n_patients = len(world.patient_weight)
     parts = []
-    for s, (specialty, count) in enumerate(zip(SPECIALTIES, counts, strict=True)):
+    for s, (specialty, count) in enumerate(zip(specialties, counts, strict=True)):
         if count == 0:
             continue
         providers = np.flatnonzero(world.provider_specialty == s)
@@ -398,7 +373,7 @@ def _resolve_special_codes(
 
 
 def _draw_diagnoses(
-    rng: np.random.Generator, claims: pd.DataFrame, lines: pd.DataFrame
+    world: World, rng: np.random.Generator, claims: pd.DataFrame, lines: pd.DataFrame
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Principal diagnosis from the template's profile, up to three comorbidities, pointers."""
     n = len(claims)
@@ -411,9 +386,9 @@ def _draw_diagnoses(
         if len(rows) == 0:
             continue
         if profile in NECESSITY_RULES:
-            rule = NECESSITY_RULES[profile]
+            rule = world.spec.necessity[profile]
             kinds = {"core": rule.core, "weak": rule.weak, "unrelated": UNRELATED_DIAGNOSES}
-            kind = _choose(rng, tuple(DIAGNOSIS_MIX.items()), len(rows))
+            kind = _choose(rng, world.spec.habits.diagnosis_mix, len(rows))
             for name, options in kinds.items():
                 sel = rows[kind == name]
                 principal[sel] = [DX_INDEX[c] for c in rng.choice(options, len(sel))]
@@ -449,6 +424,15 @@ def _draw_diagnoses(
     second = (n_dx[claim] >= 2) & (rng.random(len(lines)) < 0.3)
     lines["pointers"] = np.where(is_em, all_pointed, np.where(second, 3, 1))
     return dx, lines
+
+
+def per_claim_max(values: np.ndarray, claim: np.ndarray, n: int) -> np.ndarray:
+    """Largest of each claim's line values (lines sorted by claim; 0 for a claim without)."""
+    out = np.zeros(n)
+    if len(claim):
+        starts = np.r_[0, np.flatnonzero(np.diff(claim)) + 1]
+        out[claim[starts]] = np.maximum.reduceat(values, starts)
+    return out
 
 
 def _first_free_slot(mods: np.ndarray) -> np.ndarray:
@@ -487,10 +471,15 @@ def _add_modifiers(
     rows = np.flatnonzero(is_em & claim_needs_25[claim] & (rng.random(n_lines) < compliance))
     add_modifier(mods, rows, MOD["25"])
 
-    for column_1, column_2 in NCCI_PAIRS:
+    # The coder knows which pairs the claim's payer edits.
+    line_payer = claims["payer"].to_numpy()[claim]
+    for k, (column_1, column_2) in enumerate(world.rules.ncci_pairs):
         has_1 = np.bincount(claim[code == CODE_INDEX[column_1]], minlength=len(claims)) > 0
         rows = np.flatnonzero(
-            (code == CODE_INDEX[column_2]) & has_1[claim] & (rng.random(n_lines) < compliance)
+            (code == CODE_INDEX[column_2])
+            & has_1[claim]
+            & (rng.random(n_lines) < compliance)
+            & world.rules.ncci[line_payer, k]
         )
         choice = np.array([MOD["59"], MOD["XS"], MOD["XU"]])[
             rng.choice(3, size=len(rows), p=[0.6, 0.3, 0.1])
@@ -526,8 +515,7 @@ def _add_identifiers(
     n = len(claims)
     claim = lines["claim"].to_numpy()
     code = lines["code"].to_numpy()
-    family = CODE_FAMILY[code]
-    specialty = np.array([s.name for s in SPECIALTIES])[claims["specialty"].to_numpy()]
+    specialty = world.specialty_names[claims["specialty"].to_numpy()]
     ordered_line = np.array([p.ordered for p in PROCEDURES])[code]
     ordered = np.bincount(claim[ordered_line], minlength=n) > 0
     needs_referring = np.isin(specialty, list(ORDER_TAKING_SPECIALTIES)) | ordered
@@ -543,22 +531,31 @@ def _add_identifiers(
     # Prior authorization: the practice knows the payer's list (it learns a new entry slowly).
     payer = claims["payer"].to_numpy()
     day = claims["service_day"].to_numpy()
-    claim_family = np.zeros((n, len(PROCEDURE_FAMILIES)), dtype=bool)
-    claim_family[claim, family] = True
-    after = (day >= world.drift_day).astype(np.int64)
-    required = (world.auth_required[after, payer] & claim_family).any(axis=1)
-    known = (world.auth_required[0, payer] & claim_family).any(axis=1)
-    learned = np.clip((day - world.drift_day) / habits.auth_learning_days, 0.05, 1.0)
-    attach = np.where(
-        required & known, habits.auth_attach, np.where(required, habits.auth_attach * learned, 0.0)
+    rules = world.rules
+    line_payer = payer[claim]
+    line_day = day[claim]
+    period = rules.period(day)
+    units = lines["units"].to_numpy()
+    line_required = units >= rules.auth_units[period[claim], line_payer, code]
+    required = np.bincount(claim[line_required], minlength=n) > 0
+    # A code on the list from the start is known; one added by drift is learned over time.
+    since_added = line_day - rules.auth_added_day[line_payer, code]
+    line_learned = np.where(
+        line_required, np.clip(since_added / habits.auth_learning_days, 0.05, 1.0), 0.0
     )
-    ever_listed = world.auth_required.any(axis=(0, 1))
-    commonly = (claim_family & ever_listed).any(axis=1)
+    line_learned = np.where(rules.auth_added_day[line_payer, code] < 0, 1.0, line_learned)
+    learned = per_claim_max(line_learned, claim, n)
+    attach = np.where(required, habits.auth_attach * learned, 0.0)
+    ever_listed = np.isfinite(rules.auth_units).any(axis=(0, 1))
+    commonly = np.bincount(claim[ever_listed[code]], minlength=n) > 0
     attach = np.where(required, attach, np.where(commonly, habits.auth_attach_unneeded, 0.005))
     claims["has_auth"] = rng.random(n) < attach
 
-    referral_payer = np.array([p.referral_required for p in world.payers])[payer]
-    attach = np.where(referral_payer & specialist, habits.referral_attach, 0.03)
+    referral_payer = world.payer_values("referral_required")[payer]
+    needs_referral = (referral_payer & specialist) | (
+        np.bincount(claim[rules.referral_code[line_payer, code]], minlength=n) > 0
+    )
+    attach = np.where(needs_referral, habits.referral_attach, 0.03)
     claims["has_referral"] = rng.random(n) < attach
 
     draw = rng.random(n)

@@ -6,9 +6,10 @@ always produces identical tables, and changing one stage's draws leaves the othe
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,8 @@ from features.codes import DENIAL_CATEGORIES
 from features.schema import ClaimsDataset
 from simulator import targets
 from simulator.adjudication import REASONS, Adjudication, adjudicate
-from simulator.encounters import Encounters, PracticeHabits, generate_encounters
+from simulator.draw import draw_world_spec
+from simulator.encounters import Encounters, generate_encounters
 from simulator.remittance import (
     LinePayment,
     Remittances,
@@ -32,8 +34,9 @@ from simulator.rework import (
     recovery_probability,
     work_denials,
 )
+from simulator.spec import PracticeHabits, WorldSpec, default_world_spec
 from simulator.tables import Identifiers, assign_identifiers, build_tables
-from simulator.world import DRIFT, PAYERS, World, build_world
+from simulator.world import World, build_world
 
 Progress = Callable[[str, float], None]
 
@@ -45,19 +48,28 @@ class SimulationConfig:
     ``n_claims`` counts first submissions (frequency code 1, duplicate submissions included);
     the corrected claims (frequency 7) the billing team sends after denials come on top, about
     1-2% more rows in ``claims``.
+
+    ``seed`` draws the practice's providers, patients and claims; ``world_seed`` draws the world
+    (payers, their rules, the practice's habits, drift; see :mod:`simulator.draw`), ``None``
+    being the default world. Two configurations with the same world seed and different seeds
+    are two practices of one world.
     """
 
     n_claims: int = 50_000
     seed: int = 7
+    world_seed: int | None = None
+    world: WorldSpec | None = None
+    """A world given outright (overrides ``world_seed``)."""
     start_date: dt.date = dt.date(2024, 1, 1)
     days: int = 730
     """Timeline length; service dates spread over it (submissions and remits run past its end)."""
     drift_fraction: float = 0.6
-    """The payer rule changes (see ``simulator.world.DRIFT``) start this far into the timeline."""
+    """When the world's drift events without a date of their own happen (fraction of the
+    timeline): the default world's rule changes."""
     claims_per_patient: float = 4.0
     """Average claims per patient over the timeline (sets the size of the patient panel)."""
-    habits: PracticeHabits = field(default_factory=PracticeHabits)
-    """How often the practice makes each visible billing mistake."""
+    habits: PracticeHabits | None = None
+    """How often the practice makes each visible billing mistake (``None``: the world's)."""
 
     def __post_init__(self) -> None:
         if self.n_claims < 100:
@@ -68,6 +80,18 @@ class SimulationConfig:
             raise ValueError(f"drift_fraction must be between 0 and 1, got {self.drift_fraction}")
         if self.claims_per_patient < 1.0:
             raise ValueError("claims_per_patient must be at least 1")
+        if self.world_seed is not None and self.world_seed < 0:
+            raise ValueError(f"world_seed must be a non-negative integer, got {self.world_seed}")
+
+    def world_spec(self) -> WorldSpec:
+        """The world this configuration simulates (with its own habits, if it sets them)."""
+        if self.world is not None:
+            spec = self.world
+        elif self.world_seed is not None:
+            spec = draw_world_spec(self.world_seed)
+        else:
+            spec = default_world_spec()
+        return spec if self.habits is None else dataclasses.replace(spec, habits=self.habits)
 
     @property
     def drift_date(self) -> dt.date:
@@ -95,12 +119,10 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
 
     report("Building payers, providers and patients", 0.0)
     n_patients = max(100, int(round(config.n_claims / config.claims_per_patient)))
-    world = build_world(streams[0], n_patients, config.days, drift_day)
+    world = build_world(config.world_spec(), streams[0], n_patients, config.days, drift_day)
 
     report("Generating encounters and claims", 0.1)
-    first = generate_encounters(
-        world, streams[1], config.n_claims, config.days, start, config.habits
-    )
+    first = generate_encounters(world, streams[1], config.n_claims, config.days, start)
     n_first = len(first.claims)
     charges = line_charges(first.lines)
     adjudicated = first.claims["rejection"].to_numpy() < 0
@@ -159,7 +181,7 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
     )
     del everything, all_payment, all_remits
     dataset, truth = snapshot(dataset, truth, start + pd.Timedelta(days=config.days))
-    summary = summarise(dataset, truth, config)
+    summary = summarise(dataset, truth, config, world)
     report("Done", 1.0)
     return SimulationResult(dataset=dataset, truth=truth, summary=summary)
 
@@ -285,12 +307,12 @@ def _truth(
         recovery[n_first + rows] = recovery_probability(
             original_category[rows],
             outcome.carc[originals[rows]],
-            np.array([p.strictness for p in world.payers])[payer],
+            world.payer_values("strictness")[payer],
             charge,
             np.full(len(rows), TYPICAL_ACTION_LAG),
             denial_day + TYPICAL_ACTION_LAG - service_day,
-            np.array([p.appeal_window_days for p in world.payers])[payer],
-            np.array([p.timely_filing_days for p in world.payers])[payer],
+            world.payer_values("appeal_window_days")[payer],
+            world.rules.filing_limit[world.rules.period(service_day), payer],
             default_action(original_category[rows]),
         )
     worked = np.concatenate([rework.recovered, np.full(n_corrected, -1)])
@@ -319,8 +341,11 @@ def _truth(
     return truth.iloc[ids.claim_number_order].reset_index(drop=True)
 
 
-def summarise(dataset: ClaimsDataset, truth: pd.DataFrame, config: SimulationConfig) -> dict:
-    """Realised figures next to their targets (JSON-serialisable)."""
+def summarise(
+    dataset: ClaimsDataset, truth: pd.DataFrame, config: SimulationConfig, world: World
+) -> dict:
+    """Realised figures next to their targets, and the world described for people
+    (JSON-serialisable; the product never reads it)."""
     claims = dataset.claims
     first = truth["frequency_code"] == "1"
     adjudicated = first & ~truth["rejected"]
@@ -339,7 +364,6 @@ def summarise(dataset: ClaimsDataset, truth: pd.DataFrame, config: SimulationCon
     payer_mix = pd.Series(payer_type[first.to_numpy()]).value_counts(normalize=True)
     denied_first = truth[denied]
     worked = denied_first["recovered"].notna()
-    payer_by_key = {p.key: p for p in PAYERS}
     return {
         "n_claims": int(len(truth)),
         "n_first_submissions": int(first.sum()),
@@ -367,20 +391,77 @@ def summarise(dataset: ClaimsDataset, truth: pd.DataFrame, config: SimulationCon
         )
         if worked.any()
         else 0.0,
-        "drift": {
-            "date": config.drift_date.isoformat(),
-            "auth_payer_id": payer_by_key[DRIFT.auth_payer].payer_id,
-            "auth_payer_name": payer_by_key[DRIFT.auth_payer].name,
-            "auth_family": DRIFT.auth_family,
-            "necessity_payer_id": payer_by_key[DRIFT.necessity_payer].payer_id,
-            "necessity_payer_name": payer_by_key[DRIFT.necessity_payer].name,
-            "necessity_groups": list(DRIFT.necessity_groups),
-        },
+        "drift": describe_drift(world, config),
+        "world": describe_world(world),
         "config": {
             "n_claims": config.n_claims,
             "seed": config.seed,
             "start_date": config.start_date.isoformat(),
             "days": config.days,
             "drift_fraction": config.drift_fraction,
+            "world_seed": config.world_seed,
         },
     }
+
+
+def describe_world(world: World) -> dict:
+    """The world's payers, rules in brief, mechanisms and habits, for a person reading it."""
+    spec = world.spec
+    return {
+        "world_seed": spec.seed,
+        "payers": [
+            {
+                "payer_id": p.payer_id,
+                "name": p.name,
+                "payer_type": p.payer_type,
+                "claim_filing_indicator": p.filing_indicator,
+                "claim_share": round(p.claim_share, 4),
+                "timely_filing_days": p.timely_filing_days,
+                "appeal_window_days": p.appeal_window_days,
+                "strictness": round(p.strictness, 3),
+                "prior_auth_codes": sorted(p.auth_codes),
+                "prior_auth_above_units": dict(p.auth_above_units),
+                "not_covered": dict(p.not_covered),
+                "partially_covered": sorted(p.partially_covered),
+                "referral_required": p.referral_required,
+                "visit_limits": dict(p.visit_limits),
+                "unit_limits": dict(p.unit_limits),
+                "ncci_pairs": ["/".join(pair) for pair in p.ncci_pairs],
+                "ncci_modifiers": sorted(p.ncci_modifiers),
+                "lenient_necessity": sorted(p.lenient_necessity),
+                "requires_taxonomy": p.requires_taxonomy,
+                "pays_nurse_practitioners": p.pays_nurse_practitioners,
+            }
+            for p in spec.payers
+        ],
+        "mechanism_scale": {c: spec.scale(c) for c in DENIAL_CATEGORIES},
+        "mechanisms_off": [c for c in DENIAL_CATEGORIES if spec.scale(c) == 0.0],
+        "specialties": {s.name: round(s.claim_share, 4) for s in spec.specialties},
+        "habits": dataclasses.asdict(spec.habits),
+    }
+
+
+def describe_drift(world: World, config: SimulationConfig) -> dict:
+    """When the world's rules change and how (``date``: the first change)."""
+    start = pd.Timestamp(config.start_date)
+    events = []
+    for event in world.spec.drift:
+        fraction = config.drift_fraction if event.at_fraction is None else event.at_fraction
+        payer = world.spec.payers[world.spec.payer_index(event.payer)]
+        events.append(
+            {
+                "date": (start + pd.Timedelta(days=int(round(fraction * config.days))))
+                .date()
+                .isoformat(),
+                "kind": event.kind,
+                "payer_id": payer.payer_id,
+                "payer_name": payer.name,
+                **{
+                    k: list(v) for k in ("codes", "groups", "diagnoses") if (v := getattr(event, k))
+                },
+                **({"carc": event.carc} if event.carc else {}),
+                **({"days": event.days} if event.days else {}),
+            }
+        )
+    dates = sorted(e["date"] for e in events)
+    return {"date": dates[0] if dates else None, "events": events}

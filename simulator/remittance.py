@@ -85,7 +85,7 @@ def price_lines(
     payer = claims["payer"].to_numpy()[claim]
     ptype = world.payer_types[payer]
     rate = np.array([p.medicare_rate for p in PROCEDURES])[code]
-    fee = np.array([p.fee_factor for p in world.payers])[payer]
+    fee = world.payer_values("fee_factor")[payer]
     charge = line_charges(lines)
     allowed = np.minimum(
         np.round(rate * fee * lines["units"].to_numpy() * _component_share(lines), 2), charge
@@ -102,7 +102,7 @@ def price_lines(
     )
     remaining = allowed - deductible
     is_em = _EM[CODE_FAMILY[code]]
-    copay_amount = np.array([p.copay for p in world.payers])[payer]
+    copay_amount = world.payer_values("copay")[payer]
     first_em = is_em & (pd.Series(is_em).groupby(claim).cumsum().to_numpy() == 1)
     copay = np.where(first_em, np.minimum(copay_amount, remaining), 0.0)
     remaining = remaining - copay

@@ -27,7 +27,7 @@ import pandas as pd
 
 from features.codes import DENIAL_CATEGORIES, code_tables
 from simulator.adjudication import REASON_INDEX, Adjudication
-from simulator.catalog import EM_FAMILIES, NCCI_BYPASS_MODIFIERS, NCCI_PAIRS
+from simulator.catalog import EM_FAMILIES, NCCI_BYPASS_MODIFIERS
 from simulator.encounters import (
     CODE_FAMILY,
     CODE_INDEX,
@@ -121,10 +121,10 @@ def work_denials(
     carc = adjudication.carc[denied_rows]
     payer = claims["payer"].to_numpy()[denied_rows]
     charge = claim_charge[denied_rows]
-    strictness = np.array([p.strictness for p in world.payers])[payer]
-    window = np.array([p.appeal_window_days for p in world.payers])[payer]
-    limit = np.array([p.timely_filing_days for p in world.payers])[payer]
+    strictness = world.payer_values("strictness")[payer]
+    window = world.payer_values("appeal_window_days")[payer]
     service_day = claims["service_day"].to_numpy()[denied_rows]
+    limit = world.rules.filing_limit[world.rules.period(service_day), payer]
     denial_day = remit_day[denied_rows]
 
     action = default_action(category)
@@ -221,12 +221,11 @@ def _corrected_claims(
         MOD["25"],
     )
     bypass = np.isin(mods, [MOD[m] for m in NCCI_BYPASS_MODIFIERS]).any(axis=1)
-    column_2 = np.isin(code, [CODE_INDEX[c2] for _, c2 in NCCI_PAIRS])
-    add_modifier(
-        mods,
-        np.flatnonzero((line_reason == REASON_INDEX["ncci_unbundled"]) & column_2 & ~bypass),
-        MOD["59"],
-    )
+    column_2 = np.isin(code, [CODE_INDEX[c2] for _, c2 in world.rules.ncci_pairs])
+    takes_59 = np.array(["59" in p.ncci_modifiers for p in world.payers])
+    line_payer = claims["payer"].to_numpy()[claim]
+    rows = np.flatnonzero((line_reason == REASON_INDEX["ncci_unbundled"]) & column_2 & ~bypass)
+    add_modifier(mods, rows, np.where(takes_59[line_payer[rows]], MOD["59"], MOD["XS"]))
     for j in range(4):
         lines[f"modifier_{j + 1}"] = mods[:, j]
     # Deleted telephone codes are replaced by their 2025 equivalents.

@@ -36,7 +36,7 @@ from simulator.remittance import (
     LinePayment,
     Remittances,
 )
-from simulator.world import SPECIALTIES, World, corrupt_npis
+from simulator.world import World, corrupt_npis
 
 UNKNOWN_RENDERING_POOL = 40
 """Outside physicians whose NPI sometimes lands in the rendering box (CARC 208, not matched)."""
@@ -188,7 +188,9 @@ def build_tables(
                 ),
                 "rendering_npi": _vocab(rendering_vocab, rendering_index),
                 "referring_npi": _vocab(world.referring_npi, claims["referring"].to_numpy()),
-                "provider_taxonomy": _vocab([s.taxonomy for s in SPECIALTIES], taxonomy_index),
+                "provider_taxonomy": _vocab(
+                    [s.taxonomy for s in world.spec.specialties], taxonomy_index
+                ),
                 "place_of_service": _vocab(PLACES, claims["place"].to_numpy()),
                 "total_charge": total_charge,
                 "service_date_from": service,

@@ -19,12 +19,15 @@ from simulator import (
     targets,
     write_simulation,
 )
-from simulator.catalog import NECESSITY_RULES, PROCEDURES
-from simulator.world import DRIFT, PAYERS, is_valid_npi, payer_rule_tables
+from simulator.catalog import NECESSITY_RULES
+from simulator.spec import default_world_spec
+from simulator.world import is_valid_npi, rule_tables
 
 N_CLAIMS = 30_000
-PAYER_BY_ID = {p.payer_id: p for p in PAYERS}
-FAMILY_OF_CODE = {p.code: p.family for p in PROCEDURES}
+WORLD = default_world_spec()
+PAYER_BY_ID = {p.payer_id: p for p in WORLD.payers}
+AUTH_DRIFT = next(e for e in WORLD.drift if e.kind == "auth_add")
+LENIENT_DRIFT = next(e for e in WORLD.drift if e.kind == "lenient_withdraw")
 
 
 @pytest.fixture(scope="module")
@@ -232,11 +235,9 @@ def test_duplicates_repeat_an_earlier_submission(
 def test_authorization_drift_raises_denials_for_the_drifted_family(
     result: SimulationResult, adjudicated: pd.DataFrame
 ) -> None:
-    payer_id = next(p.payer_id for p in PAYERS if p.key == DRIFT.auth_payer)
-    families = result.dataset.lines.assign(
-        family=result.dataset.lines["procedure_code"].map(FAMILY_OF_CODE)
-    )
-    drifted = set(families.loc[families["family"] == DRIFT.auth_family, "claim_id"])
+    payer_id = next(p.payer_id for p in WORLD.payers if p.key == AUTH_DRIFT.payer)
+    lines = result.dataset.lines
+    drifted = set(lines.loc[lines["procedure_code"].isin(AUTH_DRIFT.codes), "claim_id"])
     scope = adjudicated[
         (adjudicated["payer_id"] == payer_id) & adjudicated["claim_id"].isin(drifted)
     ]
@@ -252,13 +253,13 @@ def test_authorization_drift_raises_denials_for_the_drifted_family(
 
 
 def test_necessity_drift_withdraws_weak_diagnoses() -> None:
-    _, lenient = payer_rule_tables(PAYERS, DRIFT)
-    payer = next(i for i, p in enumerate(PAYERS) if p.key == DRIFT.necessity_payer)
+    lenient = rule_tables(WORLD, days=730, default_drift_day=438).lenient
+    payer = WORLD.payer_index(LENIENT_DRIFT.payer)
     groups = list(NECESSITY_RULES)
-    for group in DRIFT.necessity_groups:
+    for group in LENIENT_DRIFT.groups:
         assert lenient[0, payer, groups.index(group)]
         assert not lenient[1, payer, groups.index(group)]
-    untouched = [i for i, p in enumerate(PAYERS) if p.key != DRIFT.necessity_payer]
+    untouched = [i for i, p in enumerate(WORLD.payers) if p.key != LENIENT_DRIFT.payer]
     assert (lenient[0, untouched] == lenient[1, untouched]).all()
 
 
