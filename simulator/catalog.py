@@ -261,6 +261,15 @@ PROCEDURES: tuple[Procedure, ...] = (
 PROCEDURE_FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(p.family for p in PROCEDURES))
 EM_FAMILIES: frozenset[str] = frozenset({"em_new", "em_established"})
 
+NDC_OF_CODE: dict[str, tuple[str, str, float]] = {
+    "J3301": ("00003029305", "ML", 0.25),  # triamcinolone 40 mg/mL: 0.25 mL per 10 mg unit
+    "J1030": ("00009030602", "ML", 1.0),  # methylprednisolone acetate 40 mg/mL
+    "J1885": ("00409379501", "ML", 0.5),  # ketorolac 30 mg/mL: 0.5 mL per 15 mg unit
+    "J1745": ("57894003001", "UN", 0.1),  # infliximab 100 mg vial: a tenth per 10 mg unit
+}
+"""Drug codes' 11-digit NDC (as billed in 2410 LIN*N4), its unit and the quantity per HCPCS unit.
+The NDCs merely look real."""
+
 NCCI_BYPASS_MODIFIERS: frozenset[str] = frozenset({"59", "XE", "XP", "XS", "XU"})
 
 

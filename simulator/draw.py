@@ -124,7 +124,18 @@ NCCI_CANDIDATES: tuple[tuple[str, str], ...] = (
     ("78452", "93015"),
 )
 """Plausible column-1 / column-2 edits among codes the practice bills together."""
+_ATTACHMENT_CANDIDATES = ("27447", "29881", "29877", "E0601", "95810", "81162", "J1745")
+"""Codes a payer may adjudicate only with records attached (operative notes, sleep logs...)."""
 _REVIEW_FAMILIES = ("physical_therapy", "sleep_study", "cardiac_imaging", "infusion", "dme")
+_STATES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("TX", ("LA", "OK", "NM", "AR")),
+    ("OH", ("PA", "IN", "MI", "KY", "WV")),
+    ("GA", ("FL", "AL", "SC", "TN", "NC")),
+    ("AZ", ("CA", "NV", "UT", "NM")),
+    ("MN", ("WI", "IA", "ND", "SD")),
+    ("NY", ("NJ", "PA", "CT", "VT", "MA")),
+)
+"""A practice's state and its neighbours (some patients live across the line)."""
 _CATEGORY_OFF = {
     # category: chance the world has no such mechanism at all
     "credentialing": 0.15,
@@ -367,6 +378,14 @@ def _draw_payer(
         records_review_rate=float(rng.uniform(0.01, 0.05)) if review_families else 0.0,
         records_request_rate=float(rng.uniform(0.001, 0.004)),
         unprocessable_rate=float(rng.uniform(0.008, 0.02) if lossy else rng.uniform(0.001, 0.003)),
+        requires_ndc=bool(payer_type == "medicaid" or rng.random() < 0.3),
+        requires_clia=bool(government or rng.random() < 0.4),
+        attachment_codes=frozenset(
+            c for c in _ATTACHMENT_CANDIDATES if rng.random() < (0.3 if government else 0.2)
+        ),
+        honours_delay_reason=bool(rng.random() < (0.8 if government else 0.35)),
+        denies_pending_liability=bool(not government and rng.random() < 0.35),
+        line_level_auth=bool(rng.random() < 0.2),
     )
 
 
@@ -400,7 +419,23 @@ def _draw_habits(rng: np.random.Generator) -> PracticeHabits:
             ("weak", float(weak)),
             ("unrelated", float(max(1.0 - core - weak, 0.004))),
         ),
-        modifier_compliance=(float(rng.uniform(0.88, 0.95)), 0.99),
+        modifier_compliance=(float(rng.uniform(0.8, 0.9)), float(rng.uniform(0.95, 0.99))),
+        member_id_typo=rate(base.member_id_typo),
+        stale_member_id=rate(base.stale_member_id, most=0.2),
+        coverage_notice_immediate=float(rng.uniform(0.4, 0.8)),
+        coverage_notice_days=float(rng.uniform(15, 60)),
+        other_coverage_known=float(rng.uniform(0.55, 0.9)),
+        primary_paid_missing=rate(base.primary_paid_missing),
+        accident_date_missing=rate(base.accident_date_missing),
+        ndc_missing=rate(base.ndc_missing),
+        clia_missing=rate(base.clia_missing),
+        clia_on_line=float(rng.uniform(0.0, 0.5)),
+        attachment_sent=float(rng.uniform(0.6, 0.95)),
+        attachment_on_request=float(rng.uniform(0.05, 0.3)),
+        delay_reason_share=float(rng.uniform(0.2, 0.7)),
+        onset_error=rate(base.onset_error),
+        units_overbilled=rate(base.units_overbilled),
+        claim_note_share=float(rng.uniform(0.0, 0.08)),
     )
 
 
@@ -411,7 +446,8 @@ def _draw_category_scale(rng: np.random.Generator) -> dict[str, float]:
             scale[category] = 0.0
         else:
             floor = 0.7 if category in ("eligibility", "missing_information") else 0.3
-            scale[category] = round(float(np.clip(_lognormal(rng, 0.35), floor, 2.0)), 3)
+            ceiling = 1.3 if category == "eligibility" else 2.0
+            scale[category] = round(float(np.clip(_lognormal(rng, 0.35), floor, ceiling)), 3)
     return scale
 
 
@@ -424,10 +460,25 @@ def _draw_population(rng: np.random.Generator) -> dict[str, object]:
     return {
         "coverage_base": scaled(base.coverage_base, 0.3),
         "identity_base": float(base.identity_base * _lognormal(rng, 0.3)),
-        "other_coverage_base": scaled(base.other_coverage_base, 0.3),
+        "other_coverage_base": {
+            k: min(v, 0.95) for k, v in scaled(base.other_coverage_base, 0.2).items()
+        },
         "medicare_age_on_commercial": float(rng.uniform(0.03, 0.1)),
         "other_coverage_rate": scaled(base.other_coverage_rate, 0.3),
         "churn_rate": {k: float(min(v, 0.3)) for k, v in scaled(base.churn_rate, 0.3).items()},
+        "secondary_share": {
+            k: 1.0 if k == "medicaid" else float(np.clip(v * _lognormal(rng, 0.3), 0.1, 0.9))
+            for k, v in base.secondary_share.items()
+        },
+        "accident_rate": float(rng.uniform(0.03, 0.1)),
+        "clearinghouse_edits": bool(rng.random() < 0.5),
+        **dict(
+            zip(
+                ("practice_state", "neighbour_states"),
+                _STATES[int(rng.integers(len(_STATES)))],
+                strict=True,
+            )
+        ),
     }
 
 

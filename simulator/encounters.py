@@ -23,6 +23,7 @@ from simulator.catalog import (
     EM_ESTABLISHED_MIX,
     EM_FAMILIES,
     EM_NEW_MIX,
+    NDC_OF_CODE,
     NECESSITY_GROUP_OF_CODE,
     NECESSITY_RULES,
     PROCEDURE_FAMILIES,
@@ -81,6 +82,10 @@ def _diagnosis_vocabulary() -> tuple[str, ...]:
 
 DIAGNOSES: tuple[str, ...] = _diagnosis_vocabulary()
 DX_INDEX = {code: i for i, code in enumerate(DIAGNOSES)}
+PREVENTIVE_DIAGNOSIS = np.array(
+    [c.startswith(("Z00", "Z01", "Z12", "Z13", "Z23")) for c in DIAGNOSES]
+)
+"""Encounters for a check-up, screening or immunization."""
 MAX_DIAGNOSES = 4
 
 # Claim-level integer codes for what went wrong with the rendering provider's NPI.
@@ -96,9 +101,29 @@ REJECTION_REASONS: tuple[tuple[str, str, float], ...] = (
     ("277CA", "A3:116 Claim submitted to incorrect payer: payer ID not found", 0.15),
     ("277CA", "A6:158 Entity's date of birth: patient birth date missing", 0.10),
     ("999", "IK5*R: transaction set rejected, IK3 SV1 segment has data element errors", 0.15),
+    # Never drawn at random: the clearinghouse's own edits, in worlds that have it run them.
+    ("277CA", "A7:562 Entity's National Provider Identifier: rendering provider NPI invalid", 0.0),
+    ("999", "IK5*R: IK3 SV1 element 7 (diagnosis code pointer) missing on a service line", 0.0),
 )
 REJECT_BILLING_NPI, REJECT_PAYER_ID, REJECT_BIRTH_DATE = 1, 2, 3
 """Rejection reasons whose defect shows on the claim row itself."""
+REJECT_RENDERING_NPI, REJECT_POINTER = 5, 6
+"""The clearinghouse's edits, in worlds that have it run them (``clearinghouse_edits``)."""
+
+NO_DAY = -(10**6)
+"""A day column's 'none' (no onset date, no accident...)."""
+MEMBER_ID_OK, MEMBER_ID_TYPO, MEMBER_ID_STALE = 0, 1, 2
+"""The member ID on a claim: right, mistyped, or the patient's previous payer's."""
+ATTACHMENT_NONE, ATTACHMENT_SENT, ATTACHMENT_ON_REQUEST = 0, 1, 2
+ACCIDENT_CAUSES: tuple[str, ...] = ("", "AA", "EM", "OA")
+"""CLM11 related causes by accident kind (0: none): auto, employment, other accident."""
+INJURY_TEMPLATES = frozenset(
+    {"visit_with_xray", "joint_injection_visit", "knee_arthroscopy", "visit_with_injection",
+     "pt_evaluation", "pt_treatment", "mri_lumbar", "mri_knee", "knee_xray", "office_visit"}
+)  # fmt: skip
+"""Visits that may follow an accident (office visits only in orthopaedics)."""
+PREVENTIVE_FAMILIES: tuple[str, ...] = ("preventive", "screening", "vaccine", "wellness_visit")
+"""Preventive services plans must cover with a preventive diagnosis (ACA)."""
 
 _SPECIAL = {
     "@em_established": -1,
@@ -180,11 +205,16 @@ def generate_encounters(
     n_original = n_claims - n_duplicates
     claims = _draw_visits(world, rng, n_original, days, start)
     n = len(claims)
+    # After a change of payer the practice bills the old one until it learns of the change.
+    patient = claims["patient"].to_numpy()
+    day = claims["service_day"].to_numpy()
+    switched = day >= world.patient_switch_day[patient]
+    learned = day >= world.patient_switch_day[patient] + world.patient_notice_lag[patient]
+    moved = world.patient_next_payer[patient] != world.patient_payer[patient]
     claims["payer"] = np.where(
-        claims["service_day"].to_numpy() < world.patient_switch_day[claims["patient"]],
-        world.patient_payer[claims["patient"]],
-        world.patient_next_payer[claims["patient"]],
+        switched & learned, world.patient_next_payer[patient], world.patient_payer[patient]
     )
+    claims["terminated"] = switched & ~learned & moved
     template_places = [t.places for t in TEMPLATES]
     place = np.zeros(n, dtype=np.int64)
     tmpl = claims["template"].to_numpy()
@@ -198,9 +228,10 @@ def generate_encounters(
     diagnoses, lines = _draw_diagnoses(world, rng, claims, lines)
     _add_modifiers(world, rng, claims, lines)
     _add_identifiers(world, rng, claims, lines, habits, days)
+    _add_context(world, rng, claims, lines)
     encounters = Encounters(claims, lines, diagnoses)
     encounters = _add_duplicates(rng, encounters, n_duplicates)
-    _add_rejections(rng, encounters.claims, habits.rejection_rate)
+    _add_rejections(rng, encounters, habits.rejection_rate, world.spec.clearinghouse_edits)
     return encounters
 
 
@@ -245,6 +276,9 @@ def _draw_visits(
         part["specialty"] = s
         parts.append(part)
     claims = pd.concat(parts, ignore_index=True)
+    for column in ("episode_start", "onset_day"):  # therapy episodes only
+        values = claims[column] if column in claims else pd.Series(np.nan, index=claims.index)
+        claims[column] = values.fillna(NO_DAY).to_numpy(dtype=np.int64)
     order = np.lexsort((claims["patient"].to_numpy(), claims["service_day"].to_numpy()))
     return claims.iloc[order].reset_index(drop=True)
 
@@ -266,11 +300,15 @@ def _therapy_episodes(
     evaluation = next(t for t in templates if TEMPLATES[t].name == "pt_evaluation")
     treatment = next(t for t in templates if TEMPLATES[t].name == "pt_treatment")
     patients = rng.choice(len(patient_p), size=len(sizes), p=patient_p)
+    # The episode's onset of symptoms: days to weeks before its evaluation.
+    onset = first_day - rng.integers(3, 120, len(sizes))
     return pd.DataFrame(
         {
             "service_day": np.minimum(first_day[episode] + offset, days - 1),
             "template": np.where(visit == 0, evaluation, treatment),
             "patient": patients[episode],
+            "episode_start": first_day[episode],
+            "onset_day": onset[episode],
         }
     )
 
@@ -308,6 +346,9 @@ def _draw_lines(
             "units": np.concatenate(unit_parts).astype(float),
         }
     )
+    # A few lines billed with more units than the visit had (MUE edits catch them).
+    over = rng.random(len(lines)) < habits.units_overbilled
+    lines.loc[over, "units"] += rng.integers(1, 3, int(over.sum()))
     _resolve_special_codes(world, rng, claims, lines, habits, start)
     lines = lines[lines["code"] >= 0]
     lines = lines.sort_values(["claim", "slot"], kind="stable").reset_index(drop=True)
@@ -580,6 +621,92 @@ def _add_identifiers(
     claims["is_duplicate"] = False
 
 
+def _add_context(
+    world: World, rng: np.random.Generator, claims: pd.DataFrame, lines: pd.DataFrame
+) -> None:
+    """The rest of the claim: member ID, other coverage, accident, delay reason, attachments,
+    NDC and CLIA numbers, onset dates, notes. Each may carry a visible defect."""
+    spec, habits = world.spec, world.spec.habits
+    n = len(claims)
+    claim = lines["claim"].to_numpy()
+    code = lines["code"].to_numpy()
+    family = CODE_FAMILY[code]
+    patient = claims["patient"].to_numpy()
+    payer = claims["payer"].to_numpy()
+    day = claims["service_day"].to_numpy()
+
+    # Member ID: a typo, or the previous payer's ID still on file for a while after a change.
+    moved = world.patient_next_payer[patient] != world.patient_payer[patient]
+    recent = day < world.patient_switch_day[patient] + world.patient_notice_lag[patient] + 60
+    new_payer = moved & (payer == world.patient_next_payer[patient]) & recent
+    stale = new_payer & (rng.random(n) < habits.stale_member_id)
+    typo = rng.random(n) < habits.member_id_typo
+    claims["member_id_state"] = np.select(
+        [stale, typo], [MEMBER_ID_STALE, MEMBER_ID_TYPO], MEMBER_ID_OK
+    )
+
+    # Other coverage: known (on the claim) or not; the payer on file may not be the primary.
+    # (A patient who moved to the payer of their other coverage has no other coverage left.)
+    other = world.patient_other_coverage[patient] & (world.patient_other_payer[patient] != payer)
+    known = other & world.patient_other_known[patient]
+    secondary = other & world.patient_secondary[patient]
+    claims["other_known"] = known
+    claims["other_unknown_primary"] = other & ~known & secondary
+    as_secondary = known & secondary
+    claims["as_secondary"] = as_secondary
+    claims["primary_paid_missing"] = as_secondary & (rng.random(n) < habits.primary_paid_missing)
+    # A secondary claim waits for the primary payer's remittance.
+    primary_lag = rng.integers(14, 45, n)
+    claims["primary_paid_day"] = np.where(as_secondary, day + primary_lag, NO_DAY)
+    claims["submission_day"] = np.where(
+        as_secondary,
+        np.maximum(claims["submission_day"].to_numpy(), day + primary_lag + rng.integers(1, 6, n)),
+        claims["submission_day"].to_numpy(),
+    )
+
+    # Accidents: injuries seen in orthopaedics, therapy and imaging of joints and spine.
+    names = np.array([t.name for t in TEMPLATES])[claims["template"].to_numpy()]
+    specialty = world.specialty_names[claims["specialty"].to_numpy()]
+    prone = np.isin(names, list(INJURY_TEMPLATES)) & (
+        (names != "office_visit") | (specialty == "orthopaedics")
+    )
+    injured = prone & (rng.random(n) < spec.accident_rate)
+    kind = rng.choice(np.array([1, 2, 3]), size=n, p=[0.35, 0.3, 0.35])
+    claims["accident"] = np.where(injured, kind, 0)
+    onset = claims["onset_day"].to_numpy()
+    accident_day = np.where(onset > NO_DAY, onset, day - rng.integers(1, 60, n))
+    claims["accident_day"] = np.where(injured, accident_day, NO_DAY)
+    claims["accident_date_missing"] = injured & (rng.random(n) < habits.accident_date_missing)
+
+    # Late claims may say why (CLM20); therapy claims carry onset dates, a few wrong ones.
+    lag = claims["submission_day"].to_numpy() - day
+    claims["delay_reason"] = (lag > 90) & (rng.random(n) < habits.delay_reason_share)
+    wrong_onset = (onset > NO_DAY) & (rng.random(n) < habits.onset_error)
+    claims["onset_day"] = np.where(wrong_onset, day + rng.integers(1, 30, n), onset)
+
+    # Records the practice knows a payer wants: unlisted codes, modifier 22, the payer's list.
+    mods = lines[[f"modifier_{j}" for j in range(1, 5)]].to_numpy()
+    wants = np.array([p.unlisted for p in PROCEDURES])[code] | (mods == MOD["22"]).any(axis=1)
+    for i, p in enumerate(world.payers):
+        listed = np.isin(code, [CODE_INDEX[c] for c in p.attachment_codes])
+        wants |= listed & (payer[claim] == i)
+    needs = np.bincount(claim[wants], minlength=n) > 0
+    attach = np.where(needs, habits.attachment_sent, 0.003)
+    sent = rng.random(n) < attach
+    on_request = sent & (rng.random(n) < habits.attachment_on_request)
+    claims["attachment"] = np.where(
+        on_request, ATTACHMENT_ON_REQUEST, np.where(sent, ATTACHMENT_SENT, ATTACHMENT_NONE)
+    )
+    claims["note"] = rng.random(n) < habits.claim_note_share
+
+    # Drug lines carry their NDC, lab claims the lab's CLIA number (some on the lines).
+    drug = np.isin(code, [CODE_INDEX[c] for c in NDC_OF_CODE])
+    lines["ndc"] = drug & (rng.random(len(lines)) >= habits.ndc_missing)
+    lab = np.bincount(claim[family == FAMILY_INDEX["lab"]], minlength=n) > 0
+    claims["clia"] = lab & (rng.random(n) >= habits.clia_missing)
+    claims["clia_on_line"] = claims["clia"].to_numpy() & (rng.random(n) < habits.clia_on_line)
+
+
 def _add_duplicates(rng: np.random.Generator, encounters: Encounters, count: int) -> Encounters:
     """Resubmit some claims unchanged while the first is still in process (frequency 1 again)."""
     if count == 0:
@@ -591,10 +718,27 @@ def _add_duplicates(rng: np.random.Generator, encounters: Encounters, count: int
     return Encounters.concat([encounters, copies])
 
 
-def _add_rejections(rng: np.random.Generator, claims: pd.DataFrame, rate: float) -> None:
-    """Front-end rejections (clearinghouse / 277CA / 999) of first submissions, not duplicates."""
+def _add_rejections(
+    rng: np.random.Generator, encounters: Encounters, rate: float, clearinghouse_edits: bool
+) -> None:
+    """Front-end rejections (clearinghouse / 277CA / 999) of first submissions, not duplicates.
+
+    Where the clearinghouse runs its own edits, a rendering NPI failing its check digit and a
+    line without a diagnosis pointer are rejected there (the payer never sees the claim).
+    """
+    claims, lines = encounters.claims, encounters.lines
     n = len(claims)
-    rejected = (rng.random(n) < rate) & ~claims["is_duplicate"].to_numpy()
+    original = ~claims["is_duplicate"].to_numpy()
+    rejected = (rng.random(n) < rate) & original
     weights = np.array([w for _, _, w in REJECTION_REASONS])
     reason = rng.choice(len(REJECTION_REASONS), size=n, p=weights / weights.sum())
-    claims["rejection"] = np.where(rejected, reason, -1)
+    reason = np.where(rejected, reason, -1)
+    if clearinghouse_edits:
+        no_pointer = (
+            np.bincount(lines["claim"].to_numpy()[lines["pointers"].to_numpy() == 0], minlength=n)
+            > 0
+        )
+        bad_npi = claims["rendering_state"].to_numpy() == RENDERING_TYPO
+        reason = np.where((reason < 0) & no_pointer, REJECT_POINTER, reason)
+        reason = np.where((reason < 0) & bad_npi, REJECT_RENDERING_NPI, reason)
+    claims["rejection"] = reason

@@ -24,8 +24,8 @@ from simulator.remittance import (
     LinePayment,
     Remittances,
     build_remittances,
-    line_charges,
     price_lines,
+    zero_paid_probability,
 )
 from simulator.rework import (
     TYPICAL_ACTION_LAG,
@@ -124,22 +124,27 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
     report("Generating encounters and claims", 0.1)
     first = generate_encounters(world, streams[1], config.n_claims, config.days, start)
     n_first = len(first.claims)
-    charges = line_charges(first.lines)
     adjudicated = first.claims["rejection"].to_numpy() < 0
+    # What each line would pay comes first: whether a claim with a denied line is labelled
+    # denied depends on what its other lines pay.
+    payment = price_lines(first, world, start, streams[3])
+    zero_paid = zero_paid_probability(first, world, start)
 
     report("Adjudicating claims", 0.35)
-    outcome = adjudicate(first, world, start, charges, adjudicated, streams[2])
+    outcome = adjudicate(first, world, start, payment, zero_paid, adjudicated, streams[2])
+    first.lines["denial_reason"] = outcome.line_reason
+    first.lines["denial_carc"] = outcome.line_carc
 
     report("Pricing and remittances", 0.5)
-    payment = price_lines(first, world, start, streams[3])
     rows = np.flatnonzero(adjudicated)
     remits = build_remittances(
         first,
         rows,
-        outcome.denied,
-        outcome.reason,
+        outcome.claim_reason,
         outcome.carc,
         outcome.not_recognized,
+        outcome.line_reason,
+        outcome.line_carc,
         payment,
         streams[4],
     )
@@ -156,13 +161,18 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
     originals = corrected.claims["original"].to_numpy()
     corrected_denied = ~rework.corrected_recovered
     corrected_payment = price_lines(corrected, world, start, streams[6])
+    # Denied again: for the same claim-level reason, or every line for the original's primary
+    # reason (so the label holds whatever the lines would pay).
+    line_original = originals[corrected.lines["claim"].to_numpy()]
+    again = corrected_denied[corrected.lines["claim"].to_numpy()]
     corrected_remits = build_remittances(
         corrected,
         np.arange(n_corrected),
-        corrected_denied,
-        np.where(corrected_denied, outcome.reason[originals], -1),
+        np.where(corrected_denied, outcome.claim_reason[originals], -1),
         np.where(corrected_denied, outcome.carc[originals], ""),
         corrected_denied & outcome.not_recognized[originals],
+        np.where(again, outcome.reason[line_original], -1),
+        np.where(again, outcome.carc[line_original], ""),
         corrected_payment,
         streams[7],
     )

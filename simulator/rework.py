@@ -29,9 +29,11 @@ from features.codes import DENIAL_CATEGORIES, code_tables
 from simulator.adjudication import REASON_INDEX, Adjudication
 from simulator.catalog import EM_FAMILIES, NCCI_BYPASS_MODIFIERS
 from simulator.encounters import (
+    ATTACHMENT_SENT,
     CODE_FAMILY,
     CODE_INDEX,
     FAMILY_INDEX,
+    MEMBER_ID_OK,
     MOD,
     RENDERING_OK,
     Encounters,
@@ -206,13 +208,30 @@ def _corrected_claims(
     )
     claims["rendering_state"] = RENDERING_OK
     claims["taxonomy_missing"] = False
+    # What a registration or billing clerk fixes once the payer said what was wrong.
+    claims.loc[reason == REASON_INDEX["member_not_identified"], "member_id_state"] = MEMBER_ID_OK
+    claims["primary_paid_missing"] = False
+    claims["accident_date_missing"] = False
+    late_onset = claims["onset_day"].to_numpy() > claims["service_day"].to_numpy()
+    claims.loc[late_onset, "onset_day"] = claims.loc[late_onset, "episode_start"]
 
     claim = lines["claim"].to_numpy()
     code = lines["code"].to_numpy().copy()
     pointers = lines["pointers"].to_numpy()
     lines["pointers"] = np.where(pointers == 0, 1, pointers)
     mods = lines[[f"modifier_{j}" for j in range(1, 5)]].to_numpy().copy()
-    line_reason = reason[claim]
+    line_reason = lines["denial_reason"].to_numpy()
+    lines["ndc"] = lines["ndc"].to_numpy() | (line_reason == REASON_INDEX["ndc_missing"])
+    clia_fixed = np.bincount(
+        claim[line_reason == REASON_INDEX["clia_missing"]], minlength=len(claims)
+    )
+    claims["clia"] = claims["clia"].to_numpy() | (clia_fixed > 0)
+    records = np.isin(
+        line_reason,
+        [REASON_INDEX[r] for r in ("attachment_missing", "attachment_not_received")],
+    )
+    sent = np.bincount(claim[records], minlength=len(claims)) > 0
+    claims.loc[sent, "attachment"] = ATTACHMENT_SENT
     is_em = np.isin(CODE_FAMILY[code], [FAMILY_INDEX[f] for f in EM_FAMILIES])
     without_25 = ~(mods == MOD["25"]).any(axis=1)
     add_modifier(

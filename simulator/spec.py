@@ -67,7 +67,7 @@ class PracticeHabits:
     taxonomy_missing: float = 0.025
     pointer_missing: float = 0.006
     auth_attach: float = 0.93
-    auth_attach_unneeded: float = 0.25
+    auth_attach_unneeded: float = 0.15
     referral_attach: float = 0.92
     preventive_miscoded: float = 0.03
     screening_wrong_sex: float = 0.01
@@ -80,10 +80,38 @@ class PracticeHabits:
         ("unrelated", 0.012),
     )
     """How often the principal diagnosis of a ruled procedure is core / weak / unrelated."""
-    modifier_compliance: tuple[float, float] = (0.93, 0.99)
+    modifier_compliance: tuple[float, float] = (0.85, 0.96)
     """Range of the providers' coders' reliability in adding modifiers 25 and 59 when needed."""
     late_joiners: tuple[str, ...] = ("family_medicine", "physical_therapy", "cardiology")
     """One provider of each joins during the timeline and is credentialed late."""
+    member_id_typo: float = 0.002
+    """A character of the member ID mistyped (CARC 31/140)."""
+    stale_member_id: float = 0.05
+    """Claims to a patient's new payer in the first 60 days that still carry the old ID."""
+    coverage_notice_immediate: float = 0.6
+    """Share of payer changes the practice knows of on the day; the rest it learns later."""
+    coverage_notice_days: float = 35.0
+    """Mean days it goes on billing the old payer (CARC 27) when it learns late."""
+    other_coverage_known: float = 0.7
+    """Share of patients with another coverage whose other coverage the practice knows."""
+    primary_paid_missing: float = 0.04
+    """Secondary claims sent without the primary payer's paid amount (CARC 16 + MA04)."""
+    accident_date_missing: float = 0.04
+    ndc_missing: float = 0.05
+    clia_missing: float = 0.04
+    clia_on_line: float = 0.2
+    """Share of lab claims whose CLIA number goes on the lines (2400 REF*X4)."""
+    attachment_sent: float = 0.8
+    """Share of claims the practice knows need records that carry a PWK attachment."""
+    attachment_on_request: float = 0.15
+    """Share of those sent as 'AA' (available on request) instead of faxed or mailed."""
+    delay_reason_share: float = 0.45
+    """Share of claims sent past 90 days that carry a delay reason code (CLM20)."""
+    onset_error: float = 0.01
+    """Therapy claims whose onset date is after the service date (a visible defect)."""
+    units_overbilled: float = 0.004
+    """Lines billed with more units than the visit template allows (a typo or a habit)."""
+    claim_note_share: float = 0.03
 
 
 # -- payers --------------------------------------------------------------------------------------
@@ -148,6 +176,18 @@ class PayerSpec:
     """Chance (times strictness) of a records request on any claim."""
     unprocessable_rate: float = 0.002
     """Claims returned unprocessable (CARC 16 + MA130), times strictness: lost, garbled."""
+    requires_ndc: bool = False
+    """Drug (J-code) lines need an NDC (2410 LIN), else CARC 16 + M119."""
+    requires_clia: bool = False
+    """Lab lines need the lab's CLIA number, else CARC 16 + MA120."""
+    attachment_codes: frozenset[str] = frozenset()
+    """Codes the payer adjudicates only with records attached (PWK), else CARC 252."""
+    honours_delay_reason: bool = True
+    """A claim past the filing limit with a delay reason code (CLM20) is still considered."""
+    denies_pending_liability: bool = False
+    """Injury claims without other coverage are denied pending the liable carrier (19/20/21)."""
+    line_level_auth: bool = False
+    """The practice puts authorization numbers on the lines (2400 REF*G1) for this payer."""
 
     @property
     def payer_type(self) -> str:
@@ -215,14 +255,15 @@ class WorldSpec:
     category_scale: dict[str, float] = field(default_factory=dict)
     """Denial category -> factor on its sub-reasons' probabilities (absent: 1; 0: switched off)."""
     coverage_base: dict[str, float] = field(
-        default_factory=lambda: _by_type(0.0075, 0.0065, 0.018, 0.011, 0.008)
+        default_factory=lambda: _by_type(0.0075, 0.0065, 0.018, 0.014, 0.008)
     )
     """Chance a claim meets inactive coverage, by payer type, before visible-risk multipliers."""
-    identity_base: float = 0.0035
+    identity_base: float = 0.003
     other_coverage_base: dict[str, float] = field(
-        default_factory=lambda: _by_type(0.10, 0.03, 0.08, 0.12, 0.12)
+        default_factory=lambda: _by_type(0.25, 0.2, 0.25, 0.3, 0.25)
     )
-    """Chance the payer denies a patient with other coverage as not primary (CARC 22)."""
+    """Chance the payer's coordination-of-benefits check finds the other, primary coverage the
+    practice did not know of, and denies (CARC 22)."""
     medicare_age_on_commercial: float = 0.07
     other_coverage_rate: dict[str, float] = field(
         default_factory=lambda: _by_type(0.05, 0.12, 0.04, 0.08, 0.10)
@@ -232,6 +273,19 @@ class WorldSpec:
         default_factory=lambda: _by_type(0.08, 0.03, 0.06, 0.2, 0.08)
     )
     """Share of patients who change payer during the timeline, by payer type."""
+    secondary_share: dict[str, float] = field(
+        default_factory=lambda: _by_type(0.35, 0.4, 0.3, 1.0, 0.5)
+    )
+    """Of the patients with another coverage, the share for whom the payer on file is not the
+    primary one (Medicaid always pays last)."""
+    accident_rate: float = 0.06
+    """Share of injury-prone visits (orthopaedics, therapy, acute pain) due to an accident."""
+    clearinghouse_edits: bool = False
+    """The clearinghouse rejects a rendering NPI failing its check digit and a line without a
+    diagnosis pointer before the payer sees them; otherwise the payer denies them."""
+    practice_state: str = "TX"
+    neighbour_states: tuple[str, ...] = ("LA", "OK", "NM", "AR")
+    out_of_state_share: float = 0.03
     seed: int | None = None
     """The world seed it was drawn from (``None``: the default world)."""
 
@@ -324,16 +378,17 @@ def _payer(
     **rules: object,
 ) -> PayerSpec:
     """A default-world payer: every payer applies the three NCCI pairs; government payers
-    review therapy, sleep and cardiac imaging records."""
-    government = code_tables().payer_type_for_indicator(indicator) in {
-        "medicare",
-        "medicare_advantage",
-        "medicaid",
-    }
+    review therapy, sleep and cardiac imaging records, want the lab's CLIA number and accept a
+    delay reason past the filing limit; Medicaid wants NDCs on drug lines."""
+    payer_type = code_tables().payer_type_for_indicator(indicator)
+    government = payer_type in {"medicare", "medicare_advantage", "medicaid"}
     defaults: dict[str, object] = {
         "ncci_pairs": DEFAULT_NCCI_PAIRS,
         "records_review_families": _GOVERNMENT_REVIEW if government else frozenset(),
         "records_review_rate": 0.03 if government else 0.0,
+        "requires_clia": government,
+        "requires_ndc": payer_type == "medicaid",
+        "honours_delay_reason": government,
     }
     return PayerSpec(
         key, payer_id, name, indicator, share, filing, appeal, strictness, fee, auth,
@@ -363,7 +418,8 @@ def _default_payers() -> tuple[PayerSpec, ...]:
             "keystone_ma", "SX141", "Keystone Senior Advantage PPO", "16", 0.07, 365, 60,
             1.3, 1.0, _IMAGING_AND_SPECIALTY,
             lenient_necessity=frozenset({"mri_knee", "physical_therapy", "joint_injection"}),
-            partially_covered=codes_of("telephone_em"), noise_rate=0.009, copay=20.0,
+            partially_covered=codes_of("telephone_em"), line_level_auth=True,
+            unit_limits=(("J1745", 40), ("97110", 3)), noise_rate=0.009, copay=20.0,
         ),
         _payer(
             "bayou_medicaid", "68071", "Bayou Community Health Plan (Medicaid)", "MC", 0.10, 180,
@@ -385,8 +441,9 @@ def _default_payers() -> tuple[PayerSpec, ...]:
             _IMAGING_AND_SPECIALTY,
             lenient_necessity=frozenset({"mri_knee", "joint_injection", "physical_therapy",
                                          "ct_chest"}),
-            not_covered=_excluded("204", "screening"), visit_limits=((limit, 16),),
-            noise_rate=0.006, copay=30.0,
+            not_covered=_excluded("204", "screening") + _excluded("204", "telephone_em"),
+            visit_limits=((limit, 16), ("joint_injection", 3)), unit_limits=(("J1745", 40),),
+            unit_limit_carc="119", denies_pending_liability=True, noise_rate=0.006, copay=30.0,
         ),
         _payer(
             "bluebonnet", "84981", "Bluebonnet Blue Cross Blue Shield", "BL", 0.11, 180, 180,
@@ -395,7 +452,8 @@ def _default_payers() -> tuple[PayerSpec, ...]:
                      "specialty_drug"),
             lenient_necessity=frozenset({"mri_brain", "mri_lumbar", "mri_knee",
                                          "physical_therapy", "joint_injection", "ct_abdomen"}),
-            visit_limits=((limit, 20),), noise_rate=0.005, copay=25.0,
+            partially_covered=codes_of("genetic"), requires_ndc=True,
+            visit_limits=((limit, 20), ("joint_injection", 4)), noise_rate=0.005, copay=25.0,
         ),
         _payer(
             "crescent", "60045", "Crescent Health PPO", "12", 0.07, 120, 180, 1.05, 1.50,
@@ -403,14 +461,15 @@ def _default_payers() -> tuple[PayerSpec, ...]:
             lenient_necessity=frozenset({"physical_therapy", "joint_injection"}),
             not_covered=_excluded("96", "dme") + _excluded("204", "screening"),
             partially_covered=codes_of("sleep_study"), visit_limits=((limit, 15),),
-            noise_rate=0.007, copay=35.0,
+            denies_pending_liability=True, noise_rate=0.007, copay=35.0,
         ),
         _payer(
             "harbor_hmo", "62318", "Harbor Health HMO", "HM", 0.06, 90, 60, 1.2, 1.35,
             _IMAGING_AND_SPECIALTY | codes_of("infusion", "dme", "physical_therapy"),
-            not_covered=_excluded("204", "screening"), referral_required=True,
-            pays_nurse_practitioners=False, visit_limits=((limit, 12),), noise_rate=0.008,
-            copay=20.0,
+            not_covered=_excluded("204", "screening") + _excluded("204", "telephone_em"),
+            referral_required=True, pays_nurse_practitioners=False,
+            visit_limits=((limit, 12),), attachment_codes=frozenset({"27447", "29881"}),
+            denies_pending_liability=True, noise_rate=0.008, copay=20.0,
         ),
         _payer(
             "pinnacle_tpa", "SX123", "Pinnacle Benefit Administrators", "CI", 0.04, 365, 180,
@@ -422,7 +481,7 @@ def _default_payers() -> tuple[PayerSpec, ...]:
             "meridian", "39026", "Meridian Choice Plans", "12", 0.04, 180, 120, 1.1, 1.38,
             codes_of("advanced_imaging", "sleep_study", "specialty_drug"),
             lenient_necessity=frozenset({"mri_knee", "physical_therapy"}),
-            not_covered=_excluded("96", "genetic") + _excluded("204", "screening"),
+            not_covered=_excluded("96", "genetic", "dme") + _excluded("204", "screening"),
             partially_covered=codes_of("infusion"), visit_limits=((limit, 20),),
             noise_rate=0.007, copay=30.0,
         ),

@@ -38,6 +38,26 @@ panel leans a little towards Medicaid to land on the claim mix in ``PayerSpec.cl
 NEVER = 10**9
 """A day past any timeline ("never")."""
 
+LAST_NAMES: tuple[str, ...] = (
+    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez",
+    "Martinez", "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor",
+    "Moore", "Jackson", "Martin", "Lee", "Perez", "Thompson", "White", "Harris", "Sanchez",
+    "Clark", "Ramirez", "Lewis", "Robinson", "Walker", "Young", "Allen", "King", "Wright",
+    "Scott", "Torres", "Nguyen", "Hill", "Flores", "Green", "Adams", "Nelson", "Baker", "Hall",
+    "Rivera", "Campbell", "Mitchell", "Carter", "Roberts",
+)  # fmt: skip
+FIRST_NAMES: tuple[str, ...] = (
+    "James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David",
+    "Elizabeth", "William", "Barbara", "Richard", "Susan", "Joseph", "Jessica", "Thomas",
+    "Sarah", "Charles", "Karen", "Maria", "Daniel", "Nancy", "Matthew", "Lisa", "Anthony",
+    "Betty", "Mark", "Sandra", "Jose", "Ashley", "Luis", "Emily", "Kevin", "Donna", "Brian",
+    "Michelle", "George", "Carol", "Ana",
+)  # fmt: skip
+"""Synthetic names: drawn per patient, hashed into the patient key, never written."""
+
+FACILITY_PLACES: tuple[str, ...] = ("21", "22", "24", "81")
+"""Places of service with a service facility of their own (2310C): hospital, ASC, lab."""
+
 EXCLUSION_CARCS: tuple[str, ...] = ("49", "96", "204")
 """CARCs of plan exclusions; ``RuleTables.excluded`` holds 1 + their index (0: covered)."""
 
@@ -222,6 +242,26 @@ class World:
     patient_switch_day: np.ndarray
     """Day the patient's coverage moves to ``patient_next_payer`` (a huge number if never)."""
     patient_other_coverage: np.ndarray
+    patient_notice_lag: np.ndarray
+    """Days after a change of payer before the practice learns of it (bills the old payer)."""
+    patient_other_known: np.ndarray
+    """The practice knows of the other coverage."""
+    patient_secondary: np.ndarray
+    """With another coverage: the payer on file is not the primary one."""
+    patient_other_payer: np.ndarray
+    """The other coverage's payer (index into the world's payers)."""
+    patient_state: np.ndarray
+    """Index into (practice state, *neighbour states)."""
+    patient_name: np.ndarray
+    """(n, 2) indices into the name lists (never written; only their hash, the patient key)."""
+    patient_relationship: np.ndarray
+    """The patient to the subscriber: 18 self, 01 spouse, 19 child."""
+    patient_group: np.ndarray
+    """Employer group number of commercial members (0: none)."""
+    clia_number: str
+    """The practice's laboratory CLIA certificate."""
+    facility_npi: np.ndarray
+    """Service facility NPI by place of service index (empty for the office and home)."""
 
     @property
     def payers(self) -> tuple[PayerSpec, ...]:
@@ -331,6 +371,26 @@ def build_world(
     weight = rng.gamma(0.8, 1.0, n_patients)  # visit intensity; independent of payer by design
     next_payer, switch_day = _coverage_changes(rng, spec, payer, types, birth_day, days)
     other_coverage = rng.random(n_patients) < np.vectorize(spec.other_coverage_rate.get)(types)
+    habits = spec.habits
+    late = rng.exponential(habits.coverage_notice_days, n_patients).astype(np.int64) + 1
+    notice = np.where(rng.random(n_patients) < habits.coverage_notice_immediate, 0, late)
+    other_known = other_coverage & (rng.random(n_patients) < habits.other_coverage_known)
+    share = np.vectorize(spec.secondary_share.get)(types)
+    secondary = other_coverage & (rng.random(n_patients) < share)
+    out_of_state = rng.random(n_patients) < spec.out_of_state_share
+    state = np.where(out_of_state, rng.integers(1, 1 + len(spec.neighbour_states), n_patients), 0)
+    names = np.column_stack(
+        [
+            rng.integers(0, len(LAST_NAMES), n_patients),
+            rng.integers(0, len(FIRST_NAMES), n_patients),
+        ]
+    )
+    minor = age < 18
+    spouse = ~minor & (types == "commercial") & (rng.random(n_patients) < 0.2)
+    relationship = np.where(minor, "19", np.where(spouse, "01", "18"))
+    group = np.where(types == "commercial", rng.integers(1, 600, n_patients), 0)
+    clia = f"{int(rng.integers(10, 99))}D{int(rng.integers(10**6, 10**7))}"
+    facilities = make_npis(rng, len(FACILITY_PLACES))
     return World(
         spec=spec,
         rules=rule_tables(spec, days, drift_day),
@@ -348,7 +408,35 @@ def build_world(
         patient_next_payer=next_payer,
         patient_switch_day=switch_day,
         patient_other_coverage=other_coverage,
+        patient_notice_lag=notice,
+        patient_other_known=other_known,
+        patient_secondary=secondary,
+        patient_other_payer=_other_payers(rng, spec, payer, secondary),
+        patient_state=state,
+        patient_name=names,
+        patient_relationship=relationship,
+        patient_group=group,
+        clia_number=clia,
+        facility_npi=facilities,
     )
+
+
+def _other_payers(
+    rng: np.random.Generator, spec: WorldSpec, payer: np.ndarray, secondary: np.ndarray
+) -> np.ndarray:
+    """The patient's other coverage: a primary payer other than Medicaid when the one on file
+    is secondary, any other payer when it is primary."""
+    types = np.array([p.payer_type for p in spec.payers])
+    shares = np.array([p.claim_share for p in spec.payers])
+    n_payers = len(types)
+    weight = np.broadcast_to(shares, (len(payer), n_payers)).copy()
+    weight[np.arange(len(payer)), payer] = 0.0
+    weight[secondary[:, None] & (types == "medicaid")[None, :]] = 0.0
+    total = weight.sum(axis=1)
+    weight = np.where(total[:, None] > 0, weight, 1.0)  # a one-type world: any payer
+    cumulative = np.cumsum(weight, axis=1)
+    u = rng.random(len(payer)) * cumulative[:, -1]
+    return np.minimum((cumulative <= u[:, None]).sum(axis=1), n_payers - 1)
 
 
 def _draw_ages(rng: np.random.Generator, types: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ import pytest
 
 from features.codes import DENIAL_CATEGORIES, code_tables
 from features.schema import ClaimsDataset, validate_table
+from features.x12.outcomes import first_adjudication_outcomes
 from simulator import (
     SimulationConfig,
     SimulationResult,
@@ -148,16 +149,19 @@ def test_denied_claims_carry_a_denial_carc_of_their_cause(
         for c, g in zip(adjustments["carc"], adjustments["group_code"], strict=True)
     ]
     denials = adjustments[is_denial]
-    with_denial = set(denials["claim_id"])
-    remitted = set(result.dataset.remittances["claim_id"])
-    # Claims still awaiting their remittance at the extract date have no adjustments yet.
-    denied = claims.loc[(claims["denied"] == 1) & claims["claim_id"].isin(remitted), "claim_id"]
-    paid = claims.loc[(claims["denied"] == 0) & claims["claim_id"].isin(remitted), "claim_id"]
-    assert set(denied) <= with_denial
-    assert not set(paid) & with_denial
-    cause = claims.set_index("claim_id")["true_cause"]
-    carc_category = denials["carc"].map(tables.carc_category)
-    assert (carc_category.to_numpy() == cause.loc[denials["claim_id"]].to_numpy()).all()
+    # The product's label and primary CARC, read from the 835 tables, are the truth's.
+    outcomes = first_adjudication_outcomes(result.dataset).set_index("claim_id")
+    truth = claims.set_index("claim_id").loc[outcomes.index]
+    assert (outcomes["denied"] == truth["denied"].astype(bool)).all()
+    denied = outcomes[outcomes["denied"]]
+    assert (denied["denial_category"] == truth.loc[denied.index, "true_cause"]).all()
+    # A paid claim may have lines denied (partial payment): each such line is paid $0.
+    paid = set(outcomes.index[~outcomes["denied"]])
+    partial = denials[denials["claim_id"].isin(paid)]
+    assert len(partial) and partial["line_number"].notna().all()
+    lines = result.dataset.remit_lines.set_index(["remit_id", "line_number"])
+    keys = list(zip(partial["remit_id"], partial["line_number"].astype(int), strict=True))
+    assert (lines.loc[keys, "paid_amount"] == 0).all()
     # CARCs that need a remark code have one on the same remittance.
     needs_rarc = denials[denials["carc"].map(lambda c: tables.carc_info(c).rarc_required)]
     assert set(needs_rarc["remit_id"]) <= set(result.dataset.remarks["remit_id"])
@@ -209,9 +213,14 @@ def test_timely_filing_denials_only_after_the_payer_limit(adjudicated: pd.DataFr
     filed_late = (adjudicated["true_cause"] == "timely_filing").to_numpy()
     assert (lag[filed_late] > limit[filed_late]).all()
     assert (adjudicated.loc[~late, "p_timely_filing"] == 0).all()
-    # Only the duplicate edit runs before the filing-limit edit, which fires with p = 0.95.
+    # Only the duplicate edit runs before the filing-limit edit, which fires with p = 0.95,
+    # or 0.1 when the claim gives a delay reason (CLM20) its payer honours.
     p_late = adjudicated["p_timely_filing"] / (1 - adjudicated["p_duplicate"])
-    np.testing.assert_allclose(p_late[late], 0.95)
+    honours = adjudicated["payer_id"].map(lambda i: PAYER_BY_ID[i].honours_delay_reason)
+    excused = (adjudicated["delay_reason_code"].notna() & honours).to_numpy()
+    assert (late & excused).any() and (late & ~excused).any()
+    np.testing.assert_allclose(p_late[late & ~excused], 0.95)
+    np.testing.assert_allclose(p_late[late & excused], 0.1)
 
 
 def test_duplicates_repeat_an_earlier_submission(
