@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.claim_tables import ClaimTables
-from features.schema import column_array
+from features.schema import column_array, with_optional_columns
 
 NO_DAY = np.iinfo(np.int64).min
 """Day number of a missing date (what NaT becomes as ``datetime64[D]`` -> ``int64``)."""
@@ -48,8 +48,35 @@ CLAIM_TEXT = (
     "patient_sex",
     "prior_auth_number",
     "referral_number",
+    # Optional contract columns (empty when an input lacks them).
+    "payer_responsibility",
+    "subscriber_group_number",
+    "patient_relationship",
+    "patient_key",
+    "patient_state",
+    "billing_state",
+    "rendering_taxonomy",
+    "service_facility_npi",
+    "delay_reason_code",
+    "related_causes",
+    "epsdt_indicator",
+    "attachment_types",
+    "attachment_transmission",
+    "claim_note",
+    "clia_number",
+    "other_payer_id",
+    "other_payer_filing_indicator",
 )
-CLAIM_DATES = ("submission_date", "service_date_from", "patient_birth_date")
+CLAIM_DATES = (
+    "submission_date",
+    "service_date_from",
+    "patient_birth_date",
+    "accident_date",
+    "onset_date",
+    "initial_treatment_date",
+    "other_payer_adjudication_date",
+)
+CLAIM_NUMBERS = ("total_charge", "has_other_coverage", "other_payer_paid_amount")
 LINE_TEXT = (
     "procedure_code",
     "modifier_1",
@@ -57,6 +84,14 @@ LINE_TEXT = (
     "modifier_3",
     "modifier_4",
     "diagnosis_pointers",
+    "line_prior_auth_number",
+    "line_referral_number",
+    "ndc_code",
+    "line_note",
+    "line_attachment_types",
+    "line_referring_npi",
+    "line_place_of_service",
+    "line_clia_number",
 )
 MODIFIERS = ("modifier_1", "modifier_2", "modifier_3", "modifier_4")
 
@@ -288,7 +323,8 @@ class ClaimArrays:
 
     @classmethod
     def from_tables(cls, tables: ClaimTables) -> ClaimArrays:
-        frame = tables.claims
+        # Tables built by hand (tests, old callers) may lack the optional columns.
+        frame = with_optional_columns("claims", tables.claims)
         factors = TextFactors()
         claims: dict[str, np.ndarray] = dict(
             zip(
@@ -304,11 +340,11 @@ class ClaimArrays:
             )
         )
         claims.update({c: day_column(column_array(frame, c)) for c in CLAIM_DATES})
-        for column in ("total_charge", "has_other_coverage"):
+        for column in CLAIM_NUMBERS:
             claims[column] = _numbers(column_array(frame, column))
         claim_rows = _ClaimRows(claims["claim_id"], column_array(frame, "claim_id"))
 
-        lines_frame = tables.lines
+        lines_frame = with_optional_columns("lines", tables.lines)
         line_claim = claim_rows(column_array(lines_frame, "claim_id"))
         # Lines of claims not in this batch are not its features (a request has none: no copy).
         known = _rows_of_known(line_claim)

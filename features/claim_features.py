@@ -26,6 +26,10 @@ from features.claim_arrays import (
 )
 from features.claim_tables import ClaimTables
 from features.codes import code_tables
+from features.conventions import convention_flags, conventions
+
+CONVENTION_FLAGS: tuple[str, ...] = tuple(conventions())
+"""Public billing conventions (``features/data/billing_conventions.csv``), one flag each."""
 
 LINE_SLOTS = 3
 """How many service lines get their own procedure columns (the rest count in aggregates)."""
@@ -50,6 +54,11 @@ CATEGORICAL_FEATURES: tuple[str, ...] = (
     "principal_dx_chapter",
     *[f"procedure_{i}" for i in range(1, LINE_SLOTS + 1)],
     *[f"procedure_family_{i}" for i in range(1, LINE_SLOTS + 1)],
+    # Codes of the rest of the claim (levels learned from the practice's own data).
+    "payer_responsibility",
+    "patient_relationship",
+    "delay_reason_code",
+    "related_causes",
 )
 
 NUMERIC_CLAIM_FEATURES: tuple[str, ...] = (
@@ -74,7 +83,6 @@ NUMERIC_CLAIM_FEATURES: tuple[str, ...] = (
     "medicare_age_not_medicare_plan",
     "is_replacement",
     "em_with_procedure",
-    "em_with_procedure_no_mod25",
     "multi_procedure_no_distinct_modifier",
     "any_modifier_25",
     "any_distinct_service_modifier",
@@ -84,6 +92,23 @@ NUMERIC_CLAIM_FEATURES: tuple[str, ...] = (
     "lines_without_dx_pointer",
     "has_unlisted_procedure",
     "n_distinct_procedures",
+    # The rest of the claim: coordination of benefits, accidents, attachments, line fields.
+    "other_payer_known",
+    "other_payer_paid_present",
+    "other_payer_paid_share",
+    "patient_out_of_state",
+    "service_facility_present",
+    "accident_date_present",
+    "days_onset_to_service",
+    "attachment_present",
+    "attachment_sent",
+    "note_present",
+    "clia_present",
+    "line_auth_lines",
+    "lines_without_auth",
+    "ndc_lines",
+    "epsdt_referral",
+    *CONVENTION_FLAGS,
 )
 
 
@@ -168,6 +193,18 @@ class ClaimGroups:
         np.maximum.at(out, self.claim_index, values)
         return out
 
+    def max_of_columns(self, values: np.ndarray) -> np.ndarray:
+        """:meth:`max` of ``values`` laid out one row per feature, one column per row of the
+        groups (the transpose of what :meth:`max` takes and gives): reduced along its rows
+        without a transposed copy."""
+        out = np.full((values.shape[0], self.n_claims), np.nan)
+        if values.shape[1] == 0:
+            return out
+        if self.starts is not None:
+            out[:, self.claim_index[self.starts]] = np.maximum.reduceat(values, self.starts, axis=1)
+            return out
+        return self.max(values.T).T
+
     def nunique(self, codes: np.ndarray, missing: np.ndarray) -> np.ndarray:
         """Distinct non-missing codes per claim."""
         width = int(codes.max(initial=0)) + 1
@@ -201,8 +238,14 @@ def claim_feature_columns(arrays: ClaimArrays) -> dict[str, np.ndarray]:
         "payer_type",
         "provider_taxonomy",
         "patient_sex",
+        "payer_responsibility",
+        "patient_relationship",
+        "delay_reason_code",
+        "related_causes",
     ):
         out[column] = claims[column]
+    out.update(_rest_of_claim(arrays))
+    out.update(convention_flags(arrays))
 
     out["days_service_to_submission"] = _day_difference(
         claims["submission_date"], claims["service_date_from"]
@@ -262,6 +305,71 @@ def claim_feature_columns(arrays: ClaimArrays) -> dict[str, np.ndarray]:
     return out
 
 
+def _rest_of_claim(arrays: ClaimArrays) -> dict[str, np.ndarray]:
+    """Features of the 837 elements beyond the core claim: other payers, states, accident and
+    onset dates, attachments, notes, CLIA, line-level authorizations and NDCs."""
+    claims, lines, factors = arrays.claims, arrays.lines, arrays.factors
+    n = arrays.n_claims
+    claim_of = lines["claim_index"]
+
+    def present(values: np.ndarray) -> np.ndarray:
+        return (~is_none(values)).astype(float)
+
+    def per_claim(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(claim_of[mask], minlength=n).astype(float)
+
+    paid = claims["other_payer_paid_amount"]
+    charge = claims["total_charge"]
+    patient_state, billing_state = claims["patient_state"], claims["billing_state"]
+    both_states = ~is_none(patient_state) & ~is_none(billing_state)
+    transmission = claims["attachment_transmission"]
+    line_auth = ~is_none(lines["line_prior_auth_number"])
+    claim_auth = ~is_none(claims["prior_auth_number"])
+    onset = claims["onset_date"]
+    service = claims["service_date_from"]
+    return {
+        "other_payer_known": np.maximum(
+            present(claims["other_payer_id"]), np.nan_to_num(claims["has_other_coverage"])
+        ),
+        "other_payer_paid_present": (~np.isnan(paid)).astype(float),
+        "other_payer_paid_share": np.where(
+            np.isnan(paid) | ~(charge > 0), np.nan, paid / np.where(charge > 0, charge, 1.0)
+        ),
+        "patient_out_of_state": np.where(
+            both_states, (patient_state != billing_state).astype(float), np.nan
+        ),
+        "service_facility_present": present(claims["service_facility_npi"]),
+        "accident_date_present": (claims["accident_date"] != NO_DAY).astype(float),
+        "days_onset_to_service": np.where(
+            (onset == NO_DAY) | (service == NO_DAY), np.nan, (service - onset).astype(float)
+        ),
+        "attachment_present": np.maximum(
+            present(claims["attachment_types"]),
+            per_claim(~is_none(lines["line_attachment_types"])) > 0,
+        ),
+        # PWK02 "AA": available on request, i.e. not sent with the claim.
+        "attachment_sent": map_text(
+            transmission,
+            lambda t: any(p.strip() not in ("", "AA") for p in t.split(",")),
+            0.0,
+            float,
+            factors,
+        ),
+        "note_present": np.maximum(
+            present(claims["claim_note"]), per_claim(~is_none(lines["line_note"])) > 0
+        ),
+        "clia_present": np.maximum(
+            present(claims["clia_number"]), per_claim(~is_none(lines["line_clia_number"])) > 0
+        ),
+        "line_auth_lines": per_claim(line_auth),
+        "lines_without_auth": per_claim(~line_auth & ~claim_auth[claim_of]),
+        "ndc_lines": per_claim(~is_none(lines["ndc_code"])),
+        "epsdt_referral": map_text(
+            claims["epsdt_indicator"], lambda v: v.strip().upper() == "Y", 0.0, float, factors
+        ),
+    }
+
+
 def principal_diagnoses(arrays: ClaimArrays) -> np.ndarray:
     """Each claim's principal diagnosis code (its lowest position; ``None`` when it has none)."""
     dx = arrays.diagnoses
@@ -314,15 +422,10 @@ def _line_aggregates(arrays: ClaimArrays) -> dict[str, np.ndarray]:
     n_non_em = out["n_lines"] - n_em
     em_with_procedure = (n_em > 0) & (n_non_em > 0)
     out["em_with_procedure"] = em_with_procedure
-    out["em_with_procedure_no_mod25"] = em_with_procedure & ~(out["any_modifier_25"] > 0)
     out["multi_procedure_no_distinct_modifier"] = (n_non_em > 1) & ~(
         out["any_distinct_service_modifier"] > 0
     )
-    for name in (
-        "em_with_procedure",
-        "em_with_procedure_no_mod25",
-        "multi_procedure_no_distinct_modifier",
-    ):
+    for name in ("em_with_procedure", "multi_procedure_no_distinct_modifier"):
         out[name] = np.where(groups.empty, np.nan, out[name].astype(float))
     return out
 

@@ -2,7 +2,10 @@
 
 ``ClaimTables`` is what flows into the fitted pipeline at training, batch scoring and in the API.
 A flat "claim lines" layout (one row per service line, claim fields repeated, diagnoses as a
-comma-separated list) is offered for CSV input and for the MLflow pyfunc signature.
+comma-separated list) is offered for CSV input and for the MLflow pyfunc signature. Every contract
+column of ``claims`` and ``lines`` has a column of its own name there (line fields that share a
+claim field's meaning are ``line_``-prefixed in the contract itself); a column the input lacks
+reads as empty.
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ class ClaimTables:
         return ClaimTables(rows(self.claims), rows(self.lines), rows(self.diagnoses))
 
     def to_flat_lines(self) -> pd.DataFrame:
-        """One row per service line with the claim's fields repeated and diagnoses joined."""
+        """One row per service line with the claim's fields repeated and diagnoses joined
+        (``diagnosis_codes``); :meth:`from_flat_lines` reads it back to the same tables."""
         dx = (
             self.diagnoses.sort_values(["claim_id", "position"])
             .groupby("claim_id", sort=False)["code"]
@@ -68,12 +72,18 @@ class ClaimTables:
 
     @classmethod
     def from_flat_lines(cls, flat: pd.DataFrame) -> tuple[ClaimTables, pd.DataFrame]:
-        """Split a flat claim-lines frame into validated tables; return them and rejected rows."""
+        """Split a flat claim-lines frame into validated tables; return them and rejected rows.
+
+        Claim fields are read from each claim's first line; a column the frame lacks reads as
+        empty (``has_other_coverage`` as false). ``has_other_coverage`` written as text (a CSV)
+        is read as a yes/no word; a claim with any other text there is quarantined.
+        """
         claim_columns = [c for c in CLAIMS.columns if c in flat.columns]
         claims = flat[claim_columns].drop_duplicates("claim_id").reset_index(drop=True)
         for column in CLAIMS.columns:
             if column not in claims.columns:
                 claims[column] = False if column == "has_other_coverage" else None
+        claims, unreadable = _coverage_flags_read(claims)
         lines = flat[["claim_id", *[c for c in _LINE_COLUMNS if c in flat.columns]]].copy()
         for column in _LINE_COLUMNS:
             if column not in lines.columns:
@@ -89,7 +99,42 @@ class ClaimTables:
             diagnoses = exploded[["claim_id", "position", "code"]]
         else:
             diagnoses = pd.DataFrame(columns=list(DIAGNOSES.columns))
-        return validated(claims, lines, diagnoses)
+        tables, rejects = validated(claims, lines, diagnoses)
+        if unreadable is not None:
+            rejects = pd.concat([unreadable, rejects], ignore_index=True)
+        return tables, rejects
+
+
+_YES_NO_WORDS = {
+    **dict.fromkeys(["true", "t", "yes", "y", "1", "1.0"], True),
+    **dict.fromkeys(["false", "f", "no", "n", "0", "0.0", ""], False),
+}
+"""How ``has_other_coverage`` may be written as text; empty means false, as a missing column."""
+
+
+def _coverage_flags_read(claims: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """``claims`` with a text ``has_other_coverage`` read as booleans, and the claims whose text
+    is no yes/no word as quarantined rows (``None`` when there are none).
+
+    The contract's coercion would make any text true: "False" included, which is how a CSV
+    writes false.
+    """
+    flags = claims["has_other_coverage"]
+    if pd.api.types.is_bool_dtype(flags.dtype):
+        return claims, None
+    words = flags.astype("string").str.strip().str.lower().fillna("")
+    read = words.map(_YES_NO_WORDS)
+    unknown = read.isna().to_numpy()
+    claims = claims.assign(has_other_coverage=read.fillna(False).astype(bool))
+    if not unknown.any():
+        return claims, None
+    rejected = claims[unknown].assign(has_other_coverage=flags[unknown])
+    rejected.insert(0, "table", "claims")
+    rejected["reason"] = [
+        f"has_other_coverage {value!r} is not true or false (write true/false, yes/no or 1/0)"
+        for value in flags[unknown]
+    ]
+    return claims[~unknown].reset_index(drop=True), rejected.reset_index(drop=True)
 
 
 def validated(

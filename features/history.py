@@ -29,144 +29,301 @@ from features.claim_arrays import (
     NO_DAY,
     ClaimArrays,
     TextFactors,
+    day_column,
     factor_codes,
     factorize_text,
     group_starts,
     is_none,
     map_text,
 )
-from features.claim_features import ClaimGroups
+from features.claim_features import ClaimGroups, principal_diagnoses
+from features.codes import DENIAL_CATEGORIES
 
 OUTCOME_COLUMNS = ("claim_id", "remit_date", "denied", "category")
 """Columns an outcomes frame must have: one row per claim's first adjudication."""
+OUTCOME_EXTRA_COLUMNS = ("coverage_expiration_date", "corrected_member_id")
+"""Columns an outcomes frame may have (from the first adjudication's 835)."""
+
+_PAID_LAG = "hist_payer_max_paid_lag"
 
 
 @dataclass(frozen=True)
 class RateKey:
     """A grouping for a smoothed, point-in-time denial rate.
 
-    ``level`` is ``claim`` (one event per claim) or ``line`` (one event per distinct procedure on
-    the claim; the claim's feature is the worst of its lines). ``categories`` adds one rate per
-    denial category (e.g. how often this payer denied this procedure for authorization).
-    ``window_days`` adds the same rates over only the most recent days, so a payer's new rule
-    shows up in weeks rather than being averaged away by years of history.
+    ``level`` says what one event is: ``claim`` (a claim), ``line`` (a distinct procedure on a
+    claim) or ``pair`` (an ordered pair of distinct procedures on one claim); a line or pair
+    rate's claim feature is the worst of the claim's lines or pairs. The target is always the
+    claim's outcome (denied on first adjudication, and the category of its primary CARC).
+
+    Rates are smoothed hierarchically: a group with few outcomes borrows from ``parent`` (a
+    coarser grouping of the same level, e.g. payer x procedure borrows from payer x procedure
+    family), the parent from its own, down to the level's root (every event alike), whose
+    prior is the fixed ``prior_rate``. Every key keeps the rate of each denial category
+    (how often this payer denied this procedure *for authorization*), smoothed the same way;
+    ``by_category`` says whether those are model columns (they always feed the children's
+    smoothing and the per-category evidence, see :data:`EVIDENCE_FEATURES`).
+
+    ``window_days`` adds the same rates over the most recent days of known outcomes (ending
+    the day after the latest remittance known, not at the submission day), smoothed toward
+    the key's whole-history rate, so a payer's new rule shows up in weeks.
     """
 
     name: str
     columns: tuple[str, ...]
     level: str = "claim"
-    categories: tuple[str, ...] = ()
+    parent: str | None = None
+    by_category: bool = False
     label: str = ""
     window_days: int | None = None
 
 
+# Declared parents first (the smoothing computes them in this order). None of these groupings
+# names a payer, a code or a rule of any one practice: they are the combinations payers' edits
+# are written over (authorization lists, code-pair edits, unit limits, coverage exclusions,
+# diagnosis policies, enrolment), whose rates each practice's own remittances fill in.
 RATE_KEYS: tuple[RateKey, ...] = (
+    # -- claims -------------------------------------------------------------------------------
+    RateKey("all", (), label="denial rate of all claims"),
     RateKey(
         "payer",
         ("payer_id",),
-        categories=("eligibility", "timely_filing", "other"),
-        label="payer's recent denial rate",
+        parent="all",
+        by_category=True,
+        label="payer's denial rate",
+        window_days=90,
+    ),
+    RateKey(
+        "payer_lag",
+        ("payer_id", "lag_bucket", "delay_reason_present"),
+        parent="payer",
+        label="payer's denial rate for claims sent this long after the service",
+    ),
+    RateKey(
+        "payer_frequency",
+        ("payer_id", "frequency_code"),
+        parent="payer",
+        label="payer's denial rate for original/replacement/void claims",
+    ),
+    RateKey(
+        "payer_place",
+        ("payer_id", "place_of_service"),
+        parent="payer",
+        label="payer's denial rate in this place of service",
+    ),
+    RateKey(
+        "payer_coverage",
+        (
+            "payer_id",
+            "payer_responsibility",
+            "other_payer_known",
+            "other_payer_paid_present",
+            "accident_related",
+        ),
+        parent="payer",
+        by_category=True,
+        label="payer's denial rate with this coordination of benefits and accident status",
+    ),
+    RateKey(
+        "payer_patient",
+        ("payer_id", "patient_relationship", "patient_out_of_state", "age_band"),
+        parent="payer",
+        label="payer's denial rate for patients of this relationship, state and age",
+    ),
+    RateKey(
+        "payer_member_shape",
+        ("payer_id", "member_shape"),
+        parent="payer",
+        label="payer's denial rate for member IDs of this format (letters and digits)",
+    ),
+    RateKey(
+        "payer_specialty",
+        ("payer_id", "provider_taxonomy", "referral_present"),
+        parent="payer",
+        label="payer's denial rate for this specialty with/without a referral",
+    ),
+    RateKey(
+        "provider_payer",
+        ("rendering_npi", "payer_id"),
+        parent="payer_specialty",
+        by_category=True,
+        label="rendering provider's denial rate with this payer",
+        window_days=60,
+    ),
+    RateKey(
+        "facility_payer",
+        ("service_facility_npi", "billing_npi", "payer_id"),
+        parent="payer",
+        label="payer's denial rate for this billing provider and service facility",
+    ),
+    RateKey(
+        "provider",
+        ("rendering_npi",),
+        parent="all",
+        label="rendering provider's denial rate",
+    ),
+    RateKey(
+        "patient_payer",
+        ("patient_id", "payer_id"),
+        parent="payer",
+        by_category=True,
+        label="patient's earlier denials with this payer",
+    ),
+    RateKey(
+        "procedure_set",
+        ("signature", "modifier_signature"),
+        parent="all",
+        by_category=True,
+        label="denial rate of this exact combination of procedures and modifiers",
+    ),
+    RateKey(
+        "same_service",
+        ("patient_id", "service_day", "signature"),
+        parent="all",
+        label="outcome of an earlier claim for the same patient, date and procedures",
+    ),
+    # -- lines: one event per distinct procedure of a claim ------------------------------------
+    RateKey("lines", (), level="line", label="denial rate of all service lines"),
+    RateKey(
+        "procedure",
+        ("procedure_code",),
+        level="line",
+        parent="lines",
+        label="denial rate of this procedure",
+    ),
+    RateKey(
+        "payer_family",
+        ("payer_id", "procedure_family"),
+        level="line",
+        parent="lines",
+        label="payer's denial rate for this procedure family",
         window_days=90,
     ),
     RateKey(
         "payer_procedure",
         ("payer_id", "procedure_code"),
         level="line",
-        categories=("authorization", "non_covered", "documentation", "coding"),
+        parent="payer_family",
+        by_category=True,
         label="payer's denial rate for this procedure",
         window_days=90,
     ),
     RateKey(
         "payer_procedure_auth",
-        ("payer_id", "procedure_code", "prior_auth_present"),
+        ("payer_id", "procedure_code", "auth_present"),
         level="line",
-        categories=("authorization",),
+        parent="payer_procedure",
+        by_category=True,
         label="payer's denial rate for this procedure with/without an authorization",
         window_days=60,
     ),
     RateKey(
-        "payer_family_auth",
-        ("payer_id", "procedure_family", "prior_auth_present"),
+        "payer_procedure_units",
+        ("payer_id", "procedure_code", "units_bucket"),
         level="line",
-        categories=("authorization",),
-        label="payer's denial rate for this procedure family with/without an authorization",
-        window_days=60,
+        parent="payer_procedure",
+        label="payer's denial rate for this procedure at this number of units",
+    ),
+    RateKey(
+        "payer_procedure_modifiers",
+        ("payer_id", "procedure_code", "line_modifiers"),
+        level="line",
+        parent="payer_procedure",
+        by_category=True,
+        label="payer's denial rate for this procedure with these modifiers",
+    ),
+    RateKey(
+        "payer_procedure_documents",
+        ("payer_id", "procedure_code", "documents"),
+        level="line",
+        parent="payer_procedure",
+        by_category=True,
+        label="payer's denial rate for this procedure with/without attachments, NDC, CLIA, "
+        "referral",
+    ),
+    RateKey(
+        "procedure_dx_category",
+        ("procedure_code", "line_dx_category"),
+        level="line",
+        parent="procedure",
+        label="denial rate of this procedure with this diagnosis category",
     ),
     RateKey(
         "procedure_dx",
-        ("procedure_code", "line_dx_category"),
+        ("procedure_code", "line_dx"),
         level="line",
-        categories=("medical_necessity",),
+        parent="procedure_dx_category",
+        by_category=True,
         label="denial rate of this procedure with the diagnosis its line points to",
     ),
     RateKey(
-        "payer_family_dx",
-        ("payer_id", "procedure_family", "line_dx_category"),
+        "payer_procedure_dx",
+        ("payer_id", "procedure_code", "line_dx_category"),
         level="line",
-        categories=("medical_necessity",),
-        label="payer's denial rate for this procedure family with this diagnosis",
+        parent="procedure_dx_category",
+        by_category=True,
+        label="payer's denial rate for this procedure with this diagnosis category",
         window_days=90,
     ),
     RateKey(
-        "procedure_referring",
-        ("procedure_code", "referring_npi_present"),
-        level="line",
-        categories=("missing_information",),
-        label="denial rate of this procedure with/without a referring provider",
-    ),
-    RateKey(
         "procedure_place",
-        ("procedure_code", "place_of_service"),
+        ("procedure_code", "line_place"),
         level="line",
-        categories=("coding",),
+        parent="procedure",
         label="denial rate of this procedure in this place of service",
     ),
     RateKey(
-        "procedure_set",
-        ("signature", "modifier_signature"),
-        categories=("coding", "documentation"),
-        label="denial rate of this exact combination of procedures and modifiers",
+        "procedure_patient",
+        ("procedure_code", "patient_sex", "age_band"),
+        level="line",
+        parent="procedure",
+        by_category=True,
+        label="denial rate of this procedure for a patient of this sex and age",
     ),
     RateKey(
-        "payer_specialty_referral",
-        ("payer_id", "provider_taxonomy", "referral_present"),
-        categories=("authorization", "missing_information"),
-        label="payer's denial rate for this specialty with/without a referral",
+        "procedure_provider",
+        ("procedure_code", "provider_taxonomy", "referring_present"),
+        level="line",
+        parent="procedure",
+        by_category=True,
+        label="denial rate of this procedure by this specialty with/without an ordering provider",
+    ),
+    # -- pairs: one event per ordered pair of distinct procedures on a claim -------------------
+    RateKey("pairs", (), level="pair", label="denial rate of all procedure pairs"),
+    RateKey(
+        "procedure_pair",
+        ("procedure_code", "other_procedure"),
+        level="pair",
+        parent="pairs",
+        label="denial rate of this procedure billed with that one",
     ),
     RateKey(
-        "payer_taxonomy_present",
-        ("payer_id", "taxonomy_present"),
-        categories=("missing_information",),
-        label="payer's denial rate with/without a provider taxonomy",
+        "procedure_pair_modifiers",
+        ("procedure_code", "other_procedure", "line_modifiers"),
+        level="pair",
+        parent="procedure_pair",
+        by_category=True,
+        label="denial rate of this procedure with these modifiers billed with that one",
     ),
     RateKey(
-        "provider",
-        ("rendering_npi",),
-        categories=("credentialing", "missing_information"),
-        label="rendering provider's recent denial rate",
-    ),
-    RateKey(
-        "provider_payer",
-        ("rendering_npi", "payer_id"),
-        categories=("credentialing",),
-        label="rendering provider's denial rate with this payer",
-        window_days=60,
-    ),
-    RateKey(
-        "patient_payer",
-        ("patient_id", "payer_id"),
-        categories=("eligibility",),
-        label="patient's earlier denials with this payer",
+        "payer_procedure_pair",
+        ("payer_id", "procedure_code", "other_procedure"),
+        level="pair",
+        parent="procedure_pair",
+        label="payer's denial rate for this procedure billed with that one",
     ),
 )
+LEVELS: tuple[str, ...] = ("claim", "line", "pair")
 
 
 def _rate_feature_names(key: RateKey) -> list[str]:
     names = [f"hist_{key.name}_n", f"hist_{key.name}_rate"]
-    names += [f"hist_{key.name}_rate_{c}" for c in key.categories]
+    if key.by_category:
+        names += [f"hist_{key.name}_rate_{c}" for c in DENIAL_CATEGORIES]
     if key.window_days:
         names += [f"hist_{key.name}_recent_n", f"hist_{key.name}_recent_rate"]
-        names += [f"hist_{key.name}_recent_rate_{c}" for c in key.categories]
+        if key.by_category:
+            names += [f"hist_{key.name}_recent_rate_{c}" for c in DENIAL_CATEGORIES]
     return names
 
 
@@ -174,6 +331,15 @@ HISTORY_FEATURE_LABELS: dict[str, str] = {
     name: key.label for key in RATE_KEYS for name in _rate_feature_names(key)
 }
 """Feature name -> what it means to a biller."""
+
+EVIDENCE_FEATURES: dict[str, str] = {
+    f"hist_evidence_{c}": f"highest {c.replace('_', ' ')} denial rate among the claim's "
+    "groupings (payer, procedures, diagnoses, modifiers, providers...)"
+    for c in DENIAL_CATEGORIES
+}
+"""Per denial category, the highest smoothed rate of that category over every grouping of the
+claim, its lines and pairs: which cause its history points to, wherever it shows."""
+HISTORY_FEATURE_LABELS.update(EVIDENCE_FEATURES)
 
 COUNT_FEATURES: dict[str, str] = {
     "hist_patient_prior_claims": "patient's earlier claims with any payer",
@@ -184,9 +350,16 @@ COUNT_FEATURES: dict[str, str] = {
     "and procedures (possible duplicate)",
     "hist_patient_family_claims_this_year": "patient's earlier claims this year with this payer "
     "for the same kind of service (benefit limits)",
+    "hist_person_prior_claims": "the person's earlier claims under any member ID",
+    "hist_person_member_prior_claims": "the person's earlier claims under this member ID",
+    "hist_person_payer_prior_claims": "the person's earlier claims with this payer",
     "hist_days_since_same_procedure": "days since the patient last had one of these procedures",
     "hist_days_since_same_family": "days since the patient last had a service of the same kind",
     "hist_payer_max_paid_lag": "longest service-to-submission delay this payer has still paid",
+    "hist_days_since_paid_with_payer": "days since the patient's last service this payer paid",
+    "hist_days_past_known_coverage_end": "days from the coverage end date a remittance reported "
+    "(DTM*036) to this service",
+    "hist_member_id_corrected": "remittances that corrected this member ID (NM1*74)",
 }
 HISTORY_FEATURE_LABELS.update(COUNT_FEATURES)
 
@@ -278,6 +451,9 @@ class KeyColumns:
         combined = self._keys.get(names)
         if combined is not None:
             return combined
+        if not names:  # a level's root: every row in one group
+            combined = self._keys[names] = np.zeros(len(self), dtype=np.int64)
+            return combined
         mixed = self.column_hash(names[0])
         with np.errstate(over="ignore"):
             for name in names[1:]:
@@ -292,7 +468,10 @@ class KeyColumns:
         All groupings are mixed together column by column, as :meth:`key` mixes one: for a
         few claims that saves most of the calls of building each key on its own.
         """
-        missing = tuple(names for names in groupings if names not in self._keys)
+        for names in groupings:
+            if not names:
+                self.key(names)
+        missing = tuple(names for names in groupings if names and names not in self._keys)
         if not missing:
             return
         plan = _mixing_plan(missing)
@@ -440,6 +619,7 @@ def claim_keys(arrays: ClaimArrays, claim_features: dict[str, np.ndarray]) -> Ke
     )
     signature, modifier_signature = procedure_signatures(arrays)
     service_day = claims["service_date_from"]
+    principal = principal_diagnoses(arrays)
     columns = {
         "claim_index": np.arange(arrays.n_claims),
         "claim_id": claims["claim_id"],
@@ -452,6 +632,7 @@ def claim_keys(arrays: ClaimArrays, claim_features: dict[str, np.ndarray]) -> Ke
         "service_day": service_day,
         "signature": signature,
         "modifier_signature": modifier_signature,
+        "principal_dx": principal,
         "service_year": np.where(
             service_day == NO_DAY,
             -1,
@@ -466,9 +647,47 @@ def claim_keys(arrays: ClaimArrays, claim_features: dict[str, np.ndarray]) -> Ke
         "days_service_to_submission",
         "procedure_family_1",
         "principal_dx_category",
+        "payer_responsibility",
+        "patient_relationship",
+        "frequency_code",
+        "other_payer_known",
+        "other_payer_paid_present",
+        "patient_out_of_state",
+        "attachment_present",
+        "clia_present",
     ):
         columns[name] = claim_features[name]
+    columns.update(
+        {
+            "billing_npi": claims["billing_npi"],
+            "patient_sex": claims["patient_sex"],
+            "service_facility_npi": claims["service_facility_npi"],
+            "patient_key": claims["patient_key"],
+            "member_shape": map_text(claims["patient_id"], _id_shape, None, object, arrays.factors),
+            "lag_bucket": _bucket(claim_features["days_service_to_submission"], _LAG_BUCKETS),
+            "delay_reason_present": (~is_none(claims["delay_reason_code"])).astype(float),
+            "accident_related": (~is_none(claims["related_causes"])).astype(float),
+            "age_band": _bucket(claim_features["patient_age"], _AGE_BANDS),
+        }
+    )
     return KeyColumns(columns, factors=arrays.factors)
+
+
+_LAG_BUCKETS = np.array([15, 30, 60, 90, 95, 120, 150, 180, 270, 365, 730], dtype=float)
+"""Service-to-submission days: payers' filing limits are 90, 95, 120, 180 or 365 days; a
+payer's limit shows as the bucket from which its claims are denied for late filing."""
+_AGE_BANDS = np.array([1, 5, 12, 18, 40, 65, 80], dtype=float)
+"""Years: the age bands of preventive codes and payers' age edits."""
+
+
+def _bucket(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The bucket of each value among ``edges`` (NaN stays NaN, a key value of its own)."""
+    return np.where(np.isnan(values), np.nan, np.searchsorted(edges, values, side="right"))
+
+
+def _id_shape(member_id: str) -> str:
+    """A member ID's format: letters as A, digits as 9 (``W123456789`` -> ``A999999999``)."""
+    return "".join("9" if c.isdigit() else "A" if c.isalpha() else c for c in member_id.strip())
 
 
 def procedure_signatures(arrays: ClaimArrays) -> tuple[np.ndarray, np.ndarray]:
@@ -508,27 +727,93 @@ def line_keys(arrays: ClaimArrays, claims: KeyColumns) -> KeyColumns:
     lines, factors = arrays.lines, arrays.factors
     codes = factor_codes(lines["procedure_code"], factors=factors)
     pair = lines["claim_index"] * (int(codes.max(initial=0)) + 1) + codes
-    _, first = np.unique(pair, return_index=True)
+    _, first, which = np.unique(pair, return_index=True, return_inverse=True)
     rows = np.sort(first)
     claim_index = lines["claim_index"][rows]
+    # Units of a procedure over all its lines on the claim (a unit limit is per code and day).
+    units_of = np.bincount(which.ravel(), weights=np.nan_to_num(lines["units"]))
+    units = units_of[which.ravel()[rows]]
     procedure = factors.take(lines["procedure_code"], rows)
     pointers = factors.take(lines["diagnosis_pointers"], rows)
     pointer = map_text(pointers, _first_pointer, -1, np.int64, factors)
     dx_code = _pointed_diagnosis(arrays, claim_index, pointer)
+    dx_code = np.where(dx_code == None, claims["principal_dx"][claim_index], dx_code)  # noqa: E711
     dx_category = map_text(dx_code, lambda code: code[:3], None, object)
+    line_place = lines["line_place_of_service"][rows]
+    line_place = np.where(is_none(line_place), claims["place_of_service"][claim_index], line_place)
+
+    def present(column: str) -> np.ndarray:
+        return ~is_none(lines[column][rows])
+
+    def on_claim(name: str) -> np.ndarray:
+        return claims[name][claim_index] > 0
+
+    attachments = present("line_attachment_types") | on_claim("attachment_present")
+    clia = present("line_clia_number") | on_claim("clia_present")
+    referral = present("line_referral_number") | on_claim("referral_present")
     columns = {
         "claim_index": claim_index,
         "procedure_code": procedure,
         "procedure_family": map_text(procedure, _family, None, object, factors),
-        "line_dx_category": np.where(
-            dx_category == None,  # noqa: E711
-            claims["principal_dx_category"][claim_index],
-            dx_category,
-        ),
+        "line_dx": dx_code,
+        "line_dx_category": dx_category,
+        "line_modifiers": _line_modifier_signatures(arrays)[rows],
+        "auth_present": (present("line_prior_auth_number") | on_claim("prior_auth_present")) * 1.0,
+        "units_bucket": np.minimum(units, 20.0),
+        "documents": attachments * 1.0 + present("ndc_code") * 2.0 + clia * 4.0 + referral * 8.0,
+        "line_place": line_place,
+        "referring_present": (present("line_referring_npi") | on_claim("referring_npi_present"))
+        * 1.0,
     }
     # The claim's own columns (payer, patient, days...) are its rows, taken when first used.
     sources = {name: (claims, claim_index) for name in claims.columns if name not in columns}
     return KeyColumns(columns, sources, factors)
+
+
+def _line_modifier_signatures(arrays: ClaimArrays) -> np.ndarray:
+    """Per line, an order-free signature of its modifiers (a sum of their hashes mod 2**64)."""
+    lines = KeyColumns(arrays.lines, factors=arrays.factors)
+    lines.hash_columns(MODIFIERS)
+    with np.errstate(over="ignore"):
+        total = np.zeros(len(arrays.lines["claim_index"]), dtype=np.uint64)
+        for column in MODIFIERS:
+            total += lines.column_hash(column)
+    return total.view(np.int64)
+
+
+MAX_PAIR_PROCEDURES = 8
+"""A claim's pairs are those of its first procedures (in canonical order) up to this many: a
+40-line claim would otherwise make 1,560 pairs."""
+
+
+def pair_keys(lines: KeyColumns) -> KeyColumns:
+    """One row per ordered pair (a, b) of distinct procedures on a claim: a's line keys (payer,
+    procedure, modifiers...) and b's procedure as ``other_procedure``.
+
+    Code-pair edits (NCCI-style bundling, mutually exclusive services) deny a line for the
+    company it keeps on the claim, not for its own codes.
+    """
+    claim_index = lines["claim_index"]
+    n = len(claim_index)
+    starts = group_starts(claim_index)
+    sizes = np.diff(np.append(starts, n))
+    rank = np.arange(n) - np.repeat(starts, sizes)
+    kept = rank < MAX_PAIR_PROCEDURES
+    size = np.minimum(sizes, MAX_PAIR_PROCEDURES)[np.repeat(np.arange(len(starts)), sizes)]
+    # Each kept row a pairs with the other kept rows of its claim: the k-th partner of a is
+    # the k-th kept row of the claim, skipping a itself.
+    partners = (size - 1)[kept]
+    a = np.repeat(np.flatnonzero(kept), partners)
+    k = np.arange(len(a)) - np.repeat(np.cumsum(partners) - partners, partners)
+    b = np.repeat(starts, sizes)[a] + k + (k >= rank[a])
+    columns = {
+        "claim_index": claim_index[a],
+        "other_procedure": lines["procedure_code"][b],
+    }
+    sources = {
+        name: (lines, a) for name in (*lines.columns, *lines._sources) if name not in columns
+    }
+    return KeyColumns(columns, sources)
 
 
 _DIGITS = re.compile(r"\d+")
@@ -584,11 +869,22 @@ class EventIndex:
         self.keys, key_id = np.unique(keys, return_inverse=True)
         composite = (key_id.astype(np.int64) << 32) | (days - _DAY_ORIGIN)
         order = np.argsort(composite, kind="stable")
-        self.composite = composite[order]
+        composite = composite[order]
         ordered = values[order]
-        self.start = group_starts(key_id[order])
-        sizes = np.diff(np.append(self.start, len(order)))
-        self.running = _running(ordered, self.start, sizes, reducer)
+        start = group_starts(key_id[order])
+        sizes = np.diff(np.append(start, len(order)))
+        running = _running(ordered, start, sizes, reducer)
+        # A lookup reads the running value after the last event before its day, so of a key's
+        # events on one day only the last row is ever read: keep that one (the same numbers,
+        # a fraction of the rows for a busy payer's or procedure's index).
+        last_of_day = (
+            np.append(composite[1:] != composite[:-1], True)
+            if len(order)
+            else np.zeros(0, dtype=bool)
+        )
+        self.composite = composite[last_of_day]
+        self.running = running[last_of_day]
+        self.start = group_starts(self.composite >> 32)
 
     def lookup(
         self, keys: np.ndarray, days: np.ndarray, order: np.ndarray | None = None
@@ -696,6 +992,11 @@ def _running(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray, reducer:
     return np.maximum.accumulate(values - low + lift, axis=0) - lift + low
 
 
+def _categories_of(name: str) -> str:
+    """The name of a rate key's category index (denied claims only, one column per category)."""
+    return f"{name}:categories"
+
+
 _DAY_ORIGIN = np.int64(-(2**31))
 """Shift so day numbers (since 1970, possibly negative) fit the low 32 bits as non-negatives."""
 
@@ -767,55 +1068,41 @@ class _TableLookups:
         self._plan_rates()
 
     def _plan_rates(self) -> None:
-        """Which columns the rates take, where their counts and windows are, their priors."""
-        taken: list[int] = []
+        """The rate keys looked up here (parents before children) and their feature names."""
+        self.rate_keys = [lookup.rate for lookup in self.lookups if lookup.rate is not None]
         self.rate_names: list[str] = []
-        recent: list[int] = []  # (positions in ``taken``) a window's sums, as of day - window
-        recent_now: list[int] = []  # the same index's sums as of the day itself
-        rate: list[int] = []  # a smoothed rate (the others are counts)
-        rate_count: list[int] = []  # the count each rate is smoothed with
-        self.rate_is_overall: list[bool] = []  # the overall rate (else a category's)
-        for lookup in self.lookups:
-            if lookup.rate is None:
-                continue
-            self.rate_names += _rate_feature_names(lookup.rate)
-            now = len(taken)
-            for back in lookup.days_back:
-                first = self.first_column[lookup.name, back]
-                count = len(taken)
-                taken += range(first, first + lookup.index.width)
-                if back:
-                    recent += range(count, len(taken))
-                    recent_now += range(now, now + lookup.index.width)
-                rate += range(count + 1, len(taken))
-                rate_count += [count] * (lookup.index.width - 1)
-                self.rate_is_overall += [True] + [False] * (lookup.index.width - 2)
-        # Rate indexes come first, so their values are the leading rows (rates works in place).
-        if taken != list(range(len(taken))):
-            raise ValueError("rate indexes must be looked up before the others")
-        self.n_rate_rows = len(taken)
-        self._priors: dict[tuple[float, float], np.ndarray] = {}
-        self.recent = np.array(recent, dtype=np.int64)
-        self.recent_now = np.array(recent_now, dtype=np.int64)
-        self.rate = np.array(rate, dtype=np.int64)
-        self.rate_count = np.array(rate_count, dtype=np.int64)
+        seen: set[str] = set()
+        for key in self.rate_keys:
+            if key.parent is not None and key.parent not in seen:
+                raise ValueError(f"rate key {key.name}: its parent {key.parent} must come first")
+            seen.add(key.name)
+            self.rate_names += _rate_feature_names(key)
 
     def column(self, name: str, back: int = 0) -> int:
         """The (first) column of an index's values as of ``back`` days before submission."""
         return self.first_column[name, back]
 
-    def values(self, table: KeyColumns, compiled: bool = False) -> np.ndarray:
+    def values(
+        self, table: KeyColumns, compiled: bool = False, anchor_day: np.ndarray | None = None
+    ) -> np.ndarray:
         """Each index's running sums (or maxima) for each row, as :meth:`EventIndex.lookup`.
 
         One row per column of the indexes' values (see :meth:`column`), one column per table
         row (so each feature is a contiguous row, however large the table); 0 (sums) or NaN
         (maxima) where no event is earlier. ``compiled``: a large table is looked up by
         :func:`features.lookup_kernel.look_up` (the same numbers).
+
+        A window ends at ``anchor_day`` (per row: the day after the latest outcome known when
+        the claim was sent, see :meth:`HistoryFeatures._anchor_days`), not at the submission
+        day: a claim sent months after the history ends sees the last weeks of outcomes known,
+        as a claim of the training period saw the weeks before it, not an empty window.
         """
         n = len(table)
         table.mix_keys(self.groupings)
         days = table["submission_day"]
-        as_of = np.array([days - back for back in self.backs]).reshape(len(self.backs), n)
+        window_end = days if anchor_day is None else np.minimum(days, anchor_day)
+        as_of = np.array([days if back == 0 else window_end - back for back in self.backs])
+        as_of = as_of.reshape(len(self.backs), n)
         queries = [table.key(lookup.columns) for lookup in self.lookups]
         if n >= _SORT_QUERIES_ABOVE:
             return self._many_values(table, queries, as_of, compiled)
@@ -893,33 +1180,62 @@ class _TableLookups:
                     np.copyto(out[column], self.fill[column], where=missing)
         return out
 
-    def priors(self, smoothing: float, prior_rate: float) -> np.ndarray:
-        """The pseudo-counts of denials added to each rate's sum (one row per rate)."""
-        priors = self._priors.get((smoothing, prior_rate))
-        if priors is None:
-            overall = np.array(self.rate_is_overall, dtype=bool)
-            prior = np.where(overall, prior_rate, prior_rate / 10.0)
-            priors = self._priors[smoothing, prior_rate] = smoothing * prior[:, None]
-        return priors
+    def rates(
+        self, values: np.ndarray, smoothing: float, prior_rate: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The rate features (rows as ``rate_names``) and each category's highest smoothed
+        rate over this table's keys (rows in :data:`DENIAL_CATEGORIES` order), per table row.
 
-    def rates(self, values: np.ndarray, smoothing: float, prior_rate: float) -> np.ndarray:
-        """Counts and smoothed rates of the rate indexes, rows as ``rate_names``.
-
-        Computed in place of their sums in ``values`` (the leading rows): a window's numbers
-        are those as of the day less those as of ``window`` days earlier.
+        A key's rate is its denials plus ``smoothing`` pseudo-claims at its parent's smoothed
+        rate, over its claims plus ``smoothing``; a root's pseudo-claims are at ``prior_rate``
+        (a category's at ``prior_rate`` / the number of categories). A window's rate is smoothed
+        toward the key's whole-history rate.
         """
-        sums = values[: self.n_rate_rows]
-        priors = self.priors(smoothing, prior_rate)
-        # A block of rows at a time: the temporaries stay small however large the table.
-        for start in range(0, sums.shape[1], _RATE_BLOCK):
-            block = sums[:, start : start + _RATE_BLOCK]
-            block[self.recent] = block[self.recent_now] - block[self.recent]
-            denied = block[self.rate]
-            denied += priors
-            count = block[self.rate_count]
-            count += smoothing
-            block[self.rate] = np.divide(denied, count, out=denied)
-        return sums
+        m = smoothing
+        k = len(DENIAL_CATEGORIES)
+        n_rows = values.shape[1]
+        overall: dict[str, np.ndarray] = {}
+        by_category: dict[str, np.ndarray] = {}
+        out = np.empty((len(self.rate_names), n_rows))
+        evidence = np.zeros((k, n_rows))
+        row = 0
+
+        def put(block: np.ndarray) -> None:
+            nonlocal row
+            if block.ndim == 1:
+                block = block[None, :]
+            out[row : row + len(block)] = block
+            row += len(block)
+
+        for key in self.rate_keys:
+            dense = self.column(key.name, 0)
+            sparse = self.column(_categories_of(key.name), 0)
+            count, denied = values[dense], values[dense + 1]
+            categories = values[sparse : sparse + k]
+            if key.parent is None:
+                parent_rate: np.ndarray | float = prior_rate
+                parent_categories: np.ndarray | float = prior_rate / k
+            else:
+                parent_rate, parent_categories = overall[key.parent], by_category[key.parent]
+            rate = (denied + m * parent_rate) / (count + m)
+            category_rates = (categories + m * parent_categories) / (count + m)
+            overall[key.name], by_category[key.name] = rate, category_rates
+            np.maximum(evidence, category_rates, out=evidence)
+            put(count)
+            put(rate)
+            if key.by_category:
+                put(category_rates)
+            if key.window_days:
+                dense_before = self.column(key.name, key.window_days)
+                sparse_before = self.column(_categories_of(key.name), key.window_days)
+                recent_count = count - values[dense_before]
+                recent_denied = denied - values[dense_before + 1]
+                recent = categories - values[sparse_before : sparse_before + k]
+                put(recent_count)
+                put((recent_denied + m * rate) / (recent_count + m))
+                if key.by_category:
+                    put((recent + m * category_rates) / (recent_count + m))
+        return out, evidence
 
 
 class HistoryFeatures(BaseEstimator):
@@ -944,33 +1260,41 @@ class HistoryFeatures(BaseEstimator):
         claim_features: dict[str, np.ndarray],
         outcomes: pd.DataFrame,
     ) -> HistoryFeatures:
-        """Index the outcome and submission events known in ``arrays``/``outcomes``."""
+        """Index the outcome and submission events known in ``arrays``/``outcomes``.
+
+        ``outcomes`` has :data:`OUTCOME_COLUMNS`, and may have ``coverage_expiration_date``
+        (835 DTM*036) and ``corrected_member_id`` (835 NM1*74) of the claims' remittances.
+        """
         missing = [c for c in OUTCOME_COLUMNS if c not in outcomes.columns]
         if missing:
             raise ValueError(f"outcomes frame lacks column(s): {', '.join(missing)}")
-        known = outcomes[list(OUTCOME_COLUMNS)].drop_duplicates("claim_id")
+        extra = [c for c in OUTCOME_EXTRA_COLUMNS if c in outcomes.columns]
+        known = outcomes[[*OUTCOME_COLUMNS, *extra]].drop_duplicates("claim_id")
         claims = claim_keys(arrays, claim_features)
         lines = line_keys(arrays, claims)
+        tables = {"claim": claims, "line": lines, "pair": pair_keys(lines)}
         remit_day, denied, category = _outcomes_by_claim(claims, known)
+        category_code = pd.Index(DENIAL_CATEGORIES).get_indexer(category)
         self.rate_indexes_: dict[str, EventIndex] = {}
         for key in RATE_KEYS:
-            events = claims if key.level == "claim" else lines
+            events = tables[key.level]
             at = events["claim_index"]
-            values = [np.ones(len(at)), denied[at]]
-            values += [(category[at] == c).astype(float) for c in key.categories]
+            keys, days = events.key(key.columns), remit_day[at]
             self.rate_indexes_[key.name] = EventIndex(
-                events.key(key.columns), remit_day[at], np.column_stack(values)
+                keys, days, np.column_stack([np.ones(len(at)), denied[at]])
             )
-        paid = (remit_day != NO_DAY) & (denied == 0)
-        self.paid_lag_index_ = EventIndex(
-            claims.key(("payer_id",))[paid],
-            remit_day[paid],
-            claims["days_service_to_submission"][paid],
-            reducer="max",
-        )
+            # Categories of denied claims only: a tenth of the events, each one category.
+            rows = np.flatnonzero((denied[at] > 0) & (category_code[at] >= 0))
+            one_hot = np.zeros((len(rows), len(DENIAL_CATEGORIES)))
+            one_hot[np.arange(len(rows)), category_code[at][rows]] = 1.0
+            self.rate_indexes_[_categories_of(key.name)] = EventIndex(
+                keys[rows], days[rows], one_hot
+            )
+        self.outcome_indexes_ = _outcome_indexes(claims, known, remit_day, denied)
         self.submission_indexes_ = self._submission_indexes(claims, lines)
         self.known_claims_ = np.unique(_claim_hash(claims["claim_id"]))
         self.cutoff_ = pd.Timestamp(known["remit_date"].max()) if len(known) else pd.NaT
+        self.remit_days_ = np.unique(remit_day[remit_day != NO_DAY])
         return self
 
     def refresh(
@@ -1009,8 +1333,7 @@ class HistoryFeatures(BaseEstimator):
         claims.hash_columns(claim_columns)
         lines.hash_columns(line_columns)
         # Built now, not on first use in a thread that scores a range.
-        for lookups in self._table_lookups():
-            lookups.priors(self.smoothing, self.prior_rate)
+        self._table_lookups()
         if executor is None:
             return HistoryBatch(self, claims, lines, self._batch_indexes(claims, lines))
         # What the indexes read of the lines' claim columns, taken now: from here on, nothing
@@ -1032,36 +1355,82 @@ class HistoryFeatures(BaseEstimator):
         """:meth:`transform` of the claims (and their lines) in these tables; ``batch`` gives
         :meth:`_batch_indexes` of the whole batch they belong to (once they are needed).
         ``compiled`` is passed to :meth:`_TableLookups.values`."""
+        pairs = pair_keys(lines)
         by_claim = ClaimGroups(lines["claim_index"], len(claims))
-        claim_lookups, line_lookups = self._table_lookups()
+        by_claim_of_pairs = ClaimGroups(pairs["claim_index"], len(claims))
+        claim_lookups, line_lookups, pair_lookups = self._table_lookups()
+        anchor = self._anchor_days(claims["submission_day"])
+
+        def anchor_of(table: KeyColumns) -> np.ndarray | None:
+            return None if anchor is None else anchor[table["claim_index"]]
+
+        def lines_and_pairs() -> tuple[np.ndarray, np.ndarray]:
+            return (
+                line_lookups.values(lines, compiled, anchor_of(lines)),
+                pair_lookups.values(pairs, compiled, anchor_of(pairs)),
+            )
+
         if side_by_side and len(claims) >= _LOOKUPS_SIDE_BY_SIDE_FROM:
             # Most of a large batch's history time is numpy sorting, searching and taking,
-            # which release the GIL: the line lookups run on a second core meanwhile.
+            # which release the GIL: the line and pair lookups run on a second core meanwhile.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="line-lookups") as pool:
-                pending_lines = pool.submit(line_lookups.values, lines, compiled)
-                claim_values = claim_lookups.values(claims, compiled)
-                line_values = pending_lines.result()
+                pending = pool.submit(lines_and_pairs)
+                claim_values = claim_lookups.values(claims, compiled, anchor)
+                line_values, pair_values = pending.result()
         else:
-            claim_values = claim_lookups.values(claims, compiled)
-            line_values = line_lookups.values(lines, compiled)
+            claim_values = claim_lookups.values(claims, compiled, anchor)
+            line_values, pair_values = lines_and_pairs()
         columns: dict[str, np.ndarray] = {}
+        evidence: np.ndarray | None = None
         for lookups, values, reduce in (
             (claim_lookups, claim_values, None),
-            # A line rate's claim feature is the worst of the claim's procedures.
-            (line_lookups, line_values, by_claim.max),
+            # A line or pair rate's claim feature is the worst of the claim's lines or pairs.
+            (line_lookups, line_values, by_claim.max_of_columns),
+            (pair_lookups, pair_values, by_claim_of_pairs.max_of_columns),
         ):
-            rates = lookups.rates(values, self.smoothing, self.prior_rate)  # rows: features
+            rates, worst = lookups.rates(values, self.smoothing, self.prior_rate)
             if reduce is not None:
-                rates = reduce(rates.T).T
+                rates, worst = reduce(rates), reduce(worst)
             columns.update(zip(lookups.rate_names, rates, strict=True))
+            # fmax: a claim without pairs (one procedure) takes its claim and line evidence.
+            evidence = worst if evidence is None else np.fmax(evidence, worst)
+        assert evidence is not None
+        columns.update(zip(EVIDENCE_FEATURES, evidence, strict=True))
         columns.update(
             self._submission_counts(
                 claims, lines, by_claim, claim_values, line_values, batch(), compiled
             )
         )
-        lag = claim_values[claim_lookups.column(_PAID_LAG)]
+        columns.update(_person_features(claims, columns))
+
+        def outcome(name: str) -> np.ndarray:
+            return claim_values[claim_lookups.column(name)]
+
+        lag = outcome(_PAID_LAG)
         columns[_PAID_LAG] = np.where(lag > 0, lag, -1.0)
+        service_day = claims["service_day"].astype(float)
+        last_paid = outcome("last_paid_service")
+        columns["hist_days_since_paid_with_payer"] = np.where(
+            np.isnan(last_paid), -1.0, service_day - last_paid
+        )
+        columns["hist_days_past_known_coverage_end"] = service_day - outcome("coverage_end")
+        columns["hist_member_id_corrected"] = outcome("member_corrected")
         return {name: columns[name] for name in HISTORY_FEATURES}
+
+    def _anchor_days(self, days: np.ndarray) -> np.ndarray | None:
+        """Per submission day, the day after the latest remittance known before it: where the
+        recent windows end. The same in training (a claim of the training period, the outcomes
+        before its day) and in serving (a new claim, the last remittance held), so a window
+        covers the same span of known outcomes in both. ``None`` for a model fitted before the
+        remittance days were kept (its windows end at the submission day)."""
+        remit_days = getattr(self, "remit_days_", None)
+        if remit_days is None:
+            return None
+        if len(remit_days) == 0:
+            return days
+        before = np.searchsorted(remit_days, days, side="left") - 1
+        latest = remit_days[np.maximum(before, 0)]
+        return np.where(before >= 0, np.minimum(days, latest + 1), days)
 
     def __getstate__(self) -> dict[str, object]:
         # The lookups are derived from the fitted indexes (rebuilt on first use): not pickled,
@@ -1070,35 +1439,42 @@ class HistoryFeatures(BaseEstimator):
         state.pop("_lookups", None)
         return state
 
-    def _table_lookups(self) -> tuple[_TableLookups, _TableLookups]:
-        """The claim and line lookups of the fitted indexes (built once, rebuilt after a fit)."""
-        fitted = (self.rate_indexes_, self.paid_lag_index_, self.submission_indexes_)
+    def _table_lookups(self) -> tuple[_TableLookups, _TableLookups, _TableLookups]:
+        """The claim, line and pair lookups of the fitted indexes (built once, rebuilt after a
+        fit)."""
+        fitted = (self.rate_indexes_, self.outcome_indexes_, self.submission_indexes_)
         cached = self.__dict__.get("_lookups")
         if cached is not None and all(a is b for a, b in zip(cached[0], fitted, strict=True)):
-            return cached[1], cached[2]
-        by_level: dict[str, list[_IndexLookup]] = {"claim": [], "line": []}
+            return cached[1]
+        by_level: dict[str, list[_IndexLookup]] = {level: [] for level in LEVELS}
         for key in RATE_KEYS:
+            backs = (0, key.window_days) if key.window_days else (0,)
             by_level[key.level].append(
-                _IndexLookup(
-                    key.name,
-                    self.rate_indexes_[key.name],
-                    key.columns,
-                    (0, key.window_days) if key.window_days else (0,),
-                    rate=key,
-                )
+                _IndexLookup(key.name, self.rate_indexes_[key.name], key.columns, backs, rate=key)
+            )
+            categories = _categories_of(key.name)
+            by_level[key.level].append(
+                _IndexLookup(categories, self.rate_indexes_[categories], key.columns, backs)
             )
         for name, columns in self._COUNT_KEYS.items():
             by_level["claim"].append(_IndexLookup(name, self.submission_indexes_[name], columns))
         for name, (level, columns) in self._LAST_SERVICE_KEYS.items():
             by_level[level].append(_IndexLookup(name, self.submission_indexes_[name], columns))
-        by_level["claim"].append(_IndexLookup(_PAID_LAG, self.paid_lag_index_, ("payer_id",)))
-        claim_lookups = _TableLookups(by_level["claim"])
-        line_lookups = _TableLookups(by_level["line"])
-        self._lookups = (fitted, claim_lookups, line_lookups)
-        return claim_lookups, line_lookups
+        for name, (columns, _) in _OUTCOME_KEYS.items():
+            by_level["claim"].append(_IndexLookup(name, self.outcome_indexes_[name], columns))
+        lookups = (
+            _TableLookups(by_level["claim"]),
+            _TableLookups(by_level["line"]),
+            _TableLookups(by_level["pair"]),
+        )
+        self._lookups = (fitted, lookups)
+        return lookups
 
     # -- submissions (known when sent, no outcome needed) ---------------------------------------
     _COUNT_KEYS: dict[str, tuple[str, ...]] = {
+        "hist_person_prior_claims": ("patient_key",),
+        "hist_person_member_prior_claims": ("patient_key", "patient_id"),
+        "hist_person_payer_prior_claims": ("patient_key", "payer_id"),
         "hist_patient_prior_claims": ("patient_id",),
         "hist_patient_payer_prior_claims": ("patient_id", "payer_id"),
         "hist_provider_payer_prior_claims": ("rendering_npi", "payer_id"),
@@ -1206,7 +1582,7 @@ class HistoryFeatures(BaseEstimator):
             keys, days = table.key(columns), table["submission_day"]
             return index.lookup(keys, days, table.order(columns))[:, 0]
 
-        claim_lookups, line_lookups = self._table_lookups()
+        claim_lookups, line_lookups, _ = self._table_lookups()
         out: dict[str, np.ndarray] = {}
         for name, columns in self._COUNT_KEYS.items():
             count = claim_values[claim_lookups.column(name)]
@@ -1288,7 +1664,20 @@ class HistoryBatch:
 _RATE_BLOCK = 16_384
 """Table rows smoothed at a time (a few MB of temporaries)."""
 
-_PAID_LAG = "hist_payer_max_paid_lag"
+
+def _person_features(claims: KeyColumns, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Counts by person are unknown (NaN) without a patient key: every claim without one would
+    count as one person."""
+    no_key = is_none(claims["patient_key"])
+    return {
+        name: np.where(no_key, np.nan, columns[name])
+        for name in (
+            "hist_person_prior_claims",
+            "hist_person_member_prior_claims",
+            "hist_person_payer_prior_claims",
+        )
+    }
+
 
 _SMALL_BATCH = 2_000
 """Batches up to this many claims check which batch indexes can count anything at all."""
@@ -1308,11 +1697,15 @@ def _hashed_column_names(claim_columns: tuple[str, ...]) -> tuple[tuple[str, ...
     hashed = ["claim_id", "payer_id"]
     line_columns: list[str] = []
     for key in RATE_KEYS:
-        (hashed if key.level == "claim" else line_columns).extend(key.columns)
-    for columns in HistoryFeatures._COUNT_KEYS.values():
-        hashed.extend(columns)
-    for level, columns in HistoryFeatures._LAST_SERVICE_KEYS.values():
-        (hashed if level == "claim" else line_columns).extend(columns)
+        # A pair's columns are its first line's, but for the other line's procedure.
+        own = [c for c in key.columns if c != "other_procedure"]
+        (hashed if key.level == "claim" else line_columns).extend(own)
+    for counted in HistoryFeatures._COUNT_KEYS.values():
+        hashed.extend(counted)
+    for grouping, _ in _OUTCOME_KEYS.values():
+        hashed.extend(grouping)
+    for level, grouping in HistoryFeatures._LAST_SERVICE_KEYS.values():
+        (hashed if level == "claim" else line_columns).extend(grouping)
     # A line column taken from its claim is hashed with the claim's columns.
     hashed += [name for name in line_columns if name in claim_columns]
     return tuple(dict.fromkeys(hashed)), tuple(dict.fromkeys(line_columns))
@@ -1336,3 +1729,51 @@ def _outcomes_by_claim(
     category = np.full(len(claims), "", dtype=object)
     category[has] = known["category"].fillna("").astype(str).to_numpy(dtype=object)[row[has]]
     return remit_day, denied, category
+
+
+_OUTCOME_KEYS: dict[str, tuple[tuple[str, ...], str]] = {
+    _PAID_LAG: (("payer_id",), "max"),
+    "last_paid_service": (("patient_id", "payer_id"), "max"),
+    "coverage_end": (("patient_id", "payer_id"), "max"),
+    "member_corrected": (("patient_id",), "sum"),
+}
+"""Indexes of what remittances said beyond denied or paid, by grouping and reducer."""
+
+
+def _outcome_indexes(
+    claims: KeyColumns, known: pd.DataFrame, remit_day: np.ndarray, denied: np.ndarray
+) -> dict[str, EventIndex]:
+    """What the practice learned from each remittance, as of the day it arrived: the longest
+    delay a payer still paid, the patient's last paid service with the payer, the coverage end
+    date a remittance reported (DTM*036), and member IDs the payer corrected (NM1*74)."""
+    row = pd.Index(known["claim_id"].astype(str)).get_indexer(claims["claim_id"])
+    has = row >= 0
+
+    def by_claim(column: str) -> np.ndarray:
+        values = np.full(len(row), None, dtype=object)
+        if column in known.columns:
+            given = known[column].to_numpy(dtype=object).copy()
+            given[pd.isna(given)] = None  # NaN, NaT and pd.NA alike
+            values[has] = given[row[has]]
+        return values
+
+    paid = (remit_day != NO_DAY) & (denied == 0)
+    service_day = claims["service_day"].astype(float)
+    coverage_end = day_column(pd.Series(by_claim("coverage_expiration_date"))).astype(float)
+    coverage_end[coverage_end == float(NO_DAY)] = np.nan
+    corrected = by_claim("corrected_member_id")
+    member = claims["patient_id"]
+    was_corrected = ~is_none(corrected) & (corrected != member)
+    events = {
+        _PAID_LAG: (paid, claims["days_service_to_submission"]),
+        "last_paid_service": (paid, service_day),
+        "coverage_end": (~np.isnan(coverage_end), coverage_end),
+        "member_corrected": (was_corrected, np.ones(len(row))),
+    }
+    indexes = {}
+    for name, (columns, reducer) in _OUTCOME_KEYS.items():
+        rows, values = events[name]
+        indexes[name] = EventIndex(
+            claims.key(columns)[rows], remit_day[rows], values[rows], reducer=reducer
+        )
+    return indexes

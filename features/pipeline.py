@@ -45,6 +45,9 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
 """Claim values kept beside the matrix to word explanations (not model inputs): the matrix holds
 categorical columns as level codes, explanations name the claim's own values."""
 
+_TRANSFORM_RANGE = 50_000
+"""Claims whose features are built at a time by :meth:`ClaimFeatureTransformer.transform`."""
+
 _FEW_CLAIMS = 64
 """Up to this many claims, level codes are looked up value by value (no factorising first)."""
 
@@ -54,27 +57,49 @@ Context = dict[str, np.ndarray]
 # Which claim field a person would recognise behind each model column. Explanations and the
 # SHAP summary add contributions up by these fields, so "payer" is one factor, not five columns.
 _SOURCE_BY_PREFIX: tuple[tuple[str, str], ...] = (
+    # Longest prefix first: the first that matches names the field.
     ("hist_payer_max_paid_lag", "days from service to submission"),
-    ("hist_payer_specialty_referral", "referral"),
-    ("hist_payer_taxonomy_present", "provider specialty"),
-    ("hist_procedure_referring", "referring provider NPI"),
-    ("hist_procedure_place", "place of service"),
+    ("hist_payer_lag", "days from service to submission"),
+    ("hist_payer_frequency", "claim frequency (original/replacement)"),
+    ("hist_payer_place", "place of service"),
+    ("hist_payer_coverage", "other coverage (COB)"),
+    ("hist_payer_patient", "patient eligibility"),
+    ("hist_payer_specialty", "referral"),
+    ("hist_payer_member_shape", "member ID"),
+    ("hist_member_id_corrected", "member ID"),
+    ("hist_person_", "member ID"),
+    ("hist_days_past_known_coverage_end", "patient eligibility"),
+    ("hist_days_since_paid_with_payer", "patient eligibility"),
+    ("hist_facility_payer", "service facility"),
+    ("hist_procedure_pair", "procedure combination and modifiers"),
+    ("hist_payer_procedure_pair", "procedure combination and modifiers"),
+    ("hist_pairs", "procedure combination and modifiers"),
     ("hist_procedure_set", "procedure combination and modifiers"),
+    ("hist_payer_procedure_modifiers", "modifiers"),
+    ("hist_payer_procedure_units", "units"),
+    ("hist_payer_procedure_documents", "attachments, NDC, CLIA and referral"),
+    ("hist_payer_procedure_auth", "prior authorization"),
+    ("hist_payer_procedure_dx", "diagnosis supports procedure"),
+    ("hist_procedure_dx", "diagnosis supports procedure"),
+    ("hist_procedure_place", "place of service"),
+    ("hist_procedure_patient", "patient age and sex"),
+    ("hist_procedure_provider", "provider specialty"),
+    ("hist_payer_procedure", "procedure"),
+    ("hist_payer_family", "procedure"),
+    ("hist_procedure", "procedure"),
+    ("hist_lines", "procedure"),
     ("hist_patient_family_claims_this_year", "benefit limit (visits this year)"),
     ("hist_days_since_same_procedure", "frequency (days since the same procedure)"),
     ("hist_days_since_same_family", "frequency (days since the same procedure)"),
-    ("hist_payer_procedure_auth", "prior authorization"),
-    ("hist_payer_family_auth", "prior authorization"),
-    ("hist_payer_procedure", "procedure"),
-    ("hist_procedure_dx", "diagnosis supports procedure"),
-    ("hist_payer_family_dx", "diagnosis supports procedure"),
     ("hist_provider_payer_prior_claims", "rendering provider enrolment with payer"),
     ("hist_provider_payer", "rendering provider enrolment with payer"),
     ("hist_provider", "rendering provider"),
     ("hist_patient_payer", "patient eligibility"),
     ("hist_patient", "patient eligibility"),
     ("hist_same_service", "possible duplicate"),
+    ("hist_evidence_", "denial history"),
     ("hist_payer", "payer"),
+    ("hist_all", "payer"),
     ("procedure_family_", "procedure"),
     ("procedure_", "procedure"),
 )
@@ -119,6 +144,35 @@ _SOURCE_BY_NAME: dict[str, str] = {
     "any_laterality_modifier": "modifiers",
     "any_professional_technical_modifier": "modifiers",
     "has_unlisted_procedure": "unlisted procedure code",
+    "payer_responsibility": "coordination of benefits (primary/secondary)",
+    "patient_relationship": "patient's relationship to the subscriber",
+    "delay_reason_code": "delay reason code (CLM20)",
+    "related_causes": "accident or employment related (CLM11)",
+    "other_payer_known": "other coverage (COB)",
+    "other_payer_paid_present": "other payer's payment (2320 AMT*D)",
+    "other_payer_paid_share": "other payer's payment (2320 AMT*D)",
+    "patient_out_of_state": "patient's state",
+    "service_facility_present": "service facility",
+    "accident_date_present": "accident date",
+    "days_onset_to_service": "onset date",
+    "attachment_present": "attachments (PWK)",
+    "attachment_sent": "attachments (PWK)",
+    "note_present": "claim notes",
+    "clia_present": "CLIA number",
+    "line_auth_lines": "prior authorization",
+    "lines_without_auth": "prior authorization",
+    "ndc_lines": "NDC (drug identification)",
+    "epsdt_referral": "EPSDT referral",
+    "drug_line_without_ndc": "NDC (drug identification)",
+    "lab_without_clia": "CLIA number",
+    "ordered_service_without_orderer": "referring provider NPI",
+    "unlisted_without_documentation": "unlisted procedure code",
+    "modifier_22_without_documentation": "modifiers",
+    "accident_without_date": "accident date",
+    "onset_after_service": "onset date",
+    "secondary_without_primary_payment": "other payer's payment (2320 AMT*D)",
+    "telehealth_without_modifier": "modifiers",
+    "routine_physical_to_medicare": "procedure",
 }
 
 
@@ -163,11 +217,20 @@ class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
         self.smoothing = smoothing
         self.prior_rate = prior_rate
 
-    def fit(self, tables: ClaimTables, y: pd.DataFrame) -> ClaimFeatureTransformer:
+    def fit(
+        self,
+        tables: ClaimTables,
+        y: pd.DataFrame,
+        history: tuple[ClaimTables, pd.DataFrame] | None = None,
+    ) -> ClaimFeatureTransformer:
         """Learn category levels and history state from the training period.
 
         ``y`` is the outcomes frame (``claim_id``, ``remit_date``, ``denied``, ``category``),
-        one row per training claim.
+        one row per training claim. ``history`` (claims and outcomes), if given, is what the
+        history state holds instead of ``tables``/``y``: every claim sent before the training
+        cutoff, rejected and still unanswered ones included, as the state of a served model
+        holds every claim sent, so that counts of earlier submissions mean the same in training
+        and in serving.
         """
         arrays = ClaimArrays.from_tables(tables)
         claim_features = claim_feature_columns(arrays)
@@ -181,6 +244,10 @@ class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
             column: {level: float(i) for i, level in enumerate(levels)}
             for column, levels in self.levels_.items()
         }
+        if history is not None:
+            arrays = ClaimArrays.from_tables(history[0])
+            claim_features = claim_feature_columns(arrays)
+            y = history[1]
         self.history_ = HistoryFeatures(self.smoothing, self.prior_rate).fit(
             arrays, claim_features, y
         )
@@ -201,9 +268,21 @@ class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
         return self.transform_with_context(tables)[0]
 
     def transform_with_context(self, tables: ClaimTables) -> tuple[pd.DataFrame, Context]:
-        """Model matrix (one row per claim, in ``tables.claims`` order) and its context."""
+        """Model matrix (one row per claim, in ``tables.claims`` order) and its context.
+
+        A large batch (training's) is built range by range into one matrix: the history
+        look-ups of a range hold a few hundred values per line and pair, which for a million
+        claims at once would take gigabytes. Ranges give the same rows bit for bit.
+        """
         batch = self.batch(tables)
-        return self.frame(batch.columns(0, batch.n_claims)), batch.context()
+        n = batch.n_claims
+        if n <= _TRANSFORM_RANGE:
+            return self.frame(batch.columns(0, n)), batch.context()
+        columns = np.empty((len(self.feature_names_out_), n))
+        for start in range(0, n, _TRANSFORM_RANGE):
+            stop = min(n, start + _TRANSFORM_RANGE)
+            columns[:, start:stop] = batch.columns(start, stop)
+        return self.frame(columns), batch.context()
 
     def batch(self, tables: ClaimTables, executor: Executor | None = None) -> FeatureBatch:
         """The claims ready to become matrix rows, any range of claims at a time.

@@ -69,6 +69,14 @@ class TrainingData:
     all_outcomes: pd.DataFrame
     counts: dict[str, int] = field(default_factory=dict)
 
+    def history_before(self, day: pd.Timestamp) -> tuple[ClaimTables, pd.DataFrame]:
+        """What a practice knew on ``day``: every claim sent before it (rejected and unanswered
+        ones included) and the outcomes whose remittance had arrived by then."""
+        claims = self.all_tables.claims
+        sent = claims.loc[claims["submission_date"] < day, "claim_id"]
+        outcomes = self.all_outcomes[pd.to_datetime(self.all_outcomes["remit_date"]) < day]
+        return self.all_tables.subset(sent), outcomes.reset_index(drop=True)
+
 
 def outcome_labels(dataset: ClaimsDataset) -> pd.DataFrame:
     """Per-claim labels from the remittances: claim_id, remit_date, denied, category, carc."""
@@ -79,6 +87,11 @@ def outcome_labels(dataset: ClaimsDataset) -> pd.DataFrame:
     labels["denied"] = labels["denied"].astype(bool)
     labels["category"] = labels["category"].where(labels["denied"], "").fillna("other")
     labels["carc"] = labels["carc"].where(labels["denied"], "").fillna("other").astype(str)
+    # What the same 835 said beyond the outcome (history signals, never labels).
+    said = dataset.remittances.set_index("remit_id")
+    for column in ("coverage_expiration_date", "corrected_member_id"):
+        if column in said.columns:
+            labels[column] = outcomes["remit_id"].map(said[column]).to_numpy()
     return labels
 
 

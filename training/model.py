@@ -41,6 +41,7 @@ def fit_pipeline(
     tables: ClaimTables,
     labels: pd.DataFrame,
     tuner: Callable[[pd.DataFrame, pd.DataFrame], EstimatorConfig] | None = None,
+    history: tuple[ClaimTables, pd.DataFrame] | None = None,
 ) -> Pipeline:
     """Fit features on the training tables, then the estimator on their matrix.
 
@@ -48,9 +49,11 @@ def fit_pipeline(
     Done step by step rather than ``Pipeline.fit`` because the feature step needs the outcome
     dates (for history) and the estimator the submission dates (for its calibration slice).
     ``tuner``, if given, picks the estimator's settings from the training matrix first.
+    ``history``: the claims and outcomes known at the training cutoff, for the history state
+    (see :meth:`ClaimFeatureTransformer.fit`); by default the training claims themselves.
     """
     features: ClaimFeatureTransformer = pipeline.named_steps["features"]
-    features.fit(tables, labels)
+    features.fit(tables, labels, history)
     matrix = features.transform(tables)
     if tuner is not None:
         pipeline.named_steps["model"].set_params(config=tuner(matrix, labels))

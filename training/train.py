@@ -209,13 +209,21 @@ def model_card(
         "",
         "## Known limits",
         "- Bayes-optimal figures exist only for simulated data (the simulator's ground truth).",
-        "- History features are as of the training cutoff when serving; refresh them "
-        "(`denial-risk score --history`) as new remittances arrive.",
+        "- History: the boosters learned from claims sent before "
+        f"{data.split.train_until:%Y-%m-%d}; the registered model's history (rates and counts) "
+        "holds every claim and remittance of "
+        f"the data set, through the last remittance ({_last_remittance(data)}). It is refreshed, "
+        "not refit; refresh it again (`denial-risk score --history`) as new remittances arrive.",
         "- Payers, procedures and diagnoses rarer than the category threshold are pooled as "
         "'other'; a new payer starts from the prior denial rate.",
         "- Calibration drifts when payers change rules: watch the calibration plot each retrain.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _last_remittance(data: TrainingData) -> str:
+    dates = pd.to_datetime(data.all_outcomes["remit_date"])
+    return f"{dates.max():%Y-%m-%d}" if len(dates) else "none"
 
 
 def run_training(
@@ -262,11 +270,19 @@ def run_training(
         return EstimatorConfig(booster=booster)
 
     fit_pipeline(
-        pipeline, data.train_tables, data.train_labels, tuner if settings.tune_trials else None
+        pipeline,
+        data.train_tables,
+        data.train_labels,
+        tuner if settings.tune_trials else None,
+        history=data.history_before(split.train_until),
     )
 
     progress("evaluating on the later period", 0.6)
     metrics, extra = evaluate_pipeline(pipeline, data)
+    # What is registered and served: the same fitted model, its history brought up to the
+    # last remittance of the data set (the evaluation's view), not stopped at the training
+    # cutoff months earlier.
+    served = extra["view"]
     truth_path = settings.truth_path or settings.dataset / "truth.parquet"
     bayes: dict[str, float] = {}
     truth_p = None
@@ -330,9 +346,7 @@ def run_training(
         for path in artifacts.values():
             mlflow.log_artifact(str(path), artifact_path="plots")
         example = data.test_tables.subset(data.test_tables.claims["claim_id"].head(3))
-        model_uri, version = registry.log_pipeline(
-            pipeline, example, settings.registered_model_name
-        )
+        model_uri, version = registry.log_pipeline(served, example, settings.registered_model_name)
         card = model_card(settings, data, metrics, bayes, version)
         (out / "model_card.md").write_text(card)
         mlflow.log_text(card, "model_card.md")

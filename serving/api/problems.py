@@ -18,6 +18,19 @@ from serving.schemas import FieldProblem
 
 _DATE_HINT = "use a calendar date as YYYY-MM-DD, e.g. 2025-03-10"
 _MONEY_HINT = "use an amount in dollars from 0 to 10,000,000, e.g. 180.00"
+_NPI_HINT = "use the 10-digit NPI (at most 15 characters are accepted)"
+_STATE_HINT = "use the 2-letter US state code, e.g. OH, CA or PR"
+_TAXONOMY_HINT = "use the 10-character NUCC taxonomy code (PRV03), e.g. 207Q00000X"
+_RESPONSIBILITY_HINT = "use P (primary), S (secondary), T (tertiary), A-H (payer 4 to 11) or U"
+_REPORT_TYPE_HINT = (
+    "use PWK01 report type codes separated by commas, e.g. '09' (progress report) or '09,OB'"
+)
+_TRANSMISSION_HINT = (
+    "use one PWK02 code per report type, separated by commas: AA (available on request), BM "
+    "(mail), EL (electronically), EM (e-mail), FT (file transfer) or FX (fax)"
+)
+_NOTE_HINT = "use notes of at most 80 characters each, separated by ' | '"
+_CLIA_HINT = "use the 10-character CLIA number, e.g. 05D0123456"
 
 HINTS: dict[str, str] = {
     "claim_id": "use the patient control number (CLM01), 1 to 38 characters",
@@ -46,10 +59,59 @@ HINTS: dict[str, str] = {
     "total_charge": _MONEY_HINT,
     "revenue_code": "use a 3- or 4-digit revenue code, e.g. 0450",
     "diagnosis_pointers": "use 1 to 4 positions in `diagnoses`, e.g. '1' or '1,2'",
-    "billing_npi": "use the 10-digit NPI (at most 15 characters are accepted)",
-    "rendering_npi": "use the 10-digit NPI (at most 15 characters are accepted)",
-    "referring_npi": "use the 10-digit NPI (at most 15 characters are accepted)",
+    "billing_npi": _NPI_HINT,
+    "rendering_npi": _NPI_HINT,
+    "referring_npi": _NPI_HINT,
     "line_number": "number service lines 1, 2, 3, ... (each once)",
+    # The rest of the claim (the contract's optional columns): leave any of them out if unknown.
+    "payer_responsibility": _RESPONSIBILITY_HINT,
+    "other_payer_responsibility": _RESPONSIBILITY_HINT,
+    "subscriber_group_number": "use the group or policy number (SBR03), at most 50 characters",
+    "patient_relationship": "use an SBR02/PAT01 code: 18 self, 01 spouse, 19 child, 20 employee, "
+    "21 unknown, 39 organ donor, 40 cadaver donor, 53 life partner, G8 other",
+    "patient_key": "use your patient account number or another key of the patient that stays "
+    "the same across member IDs, 1 to 80 characters",
+    "patient_state": _STATE_HINT,
+    "subscriber_state": _STATE_HINT,
+    "billing_state": _STATE_HINT,
+    "service_facility_state": _STATE_HINT,
+    "auto_accident_state": _STATE_HINT,
+    "billing_taxonomy": _TAXONOMY_HINT,
+    "rendering_taxonomy": _TAXONOMY_HINT,
+    "service_facility_npi": _NPI_HINT,
+    "line_rendering_npi": _NPI_HINT,
+    "line_referring_npi": _NPI_HINT,
+    "delay_reason_code": "use a CLM20 delay reason code: 1 to 11 or 15 (e.g. 7 third-party "
+    "processing delay), or leave it out when the claim is on time",
+    "related_causes": "use AA (auto accident), EM (employment) or OA (other accident), up to "
+    "three separated by commas, e.g. 'AA' or 'EM,OA'",
+    "epsdt_indicator": "use Y or N (CRC*ZZ: was an EPSDT referral given)",
+    "accident_date": _DATE_HINT,
+    "onset_date": _DATE_HINT,
+    "initial_treatment_date": _DATE_HINT,
+    "other_payer_adjudication_date": _DATE_HINT,
+    "attachment_types": _REPORT_TYPE_HINT,
+    "line_attachment_types": _REPORT_TYPE_HINT,
+    "attachment_transmission": _TRANSMISSION_HINT,
+    "line_attachment_transmission": _TRANSMISSION_HINT,
+    "claim_note": _NOTE_HINT,
+    "line_note": _NOTE_HINT,
+    "clia_number": _CLIA_HINT,
+    "line_clia_number": _CLIA_HINT,
+    "other_payer_id": "use the other payer's ID (2330B NM109), 1 to 80 characters",
+    "other_payer_filing_indicator": "use the other payer's SBR09 claim filing indicator, e.g. "
+    "CI, MB or MC",
+    "other_payer_paid_amount": _MONEY_HINT,
+    "line_prior_auth_number": "use the line's authorization number (REF*G1), at most 50 characters",
+    "line_referral_number": "use the line's referral number (REF*9F), at most 50 characters",
+    "ndc_code": "use the 11-digit NDC (5-4-2), e.g. 00409488802, or the NDC with its dashes, "
+    "e.g. 0409-4888-02 (10 digits without dashes are ambiguous)",
+    "ndc_quantity": "use the drug quantity (CTP04), a number above 0, e.g. 2 or 0.5",
+    "ndc_unit": "use F2 (international unit), GR (gram), ME (milligram), ML (millilitre) or UN "
+    "(unit)",
+    "line_place_of_service": "use the 2-digit CMS place of service code, e.g. 11 (office), or "
+    "leave it out when it is the claim's",
+    "unit_basis": "use UN (units) or MJ (minutes); institutional lines: UN or DA (days)",
     "lines": "send at least one service line, each an object with procedure_code and line_charge",
     "claims": 'send a JSON object like {"claims": [ {claim}, ... ]}',
     "top_k": "use a whole number from 1 to 20",
@@ -95,15 +157,29 @@ def _field_name(loc: Sequence[Any]) -> str | None:
     return None
 
 
-def _shown(value: Any) -> str:
+NEVER_QUOTED = frozenset(
+    {"patient_id", "patient_key", "patient_birth_date", "claim_note", "line_note"}
+)
+"""Fields whose values an error never repeats: patient identifiers and free-text notes (which
+may hold anything). The field path and the hint say what is wrong."""
+
+
+def _shown(value: Any, name: str | None = None) -> str:
+    if name in NEVER_QUOTED:
+        return "(value not repeated)"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+_LONGEST_CODE_LIST = 80
+"""An enum's or literal's allowed values are listed in a message up to this length; a longer
+list (the US states) is left to the field's hint."""
+
+
 def _what(error: dict[str, Any], name: str | None) -> str:
     kind = error.get("type", "")
-    value = error.get("input")
     label = f"`{name}`" if name else "value"
+    value = _shown(error.get("input"), name)
     if kind == "missing":
         return f"{label} is required but missing"
     if kind == "extra_forbidden":
@@ -115,13 +191,15 @@ def _what(error: dict[str, Any], name: str | None) -> str:
         # Our own cross-field messages already say what to do.
         return str(error.get("msg", "")).removeprefix("Value error, ")
     if kind == "string_pattern_mismatch":
-        return f"{label} {_shown(value)} has the wrong format"
-    if kind == "enum":
+        return f"{label} {value} has the wrong format"
+    if kind in {"enum", "literal_error"}:
         expected = (error.get("ctx") or {}).get("expected", "")
-        return f"{label} {_shown(value)} is not one of {expected}".rstrip()
+        if len(expected) > _LONGEST_CODE_LIST and name in HINTS:
+            return f"{label} {value} is not an accepted code"
+        return f"{label} {value} is not one of {expected}".rstrip()
     if kind in _KIND_BY_TYPE:
-        return f"{label} should be {_KIND_BY_TYPE[kind]}, got {_shown(value)}"
-    return f"{label}: {error.get('msg', 'invalid value')} (got {_shown(value)})"
+        return f"{label} should be {_KIND_BY_TYPE[kind]}, got {value}"
+    return f"{label}: {error.get('msg', 'invalid value')} (got {value})"
 
 
 def pydantic_problems(errors: Iterable[dict[str, Any]], prefix: str = "") -> list[FieldProblem]:
@@ -134,8 +212,10 @@ def pydantic_problems(errors: Iterable[dict[str, Any]], prefix: str = "") -> lis
         name = _field_name(loc)
         message = _what(error, name)
         hint = HINTS.get(name or "") if error.get("type") != "value_error" else None
-        if error.get("type") in {"extra_forbidden", "enum"}:
-            hint = None
+        if error.get("type") == "extra_forbidden" or (
+            error.get("type") in {"enum", "literal_error"} and " is not one of " in message
+        ):
+            hint = None  # the message lists what is accepted
         if error.get("type") in {"model_attributes_type", "dict_type"} and not loc:
             hint = "send Content-Type: application/json and " + HINTS["claims"]
         problems.append(

@@ -15,9 +15,23 @@ pytestmark = pytest.mark.behavioural
 
 @pytest.fixture(scope="module")
 def world(trained):
+    from training.dataset import outcome_labels
+    from training.model import with_history
+
     dataset, _ = ClaimsDataset.read(trained.sim_dir)
     service = load_service(trained.model_uri, trained.tracking_uri)
-    return ClaimTables.from_dataset(dataset), service
+    tables = ClaimTables.from_dataset(dataset)
+    # The registered model's history holds every claim of the data set; the tests change the
+    # latest claims and score them as new ones, so history stops before them (else a claim
+    # resent with a later date is, rightly, a duplicate of itself).
+    day = tables.claims["submission_date"].quantile(0.9).normalize()
+    outcomes = outcome_labels(dataset)
+    service.pipeline = with_history(
+        service.pipeline,
+        tables.subset(tables.claims.loc[tables.claims["submission_date"] < day, "claim_id"]),
+        outcomes[outcomes["remit_date"] < day],
+    )
+    return tables, service
 
 
 def _late(tables: ClaimTables, mask: pd.Series, n: int) -> ClaimTables:

@@ -155,3 +155,39 @@ def test_schema_failures_are_reported_next_to_the_output(trained, tmp_path):
     assert (report["table"] == "lines").sum() == 5
     assert report["reason"].str.contains("procedure_code").any()
     assert (report["table"] == "claims").sum() >= 1  # their claims are quarantined whole
+
+
+def test_training_rows_equal_the_rows_served_on_the_claims_own_day(sim_dir):
+    """Train as it will be served: a training claim's features (counts of earlier submissions,
+    rejected and unanswered claims included; rates; recent windows) equal what a model whose
+    history holds what was known on that claim's day gives it when it is scored then."""
+    from training.dataset import default_split, make_training_data
+    from training.model import build_pipeline
+
+    dataset, _ = ClaimsDataset.read(sim_dir)
+    data = make_training_data(dataset, default_split(dataset.claims))
+    features = build_pipeline().named_steps["features"]
+    features.fit(
+        data.train_tables, data.train_labels, history=data.history_before(data.split.train_until)
+    )
+    training_rows = features.transform(data.train_tables).to_numpy()
+    claims = data.train_tables.claims
+    days = pd.to_datetime(claims["submission_date"])
+    rng = np.random.default_rng(3)
+    compared = 0
+    for day in rng.choice(np.sort(days.unique())[len(days.unique()) // 3 :], 4, replace=False):
+        served = copy_with_history(features, *data.history_before(pd.Timestamp(day)))
+        rows = np.flatnonzero((days == day).to_numpy())
+        batch = data.train_tables.subset(claims["claim_id"].iloc[rows])
+        np.testing.assert_array_equal(served.transform(batch).to_numpy(), training_rows[rows])
+        compared += len(rows)
+    assert compared >= 20
+
+
+def copy_with_history(features, tables, outcomes):
+    import copy
+
+    served = copy.copy(features)
+    served.history_ = copy.copy(features.history_)
+    served.refresh_history(tables, outcomes)
+    return served

@@ -31,7 +31,7 @@ from serving.app import ConfigurationError, create_app
 from serving.explain import Factor
 from serving.schemas import ClaimIn
 from serving.service import ClaimScore, ModelInfo, RiskBands
-from tests.utils.factories import make_claim, tables_from
+from tests.utils.factories import make_claim, make_whole_claim, tables_from
 
 KEY = "unit-test-api-key-0123456789"
 AUTH = {"X-API-Key": KEY}
@@ -146,7 +146,14 @@ def test_one_claim_is_scored_with_reasons_carcs_and_factors(
 
 
 def test_api_score_equals_the_service_score(client: TestClient) -> None:
-    claims = [_auth_claim(), make_claim(), make_claim(payer_type="medicare", place_of_service="22")]
+    claims = [
+        _auth_claim(),
+        make_claim(),
+        make_claim(payer_type="medicare", place_of_service="22"),
+        # Every optional contract column given, as JSON and as contract rows.
+        make_whole_claim(),
+        make_whole_claim(payer_type="medicaid", epsdt_indicator="Y", payer_responsibility="P"),
+    ]
     body = _score(client, claims, top_k=5).json()
     service = client.app.state.holder.current.service  # type: ignore[attr-defined]
     expected = service.score(tables_from(claims), explain=True, top_k=5)

@@ -141,10 +141,23 @@ def _chunked(monkeypatch: pytest.MonkeyPatch, chunk_claims: int) -> list[str]:
 @pytest.fixture(scope="module")
 def session_model(trained: Any) -> tuple[Any, ClaimTables]:
     from serving.loading import load_service
+    from training.dataset import outcome_labels
+    from training.model import with_history
 
     service = load_service(trained.model_uri, trained.tracking_uri)
     dataset, _ = ClaimsDataset.read(trained.sim_dir)
-    return service, ClaimTables.from_dataset(dataset)
+    tables = ClaimTables.from_dataset(dataset)
+    # History as known on a day of the later period (the registered model's runs to the last
+    # remittance): the claims sent from then on are new to it, so their counts of earlier
+    # submissions come from the batch itself, across chunks.
+    day = tables.claims["submission_date"].quantile(0.8).normalize()
+    outcomes = outcome_labels(dataset)
+    service.pipeline = with_history(
+        service.pipeline,
+        tables.subset(tables.claims.loc[tables.claims["submission_date"] < day, "claim_id"]),
+        outcomes[outcomes["remit_date"] < day],
+    )
+    return service, tables
 
 
 @pytest.mark.parametrize(("chunk_claims", "compiled"), [(997, False), (5_000, False), (997, True)])

@@ -330,13 +330,17 @@ def test_calls_keep_claim_ids_options_and_size_apart() -> None:
 
 
 def test_history_groupings_are_the_ones_shared_calls_keep_apart() -> None:
-    """Tripwire: :class:`SharedCall` keeps requests apart by patient and by (rendering
-    provider, payer), because every batch-submission grouping of the history features includes
-    one of them. A new grouping (say, billing NPI x procedure) must be added there too."""
+    """Tripwire: :class:`SharedCall` keeps requests apart by patient, by person and by
+    (rendering provider, payer), because every batch-submission grouping of the history features
+    includes one of them. A new grouping (say, billing NPI x procedure) must be added there too."""
     groupings = [*HistoryFeatures._COUNT_KEYS.values()]
     groupings += [columns for _, columns in HistoryFeatures._LAST_SERVICE_KEYS.values()]
     for columns in groupings:
-        assert "patient_id" in columns or set(columns) >= {"rendering_npi", "payer_id"}, columns
+        assert (
+            "patient_id" in columns
+            or "patient_key" in columns
+            or set(columns) >= {"rendering_npi", "payer_id"}
+        ), columns
 
 
 def test_claims_of_one_patient_on_different_days_count_in_each_others_history(
@@ -357,6 +361,27 @@ def test_claims_of_one_patient_on_different_days_count_in_each_others_history(
     with_same_day = features.transform(tables_from([same_day, later]))
     assert with_same_day.iloc[[1]].reset_index(drop=True).equals(alone)
     assert _admits(_prepared(same_day), _prepared(later))
+
+
+def test_claims_of_one_person_under_two_member_ids_are_kept_apart(
+    service: ScoringService,
+) -> None:
+    """The person (patient key) links claims whose member IDs differ: scored in one call, the
+    earlier one counts in the later one's history, so the requests are not shared."""
+    features = service.pipeline.named_steps["features"]
+    earlier = make_claim(
+        claim_id="P-EARLY", submission_date="2025-03-05", patient_id="MBR-OLD", patient_key="K7"
+    )
+    # Another member ID with another payer: only the person links the two claims.
+    later = make_claim(claim_id="P-LATE", patient_id="MBR-NEW", patient_key="K7", payer_id="99998")
+    alone = features.transform(tables_from([later]))
+    together = features.transform(tables_from([earlier, later]))
+    column = "hist_person_prior_claims"
+    assert together[column].iloc[1] == alone[column].iloc[0] + 1
+    assert not _admits(_prepared(earlier), _prepared(later))
+    # Another person (other member ID, other payer): shared.
+    other = make_claim(claim_id="P-OTHER", patient_id="MBR-X", patient_key="K8", payer_id="99999")
+    assert _admits(_prepared(earlier), _prepared(other))
 
 
 # -- life cycle through the app ------------------------------------------------------------------

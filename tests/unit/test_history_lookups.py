@@ -19,7 +19,9 @@ import features.history as history
 from features.claim_arrays import ClaimArrays
 from features.claim_features import ClaimGroups, claim_feature_columns
 from features.claim_tables import ClaimTables
+from features.codes import DENIAL_CATEGORIES
 from features.history import (
+    EVIDENCE_FEATURES,
     HISTORY_FEATURES,
     RATE_KEYS,
     HistoryFeatures,
@@ -27,6 +29,7 @@ from features.history import (
     _rate_feature_names,
     claim_keys,
     line_keys,
+    pair_keys,
 )
 from features.pipeline import ClaimFeatureTransformer
 from tests.unit.test_features import _wider_world
@@ -38,27 +41,55 @@ def _reference_history(
     """The history features by the plain path: one :meth:`EventIndex.lookup` per index."""
     claims = claim_keys(arrays, claim_features)
     lines = line_keys(arrays, claims)
-    by_claim = ClaimGroups(lines["claim_index"], len(claims))
+    pairs = pair_keys(lines)
+    tables = {"claim": claims, "line": lines, "pair": pairs}
+    n = len(claims)
+    groups = {
+        "line": ClaimGroups(lines["claim_index"], n),
+        "pair": ClaimGroups(pairs["claim_index"], n),
+    }
     m, prior = fitted.smoothing, fitted.prior_rate
+    k = len(DENIAL_CATEGORIES)
+    # Windows end the day after the latest remittance known when the claim was sent.
+    anchor = fitted._anchor_days(claims["submission_day"])
+    smoothed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    worst = {level: np.zeros((len(table), k)) for level, table in tables.items()}
     out: dict[str, np.ndarray] = {}
     for key in RATE_KEYS:
-        queries = claims if key.level == "claim" else lines
-        index = fitted.rate_indexes_[key.name]
-        keys, days = queries.key(key.columns), queries["submission_day"]
-        sums = index.lookup(keys, days)
-        windows = [sums]
+        table = tables[key.level]
+        keys, days = table.key(key.columns), table["submission_day"]
+        counts = fitted.rate_indexes_[key.name].lookup(keys, days)
+        categories = fitted.rate_indexes_[f"{key.name}:categories"].lookup(keys, days)
+        count, denied = counts[:, 0], counts[:, 1]
+        if key.parent is None:
+            parent_rate, parent_categories = prior, prior / k
+        else:
+            parent_rate, parent_categories = smoothed[key.parent]
+        rate = (denied + m * parent_rate) / (count + m)
+        category_rates = (categories + m * parent_categories) / (count + m)[:, None]
+        smoothed[key.name] = (rate, category_rates)
+        worst[key.level] = np.maximum(worst[key.level], category_rates)
+        features = [count, rate]
+        if key.by_category:
+            features += list(category_rates.T)
         if key.window_days:
-            windows.append(sums - index.lookup(keys, days - key.window_days))
-        priors = np.array([prior] + [prior / 10.0] * len(key.categories))
-        smoothed = []
-        for window in windows:
-            rates = window.copy()
-            rates[:, 1:] = (window[:, 1:] + m * priors) / (window[:, :1] + m)
-            smoothed.append(rates)
-        rates = np.hstack(smoothed)
-        if key.level == "line":
-            rates = by_claim.max(rates)
-        out.update(zip(_rate_feature_names(key), rates.T, strict=True))
+            end = anchor[table["claim_index"]] - key.window_days
+            counts_before = fitted.rate_indexes_[key.name].lookup(keys, end)
+            categories_before = fitted.rate_indexes_[f"{key.name}:categories"].lookup(keys, end)
+            recent_count = count - counts_before[:, 0]
+            recent_denied = denied - counts_before[:, 1]
+            recent = categories - categories_before
+            features += [recent_count, (recent_denied + m * rate) / (recent_count + m)]
+            if key.by_category:
+                features += list(((recent + m * category_rates) / (recent_count + m)[:, None]).T)
+        matrix = np.column_stack(features)
+        if key.level != "claim":
+            matrix = groups[key.level].max(matrix)
+        out.update(zip(_rate_feature_names(key), matrix.T, strict=True))
+    evidence = worst["claim"]
+    for level in ("line", "pair"):
+        evidence = np.fmax(evidence, groups[level].max(worst[level]))
+    out.update(zip(EVIDENCE_FEATURES, evidence.T, strict=True))
 
     # Submissions of this batch the fitted state does not hold count too (a claim never counts
     # itself: only earlier days count).
@@ -75,6 +106,13 @@ def _reference_history(
         if batch:
             count = count + batch[name].lookup(keys, days)[:, 0]
         out[name] = count
+    no_key = np.array([v is None for v in claims["patient_key"]], dtype=bool)
+    for name in (
+        "hist_person_prior_claims",
+        "hist_person_member_prior_claims",
+        "hist_person_payer_prior_claims",
+    ):
+        out[name] = np.where(no_key, np.nan, out[name])
     for name, (level, columns) in HistoryFeatures._LAST_SERVICE_KEYS.items():
         frame = claims if level == "claim" else lines
         keys, days = frame.key(columns), frame["submission_day"]
@@ -84,11 +122,25 @@ def _reference_history(
         since = np.where(np.isnan(latest), -1.0, frame["service_day"] - latest)
         if level == "line":
             gaps = np.where(since < 0, np.inf, since)
-            shortest = -by_claim.max(-gaps)
+            shortest = -groups["line"].max(-gaps)
             since = np.where(np.isinf(shortest) | np.isnan(shortest), -1.0, shortest)
         out[name] = since
-    lag = fitted.paid_lag_index_.lookup(claims.key(("payer_id",)), claims["submission_day"])
-    out["hist_payer_max_paid_lag"] = np.where(lag[:, 0] > 0, lag[:, 0], -1.0)
+
+    def outcome(name: str) -> np.ndarray:
+        columns, _ = history._OUTCOME_KEYS[name]
+        return fitted.outcome_indexes_[name].lookup(claims.key(columns), claims["submission_day"])[
+            :, 0
+        ]
+
+    lag = outcome("hist_payer_max_paid_lag")
+    out["hist_payer_max_paid_lag"] = np.where(lag > 0, lag, -1.0)
+    service_day = claims["service_day"].astype(float)
+    last_paid = outcome("last_paid_service")
+    out["hist_days_since_paid_with_payer"] = np.where(
+        np.isnan(last_paid), -1.0, service_day - last_paid
+    )
+    out["hist_days_past_known_coverage_end"] = service_day - outcome("coverage_end")
+    out["hist_member_id_corrected"] = outcome("member_corrected")
     return {name: out[name] for name in HISTORY_FEATURES}
 
 
@@ -160,10 +212,11 @@ def test_combined_lookups_are_not_pickled_and_follow_a_refit():
     assert "_lookups" not in loaded.__dict__  # the fitted state is the indexes alone
     assert set(loaded.__dict__) == set(HistoryFeatures(5.0, 0.1).__dict__) | {
         "rate_indexes_",
-        "paid_lag_index_",
+        "outcome_indexes_",
         "submission_indexes_",
         "known_claims_",
         "cutoff_",
+        "remit_days_",
     }
     _assert_same_as_reference(loaded, tables)
 
@@ -179,15 +232,15 @@ def test_a_large_batch_looks_its_lines_up_in_a_second_thread(monkeypatch):
     threads: list[str] = []
     line_values = history._TableLookups.values
 
-    def recording(self, table, compiled=False):
+    def recording(self, table, compiled=False, anchor_day=None):
         threads.append(threading.current_thread().name)
-        return line_values(self, table, compiled)
+        return line_values(self, table, compiled, anchor_day)
 
     monkeypatch.setattr(history._TableLookups, "values", recording)
     monkeypatch.setattr(history, "_LOOKUPS_SIDE_BY_SIDE_FROM", len(tables))
     _assert_same_as_reference(fitted, tables)
-    # The claims here, the lines in the other thread (either may get there first).
-    assert sorted(threads) == sorted([threading.current_thread().name, "line-lookups_0"])
+    # The claims here, the lines and pairs in the other thread (either may get there first).
+    assert sorted(threads) == sorted([threading.current_thread().name, *["line-lookups_0"] * 2])
     threads.clear()
     _assert_same_as_reference(fitted, tables.subset(tables.claims["claim_id"].iloc[1:]))
     assert set(threads) == {threading.current_thread().name}  # below the threshold: one thread
