@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from features.codes import DENIAL_CATEGORIES
-from features.schema import ClaimsDataset
+from features.schema import ClaimsDataset, ids_in
 from simulator import targets
 from simulator.adjudication import REASONS, Adjudication, adjudicate
 from simulator.draw import draw_world_spec
@@ -204,6 +204,9 @@ def snapshot(
     Claims not yet sent are not in it; remittances, follow-ups and rejections that had not
     arrived yet are held back (the claim is pending, the appeal unresolved). Without this the
     long tail of late submissions would put events years after the timeline's end.
+
+    The tables of ``dataset`` are replaced one at a time (at a million claims a second copy of
+    every table at once would be the simulation's memory peak): it holds the snapshot after.
     """
     sent = dataset.claims["submission_date"] <= extract_date
     # Membership by hash index: far faster than Series.isin(set) on a million string ids.
@@ -213,12 +216,17 @@ def snapshot(
         keep_claims.get_indexer(remits["claim_id"]) >= 0
     )
     keep_remits = pd.Index(remits.loc[arrived, "remit_id"])
+    del remits
+
+    def kept(frame: pd.DataFrame, key: str, index: pd.Index) -> pd.DataFrame:
+        mask = ids_in(frame[key], pd.Series(index, dtype=frame[key].dtype))
+        return frame if mask.all() else frame[mask].reset_index(drop=True)
 
     def by_claim(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame[keep_claims.get_indexer(frame["claim_id"]) >= 0].reset_index(drop=True)
+        return kept(frame, "claim_id", keep_claims)
 
     def by_remit(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame[keep_remits.get_indexer(frame["remit_id"]) >= 0].reset_index(drop=True)
+        return kept(frame, "remit_id", keep_remits)
 
     followups = by_claim(dataset.followups)
     followups = followups[followups["action_date"] <= extract_date].copy()
@@ -228,19 +236,15 @@ def snapshot(
     followups.loc[open_, "recovered"] = False
     followups.loc[open_, "recovered_amount"] = 0.0
     rejections = by_claim(dataset.rejections)
-    rejections = rejections[rejections["rejection_date"] <= extract_date]
-    held = ClaimsDataset(
-        claims=by_claim(dataset.claims),
-        lines=by_claim(dataset.lines),
-        diagnoses=by_claim(dataset.diagnoses),
-        remittances=by_remit(remits),
-        remit_lines=by_remit(dataset.remit_lines),
-        adjustments=by_remit(dataset.adjustments),
-        remarks=by_remit(dataset.remarks),
-        followups=followups.reset_index(drop=True),
-        rejections=rejections.reset_index(drop=True),
+    dataset.followups = followups.reset_index(drop=True)
+    dataset.rejections = rejections[rejections["rejection_date"] <= extract_date].reset_index(
+        drop=True
     )
-    return held, by_claim(truth)
+    for name in ("claims", "lines", "diagnoses"):
+        setattr(dataset, name, by_claim(getattr(dataset, name)))
+    for name in ("remittances", "remit_lines", "adjustments", "remarks"):
+        setattr(dataset, name, by_remit(getattr(dataset, name)))
+    return dataset, by_claim(truth)
 
 
 def _settle_corrected_followups(
@@ -362,7 +366,11 @@ def summarise(
     denied = adjudicated & (truth["denied"] == 1)
     n_denied = int(denied.sum())
     mix = truth.loc[denied, "true_cause"].value_counts(normalize=True)
-    payer_type = claims.set_index("claim_id")["payer_type"].reindex(truth["claim_id"]).to_numpy()
+    payer_type = (
+        pd.Series(claims["payer_type"].to_numpy(), index=claims["claim_id"].to_numpy())
+        .reindex(truth["claim_id"].to_numpy())
+        .to_numpy()
+    )
     by_type = (
         pd.Series(
             truth["denied"].to_numpy()[adjudicated.to_numpy()],

@@ -86,13 +86,13 @@ class PracticeHabits:
     """One provider of each joins during the timeline and is credentialed late."""
     member_id_typo: float = 0.002
     """A character of the member ID mistyped (CARC 31/140)."""
-    stale_member_id: float = 0.05
+    stale_member_id: float = 0.03
     """Claims to a patient's new payer in the first 60 days that still carry the old ID."""
-    coverage_notice_immediate: float = 0.6
+    coverage_notice_immediate: float = 0.75
     """Share of payer changes the practice knows of on the day; the rest it learns later."""
     coverage_notice_days: float = 35.0
     """Mean days it goes on billing the old payer (CARC 27) when it learns late."""
-    other_coverage_known: float = 0.7
+    other_coverage_known: float = 0.8
     """Share of patients with another coverage whose other coverage the practice knows."""
     primary_paid_missing: float = 0.04
     """Secondary claims sent without the primary payer's paid amount (CARC 16 + MA04)."""

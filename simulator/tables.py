@@ -50,7 +50,7 @@ from simulator.remittance import (
     LinePayment,
     Remittances,
 )
-from simulator.world import FACILITY_PLACES, World, corrupt_npis
+from simulator.world import FACILITY_PLACES, RELATIONSHIPS, World, corrupt_npis
 
 UNKNOWN_RENDERING_POOL = 40
 """Outside physicians whose NPI sometimes lands in the rendering box (CARC 208, not matched)."""
@@ -386,8 +386,12 @@ def _remittance_tables(
                     start, claims["service_day"].to_numpy()[lines["claim"].to_numpy()]
                 ),
                 "allowed_amount": np.round(lines["allowed"].to_numpy(), 2),
-                "line_control_number": pd.Series(
-                    lines["line_number"].to_numpy().astype(str), dtype="str"
+                "line_control_number": _vocab(
+                    [
+                        str(i)
+                        for i in range(int(np.max(lines["line_number"].to_numpy(), initial=0)) + 1)
+                    ],
+                    lines["line_number"].to_numpy(),
                 ),
             }
         ),
@@ -543,7 +547,7 @@ def _claim_context(
         "subscriber_group_number": _column(
             _ids("G", group, 6), np.where(group > 0, np.arange(n), -1)
         ),
-        "patient_relationship": pd.Series(world.patient_relationship[patient], dtype="str"),
+        "patient_relationship": _vocab(RELATIONSHIPS, world.patient_relationship[patient]),
         "patient_key": _column(patient_keys(world, start, patient)),
         "patient_state": _vocab(states, world.patient_state[patient]),
         "subscriber_state": _vocab(states, world.patient_state[patient]),

@@ -55,6 +55,8 @@ FIRST_NAMES: tuple[str, ...] = (
 )  # fmt: skip
 """Synthetic names: drawn per patient, hashed into the patient key, never written."""
 
+RELATIONSHIPS: tuple[str, ...] = ("18", "01", "19")
+"""SBR02/PAT01 codes: self, spouse, child."""
 FACILITY_PLACES: tuple[str, ...] = ("21", "22", "24", "81")
 """Places of service with a service facility of their own (2310C): hospital, ASC, lab."""
 
@@ -255,7 +257,7 @@ class World:
     patient_name: np.ndarray
     """(n, 2) indices into the name lists (never written; only their hash, the patient key)."""
     patient_relationship: np.ndarray
-    """The patient to the subscriber: 18 self, 01 spouse, 19 child."""
+    """The patient to the subscriber: index into RELATIONSHIPS (self, spouse, child)."""
     patient_group: np.ndarray
     """Employer group number of commercial members (0: none)."""
     clia_number: str
@@ -387,7 +389,7 @@ def build_world(
     )
     minor = age < 18
     spouse = ~minor & (types == "commercial") & (rng.random(n_patients) < 0.2)
-    relationship = np.where(minor, "19", np.where(spouse, "01", "18"))
+    relationship = np.where(minor, 2, np.where(spouse, 1, 0))
     group = np.where(types == "commercial", rng.integers(1, 600, n_patients), 0)
     clia = f"{int(rng.integers(10, 99))}D{int(rng.integers(10**6, 10**7))}"
     facilities = make_npis(rng, len(FACILITY_PLACES))
