@@ -1,6 +1,6 @@
 """Simulate and write N claims; report wall time and peak memory (issue: 1M in <= 60 s, <= 4 GB).
 
-Run: .venv/bin/python benchmarks/bench_simulate.py --claims 1000000
+Run: .venv/bin/python benchmarks/bench_simulate.py --claims 1000000 [--world-seed K]
 """
 
 from __future__ import annotations
@@ -19,10 +19,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--claims", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--world-seed", type=int, default=None, help="a drawn world (default: the default world)"
+    )
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp()) / "sim"
     started = time.perf_counter()
-    result = simulate(SimulationConfig(n_claims=args.claims, seed=args.seed))
+    result = simulate(
+        SimulationConfig(n_claims=args.claims, seed=args.seed, world_seed=args.world_seed)
+    )
     simulated = time.perf_counter()
     write_simulation(result, out)
     done = time.perf_counter()

@@ -96,7 +96,19 @@ def simulate(
         "work/sim"
     ),
     claims: Annotated[int, typer.Option("--claims", help="Number of claims to simulate.")] = 50_000,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same data).")] = 7,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the practice's patients and claims.")
+    ] = 7,
+    world_seed: Annotated[
+        int | None,
+        typer.Option(
+            "--world-seed",
+            help="Seed of the world: its payers, their rules, the practice's habits and the rule "
+            "changes over time. Leave it out for the default world, calibrated to published "
+            "denial figures. The same world seed with another --seed: another practice of "
+            "that world.",
+        ),
+    ] = None,
     x12: Annotated[
         bool, typer.Option("--x12", help="Also write the claims as 837P and outcomes as 835 files.")
     ] = False,
@@ -110,9 +122,12 @@ def simulate(
 
     if claims <= 0:
         raise fail(f"--claims must be a positive number of claims, got {claims}")
+    if world_seed is not None and world_seed < 0:
+        raise fail(f"--world-seed must be 0 or a positive number, got {world_seed}")
     _check_writable(out, overwrite)
     with progress_bar("simulating") as update:
-        result = run(SimulationConfig(n_claims=claims, seed=seed), progress=update)
+        config = SimulationConfig(n_claims=claims, seed=seed, world_seed=world_seed)
+        result = run(config, progress=update)
         update("writing Parquet", 0.95)
         write_simulation(result, out, overwrite=overwrite)
         if x12:

@@ -6,14 +6,22 @@ denial probability and its split by root cause, and each denial's recovery proba
 
 >>> from simulator import SimulationConfig, simulate, write_simulation
 >>> result = simulate(SimulationConfig(n_claims=20_000, seed=1))  # doctest: +SKIP
+>>> drawn = simulate(SimulationConfig(n_claims=20_000, seed=1, world_seed=3))  # doctest: +SKIP
 """
 
+from simulator.draw import draw_world_spec
 from simulator.engine import SimulationConfig, SimulationResult, simulate
 from simulator.output import format_summary, write_simulation
+from simulator.spec import DriftEvent, PayerSpec, WorldSpec, default_world_spec
 
 __all__ = [
+    "DriftEvent",
+    "PayerSpec",
     "SimulationConfig",
     "SimulationResult",
+    "WorldSpec",
+    "default_world_spec",
+    "draw_world_spec",
     "format_summary",
     "simulate",
     "write_simulation",

@@ -11,7 +11,9 @@ Everything here is plain, readable data so a reviewer can check it against the r
   support the procedure.
 * :data:`DIAGNOSIS_PROFILES` - how the practice picks a principal diagnosis for a visit.
 * :data:`TEMPLATES` - the visit types of each specialty and the service lines they produce.
-* :data:`NCCI_PAIRS` - column-1 / column-2 pairs that need modifier 59 or an X modifier.
+
+Payer policy (which codes need an authorization, which diagnoses a payer accepts, which code
+pairs it edits...) is not here: it belongs to a world (:mod:`simulator.spec`).
 
 Medicare rates are rounded national non-facility figures (2024-2026 physician fee schedule and
 lab fee schedule scale); the practice's charge master bills :data:`CHARGE_MULTIPLIER` times them.
@@ -259,12 +261,14 @@ PROCEDURES: tuple[Procedure, ...] = (
 PROCEDURE_FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(p.family for p in PROCEDURES))
 EM_FAMILIES: frozenset[str] = frozenset({"em_new", "em_established"})
 
-NCCI_PAIRS: tuple[tuple[str, str], ...] = (
-    ("97530", "97140"),  # therapeutic activities vs manual therapy, modifier indicator 1
-    ("96365", "96372"),  # IV infusion vs IM/SC injection on the same day
-    ("29881", "29877"),  # meniscectomy includes cartilage shaving of the same knee
-)
-"""(column 1, column 2): the column-2 line needs 59/XE/XP/XS/XU to be paid separately."""
+NDC_OF_CODE: dict[str, tuple[str, str, float]] = {
+    "J3301": ("00003029305", "ML", 0.25),  # triamcinolone 40 mg/mL: 0.25 mL per 10 mg unit
+    "J1030": ("00009030602", "ML", 1.0),  # methylprednisolone acetate 40 mg/mL
+    "J1885": ("00409379501", "ML", 0.5),  # ketorolac 30 mg/mL: 0.5 mL per 15 mg unit
+    "J1745": ("57894003001", "UN", 0.1),  # infliximab 100 mg vial: a tenth per 10 mg unit
+}
+"""Drug codes' 11-digit NDC (as billed in 2410 LIN*N4), its unit and the quantity per HCPCS unit.
+The NDCs merely look real."""
 
 NCCI_BYPASS_MODIFIERS: frozenset[str] = frozenset({"59", "XE", "XP", "XS", "XU"})
 
@@ -332,8 +336,6 @@ NECESSITY_GROUP_OF_CODE: dict[str, str] = {
 UNRELATED_DIAGNOSES: tuple[str, ...] = ("J069", "I10", "K219", "F419", "E785", "N390")
 """Diagnoses that support none of the ruled procedures (a wrong or missing diagnosis link)."""
 
-DIAGNOSIS_MIX = {"core": 0.943, "weak": 0.045, "unrelated": 0.012}
-"""How often the practice's principal diagnosis for a ruled procedure is core / weak / unrelated."""
 
 DIAGNOSIS_PROFILES: dict[str, tuple[tuple[str, float], ...]] = {
     "primary_care": (

@@ -12,18 +12,18 @@ only these visible fields, the history of earlier claims and the payer's rules.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from simulator.catalog import (
     COMORBIDITIES,
-    DIAGNOSIS_MIX,
     DIAGNOSIS_PROFILES,
     EM_ESTABLISHED_MIX,
     EM_FAMILIES,
     EM_NEW_MIX,
-    NCCI_PAIRS,
+    NDC_OF_CODE,
     NECESSITY_GROUP_OF_CODE,
     NECESSITY_RULES,
     PROCEDURE_FAMILIES,
@@ -33,12 +33,10 @@ from simulator.catalog import (
     TEMPLATES,
     UNRELATED_DIAGNOSES,
 )
-from simulator.world import (
-    ORDER_TAKING_SPECIALTIES,
-    REFERRED_SPECIALTIES,
-    SPECIALTIES,
-    World,
-)
+from simulator.spec import ORDER_TAKING_SPECIALTIES, REFERRED_SPECIALTIES, PracticeHabits
+
+if TYPE_CHECKING:
+    from simulator.world import World
 
 CODES: tuple[str, ...] = tuple(p.code for p in PROCEDURES)
 CODE_INDEX = {code: i for i, code in enumerate(CODES)}
@@ -84,6 +82,10 @@ def _diagnosis_vocabulary() -> tuple[str, ...]:
 
 DIAGNOSES: tuple[str, ...] = _diagnosis_vocabulary()
 DX_INDEX = {code: i for i, code in enumerate(DIAGNOSES)}
+PREVENTIVE_DIAGNOSIS = np.array(
+    [c.startswith(("Z00", "Z01", "Z12", "Z13", "Z23")) for c in DIAGNOSES]
+)
+"""Encounters for a check-up, screening or immunization."""
 MAX_DIAGNOSES = 4
 
 # Claim-level integer codes for what went wrong with the rendering provider's NPI.
@@ -99,9 +101,29 @@ REJECTION_REASONS: tuple[tuple[str, str, float], ...] = (
     ("277CA", "A3:116 Claim submitted to incorrect payer: payer ID not found", 0.15),
     ("277CA", "A6:158 Entity's date of birth: patient birth date missing", 0.10),
     ("999", "IK5*R: transaction set rejected, IK3 SV1 segment has data element errors", 0.15),
+    # Never drawn at random: the clearinghouse's own edits, in worlds that have it run them.
+    ("277CA", "A7:562 Entity's National Provider Identifier: rendering provider NPI invalid", 0.0),
+    ("999", "IK5*R: IK3 SV1 element 7 (diagnosis code pointer) missing on a service line", 0.0),
 )
 REJECT_BILLING_NPI, REJECT_PAYER_ID, REJECT_BIRTH_DATE = 1, 2, 3
 """Rejection reasons whose defect shows on the claim row itself."""
+REJECT_RENDERING_NPI, REJECT_POINTER = 5, 6
+"""The clearinghouse's edits, in worlds that have it run them (``clearinghouse_edits``)."""
+
+NO_DAY = -(10**6)
+"""A day column's 'none' (no onset date, no accident...)."""
+MEMBER_ID_OK, MEMBER_ID_TYPO, MEMBER_ID_STALE = 0, 1, 2
+"""The member ID on a claim: right, mistyped, or the patient's previous payer's."""
+ATTACHMENT_NONE, ATTACHMENT_SENT, ATTACHMENT_ON_REQUEST = 0, 1, 2
+ACCIDENT_CAUSES: tuple[str, ...] = ("", "AA", "EM", "OA")
+"""CLM11 related causes by accident kind (0: none): auto, employment, other accident."""
+INJURY_TEMPLATES = frozenset(
+    {"visit_with_xray", "joint_injection_visit", "knee_arthroscopy", "visit_with_injection",
+     "pt_evaluation", "pt_treatment", "mri_lumbar", "mri_knee", "knee_xray", "office_visit"}
+)  # fmt: skip
+"""Visits that may follow an accident (office visits only in orthopaedics)."""
+PREVENTIVE_FAMILIES: tuple[str, ...] = ("preventive", "screening", "vaccine", "wellness_visit")
+"""Preventive services plans must cover with a preventive diagnosis (ACA)."""
 
 _SPECIAL = {
     "@em_established": -1,
@@ -158,29 +180,6 @@ class Encounters:
         )
 
 
-@dataclass(frozen=True)
-class PracticeHabits:
-    """How carefully the practice bills; each rate is a visible defect when it happens."""
-
-    duplicate_rate: float = 0.0035
-    rejection_rate: float = 0.0175
-    late_submission_share: float = 0.035
-    referring_missing: float = 0.035
-    rendering_missing: float = 0.0025
-    rendering_typo: float = 0.001
-    rendering_unknown: float = 0.001
-    taxonomy_missing: float = 0.025
-    pointer_missing: float = 0.006
-    auth_attach: float = 0.93
-    auth_attach_unneeded: float = 0.25
-    referral_attach: float = 0.92
-    preventive_miscoded: float = 0.03
-    screening_wrong_sex: float = 0.01
-    medicare_preventive_as_awv: float = 0.9
-    auth_learning_days: int = 150
-    """After a payer adds a family to its auth list, the practice takes this long to catch up."""
-
-
 def _weekday_weights(start: pd.Timestamp, days: int) -> np.ndarray:
     weekday = (start.dayofweek + np.arange(days)) % 7
     weights = np.where(weekday < 5, 1.0, np.where(weekday == 5, 0.1, 0.02))
@@ -199,18 +198,23 @@ def generate_encounters(
     n_claims: int,
     days: int,
     start: pd.Timestamp,
-    habits: PracticeHabits,
 ) -> Encounters:
     """First submissions (frequency 1) for ``n_claims`` claims, duplicates included."""
+    habits = world.spec.habits
     n_duplicates = int(round(n_claims * habits.duplicate_rate))
     n_original = n_claims - n_duplicates
     claims = _draw_visits(world, rng, n_original, days, start)
     n = len(claims)
+    # After a change of payer the practice bills the old one until it learns of the change.
+    patient = claims["patient"].to_numpy()
+    day = claims["service_day"].to_numpy()
+    switched = day >= world.patient_switch_day[patient]
+    learned = day >= world.patient_switch_day[patient] + world.patient_notice_lag[patient]
+    moved = world.patient_next_payer[patient] != world.patient_payer[patient]
     claims["payer"] = np.where(
-        claims["service_day"].to_numpy() < world.patient_switch_day[claims["patient"]],
-        world.patient_payer[claims["patient"]],
-        world.patient_next_payer[claims["patient"]],
+        switched & learned, world.patient_next_payer[patient], world.patient_payer[patient]
     )
+    claims["terminated"] = switched & ~learned & moved
     template_places = [t.places for t in TEMPLATES]
     place = np.zeros(n, dtype=np.int64)
     tmpl = claims["template"].to_numpy()
@@ -221,12 +225,13 @@ def generate_encounters(
             place[rows] = [PLACE_INDEX[p] for p in chosen]
     claims["place"] = place
     lines = _draw_lines(world, rng, claims, habits, start)
-    diagnoses, lines = _draw_diagnoses(rng, claims, lines)
+    diagnoses, lines = _draw_diagnoses(world, rng, claims, lines)
     _add_modifiers(world, rng, claims, lines)
     _add_identifiers(world, rng, claims, lines, habits, days)
+    _add_context(world, rng, claims, lines)
     encounters = Encounters(claims, lines, diagnoses)
     encounters = _add_duplicates(rng, encounters, n_duplicates)
-    _add_rejections(rng, encounters.claims, habits.rejection_rate)
+    _add_rejections(rng, encounters, habits.rejection_rate, world.spec.clearinghouse_edits)
     return encounters
 
 
@@ -235,14 +240,15 @@ def _draw_visits(
 ) -> pd.DataFrame:
     """Who was seen, by whom, when, for which kind of visit (one row per original claim)."""
     day_weights = _weekday_weights(start, days)
-    shares = np.array([s.claim_share for s in SPECIALTIES])
+    specialties = world.spec.specialties
+    shares = np.array([s.claim_share for s in specialties])
     counts = rng.multinomial(n, shares / shares.sum())
     age_at_start = -world.patient_birth_day / 365.25
     adult_weight = np.where(age_at_start >= 18, world.patient_weight, 0.0)
     adult_weight = adult_weight / adult_weight.sum()
     n_patients = len(world.patient_weight)
     parts = []
-    for s, (specialty, count) in enumerate(zip(SPECIALTIES, counts, strict=True)):
+    for s, (specialty, count) in enumerate(zip(specialties, counts, strict=True)):
         if count == 0:
             continue
         providers = np.flatnonzero(world.provider_specialty == s)
@@ -270,6 +276,9 @@ def _draw_visits(
         part["specialty"] = s
         parts.append(part)
     claims = pd.concat(parts, ignore_index=True)
+    for column in ("episode_start", "onset_day"):  # therapy episodes only
+        values = claims[column] if column in claims else pd.Series(np.nan, index=claims.index)
+        claims[column] = values.fillna(NO_DAY).to_numpy(dtype=np.int64)
     order = np.lexsort((claims["patient"].to_numpy(), claims["service_day"].to_numpy()))
     return claims.iloc[order].reset_index(drop=True)
 
@@ -291,11 +300,15 @@ def _therapy_episodes(
     evaluation = next(t for t in templates if TEMPLATES[t].name == "pt_evaluation")
     treatment = next(t for t in templates if TEMPLATES[t].name == "pt_treatment")
     patients = rng.choice(len(patient_p), size=len(sizes), p=patient_p)
+    # The episode's onset of symptoms: days to weeks before its evaluation.
+    onset = first_day - rng.integers(3, 120, len(sizes))
     return pd.DataFrame(
         {
             "service_day": np.minimum(first_day[episode] + offset, days - 1),
             "template": np.where(visit == 0, evaluation, treatment),
             "patient": patients[episode],
+            "episode_start": first_day[episode],
+            "onset_day": onset[episode],
         }
     )
 
@@ -333,6 +346,9 @@ def _draw_lines(
             "units": np.concatenate(unit_parts).astype(float),
         }
     )
+    # A few lines billed with more units than the visit had (MUE edits catch them).
+    over = rng.random(len(lines)) < habits.units_overbilled
+    lines.loc[over, "units"] += rng.integers(1, 3, int(over.sum()))
     _resolve_special_codes(world, rng, claims, lines, habits, start)
     lines = lines[lines["code"] >= 0]
     lines = lines.sort_values(["claim", "slot"], kind="stable").reset_index(drop=True)
@@ -398,7 +414,7 @@ def _resolve_special_codes(
 
 
 def _draw_diagnoses(
-    rng: np.random.Generator, claims: pd.DataFrame, lines: pd.DataFrame
+    world: World, rng: np.random.Generator, claims: pd.DataFrame, lines: pd.DataFrame
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Principal diagnosis from the template's profile, up to three comorbidities, pointers."""
     n = len(claims)
@@ -411,9 +427,9 @@ def _draw_diagnoses(
         if len(rows) == 0:
             continue
         if profile in NECESSITY_RULES:
-            rule = NECESSITY_RULES[profile]
+            rule = world.spec.necessity[profile]
             kinds = {"core": rule.core, "weak": rule.weak, "unrelated": UNRELATED_DIAGNOSES}
-            kind = _choose(rng, tuple(DIAGNOSIS_MIX.items()), len(rows))
+            kind = _choose(rng, world.spec.habits.diagnosis_mix, len(rows))
             for name, options in kinds.items():
                 sel = rows[kind == name]
                 principal[sel] = [DX_INDEX[c] for c in rng.choice(options, len(sel))]
@@ -449,6 +465,15 @@ def _draw_diagnoses(
     second = (n_dx[claim] >= 2) & (rng.random(len(lines)) < 0.3)
     lines["pointers"] = np.where(is_em, all_pointed, np.where(second, 3, 1))
     return dx, lines
+
+
+def per_claim_max(values: np.ndarray, claim: np.ndarray, n: int) -> np.ndarray:
+    """Largest of each claim's line values (lines sorted by claim; 0 for a claim without)."""
+    out = np.zeros(n)
+    if len(claim):
+        starts = np.r_[0, np.flatnonzero(np.diff(claim)) + 1]
+        out[claim[starts]] = np.maximum.reduceat(values, starts)
+    return out
 
 
 def _first_free_slot(mods: np.ndarray) -> np.ndarray:
@@ -487,10 +512,15 @@ def _add_modifiers(
     rows = np.flatnonzero(is_em & claim_needs_25[claim] & (rng.random(n_lines) < compliance))
     add_modifier(mods, rows, MOD["25"])
 
-    for column_1, column_2 in NCCI_PAIRS:
+    # The coder knows which pairs the claim's payer edits.
+    line_payer = claims["payer"].to_numpy()[claim]
+    for k, (column_1, column_2) in enumerate(world.rules.ncci_pairs):
         has_1 = np.bincount(claim[code == CODE_INDEX[column_1]], minlength=len(claims)) > 0
         rows = np.flatnonzero(
-            (code == CODE_INDEX[column_2]) & has_1[claim] & (rng.random(n_lines) < compliance)
+            (code == CODE_INDEX[column_2])
+            & has_1[claim]
+            & (rng.random(n_lines) < compliance)
+            & world.rules.ncci[line_payer, k]
         )
         choice = np.array([MOD["59"], MOD["XS"], MOD["XU"]])[
             rng.choice(3, size=len(rows), p=[0.6, 0.3, 0.1])
@@ -526,8 +556,7 @@ def _add_identifiers(
     n = len(claims)
     claim = lines["claim"].to_numpy()
     code = lines["code"].to_numpy()
-    family = CODE_FAMILY[code]
-    specialty = np.array([s.name for s in SPECIALTIES])[claims["specialty"].to_numpy()]
+    specialty = world.specialty_names[claims["specialty"].to_numpy()]
     ordered_line = np.array([p.ordered for p in PROCEDURES])[code]
     ordered = np.bincount(claim[ordered_line], minlength=n) > 0
     needs_referring = np.isin(specialty, list(ORDER_TAKING_SPECIALTIES)) | ordered
@@ -543,22 +572,31 @@ def _add_identifiers(
     # Prior authorization: the practice knows the payer's list (it learns a new entry slowly).
     payer = claims["payer"].to_numpy()
     day = claims["service_day"].to_numpy()
-    claim_family = np.zeros((n, len(PROCEDURE_FAMILIES)), dtype=bool)
-    claim_family[claim, family] = True
-    after = (day >= world.drift_day).astype(np.int64)
-    required = (world.auth_required[after, payer] & claim_family).any(axis=1)
-    known = (world.auth_required[0, payer] & claim_family).any(axis=1)
-    learned = np.clip((day - world.drift_day) / habits.auth_learning_days, 0.05, 1.0)
-    attach = np.where(
-        required & known, habits.auth_attach, np.where(required, habits.auth_attach * learned, 0.0)
+    rules = world.rules
+    line_payer = payer[claim]
+    line_day = day[claim]
+    period = rules.period(day)
+    units = lines["units"].to_numpy()
+    line_required = units >= rules.auth_units[period[claim], line_payer, code]
+    required = np.bincount(claim[line_required], minlength=n) > 0
+    # A code on the list from the start is known; one added by drift is learned over time.
+    since_added = line_day - rules.auth_added_day[line_payer, code]
+    line_learned = np.where(
+        line_required, np.clip(since_added / habits.auth_learning_days, 0.05, 1.0), 0.0
     )
-    ever_listed = world.auth_required.any(axis=(0, 1))
-    commonly = (claim_family & ever_listed).any(axis=1)
+    line_learned = np.where(rules.auth_added_day[line_payer, code] < 0, 1.0, line_learned)
+    learned = per_claim_max(line_learned, claim, n)
+    attach = np.where(required, habits.auth_attach * learned, 0.0)
+    ever_listed = np.isfinite(rules.auth_units).any(axis=(0, 1))
+    commonly = np.bincount(claim[ever_listed[code]], minlength=n) > 0
     attach = np.where(required, attach, np.where(commonly, habits.auth_attach_unneeded, 0.005))
     claims["has_auth"] = rng.random(n) < attach
 
-    referral_payer = np.array([p.referral_required for p in world.payers])[payer]
-    attach = np.where(referral_payer & specialist, habits.referral_attach, 0.03)
+    referral_payer = world.payer_values("referral_required")[payer]
+    needs_referral = (referral_payer & specialist) | (
+        np.bincount(claim[rules.referral_code[line_payer, code]], minlength=n) > 0
+    )
+    attach = np.where(needs_referral, habits.referral_attach, 0.03)
     claims["has_referral"] = rng.random(n) < attach
 
     draw = rng.random(n)
@@ -583,6 +621,92 @@ def _add_identifiers(
     claims["is_duplicate"] = False
 
 
+def _add_context(
+    world: World, rng: np.random.Generator, claims: pd.DataFrame, lines: pd.DataFrame
+) -> None:
+    """The rest of the claim: member ID, other coverage, accident, delay reason, attachments,
+    NDC and CLIA numbers, onset dates, notes. Each may carry a visible defect."""
+    spec, habits = world.spec, world.spec.habits
+    n = len(claims)
+    claim = lines["claim"].to_numpy()
+    code = lines["code"].to_numpy()
+    family = CODE_FAMILY[code]
+    patient = claims["patient"].to_numpy()
+    payer = claims["payer"].to_numpy()
+    day = claims["service_day"].to_numpy()
+
+    # Member ID: a typo, or the previous payer's ID still on file for a while after a change.
+    moved = world.patient_next_payer[patient] != world.patient_payer[patient]
+    recent = day < world.patient_switch_day[patient] + world.patient_notice_lag[patient] + 60
+    new_payer = moved & (payer == world.patient_next_payer[patient]) & recent
+    stale = new_payer & (rng.random(n) < habits.stale_member_id)
+    typo = rng.random(n) < habits.member_id_typo
+    claims["member_id_state"] = np.select(
+        [stale, typo], [MEMBER_ID_STALE, MEMBER_ID_TYPO], MEMBER_ID_OK
+    )
+
+    # Other coverage: known (on the claim) or not; the payer on file may not be the primary.
+    # (A patient who moved to the payer of their other coverage has no other coverage left.)
+    other = world.patient_other_coverage[patient] & (world.patient_other_payer[patient] != payer)
+    known = other & world.patient_other_known[patient]
+    secondary = other & world.patient_secondary[patient]
+    claims["other_known"] = known
+    claims["other_unknown_primary"] = other & ~known & secondary
+    as_secondary = known & secondary
+    claims["as_secondary"] = as_secondary
+    claims["primary_paid_missing"] = as_secondary & (rng.random(n) < habits.primary_paid_missing)
+    # A secondary claim waits for the primary payer's remittance.
+    primary_lag = rng.integers(14, 45, n)
+    claims["primary_paid_day"] = np.where(as_secondary, day + primary_lag, NO_DAY)
+    claims["submission_day"] = np.where(
+        as_secondary,
+        np.maximum(claims["submission_day"].to_numpy(), day + primary_lag + rng.integers(1, 6, n)),
+        claims["submission_day"].to_numpy(),
+    )
+
+    # Accidents: injuries seen in orthopaedics, therapy and imaging of joints and spine.
+    names = np.array([t.name for t in TEMPLATES])[claims["template"].to_numpy()]
+    specialty = world.specialty_names[claims["specialty"].to_numpy()]
+    prone = np.isin(names, list(INJURY_TEMPLATES)) & (
+        (names != "office_visit") | (specialty == "orthopaedics")
+    )
+    injured = prone & (rng.random(n) < spec.accident_rate)
+    kind = rng.choice(np.array([1, 2, 3]), size=n, p=[0.35, 0.3, 0.35])
+    claims["accident"] = np.where(injured, kind, 0)
+    onset = claims["onset_day"].to_numpy()
+    accident_day = np.where(onset > NO_DAY, onset, day - rng.integers(1, 60, n))
+    claims["accident_day"] = np.where(injured, accident_day, NO_DAY)
+    claims["accident_date_missing"] = injured & (rng.random(n) < habits.accident_date_missing)
+
+    # Late claims may say why (CLM20); therapy claims carry onset dates, a few wrong ones.
+    lag = claims["submission_day"].to_numpy() - day
+    claims["delay_reason"] = (lag > 90) & (rng.random(n) < habits.delay_reason_share)
+    wrong_onset = (onset > NO_DAY) & (rng.random(n) < habits.onset_error)
+    claims["onset_day"] = np.where(wrong_onset, day + rng.integers(1, 30, n), onset)
+
+    # Records the practice knows a payer wants: unlisted codes, modifier 22, the payer's list.
+    mods = lines[[f"modifier_{j}" for j in range(1, 5)]].to_numpy()
+    wants = np.array([p.unlisted for p in PROCEDURES])[code] | (mods == MOD["22"]).any(axis=1)
+    for i, p in enumerate(world.payers):
+        listed = np.isin(code, [CODE_INDEX[c] for c in p.attachment_codes])
+        wants |= listed & (payer[claim] == i)
+    needs = np.bincount(claim[wants], minlength=n) > 0
+    attach = np.where(needs, habits.attachment_sent, 0.003)
+    sent = rng.random(n) < attach
+    on_request = sent & (rng.random(n) < habits.attachment_on_request)
+    claims["attachment"] = np.where(
+        on_request, ATTACHMENT_ON_REQUEST, np.where(sent, ATTACHMENT_SENT, ATTACHMENT_NONE)
+    )
+    claims["note"] = rng.random(n) < habits.claim_note_share
+
+    # Drug lines carry their NDC, lab claims the lab's CLIA number (some on the lines).
+    drug = np.isin(code, [CODE_INDEX[c] for c in NDC_OF_CODE])
+    lines["ndc"] = drug & (rng.random(len(lines)) >= habits.ndc_missing)
+    lab = np.bincount(claim[family == FAMILY_INDEX["lab"]], minlength=n) > 0
+    claims["clia"] = lab & (rng.random(n) >= habits.clia_missing)
+    claims["clia_on_line"] = claims["clia"].to_numpy() & (rng.random(n) < habits.clia_on_line)
+
+
 def _add_duplicates(rng: np.random.Generator, encounters: Encounters, count: int) -> Encounters:
     """Resubmit some claims unchanged while the first is still in process (frequency 1 again)."""
     if count == 0:
@@ -594,10 +718,27 @@ def _add_duplicates(rng: np.random.Generator, encounters: Encounters, count: int
     return Encounters.concat([encounters, copies])
 
 
-def _add_rejections(rng: np.random.Generator, claims: pd.DataFrame, rate: float) -> None:
-    """Front-end rejections (clearinghouse / 277CA / 999) of first submissions, not duplicates."""
+def _add_rejections(
+    rng: np.random.Generator, encounters: Encounters, rate: float, clearinghouse_edits: bool
+) -> None:
+    """Front-end rejections (clearinghouse / 277CA / 999) of first submissions, not duplicates.
+
+    Where the clearinghouse runs its own edits, a rendering NPI failing its check digit and a
+    line without a diagnosis pointer are rejected there (the payer never sees the claim).
+    """
+    claims, lines = encounters.claims, encounters.lines
     n = len(claims)
-    rejected = (rng.random(n) < rate) & ~claims["is_duplicate"].to_numpy()
+    original = ~claims["is_duplicate"].to_numpy()
+    rejected = (rng.random(n) < rate) & original
     weights = np.array([w for _, _, w in REJECTION_REASONS])
     reason = rng.choice(len(REJECTION_REASONS), size=n, p=weights / weights.sum())
-    claims["rejection"] = np.where(rejected, reason, -1)
+    reason = np.where(rejected, reason, -1)
+    if clearinghouse_edits:
+        no_pointer = (
+            np.bincount(lines["claim"].to_numpy()[lines["pointers"].to_numpy() == 0], minlength=n)
+            > 0
+        )
+        bad_npi = claims["rendering_state"].to_numpy() == RENDERING_TYPO
+        reason = np.where((reason < 0) & no_pointer, REJECT_POINTER, reason)
+        reason = np.where((reason < 0) & bad_npi, REJECT_RENDERING_NPI, reason)
+    claims["rejection"] = reason

@@ -6,24 +6,26 @@ always produces identical tables, and changing one stage's draws leaves the othe
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from features.codes import DENIAL_CATEGORIES
-from features.schema import ClaimsDataset
+from features.schema import ClaimsDataset, ids_in
 from simulator import targets
 from simulator.adjudication import REASONS, Adjudication, adjudicate
-from simulator.encounters import Encounters, PracticeHabits, generate_encounters
+from simulator.draw import draw_world_spec
+from simulator.encounters import Encounters, generate_encounters
 from simulator.remittance import (
     LinePayment,
     Remittances,
     build_remittances,
-    line_charges,
     price_lines,
+    zero_paid_probability,
 )
 from simulator.rework import (
     TYPICAL_ACTION_LAG,
@@ -32,8 +34,9 @@ from simulator.rework import (
     recovery_probability,
     work_denials,
 )
+from simulator.spec import PracticeHabits, WorldSpec, default_world_spec
 from simulator.tables import Identifiers, assign_identifiers, build_tables
-from simulator.world import DRIFT, PAYERS, World, build_world
+from simulator.world import World, build_world
 
 Progress = Callable[[str, float], None]
 
@@ -45,19 +48,28 @@ class SimulationConfig:
     ``n_claims`` counts first submissions (frequency code 1, duplicate submissions included);
     the corrected claims (frequency 7) the billing team sends after denials come on top, about
     1-2% more rows in ``claims``.
+
+    ``seed`` draws the practice's providers, patients and claims; ``world_seed`` draws the world
+    (payers, their rules, the practice's habits, drift; see :mod:`simulator.draw`), ``None``
+    being the default world. Two configurations with the same world seed and different seeds
+    are two practices of one world.
     """
 
     n_claims: int = 50_000
     seed: int = 7
+    world_seed: int | None = None
+    world: WorldSpec | None = None
+    """A world given outright (overrides ``world_seed``)."""
     start_date: dt.date = dt.date(2024, 1, 1)
     days: int = 730
     """Timeline length; service dates spread over it (submissions and remits run past its end)."""
     drift_fraction: float = 0.6
-    """The payer rule changes (see ``simulator.world.DRIFT``) start this far into the timeline."""
+    """When the world's drift events without a date of their own happen (fraction of the
+    timeline): the default world's rule changes."""
     claims_per_patient: float = 4.0
     """Average claims per patient over the timeline (sets the size of the patient panel)."""
-    habits: PracticeHabits = field(default_factory=PracticeHabits)
-    """How often the practice makes each visible billing mistake."""
+    habits: PracticeHabits | None = None
+    """How often the practice makes each visible billing mistake (``None``: the world's)."""
 
     def __post_init__(self) -> None:
         if self.n_claims < 100:
@@ -68,6 +80,18 @@ class SimulationConfig:
             raise ValueError(f"drift_fraction must be between 0 and 1, got {self.drift_fraction}")
         if self.claims_per_patient < 1.0:
             raise ValueError("claims_per_patient must be at least 1")
+        if self.world_seed is not None and self.world_seed < 0:
+            raise ValueError(f"world_seed must be a non-negative integer, got {self.world_seed}")
+
+    def world_spec(self) -> WorldSpec:
+        """The world this configuration simulates (with its own habits, if it sets them)."""
+        if self.world is not None:
+            spec = self.world
+        elif self.world_seed is not None:
+            spec = draw_world_spec(self.world_seed)
+        else:
+            spec = default_world_spec()
+        return spec if self.habits is None else dataclasses.replace(spec, habits=self.habits)
 
     @property
     def drift_date(self) -> dt.date:
@@ -95,29 +119,32 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
 
     report("Building payers, providers and patients", 0.0)
     n_patients = max(100, int(round(config.n_claims / config.claims_per_patient)))
-    world = build_world(streams[0], n_patients, config.days, drift_day)
+    world = build_world(config.world_spec(), streams[0], n_patients, config.days, drift_day)
 
     report("Generating encounters and claims", 0.1)
-    first = generate_encounters(
-        world, streams[1], config.n_claims, config.days, start, config.habits
-    )
+    first = generate_encounters(world, streams[1], config.n_claims, config.days, start)
     n_first = len(first.claims)
-    charges = line_charges(first.lines)
     adjudicated = first.claims["rejection"].to_numpy() < 0
+    # What each line would pay comes first: whether a claim with a denied line is labelled
+    # denied depends on what its other lines pay.
+    payment = price_lines(first, world, start, streams[3])
+    zero_paid = zero_paid_probability(first, world, start)
 
     report("Adjudicating claims", 0.35)
-    outcome = adjudicate(first, world, start, charges, adjudicated, streams[2])
+    outcome = adjudicate(first, world, start, payment, zero_paid, adjudicated, streams[2])
+    first.lines["denial_reason"] = outcome.line_reason
+    first.lines["denial_carc"] = outcome.line_carc
 
     report("Pricing and remittances", 0.5)
-    payment = price_lines(first, world, start, streams[3])
     rows = np.flatnonzero(adjudicated)
     remits = build_remittances(
         first,
         rows,
-        outcome.denied,
-        outcome.reason,
+        outcome.claim_reason,
         outcome.carc,
         outcome.not_recognized,
+        outcome.line_reason,
+        outcome.line_carc,
         payment,
         streams[4],
     )
@@ -134,13 +161,18 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
     originals = corrected.claims["original"].to_numpy()
     corrected_denied = ~rework.corrected_recovered
     corrected_payment = price_lines(corrected, world, start, streams[6])
+    # Denied again: for the same claim-level reason, or every line for the original's primary
+    # reason (so the label holds whatever the lines would pay).
+    line_original = originals[corrected.lines["claim"].to_numpy()]
+    again = corrected_denied[corrected.lines["claim"].to_numpy()]
     corrected_remits = build_remittances(
         corrected,
         np.arange(n_corrected),
-        corrected_denied,
-        np.where(corrected_denied, outcome.reason[originals], -1),
+        np.where(corrected_denied, outcome.claim_reason[originals], -1),
         np.where(corrected_denied, outcome.carc[originals], ""),
         corrected_denied & outcome.not_recognized[originals],
+        np.where(again, outcome.reason[line_original], -1),
+        np.where(again, outcome.carc[line_original], ""),
         corrected_payment,
         streams[7],
     )
@@ -159,7 +191,7 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
     )
     del everything, all_payment, all_remits
     dataset, truth = snapshot(dataset, truth, start + pd.Timedelta(days=config.days))
-    summary = summarise(dataset, truth, config)
+    summary = summarise(dataset, truth, config, world)
     report("Done", 1.0)
     return SimulationResult(dataset=dataset, truth=truth, summary=summary)
 
@@ -172,6 +204,9 @@ def snapshot(
     Claims not yet sent are not in it; remittances, follow-ups and rejections that had not
     arrived yet are held back (the claim is pending, the appeal unresolved). Without this the
     long tail of late submissions would put events years after the timeline's end.
+
+    The tables of ``dataset`` are replaced one at a time (at a million claims a second copy of
+    every table at once would be the simulation's memory peak): it holds the snapshot after.
     """
     sent = dataset.claims["submission_date"] <= extract_date
     # Membership by hash index: far faster than Series.isin(set) on a million string ids.
@@ -181,12 +216,17 @@ def snapshot(
         keep_claims.get_indexer(remits["claim_id"]) >= 0
     )
     keep_remits = pd.Index(remits.loc[arrived, "remit_id"])
+    del remits
+
+    def kept(frame: pd.DataFrame, key: str, index: pd.Index) -> pd.DataFrame:
+        mask = ids_in(frame[key], pd.Series(index, dtype=frame[key].dtype))
+        return frame if mask.all() else frame[mask].reset_index(drop=True)
 
     def by_claim(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame[keep_claims.get_indexer(frame["claim_id"]) >= 0].reset_index(drop=True)
+        return kept(frame, "claim_id", keep_claims)
 
     def by_remit(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame[keep_remits.get_indexer(frame["remit_id"]) >= 0].reset_index(drop=True)
+        return kept(frame, "remit_id", keep_remits)
 
     followups = by_claim(dataset.followups)
     followups = followups[followups["action_date"] <= extract_date].copy()
@@ -196,19 +236,15 @@ def snapshot(
     followups.loc[open_, "recovered"] = False
     followups.loc[open_, "recovered_amount"] = 0.0
     rejections = by_claim(dataset.rejections)
-    rejections = rejections[rejections["rejection_date"] <= extract_date]
-    held = ClaimsDataset(
-        claims=by_claim(dataset.claims),
-        lines=by_claim(dataset.lines),
-        diagnoses=by_claim(dataset.diagnoses),
-        remittances=by_remit(remits),
-        remit_lines=by_remit(dataset.remit_lines),
-        adjustments=by_remit(dataset.adjustments),
-        remarks=by_remit(dataset.remarks),
-        followups=followups.reset_index(drop=True),
-        rejections=rejections.reset_index(drop=True),
+    dataset.followups = followups.reset_index(drop=True)
+    dataset.rejections = rejections[rejections["rejection_date"] <= extract_date].reset_index(
+        drop=True
     )
-    return held, by_claim(truth)
+    for name in ("claims", "lines", "diagnoses"):
+        setattr(dataset, name, by_claim(getattr(dataset, name)))
+    for name in ("remittances", "remit_lines", "adjustments", "remarks"):
+        setattr(dataset, name, by_remit(getattr(dataset, name)))
+    return dataset, by_claim(truth)
 
 
 def _settle_corrected_followups(
@@ -285,12 +321,12 @@ def _truth(
         recovery[n_first + rows] = recovery_probability(
             original_category[rows],
             outcome.carc[originals[rows]],
-            np.array([p.strictness for p in world.payers])[payer],
+            world.payer_values("strictness")[payer],
             charge,
             np.full(len(rows), TYPICAL_ACTION_LAG),
             denial_day + TYPICAL_ACTION_LAG - service_day,
-            np.array([p.appeal_window_days for p in world.payers])[payer],
-            np.array([p.timely_filing_days for p in world.payers])[payer],
+            world.payer_values("appeal_window_days")[payer],
+            world.rules.filing_limit[world.rules.period(service_day), payer],
             default_action(original_category[rows]),
         )
     worked = np.concatenate([rework.recovered, np.full(n_corrected, -1)])
@@ -319,15 +355,22 @@ def _truth(
     return truth.iloc[ids.claim_number_order].reset_index(drop=True)
 
 
-def summarise(dataset: ClaimsDataset, truth: pd.DataFrame, config: SimulationConfig) -> dict:
-    """Realised figures next to their targets (JSON-serialisable)."""
+def summarise(
+    dataset: ClaimsDataset, truth: pd.DataFrame, config: SimulationConfig, world: World
+) -> dict:
+    """Realised figures next to their targets, and the world described for people
+    (JSON-serialisable; the product never reads it)."""
     claims = dataset.claims
     first = truth["frequency_code"] == "1"
     adjudicated = first & ~truth["rejected"]
     denied = adjudicated & (truth["denied"] == 1)
     n_denied = int(denied.sum())
     mix = truth.loc[denied, "true_cause"].value_counts(normalize=True)
-    payer_type = claims.set_index("claim_id")["payer_type"].reindex(truth["claim_id"]).to_numpy()
+    payer_type = (
+        pd.Series(claims["payer_type"].to_numpy(), index=claims["claim_id"].to_numpy())
+        .reindex(truth["claim_id"].to_numpy())
+        .to_numpy()
+    )
     by_type = (
         pd.Series(
             truth["denied"].to_numpy()[adjudicated.to_numpy()],
@@ -339,7 +382,6 @@ def summarise(dataset: ClaimsDataset, truth: pd.DataFrame, config: SimulationCon
     payer_mix = pd.Series(payer_type[first.to_numpy()]).value_counts(normalize=True)
     denied_first = truth[denied]
     worked = denied_first["recovered"].notna()
-    payer_by_key = {p.key: p for p in PAYERS}
     return {
         "n_claims": int(len(truth)),
         "n_first_submissions": int(first.sum()),
@@ -367,20 +409,77 @@ def summarise(dataset: ClaimsDataset, truth: pd.DataFrame, config: SimulationCon
         )
         if worked.any()
         else 0.0,
-        "drift": {
-            "date": config.drift_date.isoformat(),
-            "auth_payer_id": payer_by_key[DRIFT.auth_payer].payer_id,
-            "auth_payer_name": payer_by_key[DRIFT.auth_payer].name,
-            "auth_family": DRIFT.auth_family,
-            "necessity_payer_id": payer_by_key[DRIFT.necessity_payer].payer_id,
-            "necessity_payer_name": payer_by_key[DRIFT.necessity_payer].name,
-            "necessity_groups": list(DRIFT.necessity_groups),
-        },
+        "drift": describe_drift(world, config),
+        "world": describe_world(world),
         "config": {
             "n_claims": config.n_claims,
             "seed": config.seed,
             "start_date": config.start_date.isoformat(),
             "days": config.days,
             "drift_fraction": config.drift_fraction,
+            "world_seed": config.world_seed,
         },
     }
+
+
+def describe_world(world: World) -> dict:
+    """The world's payers, rules in brief, mechanisms and habits, for a person reading it."""
+    spec = world.spec
+    return {
+        "world_seed": spec.seed,
+        "payers": [
+            {
+                "payer_id": p.payer_id,
+                "name": p.name,
+                "payer_type": p.payer_type,
+                "claim_filing_indicator": p.filing_indicator,
+                "claim_share": round(p.claim_share, 4),
+                "timely_filing_days": p.timely_filing_days,
+                "appeal_window_days": p.appeal_window_days,
+                "strictness": round(p.strictness, 3),
+                "prior_auth_codes": sorted(p.auth_codes),
+                "prior_auth_above_units": dict(p.auth_above_units),
+                "not_covered": dict(p.not_covered),
+                "partially_covered": sorted(p.partially_covered),
+                "referral_required": p.referral_required,
+                "visit_limits": dict(p.visit_limits),
+                "unit_limits": dict(p.unit_limits),
+                "ncci_pairs": ["/".join(pair) for pair in p.ncci_pairs],
+                "ncci_modifiers": sorted(p.ncci_modifiers),
+                "lenient_necessity": sorted(p.lenient_necessity),
+                "requires_taxonomy": p.requires_taxonomy,
+                "pays_nurse_practitioners": p.pays_nurse_practitioners,
+            }
+            for p in spec.payers
+        ],
+        "mechanism_scale": {c: spec.scale(c) for c in DENIAL_CATEGORIES},
+        "mechanisms_off": [c for c in DENIAL_CATEGORIES if spec.scale(c) == 0.0],
+        "specialties": {s.name: round(s.claim_share, 4) for s in spec.specialties},
+        "habits": dataclasses.asdict(spec.habits),
+    }
+
+
+def describe_drift(world: World, config: SimulationConfig) -> dict:
+    """When the world's rules change and how (``date``: the first change)."""
+    start = pd.Timestamp(config.start_date)
+    events = []
+    for event in world.spec.drift:
+        fraction = config.drift_fraction if event.at_fraction is None else event.at_fraction
+        payer = world.spec.payers[world.spec.payer_index(event.payer)]
+        events.append(
+            {
+                "date": (start + pd.Timedelta(days=int(round(fraction * config.days))))
+                .date()
+                .isoformat(),
+                "kind": event.kind,
+                "payer_id": payer.payer_id,
+                "payer_name": payer.name,
+                **{
+                    k: list(v) for k in ("codes", "groups", "diagnoses") if (v := getattr(event, k))
+                },
+                **({"carc": event.carc} if event.carc else {}),
+                **({"days": event.days} if event.days else {}),
+            }
+        )
+    dates = sorted(e["date"] for e in events)
+    return {"date": dates[0] if dates else None, "events": events}

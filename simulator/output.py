@@ -58,9 +58,17 @@ def _pct(value: float) -> str:
 
 
 def format_summary(summary: dict) -> str:
-    """A short table of realised figures against their targets."""
+    """A short table of realised figures against their targets.
+
+    The targets are the published figures the default world is calibrated to; a drawn world
+    (``--world-seed``) is meant to differ from them, within plausible bounds.
+    """
     low, high = summary["target_denial_rate"]
+    world = summary.get("world", {})
+    seed = world.get("world_seed")
     rows = [
+        ("world", "default" if seed is None else f"drawn, seed {seed}", ""),
+        ("payers", f"{len(world.get('payers', []))}", ""),
         (
             "claims (first submissions + corrected)",
             f"{summary['n_first_submissions']:,} + {summary['n_corrected_claims']:,}",
@@ -75,8 +83,9 @@ def format_summary(summary: dict) -> str:
         ("mean true denial probability", _pct(summary["mean_true_denial_probability"]), ""),
     ]
     for payer_type, target in summary["target_denial_rate_by_payer_type"].items():
-        realised = summary["denial_rate_by_payer_type"].get(payer_type, 0.0)
-        rows.append((f"  denial rate, {payer_type}", _pct(realised), _pct(target)))
+        realised = summary["denial_rate_by_payer_type"].get(payer_type)
+        shown = "no such payer" if realised is None else _pct(realised)
+        rows.append((f"  denial rate, {payer_type}", shown, _pct(target)))
     for category, target in summary["target_cause_mix"].items():
         realised = summary["cause_mix"].get(category, 0.0)
         rows.append((f"  share of denials, {category}", _pct(realised), _pct(target)))
@@ -90,6 +99,7 @@ def format_summary(summary: dict) -> str:
     )
     rows.append(("worked denials recovered", _pct(summary["recovered_share_of_worked"]), ""))
     width = max(len(r[0]) for r in rows)
-    lines = [f"{'figure':<{width}}  {'realised':>17}  {'target':>9}"]
+    target = "target" if seed is None else "default's"
+    lines = [f"{'figure':<{width}}  {'realised':>17}  {target:>9}"]
     lines += [f"{name:<{width}}  {value:>17}  {target:>9}" for name, value, target in rows]
     return "\n".join(lines)

@@ -27,11 +27,13 @@ import pandas as pd
 
 from features.codes import DENIAL_CATEGORIES, code_tables
 from simulator.adjudication import REASON_INDEX, Adjudication
-from simulator.catalog import EM_FAMILIES, NCCI_BYPASS_MODIFIERS, NCCI_PAIRS
+from simulator.catalog import EM_FAMILIES, NCCI_BYPASS_MODIFIERS
 from simulator.encounters import (
+    ATTACHMENT_SENT,
     CODE_FAMILY,
     CODE_INDEX,
     FAMILY_INDEX,
+    MEMBER_ID_OK,
     MOD,
     RENDERING_OK,
     Encounters,
@@ -121,10 +123,10 @@ def work_denials(
     carc = adjudication.carc[denied_rows]
     payer = claims["payer"].to_numpy()[denied_rows]
     charge = claim_charge[denied_rows]
-    strictness = np.array([p.strictness for p in world.payers])[payer]
-    window = np.array([p.appeal_window_days for p in world.payers])[payer]
-    limit = np.array([p.timely_filing_days for p in world.payers])[payer]
+    strictness = world.payer_values("strictness")[payer]
+    window = world.payer_values("appeal_window_days")[payer]
     service_day = claims["service_day"].to_numpy()[denied_rows]
+    limit = world.rules.filing_limit[world.rules.period(service_day), payer]
     denial_day = remit_day[denied_rows]
 
     action = default_action(category)
@@ -206,13 +208,30 @@ def _corrected_claims(
     )
     claims["rendering_state"] = RENDERING_OK
     claims["taxonomy_missing"] = False
+    # What a registration or billing clerk fixes once the payer said what was wrong.
+    claims.loc[reason == REASON_INDEX["member_not_identified"], "member_id_state"] = MEMBER_ID_OK
+    claims["primary_paid_missing"] = False
+    claims["accident_date_missing"] = False
+    late_onset = claims["onset_day"].to_numpy() > claims["service_day"].to_numpy()
+    claims.loc[late_onset, "onset_day"] = claims.loc[late_onset, "episode_start"]
 
     claim = lines["claim"].to_numpy()
     code = lines["code"].to_numpy().copy()
     pointers = lines["pointers"].to_numpy()
     lines["pointers"] = np.where(pointers == 0, 1, pointers)
     mods = lines[[f"modifier_{j}" for j in range(1, 5)]].to_numpy().copy()
-    line_reason = reason[claim]
+    line_reason = lines["denial_reason"].to_numpy()
+    lines["ndc"] = lines["ndc"].to_numpy() | (line_reason == REASON_INDEX["ndc_missing"])
+    clia_fixed = np.bincount(
+        claim[line_reason == REASON_INDEX["clia_missing"]], minlength=len(claims)
+    )
+    claims["clia"] = claims["clia"].to_numpy() | (clia_fixed > 0)
+    records = np.isin(
+        line_reason,
+        [REASON_INDEX[r] for r in ("attachment_missing", "attachment_not_received")],
+    )
+    sent = np.bincount(claim[records], minlength=len(claims)) > 0
+    claims.loc[sent, "attachment"] = ATTACHMENT_SENT
     is_em = np.isin(CODE_FAMILY[code], [FAMILY_INDEX[f] for f in EM_FAMILIES])
     without_25 = ~(mods == MOD["25"]).any(axis=1)
     add_modifier(
@@ -221,12 +240,11 @@ def _corrected_claims(
         MOD["25"],
     )
     bypass = np.isin(mods, [MOD[m] for m in NCCI_BYPASS_MODIFIERS]).any(axis=1)
-    column_2 = np.isin(code, [CODE_INDEX[c2] for _, c2 in NCCI_PAIRS])
-    add_modifier(
-        mods,
-        np.flatnonzero((line_reason == REASON_INDEX["ncci_unbundled"]) & column_2 & ~bypass),
-        MOD["59"],
-    )
+    column_2 = np.isin(code, [CODE_INDEX[c2] for _, c2 in world.rules.ncci_pairs])
+    takes_59 = np.array(["59" in p.ncci_modifiers for p in world.payers])
+    line_payer = claims["payer"].to_numpy()[claim]
+    rows = np.flatnonzero((line_reason == REASON_INDEX["ncci_unbundled"]) & column_2 & ~bypass)
+    add_modifier(mods, rows, np.where(takes_59[line_payer[rows]], MOD["59"], MOD["XS"]))
     for j in range(4):
         lines[f"modifier_{j + 1}"] = mods[:, j]
     # Deleted telephone codes are replaced by their 2025 equivalents.

@@ -14,11 +14,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.schema import ClaimsDataset, validate_table
+from simulator.adjudication import REASON_INDEX
+from simulator.catalog import NDC_OF_CODE
 from simulator.encounters import (
+    ACCIDENT_CAUSES,
+    ATTACHMENT_NONE,
+    ATTACHMENT_ON_REQUEST,
+    ATTACHMENT_SENT,
+    CODE_FAMILY,
     CODES,
     DIAGNOSES,
+    FAMILY_INDEX,
+    MEMBER_ID_OK,
+    MEMBER_ID_STALE,
+    MEMBER_ID_TYPO,
     MODIFIERS,
+    NO_DAY,
     PLACES,
+    PREVENTIVE_FAMILIES,
     REJECT_BILLING_NPI,
     REJECT_BIRTH_DATE,
     REJECT_PAYER_ID,
@@ -28,6 +41,7 @@ from simulator.encounters import (
     RENDERING_UNKNOWN,
     Encounters,
 )
+from simulator.members import member_ids, patient_keys
 from simulator.remittance import (
     CARC_VOCABULARY,
     GROUP_VOCABULARY,
@@ -36,7 +50,7 @@ from simulator.remittance import (
     LinePayment,
     Remittances,
 )
-from simulator.world import SPECIALTIES, World, corrupt_npis
+from simulator.world import FACILITY_PLACES, RELATIONSHIPS, World, corrupt_npis
 
 UNKNOWN_RENDERING_POOL = 40
 """Outside physicians whose NPI sometimes lands in the rendering box (CARC 208, not matched)."""
@@ -165,11 +179,20 @@ def build_tables(
     birth = _dates(start, world.patient_birth_day[patient])
     line_claim = lines["claim"].to_numpy()
     total_charge = np.round(np.bincount(line_claim, weights=payment.charge, minlength=n), 2)
-    patient_number = (patient.astype(np.int64) * 7919 + 1_000_003) % 10**8
+    member_state = claims["member_id_state"].to_numpy()
     original = claims["original"].to_numpy()
     original_remit = np.where(original >= 0, ids.remit_of_claim[np.maximum(original, 0)], -1)
     auth = np.where(claims["has_auth"].to_numpy(), np.arange(n), -1)
+    auth_numbers = _ids("A", rng.integers(10**8, 10**9, n), 9)
+    # Payers whose authorizations the practice writes on the lines that need them.
+    line_auth = world.payer_values("line_level_auth")[payer] & (auth >= 0)
     referral = np.where(claims["has_referral"].to_numpy(), np.arange(n), -1)
+    member = member_ids(
+        world,
+        patient,
+        np.where(member_state == MEMBER_ID_STALE, world.patient_payer[patient], payer),
+        member_state == MEMBER_ID_TYPO,
+    )
     frame = _checked(
         "claims",
         pd.DataFrame(
@@ -188,20 +211,23 @@ def build_tables(
                 ),
                 "rendering_npi": _vocab(rendering_vocab, rendering_index),
                 "referring_npi": _vocab(world.referring_npi, claims["referring"].to_numpy()),
-                "provider_taxonomy": _vocab([s.taxonomy for s in SPECIALTIES], taxonomy_index),
+                "provider_taxonomy": _vocab(
+                    [s.taxonomy for s in world.spec.specialties], taxonomy_index
+                ),
                 "place_of_service": _vocab(PLACES, claims["place"].to_numpy()),
                 "total_charge": total_charge,
                 "service_date_from": service,
                 "service_date_to": service,
-                "patient_id": _column(_ids("PT", patient_number, 8)),
+                "patient_id": _column(member),
                 "patient_birth_date": pd.Series(birth).where(rejection != REJECT_BIRTH_DATE),
                 "patient_sex": _vocab(
                     ["F", "M", "U"],
                     pd.Series(world.patient_sex[patient]).map({"F": 0, "M": 1, "U": 2}).to_numpy(),
                 ),
-                "prior_auth_number": _column(_ids("A", rng.integers(10**8, 10**9, n), 9), auth),
+                "prior_auth_number": _column(auth_numbers, np.where(line_auth, -1, auth)),
                 "referral_number": _column(_ids("RF", rng.integers(10**7, 10**8, n), 8), referral),
-                "has_other_coverage": world.patient_other_coverage[patient],
+                "has_other_coverage": claims["other_known"].to_numpy(),
+                **_claim_context(claims, lines, world, start, total_charge, rng),
             }
         ),
     )
@@ -224,6 +250,7 @@ def build_tables(
                     pa.array(_pointer_text(), type=pa.string()), lines["pointers"].to_numpy()
                 ),
                 "revenue_code": _vocab([], np.full(len(lines), -1)),
+                **_line_context(encounters, world, auth_numbers, auth, line_auth),
             }
         ),
     )
@@ -245,7 +272,7 @@ def build_tables(
         claims=frame,
         lines=line_frame,
         diagnoses=diagnoses,
-        **_remittance_tables(remittances, ids, world, start),
+        **_remittance_tables(remittances, ids, world, start, claims, member, rng),
         followups=_followup_table(followups, ids, start),
         rejections=_rejection_table(claims, ids, start, rng),
     )
@@ -268,11 +295,36 @@ def _line_numbers(values: np.ndarray) -> pd.Series:
 
 
 def _remittance_tables(
-    remittances: Remittances, ids: Identifiers, world: World, start: pd.Timestamp
+    remittances: Remittances,
+    ids: Identifiers,
+    world: World,
+    start: pd.Timestamp,
+    claims: pd.DataFrame,
+    member: pa.Array,
+    rng: np.random.Generator,
 ) -> dict[str, pd.DataFrame]:
     remits = remittances.remits
     position = ids.remit_of_claim[remits["claim"].to_numpy()]
     payer = remits["payer"].to_numpy()
+    claim = remits["claim"].to_numpy()
+    patient = claims["patient"].to_numpy()[claim]
+    service = _dates(start, claims["service_day"].to_numpy()[claim])
+    remit_day = remits["remit_day"].to_numpy()
+    # NM1*74: the payer names the member ID it has when it could not match the one sent.
+    reason = remits["claim_reason"].to_numpy()
+    wrong_id = claims["member_id_state"].to_numpy()[claim] != MEMBER_ID_OK
+    corrected = (
+        (reason == REASON_INDEX["member_not_identified"])
+        & wrong_id
+        & (rng.random(len(remits)) < 0.6)
+    )
+    right_id = member_ids(world, patient, payer, np.zeros(len(remits), dtype=bool))
+    # DTM*036: once the payer has the member's coverage ending on file, its 835s say when.
+    leaving = (world.patient_next_payer[patient] != world.patient_payer[patient]) & (
+        payer == world.patient_payer[patient]
+    )
+    ends = world.patient_switch_day[patient]
+    on_file = leaving & (remit_day >= ends - 30) & (rng.random(len(remits)) < 0.7)
     remit_table = (
         pd.DataFrame(
             {
@@ -286,6 +338,21 @@ def _remittance_tables(
                 "remit_date": _dates(start, remits["remit_day"].to_numpy()),
                 "payer_id": _vocab([p.payer_id for p in world.payers], payer),
                 "payer_name": _vocab([p.name for p in world.payers], payer),
+                "claim_filing_indicator": _vocab([p.filing_indicator for p in world.payers], payer),
+                "frequency_code": _vocab(
+                    ["1", "7"], (claims["frequency"].to_numpy()[claim] == 7).astype(np.int64)
+                ),
+                "patient_member_id": _column(member, claim),
+                "insured_member_id": _column(member, claim),
+                "corrected_member_id": _column(
+                    right_id, np.where(corrected, np.arange(len(remits)), -1)
+                ),
+                "statement_from": service,
+                "statement_to": service,
+                "received_date": _dates(start, claims["submission_day"].to_numpy()[claim] + 1),
+                "coverage_expiration_date": pd.Series(_dates(start, np.minimum(ends, 10**5))).where(
+                    on_file
+                ),
             }
         )
         .iloc[np.argsort(position, kind="stable")]
@@ -311,6 +378,21 @@ def _remittance_tables(
                 "line_charge": np.round(lines["charge"].to_numpy(), 2),
                 "paid_amount": np.round(lines["paid"].to_numpy(), 2),
                 "units": lines["units"].to_numpy(dtype=float),
+                **{
+                    f"modifier_{j}": _vocab(MODIFIERS, lines[f"modifier_{j}"].to_numpy())
+                    for j in range(1, 5)
+                },
+                "service_date": _dates(
+                    start, claims["service_day"].to_numpy()[lines["claim"].to_numpy()]
+                ),
+                "allowed_amount": np.round(lines["allowed"].to_numpy(), 2),
+                "line_control_number": _vocab(
+                    [
+                        str(i)
+                        for i in range(int(np.max(lines["line_number"].to_numpy(), initial=0)) + 1)
+                    ],
+                    lines["line_number"].to_numpy(),
+                ),
             }
         ),
     )
@@ -336,6 +418,8 @@ def _remittance_tables(
                 **keyed(rem),
                 "line_number": _line_numbers(rem["line_number"].to_numpy()),
                 "rarc": _vocab(RARC_VOCABULARY, rem["rarc"].to_numpy()),
+                # Claim-level remarks of a professional claim come in MOA, line ones in LQ.
+                "source": _vocab(["MOA", "LQ"], (rem["line_number"].to_numpy() >= 0) * 1),
             }
         ),
     )
@@ -389,3 +473,170 @@ def _rejection_table(
             }
         ),
     )
+
+
+BILLING_TAXONOMY = "193200000X"
+"""The practice bills as a multi-specialty group."""
+DELAY_REASONS = ("1", "7", "11")
+"""CLM20 codes the practice gives: eligibility unknown, third party delay, other."""
+NOTES = (
+    "Patient seen for follow-up per treatment plan",
+    "Records available on request",
+    "Services rendered as ordered",
+)
+
+
+def _claim_context(
+    claims: pd.DataFrame,
+    lines: pd.DataFrame,
+    world: World,
+    start: pd.Timestamp,
+    total_charge: np.ndarray,
+    rng: np.random.Generator,
+) -> dict[str, object]:
+    """The contract's optional claim columns: subscriber, states, taxonomies, facility, delay,
+    accident, EPSDT, onset, attachments, note, CLIA, other payer."""
+    spec = world.spec
+    n = len(claims)
+    patient = claims["patient"].to_numpy()
+    payer = claims["payer"].to_numpy()
+    day = claims["service_day"].to_numpy()
+    states = [spec.practice_state, *spec.neighbour_states]
+    place = np.array(PLACES)[claims["place"].to_numpy()]
+    facility = pd.Series(place).map({p: i for i, p in enumerate(FACILITY_PLACES)})
+    facility_index = facility.fillna(-1).to_numpy(dtype=np.int64)
+    accident = claims["accident"].to_numpy()
+    auto_state = np.where(rng.random(n) < 0.9, 0, rng.integers(1, len(states), n))
+    accident_day = claims["accident_day"].to_numpy()
+    accident_known = (accident > 0) & ~claims["accident_date_missing"].to_numpy()
+    onset = claims["onset_day"].to_numpy()
+    episode = claims["episode_start"].to_numpy()
+    attachment = claims["attachment"].to_numpy()
+    surgery = (
+        np.bincount(
+            lines["claim"].to_numpy()[
+                CODE_FAMILY[lines["code"].to_numpy()] == FAMILY_INDEX["ortho_surgery"]
+            ],
+            minlength=n,
+        )
+        > 0
+    )
+    age = (day - world.patient_birth_day[patient]) / 365.25
+    preventive = (
+        np.bincount(
+            lines["claim"].to_numpy()[
+                np.isin(
+                    CODE_FAMILY[lines["code"].to_numpy()],
+                    [FAMILY_INDEX[f] for f in PREVENTIVE_FAMILIES],
+                )
+            ],
+            minlength=n,
+        )
+        > 0
+    )
+    epsdt = (world.payer_types[payer] == "medicaid") & (age < 21) & preventive
+    known = claims["other_known"].to_numpy()
+    secondary = claims["as_secondary"].to_numpy()
+    other = world.patient_other_payer[patient]
+    paid_known = secondary & ~claims["primary_paid_missing"].to_numpy()
+    primary_paid = np.round(total_charge * rng.uniform(0.2, 0.45, n), 2)
+    clia = claims["clia"].to_numpy() & ~claims["clia_on_line"].to_numpy()
+    group = world.patient_group[patient]
+    return {
+        "payer_responsibility": _vocab(["P", "S"], secondary.astype(np.int64)),
+        "subscriber_group_number": _column(
+            _ids("G", group, 6), np.where(group > 0, np.arange(n), -1)
+        ),
+        "patient_relationship": _vocab(RELATIONSHIPS, world.patient_relationship[patient]),
+        "patient_key": _column(patient_keys(world, start, patient)),
+        "patient_state": _vocab(states, world.patient_state[patient]),
+        "subscriber_state": _vocab(states, world.patient_state[patient]),
+        "billing_state": _vocab(states, np.zeros(n, dtype=np.int64)),
+        "billing_taxonomy": _vocab([BILLING_TAXONOMY], np.zeros(n, dtype=np.int64)),
+        "rendering_taxonomy": _vocab(
+            [s.taxonomy for s in spec.specialties],
+            np.where(claims["taxonomy_missing"].to_numpy(), -1, claims["specialty"].to_numpy()),
+        ),
+        "service_facility_npi": _vocab(world.facility_npi, facility_index),
+        "service_facility_state": _vocab(states, np.where(facility_index >= 0, 0, -1)),
+        "delay_reason_code": _vocab(
+            DELAY_REASONS,
+            np.where(claims["delay_reason"].to_numpy(), rng.integers(0, 3, n), -1),
+        ),
+        "related_causes": _vocab(ACCIDENT_CAUSES, np.where(accident > 0, accident, -1)),
+        "auto_accident_state": _vocab(states, np.where(accident == 1, auto_state, -1)),
+        "epsdt_indicator": _vocab(["Y"], np.where(epsdt, 0, -1)),
+        "accident_date": pd.Series(_dates(start, accident_day)).where(accident_known),
+        "onset_date": pd.Series(_dates(start, np.maximum(onset, -(10**5)))).where(onset > NO_DAY),
+        "initial_treatment_date": pd.Series(_dates(start, np.maximum(episode, -(10**5)))).where(
+            episode > NO_DAY
+        ),
+        "attachment_types": _vocab(
+            ["09", "OB"],
+            np.where(attachment != ATTACHMENT_NONE, surgery.astype(np.int64), -1),
+        ),
+        "attachment_transmission": _vocab(
+            ["FX", "EL", "AA"],
+            np.select(
+                [attachment == ATTACHMENT_ON_REQUEST, attachment == ATTACHMENT_SENT],
+                [2, rng.integers(0, 2, n)],
+                -1,
+            ),
+        ),
+        "claim_note": _vocab(
+            NOTES, np.where(claims["note"].to_numpy(), rng.integers(0, len(NOTES), n), -1)
+        ),
+        "clia_number": _vocab([world.clia_number], np.where(clia, 0, -1)),
+        "other_payer_id": _vocab([p.payer_id for p in world.payers], np.where(known, other, -1)),
+        "other_payer_responsibility": _vocab(
+            ["P", "S"], np.where(known, np.where(secondary, 0, 1), -1)
+        ),
+        "other_payer_filing_indicator": _vocab(
+            [p.filing_indicator for p in world.payers], np.where(known, other, -1)
+        ),
+        "other_payer_paid_amount": np.where(paid_known, primary_paid, np.nan),
+        "other_payer_adjudication_date": pd.Series(
+            _dates(start, np.maximum(claims["primary_paid_day"].to_numpy(), 0))
+        ).where(paid_known),
+    }
+
+
+def _line_context(
+    encounters: Encounters,
+    world: World,
+    auth_numbers: pa.Array,
+    auth: np.ndarray,
+    line_auth: np.ndarray,
+) -> dict[str, object]:
+    """The contract's optional line columns: line authorization, NDC, CLIA, unit basis."""
+    claims, lines = encounters.claims, encounters.lines
+    claim = lines["claim"].to_numpy()
+    code = lines["code"].to_numpy()
+    payer = claims["payer"].to_numpy()[claim]
+    rules = world.rules
+    period = rules.period(claims["service_day"].to_numpy())[claim]
+    needs = lines["units"].to_numpy() >= rules.auth_units[period, payer, code]
+    # The authorization goes on the lines that need it (the first line if none does).
+    needing_claim = np.bincount(claim[needs], minlength=len(claims)) > 0
+    first = lines["line_number"].to_numpy() == 1
+    on_line = line_auth[claim] & (needs | (first & ~needing_claim[claim]))
+    ndc = lines["ndc"].to_numpy()
+    codes = np.array(CODES, dtype=object)[code]
+    ndc_rows = np.flatnonzero(ndc)
+    ndc_code = np.full(len(lines), -1, dtype=np.int64)
+    drugs = list(NDC_OF_CODE)
+    ndc_code[ndc_rows] = [drugs.index(c) for c in codes[ndc_rows]]
+    per_unit = np.array([NDC_OF_CODE[c][2] for c in drugs])
+    quantity = np.where(
+        ndc, np.round(lines["units"].to_numpy() * per_unit[np.maximum(ndc_code, 0)], 3), np.nan
+    )
+    lab = CODE_FAMILY[code] == FAMILY_INDEX["lab"]
+    clia_line = claims["clia_on_line"].to_numpy()[claim] & lab
+    return {
+        "line_prior_auth_number": _column(auth_numbers, np.where(on_line, auth[claim], -1)),
+        "ndc_code": _vocab([NDC_OF_CODE[c][0] for c in drugs], ndc_code),
+        "ndc_quantity": quantity,
+        "ndc_unit": _vocab([NDC_OF_CODE[c][1] for c in drugs], ndc_code),
+        "line_clia_number": _vocab([world.clia_number], np.where(clia_line, 0, -1)),
+        "unit_basis": _vocab(["UN"], np.zeros(len(lines), dtype=np.int64)),
+    }

@@ -1,9 +1,10 @@
-"""The administrative side of the simulated world: payers, the practice's providers, patients.
+"""The administrative side of the simulated world: providers, patients and the payers' rules.
 
-Payers are written out below as readable rules (filing limit, appeal window, prior-authorization
-list, which diagnoses they accept for which procedures, what they never cover). Their names are
-invented and their payer IDs merely look real, so nothing here describes an actual insurer.
-Providers and patients are drawn from the seed.
+The payers and their rules come from a :class:`~simulator.spec.WorldSpec` (the default world or a
+drawn one); here they become arrays the generator and adjudicator index by period (the rule
+changes of the world's drift split the timeline into periods), payer and code. Providers and
+patients are drawn from the claims seed: two practices of the same world share its payers, rules
+and habits and differ in their people and claims.
 """
 
 from __future__ import annotations
@@ -12,334 +13,215 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from features.codes import code_tables
-from simulator.catalog import NECESSITY_RULES, PROCEDURE_FAMILIES
-
-
-@dataclass(frozen=True)
-class Specialty:
-    """A specialty of the practice: its NUCC taxonomy code and share of the claim volume."""
-
-    name: str
-    taxonomy: str
-    providers: int
-    claim_share: float
-    templates: str
-    """Whose visit templates its providers use (nurse practitioners see primary care)."""
-
-
-SPECIALTIES: tuple[Specialty, ...] = (
-    Specialty("family_medicine", "207Q00000X", 7, 0.24, "family_medicine"),
-    Specialty("nurse_practitioner", "363LF0000X", 2, 0.04, "family_medicine"),
-    Specialty("internal_medicine", "207R00000X", 5, 0.19, "internal_medicine"),
-    Specialty("cardiology", "207RC0000X", 3, 0.09, "cardiology"),
-    Specialty("orthopaedics", "207X00000X", 3, 0.09, "orthopaedics"),
-    Specialty("neurology", "2084N0400X", 2, 0.06, "neurology"),
-    Specialty("radiology", "2085R0202X", 2, 0.12, "radiology"),
-    Specialty("physical_therapy", "225100000X", 4, 0.17, "physical_therapy"),
+from simulator.catalog import NECESSITY_RULES, PROCEDURE_FAMILIES, PROCEDURES
+from simulator.spec import (
+    ORDER_TAKING_SPECIALTIES,
+    REFERRED_SPECIALTIES,
+    PayerSpec,
+    WorldSpec,
 )
 
-ORDER_TAKING_SPECIALTIES = frozenset({"radiology", "physical_therapy"})
-"""Specialties that only perform services another provider ordered: their claims need NM1*DN."""
-REFERRED_SPECIALTIES = frozenset({"cardiology", "orthopaedics", "neurology"})
-"""Specialist visits that gatekeeper (HMO-style) plans want a PCP referral for."""
-LATE_JOINER_SPECIALTIES = ("family_medicine", "physical_therapy", "cardiology")
-"""One provider of each joins the practice during the timeline and is credentialed late."""
-
-_ALL_GROUPS = frozenset(NECESSITY_RULES)
+__all__ = [
+    "ORDER_TAKING_SPECIALTIES",
+    "REFERRED_SPECIALTIES",
+    "RuleTables",
+    "World",
+    "build_world",
+    "is_valid_npi",
+    "rule_tables",
+]
 
 PANEL_CORRECTION = {"medicaid": 1.15, "medicare": 0.93, "medicare_advantage": 0.95}
 """Children are seen in primary care only and members drift to Medicare at 65, so the patient
-panel leans a little towards Medicaid to land on the claim mix in ``Payer.claim_share``."""
+panel leans a little towards Medicaid to land on the claim mix in ``PayerSpec.claim_share``."""
+
+NEVER = 10**9
+"""A day past any timeline ("never")."""
+
+LAST_NAMES: tuple[str, ...] = (
+    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez",
+    "Martinez", "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor",
+    "Moore", "Jackson", "Martin", "Lee", "Perez", "Thompson", "White", "Harris", "Sanchez",
+    "Clark", "Ramirez", "Lewis", "Robinson", "Walker", "Young", "Allen", "King", "Wright",
+    "Scott", "Torres", "Nguyen", "Hill", "Flores", "Green", "Adams", "Nelson", "Baker", "Hall",
+    "Rivera", "Campbell", "Mitchell", "Carter", "Roberts",
+)  # fmt: skip
+FIRST_NAMES: tuple[str, ...] = (
+    "James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David",
+    "Elizabeth", "William", "Barbara", "Richard", "Susan", "Joseph", "Jessica", "Thomas",
+    "Sarah", "Charles", "Karen", "Maria", "Daniel", "Nancy", "Matthew", "Lisa", "Anthony",
+    "Betty", "Mark", "Sandra", "Jose", "Ashley", "Luis", "Emily", "Kevin", "Donna", "Brian",
+    "Michelle", "George", "Carol", "Ana",
+)  # fmt: skip
+"""Synthetic names: drawn per patient, hashed into the patient key, never written."""
+
+RELATIONSHIPS: tuple[str, ...] = ("18", "01", "19")
+"""SBR02/PAT01 codes: self, spouse, child."""
+FACILITY_PLACES: tuple[str, ...] = ("21", "22", "24", "81")
+"""Places of service with a service facility of their own (2310C): hospital, ASC, lab."""
+
+EXCLUSION_CARCS: tuple[str, ...] = ("49", "96", "204")
+"""CARCs of plan exclusions; ``RuleTables.excluded`` holds 1 + their index (0: covered)."""
+
+_CODES = tuple(p.code for p in PROCEDURES)
+_CODE = {c: i for i, c in enumerate(_CODES)}
+_GROUPS = tuple(NECESSITY_RULES)
+_FAMILY = {f: i for i, f in enumerate(PROCEDURE_FAMILIES)}
 
 
-@dataclass(frozen=True)
-class Payer:
-    """One payer's rules. Family and group names refer to :mod:`simulator.catalog`."""
+@dataclass
+class RuleTables:
+    """The payers' rules as arrays: [period,] payer, code / group / family / diagnosis.
 
-    key: str
-    payer_id: str
-    name: str
-    filing_indicator: str
-    """SBR09 claim filing indicator; the payer type follows from it (features/data)."""
-    claim_share: float
-    timely_filing_days: int
-    appeal_window_days: int
-    strictness: float
-    """Scales the payer's discretionary edits (eligibility, documentation, necessity...)."""
-    fee_factor: float
-    """Allowed amount over the Medicare rate."""
-    auth_families: frozenset[str]
-    lenient_necessity: frozenset[str] = frozenset()
-    """Necessity groups where the payer also accepts the 'weak' diagnoses."""
-    not_covered: dict[str, str] = field(default_factory=dict)
-    """Procedure family -> CARC for services the plan never covers."""
-    partially_covered: frozenset[str] = frozenset()
-    """Families covered by some of the payer's plans only (plan not visible): CARC 204 at times."""
-    referral_required: bool = False
-    pays_nurse_practitioners: bool = True
-    requires_taxonomy: bool = False
-    therapy_visit_limit: int | None = None
-    """Physical therapy visits per calendar year; visits beyond it get CARC 119."""
-    noise_rate: float = 0.005
-    """Denials for reasons the payer never explains (CARC A1)."""
-    copay: float = 0.0
+    Periods: 0 before the first drift date, k after the k-th distinct drift date.
+    """
 
-    @property
-    def payer_type(self) -> str:
-        return code_tables().payer_type_for_indicator(self.filing_indicator)
+    period_start: np.ndarray
+    """First service day of each period (period 0 starts at -NEVER)."""
+    auth_units: np.ndarray
+    """[period, payer, code]: a line needs an authorization when its units reach this (inf:
+    never; 1: always)."""
+    auth_added_day: np.ndarray
+    """[payer, code]: the day the code joined the payer's auth list (-NEVER: from the start)."""
+    lenient: np.ndarray
+    """[period, payer, group]: the payer accepts the group's weak diagnoses."""
+    core: np.ndarray
+    """[period, payer, group, diagnosis]: the diagnosis supports the group."""
+    weak: np.ndarray
+    excluded: np.ndarray
+    """[period, payer, code]: 0 covered, else 1 + index into EXCLUSION_CARCS."""
+    partial: np.ndarray
+    """[payer, code]: covered by some of the payer's plans only."""
+    filing_limit: np.ndarray
+    """[period, payer] days."""
+    visit_limit: np.ndarray
+    """[payer, family] visits per calendar year (NEVER: no limit)."""
+    unit_limit: np.ndarray
+    """[payer, code] most units per line (inf: none)."""
+    ncci_pairs: tuple[tuple[str, str], ...]
+    """Every pair some payer edits, in a fixed order."""
+    ncci: np.ndarray
+    """[payer, pair]."""
+    referral_code: np.ndarray
+    """[payer, code]: the code needs a referral."""
+    repeat_interval: np.ndarray
+    """[group] days within which a repeat is too frequent (-1: no limit)."""
 
-
-_IMAGING_AND_SPECIALTY = frozenset(
-    {
-        "advanced_imaging",
-        "cardiac_imaging",
-        "sleep_study",
-        "specialty_drug",
-        "ortho_surgery",
-        "genetic",
-    }
-)
-
-PAYERS: tuple[Payer, ...] = (
-    Payer(
-        "medicare",
-        "04412",
-        "Medicare Part B (MAC Jurisdiction H)",
-        "MB",
-        0.15,
-        365,
-        120,
-        0.9,
-        1.0,
-        frozenset(),
-        lenient_necessity=frozenset({"mri_knee", "physical_therapy", "joint_injection"}),
-        not_covered={"preventive": "49"},
-        partially_covered=frozenset({"genetic"}),
-        noise_rate=0.005,
-    ),
-    Payer(
-        "evergreen_ma",
-        "61115",
-        "Evergreen Medicare Advantage HMO",
-        "16",
-        0.10,
-        365,
-        60,
-        1.3,
-        1.0,
-        _IMAGING_AND_SPECIALTY | {"infusion", "dme", "physical_therapy"},
-        lenient_necessity=frozenset({"physical_therapy"}),
-        referral_required=True,
-        therapy_visit_limit=16,
-        noise_rate=0.008,
-        copay=15.0,
-    ),
-    Payer(
-        "keystone_ma",
-        "SX141",
-        "Keystone Senior Advantage PPO",
-        "16",
-        0.07,
-        365,
-        60,
-        1.3,
-        1.0,
-        _IMAGING_AND_SPECIALTY,
-        lenient_necessity=frozenset({"mri_knee", "physical_therapy", "joint_injection"}),
-        partially_covered=frozenset({"telephone_em"}),
-        noise_rate=0.009,
-        copay=20.0,
-    ),
-    Payer(
-        "bayou_medicaid",
-        "68071",
-        "Bayou Community Health Plan (Medicaid)",
-        "MC",
-        0.10,
-        180,
-        90,
-        1.05,
-        0.72,
-        _IMAGING_AND_SPECIALTY | {"infusion", "dme", "physical_therapy"},
-        not_covered={"telephone_em": "204", "vaccine": "96"},
-        referral_required=True,
-        requires_taxonomy=True,
-        therapy_visit_limit=12,
-        noise_rate=0.010,
-    ),
-    Payer(
-        "riverbend_medicaid",
-        "77034",
-        "Riverbend Health Partners (Medicaid)",
-        "MC",
-        0.08,
-        365,
-        60,
-        1.1,
-        0.70,
-        _IMAGING_AND_SPECIALTY | {"infusion", "dme"},
-        lenient_necessity=frozenset({"physical_therapy"}),
-        partially_covered=frozenset({"vaccine"}),
-        requires_taxonomy=True,
-        therapy_visit_limit=15,
-        noise_rate=0.009,
-    ),
-    Payer(
-        "northstar",
-        "87716",
-        "Northstar Health Insurance",
-        "CI",
-        0.13,
-        90,
-        180,
-        1.0,
-        1.45,
-        _IMAGING_AND_SPECIALTY,
-        lenient_necessity=frozenset(
-            {"mri_knee", "joint_injection", "physical_therapy", "ct_chest"}
-        ),
-        not_covered={"screening": "204"},
-        therapy_visit_limit=16,
-        noise_rate=0.006,
-        copay=30.0,
-    ),
-    Payer(
-        "bluebonnet",
-        "84981",
-        "Bluebonnet Blue Cross Blue Shield",
-        "BL",
-        0.11,
-        180,
-        180,
-        0.9,
-        1.40,
-        frozenset(
-            {"advanced_imaging", "genetic", "sleep_study", "ortho_surgery", "specialty_drug"}
-        ),
-        lenient_necessity=frozenset(
-            {
-                "mri_brain",
-                "mri_lumbar",
-                "mri_knee",
-                "physical_therapy",
-                "joint_injection",
-                "ct_abdomen",
-            }
-        ),
-        therapy_visit_limit=20,
-        noise_rate=0.005,
-        copay=25.0,
-    ),
-    Payer(
-        "crescent",
-        "60045",
-        "Crescent Health PPO",
-        "12",
-        0.07,
-        120,
-        180,
-        1.05,
-        1.50,
-        _IMAGING_AND_SPECIALTY | {"dme", "physical_therapy"},
-        lenient_necessity=frozenset({"physical_therapy", "joint_injection"}),
-        not_covered={"dme": "96", "screening": "204"},
-        partially_covered=frozenset({"sleep_study"}),
-        therapy_visit_limit=15,
-        noise_rate=0.007,
-        copay=35.0,
-    ),
-    Payer(
-        "harbor_hmo",
-        "62318",
-        "Harbor Health HMO",
-        "HM",
-        0.06,
-        90,
-        60,
-        1.2,
-        1.35,
-        _IMAGING_AND_SPECIALTY | {"infusion", "dme", "physical_therapy"},
-        not_covered={"screening": "204"},
-        referral_required=True,
-        pays_nurse_practitioners=False,
-        therapy_visit_limit=12,
-        noise_rate=0.008,
-        copay=20.0,
-    ),
-    Payer(
-        "pinnacle_tpa",
-        "SX123",
-        "Pinnacle Benefit Administrators",
-        "CI",
-        0.04,
-        365,
-        180,
-        0.85,
-        1.55,
-        frozenset({"ortho_surgery"}),
-        lenient_necessity=_ALL_GROUPS,
-        not_covered={"genetic": "96"},
-        noise_rate=0.015,
-        copay=40.0,
-    ),
-    Payer(
-        "meridian",
-        "39026",
-        "Meridian Choice Plans",
-        "12",
-        0.04,
-        180,
-        120,
-        1.1,
-        1.38,
-        frozenset({"advanced_imaging", "sleep_study", "specialty_drug"}),
-        lenient_necessity=frozenset({"mri_knee", "physical_therapy"}),
-        not_covered={"genetic": "96", "screening": "204"},
-        partially_covered=frozenset({"infusion"}),
-        therapy_visit_limit=20,
-        noise_rate=0.007,
-        copay=30.0,
-    ),
-    Payer(
-        "liberty_military",
-        "99726",
-        "Liberty Military Health (TRICARE)",
-        "CH",
-        0.05,
-        365,
-        90,
-        1.0,
-        1.05,
-        frozenset({"advanced_imaging", "sleep_study", "genetic", "ortho_surgery"}),
-        lenient_necessity=frozenset({"mri_knee", "physical_therapy", "joint_injection"}),
-        not_covered={"telephone_em": "96"},
-        referral_required=True,
-        noise_rate=0.006,
-    ),
-)
+    def period(self, day: np.ndarray) -> np.ndarray:
+        """The rule period of each service day."""
+        return np.searchsorted(self.period_start[1:], day, side="right")
 
 
-@dataclass(frozen=True)
-class Drift:
-    """Payer rule changes on the drift date (the data the model sees after it shifts)."""
-
-    auth_payer: str = "northstar"
-    auth_family: str = "physical_therapy"
-    necessity_payer: str = "bluebonnet"
-    necessity_groups: tuple[str, ...] = ("mri_brain", "mri_lumbar")
-    """Groups the payer stops being lenient for: symptom-only diagnoses no longer support them."""
+def _drift_days(spec: WorldSpec, days: int, default_drift_day: int) -> list[int]:
+    return [
+        default_drift_day if e.at_fraction is None else int(round(e.at_fraction * days))
+        for e in spec.drift
+    ]
 
 
-DRIFT = Drift()
+def rule_tables(spec: WorldSpec, days: int, default_drift_day: int) -> RuleTables:
+    """Build the rule arrays of ``spec`` for a timeline of ``days`` days."""
+    from simulator.encounters import DIAGNOSES  # the vocabulary is fixed by the catalog
+
+    payers = spec.payers
+    event_days = _drift_days(spec, days, default_drift_day)
+    starts = sorted(set(event_days))
+    period_start = np.array([-NEVER, *starts], dtype=np.int64)
+    n_periods, n_payers, n_codes = len(period_start), len(payers), len(_CODES)
+    n_groups, dx_index = len(_GROUPS), {c: i for i, c in enumerate(DIAGNOSES)}
+
+    auth = np.full((n_payers, n_codes), np.inf)
+    lenient = np.zeros((n_payers, n_groups), dtype=bool)
+    core = np.zeros((n_groups, len(DIAGNOSES)), dtype=bool)
+    weak = np.zeros_like(core)
+    for g, name in enumerate(_GROUPS):
+        core[g, [dx_index[c] for c in spec.necessity[name].core]] = True
+        weak[g, [dx_index[c] for c in spec.necessity[name].weak]] = True
+    excluded = np.zeros((n_payers, n_codes), dtype=np.int8)
+    partial = np.zeros((n_payers, n_codes), dtype=bool)
+    filing = np.array([p.timely_filing_days for p in payers], dtype=np.int64)
+    visit_limit = np.full((n_payers, len(PROCEDURE_FAMILIES)), NEVER, dtype=np.int64)
+    unit_limit = np.full((n_payers, n_codes), np.inf)
+    pairs = tuple(dict.fromkeys(pair for p in payers for pair in p.ncci_pairs))
+    ncci = np.zeros((n_payers, len(pairs)), dtype=bool)
+    referral = np.zeros((n_payers, n_codes), dtype=bool)
+    for i, payer in enumerate(payers):
+        for code, units in payer.auth_above_units:
+            auth[i, _CODE[code]] = units + 1
+        for code in payer.auth_codes:
+            auth[i, _CODE[code]] = 1
+        for group in payer.lenient_necessity:
+            lenient[i, _GROUPS.index(group)] = True
+        for code, carc in payer.not_covered:
+            excluded[i, _CODE[code]] = 1 + EXCLUSION_CARCS.index(carc)
+        for code in payer.partially_covered:
+            partial[i, _CODE[code]] = True
+        for family, limit in payer.visit_limits:
+            visit_limit[i, _FAMILY[family]] = limit
+        for code, units in payer.unit_limits:
+            unit_limit[i, _CODE[code]] = units
+        for pair in payer.ncci_pairs:
+            ncci[i, pairs.index(pair)] = True
+        for code in payer.referral_codes:
+            referral[i, _CODE[code]] = True
+
+    # Period k's rules: period k-1's with the events of its start day applied.
+    auth_p = np.repeat(auth[None], n_periods, axis=0)
+    lenient_p = np.repeat(lenient[None], n_periods, axis=0)
+    core_p = np.broadcast_to(core, (n_periods, n_payers, *core.shape)).copy()
+    weak_p = np.broadcast_to(weak, (n_periods, n_payers, *weak.shape)).copy()
+    excluded_p = np.repeat(excluded[None], n_periods, axis=0)
+    filing_p = np.repeat(filing[None], n_periods, axis=0)
+    for event, day in zip(spec.drift, event_days, strict=True):
+        later = slice(starts.index(day) + 1, None)
+        p = spec.payer_index(event.payer)
+        codes = [_CODE[c] for c in event.codes]
+        groups = [_GROUPS.index(g) for g in event.groups]
+        if event.kind == "auth_add":
+            auth_p[later, p, codes] = 1
+        elif event.kind == "lenient_withdraw":
+            lenient_p[later, p, groups] = False
+        elif event.kind == "diagnosis_withdraw":
+            dx = [dx_index[c] for c in event.diagnoses]
+            for g in groups:
+                core_p[later, p, g, dx] = False
+                weak_p[later, p, g, dx] = False
+        elif event.kind == "exclusion_add":
+            excluded_p[later, p, codes] = 1 + EXCLUSION_CARCS.index(event.carc)
+        else:  # filing_limit
+            filing_p[later, p] = event.days
+
+    required = np.isfinite(auth_p)
+    first = np.where(required.any(axis=0), required.argmax(axis=0), 0)
+    added_day = np.where(first == 0, -NEVER, period_start[first])
+    repeat = np.array(
+        [spec.necessity[g].repeat_interval_days or -1 for g in _GROUPS], dtype=np.int64
+    )
+    return RuleTables(
+        period_start=period_start,
+        auth_units=auth_p,
+        auth_added_day=added_day,
+        lenient=lenient_p,
+        core=core_p,
+        weak=weak_p,
+        excluded=excluded_p,
+        partial=partial,
+        filing_limit=filing_p,
+        visit_limit=visit_limit,
+        unit_limit=unit_limit,
+        ncci_pairs=pairs,
+        ncci=ncci,
+        referral_code=referral,
+        repeat_interval=repeat,
+    )
 
 
 @dataclass
 class World:
     """Providers, patients and the payers' rules as arrays the generator and adjudicator index."""
 
-    payers: tuple[Payer, ...]
-    drift_day: int
+    spec: WorldSpec
+    rules: RuleTables = field(repr=False)
     # Providers (index = provider number).
     provider_npi: np.ndarray
     provider_specialty: np.ndarray
@@ -362,13 +244,42 @@ class World:
     patient_switch_day: np.ndarray
     """Day the patient's coverage moves to ``patient_next_payer`` (a huge number if never)."""
     patient_other_coverage: np.ndarray
-    # Payer rule tables: [before drift, after drift] x payer x family / group.
-    auth_required: np.ndarray = field(repr=False)
-    lenient: np.ndarray = field(repr=False)
+    patient_notice_lag: np.ndarray
+    """Days after a change of payer before the practice learns of it (bills the old payer)."""
+    patient_other_known: np.ndarray
+    """The practice knows of the other coverage."""
+    patient_secondary: np.ndarray
+    """With another coverage: the payer on file is not the primary one."""
+    patient_other_payer: np.ndarray
+    """The other coverage's payer (index into the world's payers)."""
+    patient_state: np.ndarray
+    """Index into (practice state, *neighbour states)."""
+    patient_name: np.ndarray
+    """(n, 2) indices into the name lists (never written; only their hash, the patient key)."""
+    patient_relationship: np.ndarray
+    """The patient to the subscriber: index into RELATIONSHIPS (self, spouse, child)."""
+    patient_group: np.ndarray
+    """Employer group number of commercial members (0: none)."""
+    clia_number: str
+    """The practice's laboratory CLIA certificate."""
+    facility_npi: np.ndarray
+    """Service facility NPI by place of service index (empty for the office and home)."""
+
+    @property
+    def payers(self) -> tuple[PayerSpec, ...]:
+        return self.spec.payers
 
     @property
     def payer_types(self) -> np.ndarray:
         return np.array([p.payer_type for p in self.payers])
+
+    @property
+    def specialty_names(self) -> np.ndarray:
+        return np.array([s.name for s in self.spec.specialties])
+
+    def payer_values(self, attribute: str) -> np.ndarray:
+        """One attribute of every payer, as an array indexed by payer."""
+        return np.array([getattr(p, attribute) for p in self.payers])
 
 
 def npi_check_digit(base: np.ndarray) -> np.ndarray:
@@ -408,31 +319,18 @@ def corrupt_npis(npis: np.ndarray) -> np.ndarray:
     return np.array(out, dtype=object)
 
 
-def payer_rule_tables(payers: tuple[Payer, ...], drift: Drift) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean rule tables indexed [period (0 before drift, 1 after), payer, family / group]."""
-    families = {name: i for i, name in enumerate(PROCEDURE_FAMILIES)}
-    groups = {name: i for i, name in enumerate(NECESSITY_RULES)}
-    auth = np.zeros((2, len(payers), len(families)), dtype=bool)
-    lenient = np.zeros((2, len(payers), len(groups)), dtype=bool)
-    for p, payer in enumerate(payers):
-        for fam in payer.auth_families:
-            auth[:, p, families[fam]] = True
-        for group in payer.lenient_necessity:
-            lenient[:, p, groups[group]] = True
-        if payer.key == drift.auth_payer:
-            auth[1, p, families[drift.auth_family]] = True
-        if payer.key == drift.necessity_payer:
-            for group in drift.necessity_groups:
-                lenient[1, p, groups[group]] = False
-    return auth, lenient
+def build_world(
+    spec: WorldSpec, rng: np.random.Generator, n_patients: int, days: int, drift_day: int
+) -> World:
+    """Draw the practice's providers and the patient panel; attach the payers' rule tables.
 
-
-def build_world(rng: np.random.Generator, n_patients: int, days: int, drift_day: int) -> World:
-    """Draw the practice's providers and the patient panel; attach the payers' rule tables."""
-    payers = PAYERS
+    ``drift_day`` is the day of the drift events without a date of their own.
+    """
+    payers = spec.payers
     n_payers = len(payers)
-    specialty_names = [s.name for s in SPECIALTIES]
-    provider_specialty = np.repeat(np.arange(len(SPECIALTIES)), [s.providers for s in SPECIALTIES])
+    specialties = spec.specialties
+    specialty_names = [s.name for s in specialties]
+    provider_specialty = np.repeat(np.arange(len(specialties)), [s.providers for s in specialties])
     n_providers = len(provider_specialty)
     npis = make_npis(rng, n_providers + 1 + 150)
     provider_npi, billing_npi, outside_npi = npis[:n_providers], npis[n_providers], npis[-150:]
@@ -441,17 +339,26 @@ def build_world(rng: np.random.Generator, n_patients: int, days: int, drift_day:
     # each payer enrols them after a credentialing delay (often none: retroactive enrolment).
     start_day = np.zeros(n_providers, dtype=np.int64)
     enrollment = np.full((n_providers, n_payers), -(10**6), dtype=np.int64)
-    for name in LATE_JOINER_SPECIALTIES:
-        provider = int(np.flatnonzero(provider_specialty == specialty_names.index(name))[-1])
+    for name in spec.habits.late_joiners:
+        if name not in specialty_names:
+            continue
+        members = np.flatnonzero(provider_specialty == specialty_names.index(name))
+        if len(members) < 2:  # a specialty's only provider is there from the start
+            continue
+        provider = int(members[-1])
         start_day[provider] = int(rng.integers(int(0.1 * days), int(0.7 * days)))
         delay = np.where(rng.random(n_payers) < 0.75, 0, rng.integers(20, 45, n_payers))
         enrollment[provider] = start_day[provider] + delay
-    compliance = rng.uniform(0.93, 0.99, n_providers)
+    compliance = rng.uniform(*spec.habits.modifier_compliance, n_providers)
 
     physicians = np.flatnonzero(
         np.isin(
             provider_specialty,
-            [specialty_names.index("family_medicine"), specialty_names.index("internal_medicine")],
+            [
+                specialty_names.index(name)
+                for name in ("family_medicine", "internal_medicine")
+                if name in specialty_names
+            ],
         )
     )
     referring = np.concatenate([provider_npi[physicians], outside_npi])
@@ -464,19 +371,31 @@ def build_world(rng: np.random.Generator, n_patients: int, days: int, drift_day:
     birth_day = -(age * 365.25).astype(np.int64) - rng.integers(0, 365, n_patients)
     sex = rng.choice(np.array(["F", "M", "U"]), size=n_patients, p=[0.55, 0.448, 0.002])
     weight = rng.gamma(0.8, 1.0, n_patients)  # visit intensity; independent of payer by design
-    next_payer, switch_day = _coverage_changes(rng, payer, types, birth_day, days, payers)
-    other_rate = {
-        "commercial": 0.05,
-        "medicare": 0.12,
-        "medicare_advantage": 0.04,
-        "medicaid": 0.08,
-        "other": 0.10,
-    }
-    other_coverage = rng.random(n_patients) < np.vectorize(other_rate.get)(types)
-    auth, lenient = payer_rule_tables(payers, DRIFT)
+    next_payer, switch_day = _coverage_changes(rng, spec, payer, types, birth_day, days)
+    other_coverage = rng.random(n_patients) < np.vectorize(spec.other_coverage_rate.get)(types)
+    habits = spec.habits
+    late = rng.exponential(habits.coverage_notice_days, n_patients).astype(np.int64) + 1
+    notice = np.where(rng.random(n_patients) < habits.coverage_notice_immediate, 0, late)
+    other_known = other_coverage & (rng.random(n_patients) < habits.other_coverage_known)
+    share = np.vectorize(spec.secondary_share.get)(types)
+    secondary = other_coverage & (rng.random(n_patients) < share)
+    out_of_state = rng.random(n_patients) < spec.out_of_state_share
+    state = np.where(out_of_state, rng.integers(1, 1 + len(spec.neighbour_states), n_patients), 0)
+    names = np.column_stack(
+        [
+            rng.integers(0, len(LAST_NAMES), n_patients),
+            rng.integers(0, len(FIRST_NAMES), n_patients),
+        ]
+    )
+    minor = age < 18
+    spouse = ~minor & (types == "commercial") & (rng.random(n_patients) < 0.2)
+    relationship = np.where(minor, 2, np.where(spouse, 1, 0))
+    group = np.where(types == "commercial", rng.integers(1, 600, n_patients), 0)
+    clia = f"{int(rng.integers(10, 99))}D{int(rng.integers(10**6, 10**7))}"
+    facilities = make_npis(rng, len(FACILITY_PLACES))
     return World(
-        payers=payers,
-        drift_day=drift_day,
+        spec=spec,
+        rules=rule_tables(spec, days, drift_day),
         provider_npi=provider_npi,
         provider_specialty=provider_specialty,
         provider_start_day=start_day,
@@ -491,9 +410,35 @@ def build_world(rng: np.random.Generator, n_patients: int, days: int, drift_day:
         patient_next_payer=next_payer,
         patient_switch_day=switch_day,
         patient_other_coverage=other_coverage,
-        auth_required=auth,
-        lenient=lenient,
+        patient_notice_lag=notice,
+        patient_other_known=other_known,
+        patient_secondary=secondary,
+        patient_other_payer=_other_payers(rng, spec, payer, secondary),
+        patient_state=state,
+        patient_name=names,
+        patient_relationship=relationship,
+        patient_group=group,
+        clia_number=clia,
+        facility_npi=facilities,
     )
+
+
+def _other_payers(
+    rng: np.random.Generator, spec: WorldSpec, payer: np.ndarray, secondary: np.ndarray
+) -> np.ndarray:
+    """The patient's other coverage: a primary payer other than Medicaid when the one on file
+    is secondary, any other payer when it is primary."""
+    types = np.array([p.payer_type for p in spec.payers])
+    shares = np.array([p.claim_share for p in spec.payers])
+    n_payers = len(types)
+    weight = np.broadcast_to(shares, (len(payer), n_payers)).copy()
+    weight[np.arange(len(payer)), payer] = 0.0
+    weight[secondary[:, None] & (types == "medicaid")[None, :]] = 0.0
+    total = weight.sum(axis=1)
+    weight = np.where(total[:, None] > 0, weight, 1.0)  # a one-type world: any payer
+    cumulative = np.cumsum(weight, axis=1)
+    u = rng.random(len(payer)) * cumulative[:, -1]
+    return np.minimum((cumulative <= u[:, None]).sum(axis=1), n_payers - 1)
 
 
 def _draw_ages(rng: np.random.Generator, types: np.ndarray) -> np.ndarray:
@@ -518,33 +463,28 @@ def _draw_ages(rng: np.random.Generator, types: np.ndarray) -> np.ndarray:
 
 def _coverage_changes(
     rng: np.random.Generator,
+    spec: WorldSpec,
     payer: np.ndarray,
     types: np.ndarray,
     birth_day: np.ndarray,
     days: int,
-    payers: tuple[Payer, ...],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Next payer and switch day per patient: churn, and commercial members turning 65."""
     n = len(payer)
     never = np.int64(10**9)
     switch_day = np.full(n, never, dtype=np.int64)
     next_payer = payer.copy()
-    type_of = np.array([p.payer_type for p in payers])
-    shares = np.array([p.claim_share for p in payers])
+    type_of = np.array([p.payer_type for p in spec.payers])
+    shares = np.array([p.claim_share for p in spec.payers])
 
     def pick(kinds: tuple[str, ...], size: int) -> np.ndarray:
         allowed = np.flatnonzero(np.isin(type_of, kinds))
+        if len(allowed) == 0:  # a world without such a payer: any payer of the world
+            allowed = np.arange(len(type_of))
         w = shares[allowed] / shares[allowed].sum()
         return allowed[rng.choice(len(allowed), size=size, p=w)]
 
-    churn = {
-        "commercial": 0.08,
-        "medicaid": 0.2,
-        "medicare_advantage": 0.06,
-        "medicare": 0.03,
-        "other": 0.08,
-    }
-    moves = rng.random(n) < np.vectorize(churn.get)(types)
+    moves = rng.random(n) < np.vectorize(spec.churn_rate.get)(types)
     destinations = {
         "commercial": ("commercial", "medicaid"),
         "medicaid": ("medicaid", "commercial"),

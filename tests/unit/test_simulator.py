@@ -11,6 +11,7 @@ import pytest
 
 from features.codes import DENIAL_CATEGORIES, code_tables
 from features.schema import ClaimsDataset, validate_table
+from features.x12.outcomes import first_adjudication_outcomes
 from simulator import (
     SimulationConfig,
     SimulationResult,
@@ -19,12 +20,15 @@ from simulator import (
     targets,
     write_simulation,
 )
-from simulator.catalog import NECESSITY_RULES, PROCEDURES
-from simulator.world import DRIFT, PAYERS, is_valid_npi, payer_rule_tables
+from simulator.catalog import NECESSITY_RULES
+from simulator.spec import default_world_spec
+from simulator.world import is_valid_npi, rule_tables
 
 N_CLAIMS = 30_000
-PAYER_BY_ID = {p.payer_id: p for p in PAYERS}
-FAMILY_OF_CODE = {p.code: p.family for p in PROCEDURES}
+WORLD = default_world_spec()
+PAYER_BY_ID = {p.payer_id: p for p in WORLD.payers}
+AUTH_DRIFT = next(e for e in WORLD.drift if e.kind == "auth_add")
+LENIENT_DRIFT = next(e for e in WORLD.drift if e.kind == "lenient_withdraw")
 
 
 @pytest.fixture(scope="module")
@@ -145,16 +149,19 @@ def test_denied_claims_carry_a_denial_carc_of_their_cause(
         for c, g in zip(adjustments["carc"], adjustments["group_code"], strict=True)
     ]
     denials = adjustments[is_denial]
-    with_denial = set(denials["claim_id"])
-    remitted = set(result.dataset.remittances["claim_id"])
-    # Claims still awaiting their remittance at the extract date have no adjustments yet.
-    denied = claims.loc[(claims["denied"] == 1) & claims["claim_id"].isin(remitted), "claim_id"]
-    paid = claims.loc[(claims["denied"] == 0) & claims["claim_id"].isin(remitted), "claim_id"]
-    assert set(denied) <= with_denial
-    assert not set(paid) & with_denial
-    cause = claims.set_index("claim_id")["true_cause"]
-    carc_category = denials["carc"].map(tables.carc_category)
-    assert (carc_category.to_numpy() == cause.loc[denials["claim_id"]].to_numpy()).all()
+    # The product's label and primary CARC, read from the 835 tables, are the truth's.
+    outcomes = first_adjudication_outcomes(result.dataset).set_index("claim_id")
+    truth = claims.set_index("claim_id").loc[outcomes.index]
+    assert (outcomes["denied"] == truth["denied"].astype(bool)).all()
+    denied = outcomes[outcomes["denied"]]
+    assert (denied["denial_category"] == truth.loc[denied.index, "true_cause"]).all()
+    # A paid claim may have lines denied (partial payment): each such line is paid $0.
+    paid = set(outcomes.index[~outcomes["denied"]])
+    partial = denials[denials["claim_id"].isin(paid)]
+    assert len(partial) and partial["line_number"].notna().all()
+    lines = result.dataset.remit_lines.set_index(["remit_id", "line_number"])
+    keys = list(zip(partial["remit_id"], partial["line_number"].astype(int), strict=True))
+    assert (lines.loc[keys, "paid_amount"] == 0).all()
     # CARCs that need a remark code have one on the same remittance.
     needs_rarc = denials[denials["carc"].map(lambda c: tables.carc_info(c).rarc_required)]
     assert set(needs_rarc["remit_id"]) <= set(result.dataset.remarks["remit_id"])
@@ -206,9 +213,14 @@ def test_timely_filing_denials_only_after_the_payer_limit(adjudicated: pd.DataFr
     filed_late = (adjudicated["true_cause"] == "timely_filing").to_numpy()
     assert (lag[filed_late] > limit[filed_late]).all()
     assert (adjudicated.loc[~late, "p_timely_filing"] == 0).all()
-    # Only the duplicate edit runs before the filing-limit edit, which fires with p = 0.95.
+    # Only the duplicate edit runs before the filing-limit edit, which fires with p = 0.95,
+    # or 0.1 when the claim gives a delay reason (CLM20) its payer honours.
     p_late = adjudicated["p_timely_filing"] / (1 - adjudicated["p_duplicate"])
-    np.testing.assert_allclose(p_late[late], 0.95)
+    honours = adjudicated["payer_id"].map(lambda i: PAYER_BY_ID[i].honours_delay_reason)
+    excused = (adjudicated["delay_reason_code"].notna() & honours).to_numpy()
+    assert (late & excused).any() and (late & ~excused).any()
+    np.testing.assert_allclose(p_late[late & ~excused], 0.95)
+    np.testing.assert_allclose(p_late[late & excused], 0.1)
 
 
 def test_duplicates_repeat_an_earlier_submission(
@@ -232,11 +244,9 @@ def test_duplicates_repeat_an_earlier_submission(
 def test_authorization_drift_raises_denials_for_the_drifted_family(
     result: SimulationResult, adjudicated: pd.DataFrame
 ) -> None:
-    payer_id = next(p.payer_id for p in PAYERS if p.key == DRIFT.auth_payer)
-    families = result.dataset.lines.assign(
-        family=result.dataset.lines["procedure_code"].map(FAMILY_OF_CODE)
-    )
-    drifted = set(families.loc[families["family"] == DRIFT.auth_family, "claim_id"])
+    payer_id = next(p.payer_id for p in WORLD.payers if p.key == AUTH_DRIFT.payer)
+    lines = result.dataset.lines
+    drifted = set(lines.loc[lines["procedure_code"].isin(AUTH_DRIFT.codes), "claim_id"])
     scope = adjudicated[
         (adjudicated["payer_id"] == payer_id) & adjudicated["claim_id"].isin(drifted)
     ]
@@ -252,13 +262,13 @@ def test_authorization_drift_raises_denials_for_the_drifted_family(
 
 
 def test_necessity_drift_withdraws_weak_diagnoses() -> None:
-    _, lenient = payer_rule_tables(PAYERS, DRIFT)
-    payer = next(i for i, p in enumerate(PAYERS) if p.key == DRIFT.necessity_payer)
+    lenient = rule_tables(WORLD, days=730, default_drift_day=438).lenient
+    payer = WORLD.payer_index(LENIENT_DRIFT.payer)
     groups = list(NECESSITY_RULES)
-    for group in DRIFT.necessity_groups:
+    for group in LENIENT_DRIFT.groups:
         assert lenient[0, payer, groups.index(group)]
         assert not lenient[1, payer, groups.index(group)]
-    untouched = [i for i, p in enumerate(PAYERS) if p.key != DRIFT.necessity_payer]
+    untouched = [i for i, p in enumerate(WORLD.payers) if p.key != LENIENT_DRIFT.payer]
     assert (lenient[0, untouched] == lenient[1, untouched]).all()
 
 
