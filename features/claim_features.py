@@ -79,6 +79,7 @@ NUMERIC_CLAIM_FEATURES: tuple[str, ...] = (
     "rendering_npi_valid",
     "billing_npi_valid",
     "taxonomy_present",
+    "rendering_taxonomy_present",
     "has_other_coverage",
     "medicare_age_not_medicare_plan",
     "is_replacement",
@@ -238,12 +239,16 @@ def claim_feature_columns(arrays: ClaimArrays) -> dict[str, np.ndarray]:
         "payer_type",
         "provider_taxonomy",
         "patient_sex",
-        "payer_responsibility",
         "patient_relationship",
         "delay_reason_code",
         "related_causes",
     ):
         out[column] = claims[column]
+    # SBR01 is required on every 837: an input without it (a CSV) sends to the primary payer.
+    responsibility = claims["payer_responsibility"]
+    out["payer_responsibility"] = np.where(is_none(responsibility), "P", responsibility).astype(
+        object
+    )
     out.update(_rest_of_claim(arrays))
     out.update(convention_flags(arrays))
 
@@ -265,6 +270,7 @@ def claim_feature_columns(arrays: ClaimArrays) -> dict[str, np.ndarray]:
         ("referral_present", "referral_number"),
         ("referring_npi_present", "referring_npi"),
         ("taxonomy_present", "provider_taxonomy"),
+        ("rendering_taxonomy_present", "rendering_taxonomy"),
     ):
         out[flag] = map_text(claims[column], _present, False, float, factors)
     out["rendering_npi_present"], out["rendering_npi_valid"] = map_texts(

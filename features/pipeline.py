@@ -121,6 +121,7 @@ _SOURCE_BY_NAME: dict[str, str] = {
     "place_of_service": "place of service",
     "provider_taxonomy": "provider specialty",
     "taxonomy_present": "provider specialty",
+    "rendering_taxonomy_present": "provider specialty",
     "frequency_code": "claim frequency (original/replacement)",
     "is_replacement": "claim frequency (original/replacement)",
     "patient_sex": "patient sex",

@@ -254,21 +254,25 @@ class ScoringService:
         self, view: _PredictionView, factors: list[list[Factor]] | None
     ) -> np.ndarray:
         """:meth:`_suggested_fix` for a whole batch: the top reason's fix unless a factor has
-        one of its own."""
+        one of its own; none for a low-risk claim."""
         fixes = _values(*self._fixes_by_reason(view))
         if factors is not None:
             for i, claim_factors in enumerate(factors):
                 fix = next((f.fix for f in claim_factors if f.fix), None)
-                if fix is not None:
+                if fix is not None and view.band_codes[i] != 0:
                     fixes[i] = fix
         return fixes
 
     def _suggested_fix(
         self, factors: list[Factor], reasons: list[tuple[str, float]], band: str
     ) -> str | None:
-        """The first factor's fix; else, for a medium/high risk, the top reason's usual fix."""
+        """For a medium or high risk, the first factor's fix, else the top reason's usual fix.
+        A low-risk claim gets none: it is sent as it is (its factors still say what raises its
+        risk, with their fixes)."""
+        if band == "low":
+            return None
         fix = next((f.fix for f in factors if f.fix), None)
-        if fix is None and reasons and band != "low":
+        if fix is None and reasons:
             fix = self._category_fixes.get(reasons[0][0]) or None
         return fix
 

@@ -211,8 +211,11 @@ def build_tables(
                 ),
                 "rendering_npi": _vocab(rendering_vocab, rendering_index),
                 "referring_npi": _vocab(world.referring_npi, claims["referring"].to_numpy()),
+                # The rendering provider's taxonomy, else the billing provider's (as an 837
+                # reader takes it): a missing rendering taxonomy shows in rendering_taxonomy.
                 "provider_taxonomy": _vocab(
-                    [s.taxonomy for s in world.spec.specialties], taxonomy_index
+                    [*(s.taxonomy for s in world.spec.specialties), BILLING_TAXONOMY],
+                    np.where(taxonomy_index < 0, len(world.spec.specialties), taxonomy_index),
                 ),
                 "place_of_service": _vocab(PLACES, claims["place"].to_numpy()),
                 "total_charge": total_charge,

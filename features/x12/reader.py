@@ -445,8 +445,6 @@ class _Extractor:
                     line["line_rendering_npi"] = npi
                 elif entity in ("DN", "DK"):
                     line.setdefault("_" + entity, npi)
-            if entity == "DN" and npi:
-                claim.setdefault("_line_referring", npi)
         else:
             self.ctx = "2310"
             if entity == "82":
@@ -498,9 +496,9 @@ class _Extractor:
                 claim["auto_accident_state"] = value
         elif ctx == "2400" and claim["_lines"]:
             if key:
-                # A line may list up to five; the first is kept, and stands in for the claim's.
+                # A line may list up to five; the first is kept. It stays the line's: a claim
+                # whose one line is authorized is not authorized for its other lines.
                 claim["_lines"][-1].setdefault("line_" + key, value)
-                claim.setdefault("_line_" + key, value)
             elif qualifier == "X4":
                 claim["_lines"][-1]["line_clia_number"] = value
 
@@ -700,9 +698,6 @@ class _Extractor:
             or claim.get("_attending_taxonomy")
             or claim["billing_taxonomy"]
         )
-        claim["referring_npi"] = claim["referring_npi"] or claim.get("_line_referring")
-        for field_ in ("prior_auth_number", "referral_number"):
-            claim[field_] = claim[field_] or claim.get("_line_" + field_)
         claim["attachment_types"], claim["attachment_transmission"] = _attachments(
             claim.get("_pwk")
         )

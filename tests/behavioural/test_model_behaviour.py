@@ -45,7 +45,10 @@ def _probabilities(service, tables) -> pd.DataFrame:
 
 def test_removing_a_prior_authorization_raises_risk_and_points_to_authorization(world):
     tables, service = world
-    with_auth = _late(tables, tables.claims["prior_auth_number"].notna(), 150)
+    claims = tables.claims
+    # Claims sent on time: one already past its filing limit stays a timely-filing risk.
+    on_time = (claims["submission_date"] - claims["service_date_from"]).dt.days <= 30
+    with_auth = _late(tables, claims["prior_auth_number"].notna() & on_time, 150)
     assert len(with_auth) >= 50
     without = ClaimTables(
         with_auth.claims.assign(prior_auth_number=None), with_auth.lines, with_auth.diagnoses
