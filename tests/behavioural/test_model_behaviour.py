@@ -7,30 +7,16 @@ import pandas as pd
 import pytest
 
 from features.claim_tables import ClaimTables
-from features.schema import ClaimsDataset
-from serving.loading import load_service
+from tests.utils.history import service_as_of
 
 pytestmark = pytest.mark.behavioural
 
 
 @pytest.fixture(scope="module")
 def world(trained):
-    from training.dataset import outcome_labels
-    from training.model import with_history
-
-    dataset, _ = ClaimsDataset.read(trained.sim_dir)
-    service = load_service(trained.model_uri, trained.tracking_uri)
-    tables = ClaimTables.from_dataset(dataset)
-    # The registered model's history holds every claim of the data set; the tests change the
-    # latest claims and score them as new ones, so history stops before them (else a claim
-    # resent with a later date is, rightly, a duplicate of itself).
-    day = tables.claims["submission_date"].quantile(0.9).normalize()
-    outcomes = outcome_labels(dataset)
-    service.pipeline = with_history(
-        service.pipeline,
-        tables.subset(tables.claims.loc[tables.claims["submission_date"] < day, "claim_id"]),
-        outcomes[outcomes["remit_date"] < day],
-    )
+    # The tests change the latest claims and score them as new ones, so history stops before
+    # them (else a claim resent with a later date is, rightly, a duplicate of itself).
+    service, tables = service_as_of(trained, 0.9)
     return tables, service
 
 

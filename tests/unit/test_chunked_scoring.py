@@ -25,8 +25,8 @@ from features.claim_features import claim_feature_columns
 from features.claim_tables import ClaimTables
 from features.history import HISTORY_FEATURES, HistoryFeatures
 from features.pipeline import ClaimFeatureTransformer
-from features.schema import ClaimsDataset
 from tests.unit.test_features import _wider_world
+from tests.utils.history import service_as_of
 from training.model import TOP_K, Prediction, predict, top_columns
 from training.trees import CompiledTrees, compiled_trees
 
@@ -141,24 +141,9 @@ def _chunked(monkeypatch: pytest.MonkeyPatch, chunk_claims: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def session_model(trained: Any) -> tuple[Any, ClaimTables]:
-    from serving.loading import load_service
-    from training.dataset import outcome_labels
-    from training.model import with_history
-
-    service = load_service(trained.model_uri, trained.tracking_uri)
-    dataset, _ = ClaimsDataset.read(trained.sim_dir)
-    tables = ClaimTables.from_dataset(dataset)
-    # History as known on a day of the later period (the registered model's runs to the last
-    # remittance): the claims sent from then on are new to it, so their counts of earlier
-    # submissions come from the batch itself, across chunks.
-    day = tables.claims["submission_date"].quantile(0.8).normalize()
-    outcomes = outcome_labels(dataset)
-    service.pipeline = with_history(
-        service.pipeline,
-        tables.subset(tables.claims.loc[tables.claims["submission_date"] < day, "claim_id"]),
-        outcomes[outcomes["remit_date"] < day],
-    )
-    return service, tables
+    # History as known on a day of the later period: the claims sent from then on are new to
+    # it, so their counts of earlier submissions come from the batch itself, across chunks.
+    return service_as_of(trained, 0.8)
 
 
 @pytest.mark.parametrize(("chunk_claims", "compiled"), [(997, False), (5_000, False), (997, True)])
