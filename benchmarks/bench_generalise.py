@@ -169,7 +169,7 @@ def main() -> None:
         raise SystemExit(f"{SPLIT_TOOL} is missing: the benchmark splits files with it")
     named = {"evaluation": EVALUATION_WORLDS, "tuning": TUNING_WORLDS, "default": (None,)}
     worlds: tuple[int | None, ...] = named.get(args.worlds) or tuple(
-        int(w) for w in args.worlds.split(",")
+        None if w == "default" else int(w) for w in args.worlds.split(",")
     )
     work = args.work or Path(tempfile.mkdtemp(prefix="generalise-"))
     results: dict[str, dict[str, float]] = {}
