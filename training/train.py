@@ -214,6 +214,10 @@ def model_card(
         "holds every claim and remittance of "
         f"the data set, through the last remittance ({_last_remittance(data)}). It is refreshed, "
         "not refit; refresh it again (`denial-risk score --history`) as new remittances arrive.",
+        "- Calibration: after evaluation, the registered model's probabilities are recalibrated "
+        "(isotonic) on the calibration slice and the test period together, every labelled claim "
+        "the boosters did not learn from; the test-period figures above are the model's before "
+        "that. Boosters and reasons are unchanged by it.",
         "- Payers, procedures and diagnoses rarer than the category threshold are pooled as "
         "'other'; a new payer starts from the prior denial rate.",
         "- Calibration drifts when payers change rules: watch the calibration plot each retrain.",
@@ -306,6 +310,11 @@ def run_training(
     progress("drawing plots", 0.7)
     y = data.test_labels["denied"].astype(int).to_numpy()
     prediction = extra["prediction"]
+    # The figures above are the model's as it was evaluated. What is registered is then
+    # calibrated on the later period too (see DenialRiskEstimator.recalibrate): the model card
+    # says so.
+    estimator = pipeline.named_steps["model"]
+    estimator.recalibrate(estimator.predict_raw(prediction.model_matrix()), y)
     artifacts = {
         "calibration": plots.calibration_plot(
             y, prediction.denial_probability, out / "calibration.png", truth_p

@@ -1,0 +1,48 @@
+"""The registered model's calibration takes in the later period (estimator.recalibrate)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from training.estimator import DenialRiskEstimator
+
+
+def _claims(n: int, start: str, shift: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    risk = 1 / (1 + np.exp(-(x[:, 0] * 1.5 - 2.2 + shift)))
+    denied = rng.random(n) < risk
+    labels = pd.DataFrame(
+        {
+            "denied": denied,
+            "category": np.where(denied, np.where(x[:, 1] > 0, "coding", "eligibility"), ""),
+            "carc": np.where(denied, np.where(x[:, 1] > 0, "16", "27"), ""),
+            "submission_date": pd.Timestamp(start) + pd.to_timedelta(np.arange(n) // 40, "D"),
+            "payer_type": "commercial",
+        }
+    )
+    matrix = pd.DataFrame(x, columns=["a", "b", "c"])
+    matrix.attrs["categorical_features"] = []
+    return matrix, labels
+
+
+def test_recalibration_brings_probabilities_to_the_later_period():
+    matrix, labels = _claims(6_000, "2024-01-01", 0.0, 1)
+    model = DenialRiskEstimator().fit(matrix, labels)
+    later, later_labels = _claims(6_000, "2024-06-01", -0.6, 2)  # fewer denials later
+    y_later = later_labels["denied"].astype(int).to_numpy()
+    before = model.predict_proba(later)[:, 1].mean()
+    assert before > y_later.mean() + 0.02  # the drift the refit is for
+    order_before = np.argsort(model.predict_proba(later)[:, 1], kind="stable")
+    model.recalibrate(model.predict_raw(later), y_later)
+    after = model.predict_proba(later)[:, 1]
+    cal_rate = model.calibration_labels_.mean()
+    # Calibrated on the calibration slice and the later claims together: between the two rates.
+    combined = (model.calibration_labels_.sum() + y_later.sum()) / (
+        len(model.calibration_labels_) + len(y_later)
+    )
+    assert abs(after.mean() - combined) < 0.01
+    assert after.mean() < before and after.mean() < cal_rate
+    # Monotone: the ranking of claims is the booster's, before and after.
+    np.testing.assert_array_equal(np.argsort(after, kind="stable"), order_before)
