@@ -416,6 +416,30 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
             np.concatenate([self.calibration_labels_, np.asarray(y, dtype=np.int8)]),
         )
 
+    def refit_reasons(self, matrix: pd.DataFrame, labels: pd.DataFrame) -> None:
+        """Re-learn the reason model and the CARC table on these denied claims (the training
+        period's and the later period's together), with as many rounds as the first fit chose.
+
+        After evaluation the later period's denials are the newest evidence of each payer's
+        rules: a payer that starts requiring an authorization or excludes a service shows in
+        them first. (``labels`` as :meth:`fit`'s, denied claims only.)"""
+        config = self.config or EstimatorConfig()
+        target = labels["category"].astype(str).to_numpy()
+        classes = np.unique(target)
+        if self.reason_booster_ is None or len(classes) < 2:
+            return
+        rounds = self.reason_booster_.best_iteration or self.reason_booster_.current_iteration()
+        params = config.reason_booster.lgb_params("multiclass", num_class=len(classes))
+        data = lgb.Dataset(
+            matrix,
+            np.searchsorted(classes, target),
+            categorical_feature=categorical_columns(matrix),
+            free_raw_data=True,
+        )
+        self.reason_classes_ = classes
+        self.reason_booster_ = lgb.train(params, data, num_boost_round=rounds)
+        self._fit_carc_table(labels, config)
+
     def _calibrated(self, raw: np.ndarray) -> np.ndarray:
         """``calibrator_.predict(raw)``, without re-checking the booster's own output.
 

@@ -122,6 +122,24 @@ def evaluate_pipeline(pipeline: Pipeline, data: TrainingData) -> tuple[dict[str,
     return metrics, {"prediction": prediction, "view": view}
 
 
+def refit_reasons_with_later_period(
+    pipeline: Pipeline, data: TrainingData, test_matrix: pd.DataFrame
+) -> None:
+    """The registered model's reasons learned from the training period's denials and the test
+    period's (see :meth:`DenialRiskEstimator.refit_reasons`). The training denials' rows are
+    built again as at fit (the history as of the training cutoff, the same stale rows)."""
+    train_denied = data.train_labels["denied"].astype(bool).to_numpy()
+    test_denied = data.test_labels["denied"].astype(bool).to_numpy()
+    tables = data.train_tables.subset(data.train_tables.claims["claim_id"][train_denied])
+    train_rows = pipeline.named_steps["features"].transform(tables, stale=True)
+    matrix = pd.concat([train_rows, test_matrix[test_denied]], ignore_index=True, copy=False)
+    matrix.attrs = train_rows.attrs
+    labels = pd.concat(
+        [data.train_labels[train_denied], data.test_labels[test_denied]], ignore_index=True
+    )
+    pipeline.named_steps["model"].refit_reasons(matrix, labels)
+
+
 def read_truth(path: Path, claim_ids: pd.Series) -> pd.DataFrame:
     """The simulator's ground truth that the Bayes-optimal figures need, for these claims only.
 
@@ -315,6 +333,7 @@ def run_training(
     # says so.
     estimator = pipeline.named_steps["model"]
     estimator.recalibrate(estimator.predict_raw(prediction.model_matrix()), y)
+    refit_reasons_with_later_period(pipeline, data, prediction.model_matrix())
     artifacts = {
         "calibration": plots.calibration_plot(
             y, prediction.denial_probability, out / "calibration.png", truth_p

@@ -1,4 +1,5 @@
-"""The registered model's calibration takes in the later period (estimator.recalibrate)."""
+"""After evaluation the registered model takes in the later period: its calibration
+(estimator.recalibrate) and its reasons (estimator.refit_reasons)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,30 @@ def test_recalibration_brings_probabilities_to_the_later_period():
     assert after.mean() < before and after.mean() < cal_rate
     # Monotone: the ranking of claims is the booster's, before and after.
     np.testing.assert_array_equal(np.argsort(after, kind="stable"), order_before)
+
+
+def test_refit_reasons_learn_a_rule_that_shows_only_in_the_later_period():
+    matrix, labels = _claims(6_000, "2024-01-01", 0.0, 3)
+    model = DenialRiskEstimator().fit(matrix, labels)
+    later, later_labels = _claims(12_000, "2024-06-01", 0.0, 4)
+    # Later, the payer denies claims with high "c" for authorization, a reason never seen before
+    # (earlier such denials were coding or eligibility, half as many as the later ones).
+    denied = later_labels["denied"].to_numpy()
+    new_rule = denied & (later["c"].to_numpy() > 1.0)
+    later_labels.loc[new_rule, "category"] = "authorization"
+    later_labels.loc[new_rule, "carc"] = "197"
+    assert "authorization" not in model.reason_classes_
+    both = pd.concat([matrix[labels["denied"]], later[denied]], ignore_index=True)
+    both.attrs["categorical_features"] = []
+    model.refit_reasons(
+        both, pd.concat([labels[labels["denied"]], later_labels[denied]], ignore_index=True)
+    )
+    fresh, _ = _claims(2_000, "2024-09-01", 0.0, 5)
+    reasons = model.predict_reasons(fresh)
+    authorization = reasons["authorization"].to_numpy()
+    top = reasons.columns.to_numpy()[reasons.to_numpy().argmax(axis=1)]
+    high_c, low_c = fresh["c"].to_numpy() > 1.0, fresh["c"].to_numpy() < 0.8
+    # Two thirds of the high-c denials it learned from are authorization denials.
+    assert authorization[high_c].mean() > 0.45 and (top[high_c] == "authorization").mean() > 0.5
+    assert authorization[low_c].mean() < 0.05
+    assert "197" in model.carc_classes_
