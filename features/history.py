@@ -386,8 +386,6 @@ COUNT_FEATURES: dict[str, str] = {
     "hist_days_past_known_coverage_end": "days from the coverage end date a remittance reported "
     "(DTM*036) to this service",
     "hist_member_id_corrected": "remittances that corrected this member ID (NM1*74)",
-    "hist_outcomes_days_old": "days from the latest remittance in the history to the claim's "
-    "submission (how old the denial history it is scored with is)",
 }
 HISTORY_FEATURE_LABELS.update(COUNT_FEATURES)
 
@@ -637,17 +635,9 @@ def column_hash_values(
     return z ^ (z >> np.uint64(31))
 
 
-def claim_keys(
-    arrays: ClaimArrays, claim_features: dict[str, np.ndarray], stale: bool = False
-) -> KeyColumns:
-    """Per-claim grouping keys and flags. ``stale``: training's rows, whose outcomes are looked
-    up as of :func:`training_staleness` days before their submission (``known_day``)."""
+def claim_keys(arrays: ClaimArrays, claim_features: dict[str, np.ndarray]) -> KeyColumns:
+    """Per-claim grouping keys and flags."""
     claims = arrays.claims
-    submitted = claims["submission_date"]
-    known_day = submitted
-    if stale:
-        lag = training_staleness(claims["claim_id"])
-        known_day = np.where(submitted == NO_DAY, NO_DAY, submitted - lag)
     rendering = np.where(
         claims["rendering_npi"] == None,  # noqa: E711 (elementwise test of an object array)
         claims["billing_npi"],
@@ -664,8 +654,7 @@ def claim_keys(
         "rendering_npi": rendering,
         "provider_taxonomy": claims["provider_taxonomy"],
         "place_of_service": claims["place_of_service"],
-        "submission_day": submitted,
-        "known_day": known_day,
+        "submission_day": claims["submission_date"],
         "service_day": service_day,
         "signature": signature,
         "modifier_signature": modifier_signature,
@@ -1073,9 +1062,6 @@ class _IndexLookup:
     """Look up as of the submission day minus each of these (a rate's window: ``(0, days)``)."""
     rate: RateKey | None = None
     """Set for a rate index: its sums become counts and smoothed rates."""
-    outcomes: bool = False
-    """An index of outcomes (remittances), looked up as of the day the claim's history was
-    known to (``known_day``, see :func:`training_staleness`), not as of its submission day."""
 
 
 class _TableLookups:
@@ -1104,10 +1090,7 @@ class _TableLookups:
         # extra element is where an index without keys points (its rows never match).
         self.keys = np.concatenate([*(lookup.index.keys for lookup in lookups), [0]])
         self.starts = np.concatenate([*(lookup.index.start for lookup in lookups), [0]])
-        # The days looked up as of: (outcomes?, days back); see :meth:`values`.
-        self.backs = sorted(
-            {(lookup.outcomes, back) for lookup in lookups for back in lookup.days_back}
-        )
+        self.backs = sorted({back for lookup in lookups for back in lookup.days_back})
         # A slot is one (index, days back) lookup; each fills ``index.width`` adjacent columns.
         # Per index: its slots (adjacent) and their columns (adjacent, slot after slot).
         self.slots: list[tuple[slice, slice]] = []
@@ -1124,7 +1107,7 @@ class _TableLookups:
                 column_slot += [len(slot_index)] * width
                 fill += [0.0 if lookup.index.reducer == "sum" else np.nan] * width
                 slot_index.append(i)
-                slot_back.append(self.backs.index((lookup.outcomes, back)))
+                slot_back.append(self.backs.index(back))
             self.slots.append((slice(first_slot, len(slot_index)), slice(first, len(column_slot))))
         self.slot_index = np.array(slot_index, dtype=np.int64)
         self.slot_back = np.array(slot_back, dtype=np.int64)
@@ -1161,20 +1144,12 @@ class _TableLookups:
         the claim was sent, see :meth:`HistoryFeatures._anchor_days`), not at the submission
         day: a claim sent months after the history ends sees the last weeks of outcomes known,
         as a claim of the training period saw the weeks before it, not an empty window.
-        Outcome indexes are looked up as of the table's ``known_day`` (the submission day, but
-        for training's stale rows), submission indexes as of the submission day.
         """
         n = len(table)
         table.mix_keys(self.groupings)
         days = table["submission_day"]
-        known = table["known_day"]
-        window_end = known if anchor_day is None else np.minimum(known, anchor_day)
-        as_of = np.array(
-            [
-                window_end - back if back else known if outcomes else days
-                for outcomes, back in self.backs
-            ]
-        )
+        window_end = days if anchor_day is None else np.minimum(days, anchor_day)
+        as_of = np.array([days if back == 0 else window_end - back for back in self.backs])
         as_of = as_of.reshape(len(self.backs), n)
         queries = [table.key(lookup.columns) for lookup in self.lookups]
         if n >= _SORT_QUERIES_ABOVE:
@@ -1395,7 +1370,6 @@ class HistoryFeatures(BaseEstimator):
         arrays: ClaimArrays,
         claim_features: dict[str, np.ndarray],
         executor: Executor | None = None,
-        stale: bool = False,
     ) -> HistoryBatch:
         """What the history features of any range of this batch's claims are computed from.
 
@@ -1404,9 +1378,9 @@ class HistoryFeatures(BaseEstimator):
         so these are built over the whole batch, whatever range is then looked up. Given an
         ``executor`` (whose threads then compute ranges), those indexes are built in one of its
         threads: mostly numpy sorting, which runs beside the first range's look-ups until that
-        range needs its counts. ``stale``: training's rows (see :func:`training_staleness`).
+        range needs its counts.
         """
-        claims = claim_keys(arrays, claim_features, stale)
+        claims = claim_keys(arrays, claim_features)
         lines = line_keys(arrays, claims)
         diagnoses = diagnosis_keys(arrays, lines)
         claim_columns, line_columns = _hashed_columns(claims)
@@ -1419,7 +1393,7 @@ class HistoryFeatures(BaseEstimator):
             return HistoryBatch(self, claims, lines, diagnoses, self._batch_indexes(claims, lines))
         # What the indexes read of the lines' claim columns, taken now: from here on, nothing
         # writes to these two tables while threads read them.
-        for name in ("submission_day", "known_day", "service_day"):
+        for name in ("submission_day", "service_day"):
             lines[name]
         return HistoryBatch(
             self, claims, lines, diagnoses, executor.submit(self._batch_indexes, claims, lines)
@@ -1451,7 +1425,7 @@ class HistoryFeatures(BaseEstimator):
             lines_of = ClaimGroups(diagnoses["claim_index"][starts], len(claims))
             return lines_of.max_of_columns(best)
 
-        anchor = self._anchor_days(claims["known_day"])
+        anchor = self._anchor_days(claims["submission_day"])
 
         def anchor_of(table: KeyColumns) -> np.ndarray | None:
             return None if anchor is None else anchor[table["claim_index"]]
@@ -1514,11 +1488,6 @@ class HistoryFeatures(BaseEstimator):
         )
         columns["hist_days_past_known_coverage_end"] = service_day - outcome("coverage_end")
         columns["hist_member_id_corrected"] = outcome("member_corrected")
-        columns["hist_outcomes_days_old"] = (
-            np.zeros(len(claims))
-            if anchor is None
-            else (claims["submission_day"] - anchor).astype(float)
-        )
         return {name: columns[name] for name in HISTORY_FEATURES}
 
     def _anchor_days(self, days: np.ndarray) -> np.ndarray | None:
@@ -1554,15 +1523,11 @@ class HistoryFeatures(BaseEstimator):
         for key in RATE_KEYS:
             backs = (0, key.window_days) if key.window_days else (0,)
             by_level[key.level].append(
-                _IndexLookup(
-                    key.name, self.rate_indexes_[key.name], key.columns, backs, key, outcomes=True
-                )
+                _IndexLookup(key.name, self.rate_indexes_[key.name], key.columns, backs, rate=key)
             )
             categories = _categories_of(key.name)
             by_level[key.level].append(
-                _IndexLookup(
-                    categories, self.rate_indexes_[categories], key.columns, backs, outcomes=True
-                )
+                _IndexLookup(categories, self.rate_indexes_[categories], key.columns, backs)
             )
         for name, columns in self._COUNT_KEYS.items():
             by_level["claim"].append(_IndexLookup(name, self.submission_indexes_[name], columns))
@@ -1571,9 +1536,7 @@ class HistoryFeatures(BaseEstimator):
         for name, (level, columns) in self._LAST_SERVICE_KEYS.items():
             by_level[level].append(_IndexLookup(name, self.submission_indexes_[name], columns))
         for name, (columns, _) in _OUTCOME_KEYS.items():
-            by_level["claim"].append(
-                _IndexLookup(name, self.outcome_indexes_[name], columns, outcomes=True)
-            )
+            by_level["claim"].append(_IndexLookup(name, self.outcome_indexes_[name], columns))
         lookups = tuple(_TableLookups(by_level[level]) for level in LEVELS)
         self._lookups = (fitted, lookups)
         return lookups
@@ -1852,28 +1815,6 @@ def _hashed_column_names(claim_columns: tuple[str, ...]) -> tuple[tuple[str, ...
     # A line column taken from its claim is hashed with the claim's columns.
     hashed += [name for name in line_columns if name in claim_columns]
     return tuple(dict.fromkeys(hashed)), tuple(dict.fromkeys(line_columns))
-
-
-TRAINING_STALENESS_DAYS = 183
-"""The oldest history a training row is built from: the months a model serves between
-retrainings, scoring claims against remittances up to this many days old."""
-
-
-def training_staleness(claim_ids: np.ndarray) -> np.ndarray:
-    """Days before its submission that each training claim's outcomes are looked up as of.
-
-    A served model scores claims days or months after the latest remittance it holds: a patient
-    seen monthly shows no paid service since then, last month's denials are not in it yet. Rows
-    built only from the outcomes known on the day itself would teach the model that such a
-    patient has lost coverage. So half the training claims see the outcomes known that day and
-    half those known 1 to :data:`TRAINING_STALENESS_DAYS` days before, evenly; the
-    ``hist_outcomes_days_old`` feature says which, and the model learns what old history means.
-    Drawn from a hash of the claim ID: the same claim gets the same lag in every run.
-    """
-    unit = (_claim_hash(claim_ids).view(np.uint64) >> np.uint64(11)) / float(2**53)
-    stale = unit >= 0.5
-    lag = 1 + ((unit - 0.5) * 2 * TRAINING_STALENESS_DAYS).astype(np.int64)
-    return np.where(stale, np.minimum(lag, TRAINING_STALENESS_DAYS), 0).astype(np.int64)
 
 
 def _claim_hash(claim_ids: np.ndarray) -> np.ndarray:

@@ -79,7 +79,6 @@ _SOURCE_BY_PREFIX: tuple[tuple[str, str], ...] = (
     ("hist_person_", "member ID"),
     ("hist_days_past_known_coverage_end", "patient eligibility"),
     ("hist_days_since_paid_with_payer", "patient eligibility"),
-    ("hist_outcomes_days_old", "age of the denial history"),
     ("hist_facility_payer", "service facility"),
     ("hist_procedure_pair", "procedure combination and modifiers"),
     ("hist_payer_procedure_pair", "procedure combination and modifiers"),
@@ -278,21 +277,17 @@ class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
         arrays = ClaimArrays.from_tables(tables)
         self.history_.refresh(arrays, claim_feature_columns(arrays), outcomes)
 
-    def transform(self, tables: ClaimTables, stale: bool = False) -> pd.DataFrame:
-        return self.transform_with_context(tables, stale)[0]
+    def transform(self, tables: ClaimTables) -> pd.DataFrame:
+        return self.transform_with_context(tables)[0]
 
-    def transform_with_context(
-        self, tables: ClaimTables, stale: bool = False
-    ) -> tuple[pd.DataFrame, Context]:
+    def transform_with_context(self, tables: ClaimTables) -> tuple[pd.DataFrame, Context]:
         """Model matrix (one row per claim, in ``tables.claims`` order) and its context.
 
         A large batch (training's) is built range by range into one matrix: the history
         look-ups of a range hold a few hundred values per line and pair, which for a million
         claims at once would take gigabytes. Ranges give the same rows bit for bit.
-        ``stale``: training's rows, half of them from older outcomes (see
-        :func:`features.history.training_staleness`).
         """
-        batch = self.batch(tables, stale=stale)
+        batch = self.batch(tables)
         n = batch.n_claims
         if n <= _TRANSFORM_RANGE:
             return self.frame(batch.columns(0, n)), batch.context()
@@ -302,9 +297,7 @@ class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
             columns[:, start:stop] = batch.columns(start, stop)
         return self.frame(columns), batch.context()
 
-    def batch(
-        self, tables: ClaimTables, executor: Executor | None = None, stale: bool = False
-    ) -> FeatureBatch:
+    def batch(self, tables: ClaimTables, executor: Executor | None = None) -> FeatureBatch:
         """The claims ready to become matrix rows, any range of claims at a time.
 
         What depends on the whole batch is done here, once: reading the tables, the claim
@@ -314,7 +307,7 @@ class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
         """
         arrays = ClaimArrays.from_tables(tables)
         claim_features = claim_feature_columns(arrays)
-        history = self.history_.batch(arrays, claim_features, executor, stale)
+        history = self.history_.batch(arrays, claim_features, executor)
         return FeatureBatch(self, claim_features, history)
 
     def frame(self, columns: np.ndarray) -> pd.DataFrame:

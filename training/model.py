@@ -57,12 +57,10 @@ def fit_pipeline(
     ``tuner``, if given, picks the estimator's settings from the training matrix first.
     ``history``: the claims and outcomes known at the training cutoff, for the history state
     (see :meth:`ClaimFeatureTransformer.fit`); by default the training claims themselves.
-    Half the training rows see older outcomes than their day's, as served claims do
-    (:func:`features.history.training_staleness`).
     """
     features: ClaimFeatureTransformer = pipeline.named_steps["features"]
     features.fit(tables, labels, history)
-    matrix = features.transform(tables, stale=True)
+    matrix = features.transform(tables)
     if tuner is not None:
         pipeline.named_steps["model"].set_params(config=tuner(matrix, labels))
     pipeline.named_steps["model"].fit(matrix, labels)

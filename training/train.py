@@ -127,11 +127,11 @@ def refit_reasons_with_later_period(
 ) -> None:
     """The registered model's reasons learned from the training period's denials and the test
     period's (see :meth:`DenialRiskEstimator.refit_reasons`). The training denials' rows are
-    built again as at fit (the history as of the training cutoff, the same stale rows)."""
+    built again as at fit (the history as of the training cutoff)."""
     train_denied = data.train_labels["denied"].astype(bool).to_numpy()
     test_denied = data.test_labels["denied"].astype(bool).to_numpy()
     tables = data.train_tables.subset(data.train_tables.claims["claim_id"][train_denied])
-    train_rows = pipeline.named_steps["features"].transform(tables, stale=True)
+    train_rows = pipeline.named_steps["features"].transform(tables)
     matrix = pd.concat([train_rows, test_matrix[test_denied]], ignore_index=True, copy=False)
     matrix.attrs = train_rows.attrs
     labels = pd.concat(
@@ -232,10 +232,11 @@ def model_card(
         "holds every claim and remittance of "
         f"the data set, through the last remittance ({_last_remittance(data)}). It is refreshed, "
         "not refit; refresh it again (`denial-risk score --history`) as new remittances arrive.",
-        "- Calibration: after evaluation, the registered model's probabilities are recalibrated "
-        "(isotonic) on the calibration slice and the test period together, every labelled claim "
-        "the boosters did not learn from; the test-period figures above are the model's before "
-        "that. Boosters and reasons are unchanged by it.",
+        "- After evaluation, the registered model takes in the test period: its probabilities "
+        "are recalibrated (isotonic) on the calibration slice and the test period together, "
+        "every labelled claim the denial booster did not learn from, and its reason model and "
+        "CARC table are re-learned on both periods' denials. The test-period figures above are "
+        "the model's before that; the denial booster is unchanged by it.",
         "- Payers, procedures and diagnoses rarer than the category threshold are pooled as "
         "'other'; a new payer starts from the prior denial rate.",
         "- Calibration drifts when payers change rules: watch the calibration plot each retrain.",

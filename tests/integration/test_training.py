@@ -184,49 +184,6 @@ def test_training_rows_equal_the_rows_served_on_the_claims_own_day(sim_dir):
     assert compared >= 20
 
 
-def test_stale_training_rows_equal_rows_served_with_older_outcomes(sim_dir):
-    """Half the training rows are built from older outcomes, as a served model scores claims
-    weeks or months after its latest remittance: such a row equals what a model whose history
-    holds the claims sent before the claim's day, but only the remittances that had arrived
-    its lag earlier, gives it (the age of that history included)."""
-    from features.history import TRAINING_STALENESS_DAYS, training_staleness
-    from training.dataset import default_split, make_training_data
-    from training.model import build_pipeline
-
-    dataset, _ = ClaimsDataset.read(sim_dir)
-    data = make_training_data(dataset, default_split(dataset.claims))
-    features = build_pipeline().named_steps["features"]
-    features.fit(
-        data.train_tables, data.train_labels, history=data.history_before(data.split.train_until)
-    )
-    stale_rows = features.transform(data.train_tables, stale=True)
-    fresh_rows = features.transform(data.train_tables).to_numpy()
-    claims = data.train_tables.claims
-    lag = training_staleness(claims["claim_id"].to_numpy(dtype=object))
-    assert 0.4 < (lag > 0).mean() < 0.6 and lag.max() <= TRAINING_STALENESS_DAYS
-    np.testing.assert_array_equal(stale_rows.to_numpy()[lag == 0], fresh_rows[lag == 0])
-    age = stale_rows["hist_outcomes_days_old"].to_numpy()
-    assert age[lag > 0].mean() > age[lag == 0].mean() + 30
-    days = pd.to_datetime(claims["submission_date"])
-    later = np.flatnonzero((lag > 0) & (days >= days.quantile(0.5)).to_numpy())
-    rng = np.random.default_rng(5)
-    compared = 0
-    for row in rng.choice(later, 6, replace=False):
-        day, claim_lag = pd.Timestamp(days.iloc[row]), int(lag[row])
-        sent, outcomes = data.history_before(day)
-        known = outcomes[
-            pd.to_datetime(outcomes["remit_date"]) < day - pd.Timedelta(claim_lag, "D")
-        ]
-        served = copy_with_history(features, sent, known.reset_index(drop=True))
-        same = np.flatnonzero(((days == day).to_numpy()) & (lag == claim_lag))
-        batch = data.train_tables.subset(claims["claim_id"].iloc[same])
-        np.testing.assert_array_equal(
-            served.transform(batch).to_numpy(), stale_rows.to_numpy()[same]
-        )
-        compared += len(same)
-    assert compared >= 6
-
-
 def copy_with_history(features, tables, outcomes):
     import copy
 

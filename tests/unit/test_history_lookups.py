@@ -167,7 +167,6 @@ def _reference_history(
     )
     out["hist_days_past_known_coverage_end"] = service_day - outcome("coverage_end")
     out["hist_member_id_corrected"] = outcome("member_corrected")
-    out["hist_outcomes_days_old"] = (claims["submission_day"] - anchor).astype(float)
     return {name: out[name] for name in HISTORY_FEATURES}
 
 
