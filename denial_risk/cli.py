@@ -250,6 +250,14 @@ def train(
     tune: Annotated[
         int, typer.Option("--tune", min=0, help="Optuna trials on time-ordered folds (0 = off).")
     ] = 0,
+    max_training_claims: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="The boosters learn from at most this many of the latest training claims; "
+            "older ones still feed the history rates (0 = every claim; default 400,000).",
+        ),
+    ] = None,
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Train denial, reason and CARC models; evaluate on a later period; register in MLflow."""
@@ -270,6 +278,10 @@ def train(
         champion_alias=settings.champion_alias,
         tune_trials=tune,
     )
+    if max_training_claims is not None:
+        train_settings = train_settings.model_copy(
+            update={"max_training_claims": max_training_claims or None}
+        )
     try:
         with progress_bar("training") as update:
             outcome = run_training(train_settings, settings.resolved_tracking_uri(), update)

@@ -488,6 +488,11 @@ class KeyColumns:
         combined = self._keys[names] = mixed.view(np.int64)
         return combined
 
+    def forget_key(self, names: tuple[str, ...]) -> None:
+        """Drop the grouping's cached key (built again if asked for): at fit, each of a
+        million claims' groupings is 8 bytes a row, needed only while its index is built."""
+        self._keys.pop(names, None)
+
     def mix_keys(self, groupings: tuple[tuple[str, ...], ...]) -> None:
         """Build these groupings' keys now, in a few numpy calls for all (same keys as alone).
 
@@ -1343,6 +1348,8 @@ class HistoryFeatures(BaseEstimator):
             self.rate_indexes_[_categories_of(key.name)] = EventIndex(
                 keys[rows], days[rows], one_hot
             )
+            events.forget_key(key.columns)
+        del tables  # the line diagnoses and pairs are not needed again
         self.outcome_indexes_ = _outcome_indexes(claims, known, remit_day, denied, category)
         self.submission_indexes_ = self._submission_indexes(claims, lines)
         self.known_claims_ = np.unique(_claim_hash(claims["claim_id"]))
@@ -1357,6 +1364,11 @@ class HistoryFeatures(BaseEstimator):
         outcomes: pd.DataFrame,
     ) -> HistoryFeatures:
         """Replace the stored events with newer data (same model, history up to date)."""
+        # The state replaced is released first (its look-ups too): a large practice's history
+        # is never held twice. A copy refreshed (``training.model.with_history``) leaves its
+        # original's state alone.
+        for name in ("rate_indexes_", "outcome_indexes_", "submission_indexes_", "_lookups"):
+            self.__dict__.pop(name, None)
         return self.fit(arrays, claim_features, outcomes)
 
     def transform(

@@ -107,8 +107,14 @@ def make_training_data(
     dataset: ClaimsDataset,
     split: TimeSplit,
     min_training_claims: int = 500,
+    max_training_claims: int | None = None,
 ) -> TrainingData:
-    """Split claims with a known outcome into training and test periods."""
+    """Split claims with a known outcome into training and test periods.
+
+    ``max_training_claims`` keeps only the latest claims of the training period as the
+    booster's rows; the older ones still count in the history every row's rates are read from
+    (:meth:`TrainingData.history_before` is all claims sent before a day, whatever the cap).
+    """
     labels = outcome_labels(dataset)
     tables = ClaimTables.from_dataset(dataset)
     rejected_ids = set(dataset.rejections["claim_id"]) - set(labels["claim_id"])
@@ -118,6 +124,14 @@ def make_training_data(
     train_mask = (
         known & (submitted < split.train_until) & (claims["remit_date"] < split.train_until)
     )
+    if max_training_claims is not None and int(train_mask.sum()) > max_training_claims:
+        latest = submitted[train_mask].sort_values(kind="stable").index[-max_training_claims:]
+        capped = pd.Series(False, index=claims.index)
+        capped[latest] = True
+        history_only = int(train_mask.sum()) - max_training_claims
+        train_mask &= capped
+    else:
+        history_only = 0
     test_mask = known & (submitted >= split.test_from)
     train_tables = tables.subset(claims.loc[train_mask, "claim_id"])
     test_tables = tables.subset(claims.loc[test_mask, "claim_id"])
@@ -128,6 +142,7 @@ def make_training_data(
         "front_end_rejections": len(rejected_ids),
         "no_outcome_yet": int((~known).sum()) - len(rejected_ids & set(claims["claim_id"])),
         "train_claims": len(train_tables),
+        "train_claims_history_only": history_only,
         "train_denials": int(train_labels["denied"].sum()),
         "test_claims": len(test_tables),
         "test_denials": int(test_labels["denied"].sum()),

@@ -32,7 +32,7 @@ from training import plots, registry
 from training.dataset import TrainingData, default_split, make_training_data
 from training.estimator import BoosterParams, EstimatorConfig
 from training.metrics import REPORTED_METRICS, evaluate
-from training.model import build_pipeline, fit_pipeline, predict, with_history
+from training.model import Prediction, build_pipeline, fit_pipeline, predict
 from training.tune import tune_booster
 
 Progress = Callable[[str, float], None]
@@ -60,6 +60,14 @@ class TrainSettings(BaseModel):
     gate_metric: str = "roc_auc"
     force_promote: bool = False
     min_training_claims: int = Field(default=500, ge=10)
+    max_training_claims: int | None = Field(
+        default=400_000,
+        ge=10,
+        description=(
+            "The booster learns from at most this many of the latest training-period claims; "
+            "older claims still feed the history rates. None = every claim."
+        ),
+    )
     truth_path: Path | None = None
     experiment: str = "denial-risk"
     registered_model_name: str = "denial-risk"
@@ -105,10 +113,17 @@ def fingerprint(data: TrainingData) -> dict[str, str]:
     }
 
 
-def evaluate_pipeline(pipeline: Pipeline, data: TrainingData) -> tuple[dict[str, float], dict]:
-    """Later-period metrics, scoring each test claim with the history known at its sending."""
-    view = with_history(pipeline, data.all_tables, data.all_outcomes)
-    prediction = predict(view, data.test_tables)
+def evaluate_pipeline(
+    pipeline: Pipeline, data: TrainingData
+) -> tuple[dict[str, float], Prediction]:
+    """Later-period metrics, scoring each test claim with the history known at its sending.
+
+    The pipeline's history is brought up to the data set's last remittance in place (a claim's
+    rates and counts still stop at its own submission day); the state it held is released
+    first, so a million claims' history is never held twice.
+    """
+    pipeline.named_steps["features"].refresh_history(data.all_tables, data.all_outcomes)
+    prediction = predict(pipeline, data.test_tables)
     labels = data.test_labels
     metrics = evaluate(
         labels["denied"].astype(int).to_numpy(),
@@ -119,19 +134,26 @@ def evaluate_pipeline(pipeline: Pipeline, data: TrainingData) -> tuple[dict[str,
         labels["carc"].astype(str).to_numpy(),
         prediction.carc_probs,
     )
-    return metrics, {"prediction": prediction, "view": view}
+    return metrics, prediction
+
+
+def training_denial_rows(pipeline: Pipeline, data: TrainingData) -> pd.DataFrame:
+    """The model rows of the training period's denied claims as the fit saw them (history as
+    of the training cutoff): taken before evaluation moves the history on, for
+    :func:`refit_reasons_with_later_period`."""
+    denied = data.train_labels["denied"].astype(bool).to_numpy()
+    tables = data.train_tables.subset(data.train_tables.claims["claim_id"][denied])
+    return pipeline.named_steps["features"].transform(tables)
 
 
 def refit_reasons_with_later_period(
-    pipeline: Pipeline, data: TrainingData, test_matrix: pd.DataFrame
+    pipeline: Pipeline, data: TrainingData, train_rows: pd.DataFrame, test_matrix: pd.DataFrame
 ) -> None:
-    """The registered model's reasons learned from the training period's denials and the test
-    period's (see :meth:`DenialRiskEstimator.refit_reasons`). The training denials' rows are
-    built again as at fit (the history as of the training cutoff)."""
+    """The registered model's reasons learned from the training period's denials
+    (``train_rows``, see :func:`training_denial_rows`) and the test period's (see
+    :meth:`DenialRiskEstimator.refit_reasons`)."""
     train_denied = data.train_labels["denied"].astype(bool).to_numpy()
     test_denied = data.test_labels["denied"].astype(bool).to_numpy()
-    tables = data.train_tables.subset(data.train_tables.claims["claim_id"][train_denied])
-    train_rows = pipeline.named_steps["features"].transform(tables)
     matrix = pd.concat([train_rows, test_matrix[test_denied]], ignore_index=True, copy=False)
     matrix.attrs = train_rows.attrs
     labels = pd.concat(
@@ -267,7 +289,11 @@ def run_training(
         settings.test_fraction,
     )
     progress("building point-in-time training set", 0.08)
-    data = make_training_data(dataset, split, settings.min_training_claims)
+    data = make_training_data(
+        dataset, split, settings.min_training_claims, settings.max_training_claims
+    )
+    # The tables live on in ``data``; the remittance frames are not needed again.
+    del dataset
     data.counts["schema_rejected_rows"] = len(rejects)
 
     progress("fitting features and LightGBM models", 0.15)
@@ -301,11 +327,10 @@ def run_training(
     )
 
     progress("evaluating on the later period", 0.6)
-    metrics, extra = evaluate_pipeline(pipeline, data)
-    # What is registered and served: the same fitted model, its history brought up to the
-    # last remittance of the data set (the evaluation's view), not stopped at the training
-    # cutoff months earlier.
-    served = extra["view"]
+    reason_rows = training_denial_rows(pipeline, data)
+    # What is evaluated, registered and served: the fitted model with its history brought up to
+    # the last remittance of the data set, not stopped at the training cutoff months earlier.
+    metrics, prediction = evaluate_pipeline(pipeline, data)
     truth_path = settings.truth_path or settings.dataset / "truth.parquet"
     bayes: dict[str, float] = {}
     truth_p = None
@@ -328,13 +353,13 @@ def run_training(
 
     progress("drawing plots", 0.7)
     y = data.test_labels["denied"].astype(int).to_numpy()
-    prediction = extra["prediction"]
     # The figures above are the model's as it was evaluated. What is registered is then
     # calibrated on the later period too (see DenialRiskEstimator.recalibrate): the model card
     # says so.
     estimator = pipeline.named_steps["model"]
     estimator.recalibrate(estimator.predict_raw(prediction.model_matrix()), y)
-    refit_reasons_with_later_period(pipeline, data, prediction.model_matrix())
+    refit_reasons_with_later_period(pipeline, data, reason_rows, prediction.model_matrix())
+    del reason_rows
     artifacts = {
         "calibration": plots.calibration_plot(
             y, prediction.denial_probability, out / "calibration.png", truth_p
@@ -375,7 +400,9 @@ def run_training(
         for path in artifacts.values():
             mlflow.log_artifact(str(path), artifact_path="plots")
         example = data.test_tables.subset(data.test_tables.claims["claim_id"].head(3))
-        model_uri, version = registry.log_pipeline(served, example, settings.registered_model_name)
+        model_uri, version = registry.log_pipeline(
+            pipeline, example, settings.registered_model_name
+        )
         card = model_card(settings, data, metrics, bayes, version)
         (out / "model_card.md").write_text(card)
         mlflow.log_text(card, "model_card.md")

@@ -191,3 +191,47 @@ def copy_with_history(features, tables, outcomes):
     served.history_ = copy.copy(features.history_)
     served.refresh_history(tables, outcomes)
     return served
+
+
+def test_a_training_row_cap_keeps_the_latest_claims_and_all_of_history(sim_dir):
+    """``max_training_claims``: the booster's rows are the latest training-period claims; the
+    history their rates come from still holds every earlier claim."""
+    from training.dataset import default_split, make_training_data
+
+    dataset, _ = ClaimsDataset.read(sim_dir)
+    split = default_split(dataset.claims)
+    whole = make_training_data(dataset, split)
+    cap = len(whole.train_tables) // 3
+    capped = make_training_data(dataset, split, max_training_claims=cap)
+
+    kept = capped.train_tables.claims
+    assert len(kept) == cap
+    assert capped.counts["train_claims_history_only"] == len(whole.train_tables) - cap
+    dropped = whole.train_tables.claims[
+        ~whole.train_tables.claims["claim_id"].isin(kept["claim_id"])
+    ]
+    assert dropped["submission_date"].max() <= kept["submission_date"].min()
+    assert capped.train_labels["claim_id"].tolist() == kept["claim_id"].tolist()
+    history_claims, _ = capped.history_before(split.train_until)
+    assert set(dropped["claim_id"]) <= set(history_claims.claims["claim_id"])
+    assert len(capped.test_tables) == len(whole.test_tables)
+
+
+def test_train_command_caps_the_boosters_rows(trained, tmp_path):
+    """``denial-risk train --max-training-claims N``: the run learns from N claims and says how
+    many older ones fed only the history (model card and console)."""
+    from typer.testing import CliRunner
+
+    from denial_risk.cli import app
+
+    out = tmp_path / "capped"
+    result = CliRunner().invoke(
+        app,
+        ["train", str(trained.sim_dir), "--out", str(out), "--max-training-claims", "1500",
+         "--tracking-uri", f"sqlite:///{tmp_path / 'capped.db'}"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Trained on 1,500 claims" in " ".join(result.output.split())
+    card = (out / "model_card.md").read_text()
+    older = trained.outcome.counts["train_claims"] - 1500
+    assert f"- train claims history only: {older:,}" in card
