@@ -69,6 +69,11 @@ class TrainingData:
     all_outcomes: pd.DataFrame
     counts: dict[str, int] = field(default_factory=dict)
 
+    def release_training_tables(self) -> None:
+        """Let the training period's tables go (a copy of up to ``max_training_claims`` claims'
+        rows) once nothing reads them again; ``train_labels`` stay."""
+        self.train_tables = self.train_tables.subset([])
+
     def history_before(self, day: pd.Timestamp) -> tuple[ClaimTables, pd.DataFrame]:
         """What a practice knew on ``day``: every claim sent before it (rejected and unanswered
         ones included) and the outcomes whose remittance had arrived by then."""

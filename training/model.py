@@ -60,6 +60,9 @@ def fit_pipeline(
     """
     features: ClaimFeatureTransformer = pipeline.named_steps["features"]
     features.fit(tables, labels, history)
+    # The history's tables (most of a practice's claims, a gigabyte for a million) are not
+    # needed by the boosters: released before the matrix is built.
+    del history
     matrix = features.transform(tables)
     if tuner is not None:
         pipeline.named_steps["model"].set_params(config=tuner(matrix, labels))

@@ -328,6 +328,7 @@ def run_training(
 
     progress("evaluating on the later period", 0.6)
     reason_rows = training_denial_rows(pipeline, data)
+    data.release_training_tables()  # read again by nothing: room for evaluation's history
     # What is evaluated, registered and served: the fitted model with its history brought up to
     # the last remittance of the data set, not stopped at the training cutoff months earlier.
     metrics, prediction = evaluate_pipeline(pipeline, data)
