@@ -1364,12 +1364,18 @@ class HistoryFeatures(BaseEstimator):
         outcomes: pd.DataFrame,
     ) -> HistoryFeatures:
         """Replace the stored events with newer data (same model, history up to date)."""
-        # The state replaced is released first (its look-ups too): a large practice's history
-        # is never held twice. A copy refreshed (``training.model.with_history``) leaves its
-        # original's state alone.
+        # The state replaced is released first: a large practice's history is never held
+        # twice. A copy refreshed (``training.model.with_history``) leaves its original's
+        # state alone.
+        self.release()
+        return self.fit(arrays, claim_features, outcomes)
+
+    def release(self) -> None:
+        """Drop the stored events (and their look-ups) until :meth:`refresh` stores new ones;
+        transforming in between is an error. Training releases the training cutoff's history
+        while its boosters fit, since evaluation refreshes it anyway."""
         for name in ("rate_indexes_", "outcome_indexes_", "submission_indexes_", "_lookups"):
             self.__dict__.pop(name, None)
-        return self.fit(arrays, claim_features, outcomes)
 
     def transform(
         self, arrays: ClaimArrays, claim_features: dict[str, np.ndarray]
@@ -1527,6 +1533,8 @@ class HistoryFeatures(BaseEstimator):
     def _table_lookups(self) -> tuple[_TableLookups, ...]:
         """The lookups of the fitted indexes per level (:data:`LEVELS`: claims, lines, line
         diagnoses, pairs), built once, rebuilt after a fit."""
+        if "rate_indexes_" not in self.__dict__ and "known_claims_" in self.__dict__:
+            raise RuntimeError("this history was released: refresh it before transforming")
         fitted = (self.rate_indexes_, self.outcome_indexes_, self.submission_indexes_)
         cached = self.__dict__.get("_lookups")
         if cached is not None and all(a is b for a, b in zip(cached[0], fitted, strict=True)):

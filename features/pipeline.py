@@ -277,6 +277,11 @@ class ClaimFeatureTransformer(TransformerMixin, BaseEstimator):
         arrays = ClaimArrays.from_tables(tables)
         self.history_.refresh(arrays, claim_feature_columns(arrays), outcomes)
 
+    def release_history(self) -> None:
+        """Drop the history state until :meth:`refresh_history` (see
+        :meth:`HistoryFeatures.release`)."""
+        self.history_.release()
+
     def transform(self, tables: ClaimTables) -> pd.DataFrame:
         return self.transform_with_context(tables)[0]
 

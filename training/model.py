@@ -58,12 +58,32 @@ def fit_pipeline(
     ``history``: the claims and outcomes known at the training cutoff, for the history state
     (see :meth:`ClaimFeatureTransformer.fit`); by default the training claims themselves.
     """
+    return fit_model(pipeline, fit_features(pipeline, tables, labels, history), labels, tuner)
+
+
+def fit_features(
+    pipeline: Pipeline,
+    tables: ClaimTables,
+    labels: pd.DataFrame,
+    history: tuple[ClaimTables, pd.DataFrame] | None = None,
+) -> pd.DataFrame:
+    """The first half of :func:`fit_pipeline`: fit the feature step, return the training
+    matrix (one row per claim of ``tables``)."""
     features: ClaimFeatureTransformer = pipeline.named_steps["features"]
     features.fit(tables, labels, history)
     # The history's tables (most of a practice's claims, a gigabyte for a million) are not
     # needed by the boosters: released before the matrix is built.
     del history
-    matrix = features.transform(tables)
+    return features.transform(tables)
+
+
+def fit_model(
+    pipeline: Pipeline,
+    matrix: pd.DataFrame,
+    labels: pd.DataFrame,
+    tuner: Callable[[pd.DataFrame, pd.DataFrame], EstimatorConfig] | None = None,
+) -> Pipeline:
+    """The second half of :func:`fit_pipeline`: fit the estimator on the training matrix."""
     if tuner is not None:
         pipeline.named_steps["model"].set_params(config=tuner(matrix, labels))
     pipeline.named_steps["model"].fit(matrix, labels)

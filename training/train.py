@@ -32,7 +32,7 @@ from training import plots, registry
 from training.dataset import TrainingData, default_split, make_training_data
 from training.estimator import BoosterParams, EstimatorConfig
 from training.metrics import REPORTED_METRICS, evaluate
-from training.model import Prediction, build_pipeline, fit_pipeline, predict
+from training.model import Prediction, build_pipeline, fit_features, fit_model, predict
 from training.tune import tune_booster
 
 Progress = Callable[[str, float], None]
@@ -318,17 +318,22 @@ def run_training(
         tuned["tuned.cv_roc_auc"] = best_auc
         return EstimatorConfig(booster=booster)
 
-    fit_pipeline(
+    matrix = fit_features(
         pipeline,
         data.train_tables,
         data.train_labels,
-        tuner if settings.tune_trials else None,
         history=data.history_before(split.train_until),
     )
+    # Everything the training cutoff's history still has to give is taken before the boosters
+    # are fit; then that history and the training period's tables are released (evaluation
+    # builds the history over every claim): a million claims' boosters fit in 1.3 GB less.
+    reason_rows = training_denial_rows(pipeline, data)
+    data.release_training_tables()
+    pipeline.named_steps["features"].release_history()
+    fit_model(pipeline, matrix, data.train_labels, tuner if settings.tune_trials else None)
+    del matrix
 
     progress("evaluating on the later period", 0.6)
-    reason_rows = training_denial_rows(pipeline, data)
-    data.release_training_tables()  # read again by nothing: room for evaluation's history
     # What is evaluated, registered and served: the fitted model with its history brought up to
     # the last remittance of the data set, not stopped at the training cutoff months earlier.
     metrics, prediction = evaluate_pipeline(pipeline, data)

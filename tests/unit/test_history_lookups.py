@@ -253,6 +253,23 @@ def test_combined_lookups_are_not_pickled_and_follow_a_refit():
     _assert_same_as_reference(fitted, tables)
 
 
+def test_a_released_history_refuses_to_transform_until_refreshed():
+    # Training releases the training cutoff's history while its boosters fit (evaluation
+    # refreshes it over every claim): nothing may read the released state by mistake.
+    fitted, tables = _fitted_on_first(50)
+    _assert_same_as_reference(fitted, tables)
+    fitted.release()
+    assert not {"rate_indexes_", "outcome_indexes_", "submission_indexes_", "_lookups"} & set(
+        fitted.__dict__
+    )
+    arrays = ClaimArrays.from_tables(tables)
+    with pytest.raises(RuntimeError, match="released"):
+        fitted.transform(arrays, claim_feature_columns(arrays))
+    _, outcomes = _wider_world()
+    fitted.refresh(arrays, claim_feature_columns(arrays), outcomes)
+    _assert_same_as_reference(fitted, tables)
+
+
 def test_a_large_batch_looks_its_lines_up_in_a_second_thread(monkeypatch):
     fitted, tables = _fitted_on_first(50)
     threads: list[str] = []
