@@ -4,8 +4,8 @@
 A flat "claim lines" layout (one row per service line, claim fields repeated, diagnoses as a
 comma-separated list) is offered for CSV input and for the MLflow pyfunc signature. Every contract
 column of ``claims`` and ``lines`` has a column of its own name there (line fields that share a
-claim field's meaning are ``line_``-prefixed in the contract itself); a column the input lacks
-reads as empty.
+claim field's meaning are ``line_``-prefixed in the contract itself); an optional column the
+input lacks reads as empty, and a file without a column the contract requires is refused whole.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from features.schema import (
     CLAIMS,
     DIAGNOSES,
     LINES,
+    OPTIONAL_COLUMNS,
     ClaimsDataset,
     _validate_table,
     column_values,
@@ -29,6 +30,22 @@ from features.schema import (
 
 FLAT_DIAGNOSES_COLUMN = "diagnosis_codes"
 _LINE_COLUMNS = [c for c in LINES.columns if c != "claim_id"]
+FLAT_REQUIRED_COLUMNS = tuple(
+    dict.fromkeys(
+        column
+        for name, schema in (("claims", CLAIMS), ("lines", LINES))
+        for column, spec in schema.columns.items()
+        if not spec.nullable
+        and column not in OPTIONAL_COLUMNS.get(name, ())
+        and column != "has_other_coverage"  # absent reads as false (no other coverage known)
+    )
+)
+"""The columns a flat claim-lines file must have: those the contract needs a value in. Without
+one every claim would be quarantined for it, which says less than naming the column."""
+
+
+class MissingColumnsError(ValueError):
+    """A flat claim-lines file lacks columns the contract requires (named in the message)."""
 
 
 @dataclass
@@ -76,8 +93,15 @@ class ClaimTables:
 
         Claim fields are read from each claim's first line; a column the frame lacks reads as
         empty (``has_other_coverage`` as false). ``has_other_coverage`` written as text (a CSV)
-        is read as a yes/no word; a claim with any other text there is quarantined.
+        is read as a yes/no word; a claim with any other text there is quarantined. A frame
+        without one of :data:`FLAT_REQUIRED_COLUMNS` raises :class:`MissingColumnsError`.
         """
+        missing = [c for c in FLAT_REQUIRED_COLUMNS if c not in flat.columns]
+        if missing:
+            raise MissingColumnsError(
+                f"the claim lines lack required column(s): {', '.join(missing)}; nothing was "
+                f"read (a claim-lines file needs {', '.join(FLAT_REQUIRED_COLUMNS)})"
+            )
         claim_columns = [c for c in CLAIMS.columns if c in flat.columns]
         claims = flat[claim_columns].drop_duplicates("claim_id").reset_index(drop=True)
         for column in CLAIMS.columns:

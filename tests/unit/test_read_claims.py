@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.claim_tables import ClaimTables
+from features.claim_tables import FLAT_REQUIRED_COLUMNS, ClaimTables, MissingColumnsError
 from features.schema import CLAIM_TABLES, OPTIONAL_COLUMNS, ClaimsDataset
 from serving.batch import read_claims
 from tests.utils.factories import make_claim, make_whole_claim, tables_from
@@ -76,3 +76,23 @@ def test_other_coverage_written_as_text_is_read_as_yes_or_no(tmp_path: Path) -> 
     assert refused["claim_id"].tolist() == ["COB-5"]
     assert "has_other_coverage 'maybe' is not true or false" in refused["reason"].iloc[0]
     assert rejects[rejects["table"] == "lines"]["claim_id"].tolist() == ["COB-5"]
+
+
+@pytest.mark.parametrize(
+    "dropped", [["claim_id"], ["submission_date", "total_charge"], ["service_date"]]
+)
+def test_flat_claim_lines_without_a_required_column_are_refused_by_name(
+    tmp_path: Path, dropped: list[str]
+) -> None:
+    # Without one, every claim would be quarantined (or, for claim_id, a KeyError): the user
+    # is told which columns to add instead.
+    flat = tables_from([make_claim(), make_claim()]).to_flat_lines().drop(columns=dropped)
+    with pytest.raises(MissingColumnsError) as refused:
+        read_claims(_write(flat, tmp_path / "lines.csv"))
+    assert f"lack required column(s): {', '.join(dropped)};" in str(refused.value)
+    assert set(FLAT_REQUIRED_COLUMNS) <= set(tables_from([make_claim()]).to_flat_lines().columns)
+
+
+def test_readme_lists_the_required_claim_lines_columns() -> None:
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    assert ", ".join(FLAT_REQUIRED_COLUMNS) in readme
