@@ -43,6 +43,7 @@ from __future__ import annotations
 import datetime as dt
 import operator
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cache, lru_cache, reduce
@@ -449,6 +450,7 @@ def _validate_table(name: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Da
         return valid, None
     frame = with_optional_columns(name, frame)
     schema = _schema_with_all_columns(name, frame)
+    frame, out_of_range = _without_dates_out_of_range(schema, frame)
     if len(frame) <= _FAST_PATH_MAX_ROWS and _pandera_checks_data():
         rules = _table_rules(name)
         # The fast path never returns the frame it is given, so resetting a default index first
@@ -456,8 +458,9 @@ def _validate_table(name: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Da
         plain = frame if _has_default_index(frame) else frame.reset_index(drop=True)
         valid = _valid_if_clean(rules, plain) if rules is not None else None
         if valid is not None:
-            return valid, None
-    return _pandera_validate(name, schema, frame.reset_index(drop=True))
+            return valid, _with_rejects(name, out_of_range, None)
+    valid, rejected = _pandera_validate(name, schema, frame.reset_index(drop=True))
+    return valid, _with_rejects(name, out_of_range, rejected)
 
 
 def _validate_table_with_pandera(
@@ -466,7 +469,76 @@ def _validate_table_with_pandera(
     """:func:`validate_table` without the fast path: the reference the fast path must equal."""
     frame = with_optional_columns(name, frame)
     schema = _schema_with_all_columns(name, frame)
-    return _pandera_validate(name, schema, frame.reset_index(drop=True))
+    frame, out_of_range = _without_dates_out_of_range(schema, frame)
+    valid, rejected = _pandera_validate(name, schema, frame.reset_index(drop=True))
+    combined = _with_rejects(name, out_of_range, rejected)
+    return valid, empty_rejects() if combined is None else combined
+
+
+DATE_RANGE = (pd.Timestamp("1677-09-22"), pd.Timestamp("2262-04-11"))
+"""The dates a table can hold (pandas' nanosecond timestamps); a claim with a date outside is
+quarantined, not the whole batch it came in."""
+
+
+def _without_dates_out_of_range(
+    schema: pa.DataFrameSchema, frame: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """``frame`` without the rows holding a date outside :data:`DATE_RANGE`, and those rows
+    with their reason (``None`` when there are none).
+
+    pandera coerces a date column as a whole: one birth date of 0001-01-01 failed the column,
+    so every claim in the table. Dates that do not parse are left to pandera, which names them
+    row by row. The reason does not repeat the date (a birth date is the patient's)."""
+    bad = np.zeros(len(frame), dtype=bool)
+    reasons: list[list[str]] = [[] for _ in range(len(frame))]
+    for column, spec in schema.columns.items():
+        if str(spec.dtype) != _DATE or column not in frame.columns:
+            continue
+        values = frame[column]
+        if values.dtype == np.dtype(_DATE):
+            continue  # nanosecond dates are within the range by construction
+        if pd.api.types.is_datetime64_any_dtype(values.dtype):
+            parsed = values
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "could not infer format"
+                parsed = pd.to_datetime(values, errors="coerce")
+                # The format is inferred from the first value: values written otherwise (a
+                # few, or none) are parsed one by one.
+                again = parsed.isna() & values.notna()
+                if again.any():
+                    parsed = parsed.astype("datetime64[s]")
+                    parsed[again] = pd.to_datetime(values[again], errors="coerce", format="mixed")
+        outside = (
+            parsed.notna() & ((parsed < DATE_RANGE[0]) | (parsed > DATE_RANGE[1]))
+        ).to_numpy()
+        for row in np.flatnonzero(outside):
+            reasons[row].append(
+                f"{column} is outside the dates a claim can hold "
+                f"({DATE_RANGE[0]:%Y-%m-%d} to {DATE_RANGE[1]:%Y-%m-%d})"
+            )
+        bad |= outside
+    if not bad.any():
+        return frame, None
+    rejected = frame[bad].reset_index(drop=True)
+    for column in rejected.columns:
+        if pd.api.types.is_datetime64_any_dtype(rejected[column].dtype):
+            # As objects: quarantined rows are concatenated with others' nanosecond dates.
+            rejected[column] = rejected[column].astype(object)
+    rejected["reason"] = ["; ".join(reasons[row]) for row in np.flatnonzero(bad)]
+    return frame[~bad], rejected
+
+
+def _with_rejects(
+    name: str, out_of_range: pd.DataFrame | None, rejected: pd.DataFrame | None
+) -> pd.DataFrame | None:
+    """Rows quarantined for their dates before validation, then those validation rejected."""
+    if out_of_range is None:
+        return rejected
+    out_of_range.insert(0, "table", name)
+    if rejected is None or rejected.empty:
+        return out_of_range
+    return pd.concat([out_of_range, rejected], ignore_index=True)
 
 
 def with_optional_columns(name: str, frame: pd.DataFrame) -> pd.DataFrame:

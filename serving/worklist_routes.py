@@ -61,6 +61,12 @@ class GroupCode(StrEnum):
     CR = "CR"
 
 
+EARLIEST_DATE, LATEST_DATE = dt.date(1900, 1, 1), dt.date(2200, 12, 31)
+"""The dates a denial, a service or a worklist's day may have: the worklist's deadlines and
+ages are counted in pandas timestamps, whose range ends in 2262 (a date of 1600 or 9999 was a
+500, not a clear refusal)."""
+
+
 class DenialIn(BaseModel):
     """One denial from an 835 (or one front-end rejection from a 999/277CA)."""
 
@@ -85,8 +91,10 @@ class DenialIn(BaseModel):
     rarcs: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9]{1,7}$")]] = Field(
         default_factory=list, max_length=20
     )
-    denial_date: dt.date = Field(description="Remittance (or rejection) date.")
-    service_date: dt.date | None = None
+    denial_date: dt.date = Field(
+        ge=EARLIEST_DATE, le=LATEST_DATE, description="Remittance (or rejection) date."
+    )
+    service_date: dt.date | None = Field(default=None, ge=EARLIEST_DATE, le=LATEST_DATE)
     denied_amount: float = Field(ge=0, le=10_000_000, description="Dollars not paid.")
     procedure_code: str | None = Field(default=None, max_length=5)
     prior_attempts: int = Field(default=0, ge=0, le=50)
@@ -107,7 +115,10 @@ class PrioritizeRequest(BaseModel):
 
     denials: list[DenialIn] = Field(min_length=1, max_length=100_000)
     as_of: dt.date | None = Field(
-        default=None, description="Date the list is made for; default: the latest denial date."
+        default=None,
+        ge=EARLIEST_DATE,
+        le=LATEST_DATE,
+        description="Date the list is made for; default: the latest denial date.",
     )
     limit: int | None = Field(
         default=None, ge=1, le=100_000, description="Return only the top `limit` queue rows."

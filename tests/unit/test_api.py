@@ -185,6 +185,39 @@ def test_one_bad_claim_does_not_fail_the_batch(client: TestClient) -> None:
     assert "5-character CPT/HCPCS code" in error["problems"][0]["message"]
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("patient_birth_date", "0001-01-01"),
+        ("service_date_from", "2262-04-12"),
+        ("submission_date", "1600-01-01"),
+    ],
+)
+def test_a_date_outside_the_range_fails_only_its_claim(
+    client: TestClient, field: str, value: str
+) -> None:
+    # Issue 20: such a date failed the whole batch's validation (500, every claim lost).
+    odd = make_claim(claim_id="ODD-2")
+    odd[field] = value
+    if field == "service_date_from":  # the whole claim's service and its sending, lines too
+        odd["service_date_to"] = odd["submission_date"] = value
+        for line in odd["lines"]:
+            line["service_date"] = value
+    claims = [make_claim(claim_id="GOOD-1"), odd, make_claim(claim_id="GOOD-3")]
+    answer = _score(client, claims)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert [r["claim_id"] for r in body["results"]] == ["GOOD-1", "GOOD-3"]
+    assert body["scored"] == 2 and body["rejected"] == 1
+    error = body["errors"][0]
+    assert error["index"] == 1 and error["claim_id"] == "ODD-2"
+    messages = " ".join(p["message"] for p in error["problems"])
+    if field != "submission_date":  # (sent before its service: refused for that first)
+        assert f"{field} is outside the dates a claim can hold" in messages
+    if field == "patient_birth_date":
+        assert value not in answer.text  # a birth date is the patient's: not echoed
+
+
 def test_repeated_claim_ids_are_both_refused(client: TestClient) -> None:
     claims = [make_claim(claim_id="SAME"), make_claim(claim_id="SAME"), make_claim()]
     body = _score(client, claims).json()

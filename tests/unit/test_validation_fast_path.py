@@ -232,18 +232,24 @@ def test_a_failing_row_is_left_to_pandera(defect: str) -> None:
 
 
 @pytest.mark.parametrize("as_datetime", [False, True], ids=["as text", "as datetime64[s]"])
-def test_a_table_pandera_cannot_split_raises_the_same_error(as_datetime: bool) -> None:
-    # A date past 2262 fails coercion without naming a row: the whole table is refused.
+def test_a_date_past_2262_quarantines_its_claim_on_both_paths(as_datetime: bool) -> None:
+    # pandera fails such a date's whole column without naming a row: before validation the
+    # claim holding it is quarantined (issue 20: it failed the whole table, so the batch).
     rows = _rows(2)
     rows[CLAIMS][1]["submission_date"] = "3000-01-01"
     frames = _frames(rows)
     if as_datetime:  # as the API builds it: the fast path converts units itself
         frames[0]["submission_date"] = frames[0]["submission_date"].astype("datetime64[s]")
-    with pytest.raises(ValueError) as fast:
-        validated(*frames)
-    with pytest.raises(ValueError) as slow:
-        _validated(*frames, _validate_table_with_pandera)
-    assert str(fast.value) == str(slow.value)
+    fast_tables, fast_rejects = validated(*frames)
+    slow_tables, slow_rejects = _validated(*frames, _validate_table_with_pandera)
+    claim_ids = [r["claim_id"] for r in rows[CLAIMS]]
+    assert fast_tables.claims["claim_id"].tolist() == [claim_ids[0]]
+    for name in ("claims", "lines", "diagnoses"):
+        pd.testing.assert_frame_equal(getattr(fast_tables, name), getattr(slow_tables, name))
+    pd.testing.assert_frame_equal(fast_rejects, slow_rejects)
+    refused = fast_rejects[fast_rejects["table"] == "claims"]
+    assert refused["claim_id"].tolist() == [claim_ids[1]]
+    assert refused["reason"].iloc[0].startswith("submission_date is outside the dates")
 
 
 def test_api_frames_take_the_fast_path_with_pandera_results() -> None:
@@ -463,17 +469,24 @@ def test_editing_a_request_table_leaves_its_other_columns_alone() -> None:
     assert list(changed.columns.get_level_values(0).unique()) == ["procedure_code"]
 
 
-def test_a_request_date_past_2262_fails_as_pandera_fails_it() -> None:
+def test_a_request_date_past_2262_quarantines_its_claim_as_the_reference_does() -> None:
     # Valid for the request schema, but no nanosecond timestamp holds it: the claims table is
-    # built as before (second resolution) and refused as a whole, with pandera's message.
-    claims = [ClaimIn.model_validate(make_claim(submission_date="3000-01-01"))]
+    # built as before (second resolution) and the claim quarantined, on both paths alike.
+    claims = [
+        ClaimIn.model_validate(make_claim(claim_id="LATE", submission_date="3000-01-01")),
+        ClaimIn.model_validate(make_claim(claim_id="FINE")),
+    ]
     built = claims_to_frames(claims)
     assert built[0]["submission_date"].dtype == np.dtype("datetime64[s]")
-    with pytest.raises(ValueError) as fast:
-        validated(*built)
-    with pytest.raises(ValueError) as slow:
-        _validated(*_claims_to_frames_row_by_row(claims), _validate_table_with_pandera)
-    assert str(fast.value) == str(slow.value)
+    fast_tables, fast_rejects = validated(*built)
+    slow_tables, slow_rejects = _validated(
+        *_claims_to_frames_row_by_row(claims), _validate_table_with_pandera
+    )
+    assert fast_tables.claims["claim_id"].tolist() == ["FINE"]
+    pd.testing.assert_frame_equal(fast_tables.claims, slow_tables.claims)
+    assert fast_rejects["claim_id"].tolist() == slow_rejects["claim_id"].tolist()
+    assert fast_rejects["reason"].tolist() == slow_rejects["reason"].tolist()
+    assert set(fast_rejects["claim_id"]) == {"LATE"}
 
 
 def _contract_frames(rows: Rows) -> Frames:

@@ -246,3 +246,27 @@ def test_api_needs_a_key_and_a_configured_service() -> None:
     assert client(WorklistService()).post("/v1/denials/prioritize", json=body).status_code == 401
     answer = client(None).post("/v1/denials/prioritize", json=body, headers={"X-API-Key": KEY})
     assert answer.status_code == 503 and "worklist_service" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("denial", "as_of", "field"),
+    [
+        ({"denial_date": "1600-01-01"}, None, "denials[0].denial_date"),
+        ({"service_date": "0001-01-01"}, None, "denials[0].service_date"),
+        ({}, "9999-01-01", "as_of"),
+    ],
+)
+def test_api_refuses_dates_no_remittance_carries_by_name(
+    denial: dict[str, str], as_of: str | None, field: str
+) -> None:
+    # Issue 20: such dates were a 500 (found by schemathesis), not a 422 naming the field.
+    body: dict[str, object] = {"denials": [_denial_json(**denial)]}
+    if as_of:
+        body["as_of"] = as_of
+    answer = client(WorklistService()).post(
+        "/v1/denials/prioritize", json=body, headers={"X-API-Key": KEY}
+    )
+    assert answer.status_code == 422, answer.text
+    (error,) = answer.json()["detail"]  # (FastAPI's own format in this bare app)
+    assert ".".join(str(part) for part in error["loc"][1:]).replace(".0.", "[0].") == field
+    assert "1900-01-01" in error["msg"] or "2200-12-31" in error["msg"]
