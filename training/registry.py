@@ -249,6 +249,11 @@ class VersionRow:
 
 def list_versions(client: MlflowClient, name: str, metric_names: list[str]) -> list[VersionRow]:
     """Every registered version with its aliases and headline test-period metrics."""
+    # The aliases from the registered model: a version search leaves them out (an empty list
+    # for every version on the sqlite store, so the champion never showed).
+    aliases_of: dict[str, list[str]] = {}
+    for alias, version in client.get_registered_model(name).aliases.items():
+        aliases_of.setdefault(str(version), []).append(alias)
     rows = []
     for mv in client.search_model_versions(f"name='{name}'"):
         metrics: dict[str, float] = {}
@@ -258,7 +263,7 @@ def list_versions(client: MlflowClient, name: str, metric_names: list[str]) -> l
         rows.append(
             VersionRow(
                 version=str(mv.version),
-                aliases=list(mv.aliases or []),
+                aliases=sorted(aliases_of.get(str(mv.version), [])),
                 run_id=mv.run_id or "",
                 created=pd.Timestamp(mv.creation_timestamp, unit="ms").strftime("%Y-%m-%d %H:%M"),
                 metrics=metrics,

@@ -102,6 +102,11 @@ def test_weaker_model_is_registered_but_not_promoted_and_rollback_works(trained,
 
     registry.promote(client, "denial-risk", outcome.version)
     assert registry.champion_version(client, "denial-risk", "champion") == outcome.version
+    aliases = {
+        row.version: row.aliases for row in registry.list_versions(client, "denial-risk", [])
+    }
+    assert aliases[outcome.version] == ["champion"]  # what `denial-risk models` shows
+    assert aliases[champion] == ["previous_champion"]
     assert registry.rollback(client, "denial-risk") == champion
     assert registry.champion_version(client, "denial-risk", "champion") == champion
 
