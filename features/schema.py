@@ -68,6 +68,9 @@ except ImportError:  # pragma: no cover
 PROCEDURE_CODE_PATTERN = r"^[A-Z0-9][0-9]{3}[A-Z0-9]$"
 ICD10_PATTERN = r"^[A-TV-Z][0-9][0-9A-Z]{0,5}$"
 NPI_PATTERN = r"^[0-9]{10}$"
+KEY_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+"""A claim's, payer's or member's ID: at least one visible character and no control character
+(a blank or NUL-bearing ID would group unrelated claims as one history)."""
 
 _DATE = "datetime64[ns]"
 
@@ -86,13 +89,13 @@ def _money(nullable: bool = False) -> pa.Column:
 
 CLAIMS = pa.DataFrameSchema(
     {
-        "claim_id": _text(checks=pa.Check.str_length(1, 38)),
+        "claim_id": _text(checks=[pa.Check.str_length(1, 38), pa.Check.str_matches(KEY_PATTERN)]),
         "submission_date": _date(),
         "claim_type": _text(checks=pa.Check.isin(["professional", "institutional"])),
         # 1 original, 7 replacement, 8 void; institutional bills use the other digits too.
         "frequency_code": _text(checks=pa.Check.str_matches(r"^[0-9A-Z]$")),
         "original_payer_claim_number": _text(nullable=True),
-        "payer_id": _text(),
+        "payer_id": _text(checks=pa.Check.str_matches(KEY_PATTERN)),
         "payer_name": _text(nullable=True),
         "claim_filing_indicator": _text(nullable=True),
         "payer_type": _text(checks=pa.Check.isin(list(PAYER_TYPES))),
@@ -104,7 +107,7 @@ CLAIMS = pa.DataFrameSchema(
         "total_charge": _money(),
         "service_date_from": _date(),
         "service_date_to": _date(),
-        "patient_id": _text(),
+        "patient_id": _text(checks=pa.Check.str_matches(KEY_PATTERN)),
         "patient_birth_date": _date(nullable=True),
         "patient_sex": _text(nullable=True, checks=pa.Check.isin(["M", "F", "U"])),
         "prior_auth_number": _text(nullable=True),
@@ -404,6 +407,8 @@ _EXPECTED: dict[str, str] = {
     "on 5010 claims",
     "claim_id": "a patient control number (CLM01) of 1-38 characters, unique in the file",
     "units": "a number of units greater than 0",
+    "payer_id": "a payer ID with a visible character and no control character",
+    "patient_id": "a member ID with a visible character and no control character",
     "line_number": "a line number of 1 or more",
     "position": "a diagnosis position of 1 or more",
     "payer_type": f"one of {', '.join(PAYER_TYPES)}",

@@ -41,7 +41,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from features.codes import PAYER_TYPES
-from features.schema import ICD10_PATTERN, PROCEDURE_CODE_PATTERN
+from features.schema import ICD10_PATTERN, KEY_PATTERN, PROCEDURE_CODE_PATTERN
 
 MAX_BATCH_CLAIMS_CEILING = 100_000
 """Hard ceiling of the request schema; the configured limit (``max_batch_claims``) is lower."""
@@ -467,12 +467,14 @@ class ClaimIn(BaseModel):
         },
     )
 
-    claim_id: str = Field(min_length=1, max_length=38, description="Patient control number.")
+    claim_id: str = Field(
+        min_length=1, max_length=38, pattern=KEY_PATTERN, description="Patient control number."
+    )
     submission_date: dt.date = Field(description="The day the claim is (to be) sent.")
     claim_type: ClaimType
     frequency_code: FrequencyCode = FrequencyCode.original
     original_payer_claim_number: OptionalText = None
-    payer_id: str = Field(min_length=1, max_length=80)
+    payer_id: str = Field(min_length=1, max_length=80, pattern=KEY_PATTERN)
     payer_name: OptionalText = None
     claim_filing_indicator: str | None = Field(
         default=None, pattern=r"^[0-9A-Z]{1,2}$", description="SBR09, e.g. CI, MB, MC."
@@ -489,6 +491,7 @@ class ClaimIn(BaseModel):
     patient_id: str = Field(
         min_length=1,
         max_length=80,
+        pattern=KEY_PATTERN,
         description="Member ID: a grouping key for the patient's claim history; never logged.",
     )
     patient_birth_date: dt.date | None = Field(default=None, description="Never logged.")

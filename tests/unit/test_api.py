@@ -237,6 +237,10 @@ def test_repeated_claim_ids_are_both_refused(client: TestClient) -> None:
         ({"total_charge": "a lot"}, "claims[0].total_charge", "should be a number"),
         ({"lines": []}, "claims[0].lines", "at least one service line"),
         ({"prior_auth": "A1"}, "claims[0].prior_auth", "not a field"),
+        # Issue 20: blank and NUL-bearing IDs were accepted (one history for unrelated claims).
+        ({"claim_id": "   "}, "claims[0].claim_id", "has the wrong format"),
+        ({"payer_id": "P\u0000"}, "claims[0].payer_id", "has the wrong format"),
+        ({"patient_id": " \t "}, "claims[0].patient_id", "(value not repeated) has the wrong"),
         (
             {"service_date_from": "2025-03-20", "service_date_to": "2025-03-20"},
             "claims[0]",

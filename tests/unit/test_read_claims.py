@@ -96,3 +96,17 @@ def test_flat_claim_lines_without_a_required_column_are_refused_by_name(
 def test_readme_lists_the_required_claim_lines_columns() -> None:
     readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
     assert ", ".join(FLAT_REQUIRED_COLUMNS) in readme
+
+
+def test_blank_or_control_character_ids_are_quarantined(tmp_path: Path) -> None:
+    # Issue 20: "   " or an ID with a NUL was accepted as a claim, payer or member ID.
+    claims = [make_claim(claim_id=f"K-{n}") for n in range(4)]
+    flat = tables_from(claims).to_flat_lines()
+    flat.loc[flat["claim_id"] == "K-1", "patient_id"] = "   "
+    flat.loc[flat["claim_id"] == "K-2", "payer_id"] = "P\x01X"
+    flat.to_csv(tmp_path / "lines.csv", index=False)
+    tables, rejects = read_claims(tmp_path / "lines.csv")
+    assert tables.claims["claim_id"].tolist() == ["K-0", "K-3"]
+    refused = rejects[rejects["table"] == "claims"].set_index("claim_id")["reason"]
+    assert "member ID with a visible character" in refused["K-1"]
+    assert "payer ID with a visible character" in refused["K-2"]
