@@ -145,8 +145,17 @@ def path(loc: Iterable[Any], prefix: str = "") -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            text += f".{part}" if text else str(part)
+            text += f".{_clipped(str(part))}" if text else _clipped(str(part))
     return text or "body"
+
+
+_LONGEST_NAME = 40
+"""A field name is repeated in an error up to this length: an unknown field's name is the
+client's text, and a body of megabyte-long names was echoed back whole."""
+
+
+def _clipped(name: str) -> str:
+    return name if len(name) <= _LONGEST_NAME else name[: _LONGEST_NAME - 3] + "..."
 
 
 def _field_name(loc: Sequence[Any]) -> str | None:
@@ -178,7 +187,7 @@ list (the US states) is left to the field's hint."""
 
 def _what(error: dict[str, Any], name: str | None) -> str:
     kind = error.get("type", "")
-    label = f"`{name}`" if name else "value"
+    label = f"`{_clipped(name)}`" if name else "value"
     value = _shown(error.get("input"), name)
     if kind == "missing":
         return f"{label} is required but missing"

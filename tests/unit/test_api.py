@@ -26,6 +26,7 @@ from features.schema import ClaimsDataset
 from serving.api.deps import get_scoring_service
 from serving.api.middleware import _request_id
 from serving.api.problems import quarantine_problems
+from serving.api.routes.ops import withheld_locations
 from serving.api.scoring import claims_payload, claims_to_frames
 from serving.app import ConfigurationError, create_app
 from serving.explain import Factor
@@ -397,6 +398,37 @@ def test_reload_resolves_the_champion_again(client: TestClient, trained: Any) ->
     version = str(trained.outcome.version)
     assert answer.json() == {"previous_version": version, "version": version, "changed": False}
     assert _score(client, [make_claim()]).status_code == 200
+
+
+def test_an_unknown_fields_name_is_not_echoed_whole(client: TestClient) -> None:
+    # Issue 20: an unknown field's name (the client's text, any length) came back untruncated.
+    claim = make_claim()
+    claim["x" * 100_000] = 1
+    answer = _score(client, [claim])
+    assert answer.status_code == 422
+    (problem,) = answer.json()["errors"]
+    assert problem["field"] == "claims[0]." + "x" * 37 + "..."
+    assert "x" * 41 not in answer.text and "is not a field of this object" in answer.text
+    assert len(answer.content) < 2_000
+
+
+def test_unauthenticated_ready_withholds_where_the_model_lives(trained: Any) -> None:
+    # Issue 20: /ready (no key) repeated the loader's message, tracking server URL included.
+    hidden = "file:///srv/registry-host/secret-models/denial"
+    settings = _settings(trained, model_uri=hidden)
+    with TestClient(create_app(settings)) as no_model:
+        ready = no_model.get("/ready")
+        assert ready.status_code == 503
+        reason = ready.json()["reason"]
+        assert "cannot load model" in reason and "location withheld" in reason
+        assert "registry-host" not in reason and "secret-models" not in reason
+    assert withheld_locations(
+        "API request to http://user:pw@mlflow.internal:5000/api/2.0/x failed; "
+        "see /var/lib/models/champion or models:/denial-risk@champion"
+    ) == (
+        "API request to (location withheld; see the server's log) failed; see (location "
+        "withheld; see the server's log) or models:/denial-risk@champion"
+    )
 
 
 def test_no_model_means_not_ready_and_503(trained: Any) -> None:

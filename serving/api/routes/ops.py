@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -35,10 +37,25 @@ def health() -> HealthOut:
 def ready(holder: HolderDep) -> JSONResponse:
     current = holder.current
     if current is None:
-        body = ReadyOut(ready=False, reason=holder.error)
+        body = ReadyOut(ready=False, reason=withheld_locations(holder.error))
         return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
     body = ReadyOut(ready=True, model_version=current.service.info.version)
     return JSONResponse(body.model_dump())
+
+
+_LOCATION = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+"  # a URL: a tracking server's, with any credentials
+    r"|(?<![\w:/])/[^\s'\"/]+(?:/[^\s'\"/]+)+"  # an absolute path of two or more parts
+)
+
+
+def withheld_locations(reason: str | None) -> str | None:
+    """``reason`` without URLs and server paths: ``/ready`` answers without a key, and where
+    the tracking server or the model files live is not for anyone who asks (the server's log
+    has the whole message)."""
+    if reason is None:
+        return None
+    return _LOCATION.sub("(location withheld; see the server's log)", reason)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
