@@ -14,6 +14,7 @@ together, giving each exactly the answer it would get alone.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import tempfile
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -406,6 +407,10 @@ def score_837(
     """
     from features.x12.ingest import read_claims_837
 
+    # Counted before parsing: an interchange over the limit is refused in milliseconds, not
+    # after the seconds a parse of thousands of claims takes.
+    if (count := claim_segments(body)) > max_batch_claims:
+        raise BatchTooLarge(count, max_batch_claims)
     with tempfile.TemporaryDirectory(prefix="denial-risk-837-") as folder:
         source = Path(folder) / "request.837"
         source.write_text(body, encoding="latin-1")
@@ -413,13 +418,21 @@ def score_837(
     tables = ClaimTables.from_dataset(dataset)
     if len(tables) > max_batch_claims:
         raise BatchTooLarge(len(tables), max_batch_claims)
-    errors = []
+    errors: list[ClaimErrorOut] = []
+    by_claim: dict[str, ClaimErrorOut] = {}  # one error per claim, however many rows it lost
     for row in quarantine.to_dict("records"):
         claim_id = row.get("claim_id") if isinstance(row.get("claim_id"), str) else None
         where = row.get("position")
         field_path = f"segment {where}" if where not in (None, "", "file") else "body"
         problem = FieldProblem(field=field_path, message=str(row.get("reason", "")))
-        errors.append(ClaimErrorOut(index=None, claim_id=claim_id or None, problems=[problem]))
+        if claim_id and claim_id in by_claim:
+            if problem not in by_claim[claim_id].problems:
+                by_claim[claim_id].problems.append(problem)
+            continue
+        error = ClaimErrorOut(index=None, claim_id=claim_id or None, problems=[problem])
+        errors.append(error)
+        if claim_id:
+            by_claim[claim_id] = error
     if len(tables) == 0 and not errors:
         errors.append(
             ClaimErrorOut(
@@ -438,6 +451,16 @@ def score_837(
         raise NothingScored(errors)
     scores = service.score(tables, explain=explain, top_k=top_k)
     return _outcome(service, list(enumerate(scores)), errors)
+
+
+def claim_segments(body: str) -> int:
+    """The CLM segments of an X12 interchange, found by its own separators (ISA's fourth
+    character separates elements, its 106th ends segments); 0 when the body has no ISA."""
+    start = body.find("ISA")
+    if start < 0 or len(body) < start + 106:
+        return 0
+    element, terminator = body[start + 3], body[start + 105]
+    return len(re.findall(re.escape(terminator) + r"\s*CLM" + re.escape(element), body))
 
 
 def _outcome(
@@ -472,6 +495,7 @@ __all__ = [
     "PreparedRequest",
     "ScoringOutcome",
     "SharedCall",
+    "claim_segments",
     "claims_to_frames",
     "prepare_request",
     "score_837",

@@ -27,7 +27,7 @@ from serving.api.deps import get_scoring_service
 from serving.api.middleware import _request_id
 from serving.api.problems import quarantine_problems
 from serving.api.routes.ops import withheld_locations
-from serving.api.scoring import claims_payload, claims_to_frames
+from serving.api.scoring import claim_segments, claims_payload, claims_to_frames
 from serving.app import ConfigurationError, create_app
 from serving.explain import Factor
 from serving.schemas import ClaimIn
@@ -541,6 +541,64 @@ def test_score_x12_scores_an_837_file(client: TestClient, tmp_path: Path) -> Non
     via_json = _score(client, claims_payload(tables), top_k=2).json()["results"]
     by_id = {r["claim_id"]: r["denial_probability"] for r in via_json}
     assert {r["claim_id"]: r["denial_probability"] for r in body["results"]} == by_id
+
+
+def _837_body(claims: list[dict[str, Any]], folder: Path) -> str:
+    from features.x12.writer import write_837p
+
+    tables = tables_from(claims)
+    (path,) = write_837p(ClaimsDataset(tables.claims, tables.lines, tables.diagnoses), folder)
+    return path.read_text()
+
+
+def test_score_x12_reads_a_body_with_a_byte_order_mark(client: TestClient, tmp_path: Path) -> None:
+    body = _837_body([make_claim(claim_id="BOM-1")], tmp_path)
+    answer = client.post(
+        "/v1/claims/score-x12",
+        content=b"\xef\xbb\xbf" + body.encode("latin-1"),
+        headers={**AUTH, "Content-Type": "text/plain"},
+    )
+    assert answer.status_code == 200, answer.text  # issue 20: was 422
+    assert [r["claim_id"] for r in answer.json()["results"]] == ["BOM-1"]
+
+
+def test_score_x12_refuses_too_many_claims_before_parsing(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import features.x12.ingest as ingest
+
+    body = _837_body([make_claim(claim_id=f"MANY-{n}") for n in range(MAX_BATCH + 1)], tmp_path)
+    assert claim_segments(body) == MAX_BATCH + 1
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the body was parsed before its claims were counted")
+
+    monkeypatch.setattr(ingest, "read_claims_837", never)
+    answer = client.post(
+        "/v1/claims/score-x12", content=body, headers={**AUTH, "Content-Type": "text/plain"}
+    )
+    assert answer.status_code == 413, answer.text
+    assert f"holds {MAX_BATCH + 1:,} claims" in answer.json()["detail"]
+
+
+def test_score_x12_counts_a_quarantined_claim_once(client: TestClient, tmp_path: Path) -> None:
+    two_lines = [
+        {"procedure_code": "99213", "line_charge": 90.0},
+        {"procedure_code": "99213", "line_charge": 90.0, "modifier_1": "25"},
+    ]
+    ok = make_claim(claim_id="OK-1", lines=[{"procedure_code": "99214", "line_charge": 90.0}])
+    body = _837_body([ok, make_claim(claim_id="BAD-2", lines=two_lines)], tmp_path)
+    assert body.count("HC:99213") == 2
+    answer = client.post(
+        "/v1/claims/score-x12",
+        content=body.replace("HC:99213", "HC:9921"),  # both lines of BAD-2 unreadable
+        headers={**AUTH, "Content-Type": "text/plain"},
+    )
+    assert answer.status_code == 200, answer.text
+    data = answer.json()
+    assert data["scored"] == 1 and data["rejected"] == 1  # issue 20: counted error rows
+    (error,) = data["errors"]
+    assert error["claim_id"] == "BAD-2" and len(error["problems"]) >= 2
 
 
 def test_score_x12_refuses_a_body_that_is_not_x12(client: TestClient) -> None:

@@ -86,7 +86,7 @@ async def score_claims(
 
 async def x12_body(request: Request) -> str:
     """The raw 837 text; refuses a body that is not an X12 interchange."""
-    raw = await request.body()
+    raw = (await request.body()).removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM: editors add one
     text = raw.decode("latin-1")  # X12 character sets are within latin-1
     if not text.lstrip().startswith("ISA"):
         raise HTTPException(
