@@ -338,7 +338,7 @@ def models(tracking_uri: TrackingOption = None) -> None:
         m = row.metrics
         table.add_row(
             row.version,
-            ", ".join(row.aliases),
+            ", ".join(row.aliases) + (f" (incomplete: {row.incomplete})" if row.incomplete else ""),
             row.created,
             *[
                 f"{m[k]:.4f}" if k in m else "—"
@@ -364,6 +364,8 @@ def promote(
         previous = registry.promote(client, settings.model_name, version, settings.champion_alias)
     except MlflowException:
         raise fail(f"version {version} of '{settings.model_name}' does not exist") from None
+    except registry.IncompleteVersion as error:
+        raise fail(f"{error}; the champion is unchanged. Train again.") from None
     console.print(f"Version {version} is now champion (was {previous or 'none'}).")
 
 

@@ -219,9 +219,33 @@ def champion_version(client: MlflowClient, name: str, alias: str) -> str | None:
         return None
 
 
+class IncompleteVersion(ValueError):
+    """A registered version whose training did not finish (it cannot be promoted)."""
+
+
+def incomplete_reason(client: MlflowClient, name: str, version: str) -> str | None:
+    """Why ``version`` is not a complete model, or ``None`` when it is.
+
+    A version is registered inside its training run, before the model card and the gate; a
+    training killed after that point left a READY version whose run never finished (issue 20).
+    Complete means: registered READY, and its run (when it has one) FINISHED."""
+    mv = client.get_model_version(name, version)  # raises a clear MLflow error if absent
+    if mv.status != "READY":
+        return f"its registration is {mv.status}"
+    if mv.run_id:
+        status = client.get_run(mv.run_id).info.status
+        if status != "FINISHED":
+            return f"its training run is {status} (interrupted before it finished)"
+    return None
+
+
 def promote(client: MlflowClient, name: str, version: str, alias: str = "champion") -> str | None:
-    """Point ``alias`` at ``version``; remember the version it pointed at for rollback."""
-    client.get_model_version(name, version)  # raises a clear MLflow error if absent
+    """Point ``alias`` at ``version``; remember the version it pointed at for rollback.
+
+    Raises :class:`IncompleteVersion` for a version whose training did not finish."""
+    reason = incomplete_reason(client, name, version)
+    if reason is not None:
+        raise IncompleteVersion(f"version {version} of '{name}' is incomplete: {reason}")
     previous = champion_version(client, name, alias)
     if previous is not None and previous != str(version):
         client.set_registered_model_alias(name, PREVIOUS_ALIAS, previous)
@@ -245,6 +269,8 @@ class VersionRow:
     run_id: str
     created: str
     metrics: dict[str, float]
+    incomplete: str | None = None
+    """Why the version cannot be promoted (see :func:`incomplete_reason`), if it cannot."""
 
 
 def list_versions(client: MlflowClient, name: str, metric_names: list[str]) -> list[VersionRow]:
@@ -257,9 +283,12 @@ def list_versions(client: MlflowClient, name: str, metric_names: list[str]) -> l
     rows = []
     for mv in client.search_model_versions(f"name='{name}'"):
         metrics: dict[str, float] = {}
+        incomplete = None if mv.status == "READY" else f"its registration is {mv.status}"
         if mv.run_id:
-            run_metrics = client.get_run(mv.run_id).data.metrics
-            metrics = {m: run_metrics[m] for m in metric_names if m in run_metrics}
+            run = client.get_run(mv.run_id)
+            metrics = {m: run.data.metrics[m] for m in metric_names if m in run.data.metrics}
+            if incomplete is None and run.info.status != "FINISHED":
+                incomplete = f"its training run is {run.info.status}"
         rows.append(
             VersionRow(
                 version=str(mv.version),
@@ -267,6 +296,7 @@ def list_versions(client: MlflowClient, name: str, metric_names: list[str]) -> l
                 run_id=mv.run_id or "",
                 created=pd.Timestamp(mv.creation_timestamp, unit="ms").strftime("%Y-%m-%d %H:%M"),
                 metrics=metrics,
+                incomplete=incomplete,
             )
         )
     return sorted(rows, key=lambda r: int(r.version), reverse=True)

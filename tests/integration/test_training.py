@@ -240,3 +240,34 @@ def test_train_command_caps_the_boosters_rows(trained, tmp_path):
     card = (out / "model_card.md").read_text()
     older = trained.outcome.counts["train_claims"] - 1500
     assert f"- train claims history only: {older:,}" in card
+
+
+def test_a_version_whose_training_never_finished_cannot_be_promoted(trained):
+    """Issue 20: a `train` killed after registering left a READY version with its run stuck
+    RUNNING, and `promote` accepted it."""
+    from typer.testing import CliRunner
+
+    from denial_risk.cli import app
+
+    client = registry.configure(trained.tracking_uri)
+    champion = registry.champion_version(client, "denial-risk", "champion")
+    finished = client.get_model_version("denial-risk", champion)
+    experiment = client.get_run(finished.run_id).info.experiment_id
+    # Registered inside a run that then died (a SIGKILL leaves its run RUNNING).
+    run = client.create_run(experiment)
+    orphan = client.create_model_version("denial-risk", finished.source, run_id=run.info.run_id)
+    assert client.get_model_version("denial-risk", orphan.version).status == "READY"
+
+    with pytest.raises(registry.IncompleteVersion, match="training run is RUNNING"):
+        registry.promote(client, "denial-risk", orphan.version)
+    result = CliRunner().invoke(
+        app, ["promote", str(orphan.version), "--tracking-uri", trained.tracking_uri]
+    )
+    assert result.exit_code != 0 and "is incomplete" in " ".join(result.output.split())
+    assert registry.champion_version(client, "denial-risk", "champion") == champion
+    rows = {row.version: row for row in registry.list_versions(client, "denial-risk", [])}
+    assert rows[str(orphan.version)].incomplete == "its training run is RUNNING"
+    assert rows[champion].incomplete is None
+    client.set_terminated(run.info.run_id, "KILLED")
+    with pytest.raises(registry.IncompleteVersion, match="KILLED"):
+        registry.promote(client, "denial-risk", orphan.version)
