@@ -15,6 +15,7 @@ goes no further: the patient is the 2000C/2010CA person when there is one, else 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -192,6 +193,7 @@ def parse_file(path: Path, validation: Validation = "full") -> FileParse:
     result.notes.extend(dict.fromkeys(norm.notes))
     if norm.text is None:
         result.file_reason = norm.reason
+        _count_unread(result, text)
         return result
     findings = Pyx12Findings()
     state = StreamState()
@@ -205,9 +207,26 @@ def parse_file(path: Path, validation: Validation = "full") -> FileParse:
             f"({_redact(str(exc))}); ask the sender to re-export it as 5010"
         )
     extractor.finish(state)
+    if result.file_reason:
+        _count_unread(result, norm.text)
     result.pyx12_warnings = findings.count
     result.pyx12_messages = findings.messages
     return result
+
+
+def count_segments(text: str, segment_id: str) -> int:
+    """Segments named ``segment_id`` in X12 text, whatever its separators (the ID after a
+    non-alphanumeric character, followed by an element separator); no parse needed."""
+    pattern = rf"(?<![A-Za-z0-9]){segment_id}[^A-Za-z0-9\s]"
+    return len(re.findall(pattern, text))
+
+
+def _count_unread(result: FileParse, text: str) -> None:
+    """A file that could not be read (to its end) still counts every claim and remittance it
+    holds, as read: those not extracted are quarantined with the file's reason (issue 20: the
+    claims of files rejected whole were counted nowhere)."""
+    result.claims_read = max(result.claims_read, count_segments(text, "CLM"))
+    result.remittances_read = max(result.remittances_read, count_segments(text, "CLP"))
 
 
 def _redact(message: str) -> str:

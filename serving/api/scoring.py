@@ -14,7 +14,6 @@ together, giving each exactly the answer it would get alone.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import tempfile
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -406,10 +405,11 @@ def score_837(
     The X12 reader works on files, so the body goes to a private temporary file first.
     """
     from features.x12.ingest import read_claims_837
+    from features.x12.reader import count_segments
 
     # Counted before parsing: an interchange over the limit is refused in milliseconds, not
     # after the seconds a parse of thousands of claims takes.
-    if (count := claim_segments(body)) > max_batch_claims:
+    if (count := count_segments(body, "CLM")) > max_batch_claims:
         raise BatchTooLarge(count, max_batch_claims)
     with tempfile.TemporaryDirectory(prefix="denial-risk-837-") as folder:
         source = Path(folder) / "request.837"
@@ -453,16 +453,6 @@ def score_837(
     return _outcome(service, list(enumerate(scores)), errors)
 
 
-def claim_segments(body: str) -> int:
-    """The CLM segments of an X12 interchange, found by its own separators (ISA's fourth
-    character separates elements, its 106th ends segments); 0 when the body has no ISA."""
-    start = body.find("ISA")
-    if start < 0 or len(body) < start + 106:
-        return 0
-    element, terminator = body[start + 3], body[start + 105]
-    return len(re.findall(re.escape(terminator) + r"\s*CLM" + re.escape(element), body))
-
-
 def _outcome(
     service: ScoringService, scored: list[tuple[int, ClaimScore]], errors: list[ClaimErrorOut]
 ) -> ScoringOutcome:
@@ -495,7 +485,6 @@ __all__ = [
     "PreparedRequest",
     "ScoringOutcome",
     "SharedCall",
-    "claim_segments",
     "claims_to_frames",
     "prepare_request",
     "score_837",

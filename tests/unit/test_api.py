@@ -23,11 +23,12 @@ from fastapi.testclient import TestClient
 from denial_risk.settings import Settings
 from features.claim_tables import ClaimTables, validated
 from features.schema import ClaimsDataset
+from features.x12.reader import count_segments
 from serving.api.deps import get_scoring_service
 from serving.api.middleware import _request_id
 from serving.api.problems import quarantine_problems
 from serving.api.routes.ops import withheld_locations
-from serving.api.scoring import claim_segments, claims_payload, claims_to_frames
+from serving.api.scoring import claims_payload, claims_to_frames
 from serving.app import ConfigurationError, create_app
 from serving.explain import Factor
 from serving.schemas import ClaimIn
@@ -568,7 +569,7 @@ def test_score_x12_refuses_too_many_claims_before_parsing(
     import features.x12.ingest as ingest
 
     body = _837_body([make_claim(claim_id=f"MANY-{n}") for n in range(MAX_BATCH + 1)], tmp_path)
-    assert claim_segments(body) == MAX_BATCH + 1
+    assert count_segments(body, "CLM") == MAX_BATCH + 1
 
     def never(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the body was parsed before its claims were counted")

@@ -47,6 +47,28 @@ def test_bad_files_are_quarantined_and_the_rest_still_load(
     assert report["old_version.837"]["versions_seen"] == ["004010X098A1"]
 
 
+def test_every_claim_of_a_file_rejected_whole_is_counted(
+    tmp_path: Path, good_files: list[Path]
+) -> None:
+    # Issue 20: the claims of files rejected whole were counted nowhere, so the report's
+    # ingested and quarantined claims did not add up to what the files held.
+    text = _claim_file(good_files).read_text()
+    held = text.count("~CLM*")
+    assert held == 3
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "old_version.837").write_text(text.replace("005010X222A1", "004010X098A1"))
+    (bad / "terminator.837").write_text(text.replace("~", "\x07"))  # no segment terminator
+    result = ingest_paths([tmp_path / "good", bad], workers=1)
+    report = {Path(k).name: v for k, v in result.report.items()}
+    for name in ("old_version.837", "terminator.837"):
+        assert report[name]["claims_read"] == held, name
+        assert report[name]["claims_quarantined"] == held and report[name]["claims_ingested"] == 0
+    files = [v for k, v in report.items() if not k.startswith("_")]
+    assert sum(v["claims_read"] for v in files) == 3 * held
+    assert sum(v["claims_ingested"] + v["claims_quarantined"] for v in files) == 3 * held
+
+
 def test_bom_indentation_newlines_and_errata_versions_are_normalised(
     tmp_path: Path, good_files: list[Path]
 ) -> None:
