@@ -98,10 +98,20 @@ def _blank_to_none(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
+# A constraint after a BeforeValidator is not in the JSON schema (pydantic runs it as a
+# function), so the codes document the input they accept themselves: before the code is
+# upper-cased, trimmed and (ICD-10) stripped of its dots, as the validators do.
+PROCEDURE_CODE_INPUT = r"^\s*[A-Za-z0-9][0-9]{3}[A-Za-z0-9]\s*$"
+ICD10_INPUT = r"^\s*\.*[A-TV-Za-tv-z]\.*[0-9](\.*[0-9A-Za-z]){0,5}\.*\s*$"
+
 ProcedureCode = Annotated[
     str,
     BeforeValidator(_upper),
-    Field(pattern=PROCEDURE_CODE_PATTERN, examples=["99213", "70553", "J1100"]),
+    Field(
+        pattern=PROCEDURE_CODE_PATTERN,
+        examples=["99213", "70553", "J1100"],
+        json_schema_extra={"pattern": PROCEDURE_CODE_INPUT},
+    ),
 ]
 ModifierCode = Annotated[
     Annotated[str, Field(pattern=r"^[A-Z0-9]{2}$", examples=["25", "59", "LT"])] | None,
@@ -109,7 +119,13 @@ ModifierCode = Annotated[
     BeforeValidator(_blank_to_none),
 ]
 Icd10Code = Annotated[
-    str, BeforeValidator(_icd10), Field(pattern=ICD10_PATTERN, examples=["I10", "E11.9"])
+    str,
+    BeforeValidator(_icd10),
+    Field(
+        pattern=ICD10_PATTERN,
+        examples=["I10", "E11.9"],
+        json_schema_extra={"pattern": ICD10_INPUT},
+    ),
 ]
 OptionalText = Annotated[
     Annotated[str, Field(max_length=50)] | None, BeforeValidator(_blank_to_none)

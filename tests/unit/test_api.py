@@ -602,6 +602,17 @@ def test_score_x12_counts_a_quarantined_claim_once(client: TestClient, tmp_path:
     assert error["claim_id"] == "BAD-2" and len(error["problems"]) >= 2
 
 
+def test_score_x12_scores_its_own_documented_example(client: TestClient) -> None:
+    # Issue 20: the example body /docs offered was refused.
+    operation = client.get("/openapi.json").json()["paths"]["/v1/claims/score-x12"]["post"]
+    example = operation["requestBody"]["content"]["text/plain"]["example"]
+    answer = client.post(
+        "/v1/claims/score-x12", content=example, headers={**AUTH, "Content-Type": "text/plain"}
+    )
+    assert answer.status_code == 200, answer.text
+    assert [r["claim_id"] for r in answer.json()["results"]] == ["EXAMPLE-1"]
+
+
 def test_score_x12_refuses_a_body_that_is_not_x12(client: TestClient) -> None:
     answer = client.post(
         "/v1/claims/score-x12",
