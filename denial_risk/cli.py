@@ -315,13 +315,23 @@ def _print_training(outcome) -> None:  # type: ignore[no-untyped-def]
 
 
 # --------------------------------------------------------------------------------------------
+def _registry_client(settings):  # type: ignore[no-untyped-def]
+    """The registry client of a command that reads the registry (never creates one)."""
+    from training import registry
+
+    try:
+        return registry.configure(settings.resolved_tracking_uri())
+    except registry.RegistryNotFound as error:
+        raise fail(str(error)) from None
+
+
 @app.command()
 def models(tracking_uri: TrackingOption = None) -> None:
     """List registered model versions with their test metrics and aliases."""
     from training import registry
 
     settings = _settings(tracking_uri)
-    client = registry.configure(settings.resolved_tracking_uri())
+    client = _registry_client(settings)
     table = Table(title=f"Registered model '{settings.model_name}'")
     for column in ("version", "aliases", "created", "ROC-AUC", "PR-AUC", "ECE", "reason top-1"):
         table.add_column(column)
@@ -359,7 +369,7 @@ def promote(
     from training import registry
 
     settings = _settings(tracking_uri)
-    client = registry.configure(settings.resolved_tracking_uri())
+    client = _registry_client(settings)
     try:
         previous = registry.promote(client, settings.model_name, version, settings.champion_alias)
     except MlflowException:
@@ -380,10 +390,8 @@ def export(
     """Copy a registered model (default: the champion) to a folder for offline serving."""
     import mlflow
 
-    from training import registry
-
     settings = _settings(tracking_uri)
-    registry.configure(settings.resolved_tracking_uri())
+    _registry_client(settings)
     uri = model or settings.resolved_model_uri()
     if out.exists() and any(out.iterdir()):
         raise fail(f"--out {out} already holds files; choose an empty folder")
@@ -400,7 +408,7 @@ def rollback(tracking_uri: TrackingOption = None) -> None:
     from training import registry
 
     settings = _settings(tracking_uri)
-    client = registry.configure(settings.resolved_tracking_uri())
+    client = _registry_client(settings)
     try:
         version = registry.rollback(client, settings.model_name, settings.champion_alias)
     except ValueError as error:

@@ -15,7 +15,8 @@ def load_service(
 
     Raises ``RuntimeError`` with a message saying what to do when nothing can be loaded.
     """
-    client = registry.configure(tracking_uri)
+    # A local model folder needs no registry (and must load where none exists).
+    client = registry.configure(tracking_uri) if model_uri.startswith("models:/") else None
     try:
         pipeline = registry.load_pipeline(model_uri)
     except Exception as error:  # MLflow raises several types for "not there"
@@ -26,9 +27,9 @@ def load_service(
     return ScoringService(pipeline, describe_model(client, model_uri), bands)
 
 
-def describe_model(client: MlflowClient, model_uri: str) -> ModelInfo:
+def describe_model(client: MlflowClient | None, model_uri: str) -> ModelInfo:
     """Name, version, alias, training period and headline metrics of a registry model URI."""
-    if not model_uri.startswith("models:/"):
+    if client is None or not model_uri.startswith("models:/"):
         return ModelInfo(name=model_uri, version="local", alias=None, uri=model_uri)
     reference = model_uri.removeprefix("models:/")
     alias = None

@@ -649,7 +649,7 @@ def run_recovery_training(
             pipeline, data, pd.read_parquet(truth_path), windows, settings.truth_action_lag_days
         )
     progress("logging to MLflow and registering", 0.75)
-    client = registry.configure(tracking_uri)
+    client = registry.configure(tracking_uri, create=True)
     mlflow.set_experiment(settings.experiment)
     with mlflow.start_run(run_name=f"recovery {data.describe()}") as run:
         mlflow.log_params(

@@ -33,10 +33,24 @@ PREVIOUS_ALIAS = "previous_champion"
 PIPELINE_FILE = "pipeline.pkl.zst"
 
 
-def configure(tracking_uri: str) -> MlflowClient:
-    """Point MLflow at ``tracking_uri`` (tracking and registry) and return a client."""
+class RegistryNotFound(FileNotFoundError):
+    """A sqlite registry that does not exist, asked for by a command that only reads one."""
+
+
+def configure(tracking_uri: str, create: bool = False) -> MlflowClient:
+    """Point MLflow at ``tracking_uri`` (tracking and registry) and return a client.
+
+    A sqlite registry is made only with ``create`` (training): for any other command a
+    missing file is a mistyped path, and MLflow would silently start an empty registry there
+    (issue 20). Raises :class:`RegistryNotFound` then."""
     if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not create and not path.exists():
+            raise RegistryNotFound(
+                f"no model registry at {path}: check --tracking-uri (or MLFLOW_TRACKING_URI); "
+                "`denial-risk train` creates one"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)

@@ -380,7 +380,7 @@ def run_training(
     artifacts["shap_summary"] = plots.shap_summary_plot(contributions, out / "shap_summary.png")
 
     progress("logging to MLflow and registering", 0.8)
-    client = registry.configure(tracking_uri)
+    client = registry.configure(tracking_uri, create=True)
     mlflow.set_experiment(settings.experiment)
     with mlflow.start_run(run_name=f"train {split.describe()}") as run:
         mlflow.log_params(

@@ -56,7 +56,7 @@ def scorer(monkeypatch: pytest.MonkeyPatch) -> CountingScorer:
 @pytest.fixture
 def tracking_uri(tmp_path: Path) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    registry.configure(uri)
+    registry.configure(uri, create=True)
     # Artifacts under tmp_path too, not in an ./mlruns beside wherever pytest runs.
     experiment = mlflow.create_experiment("logging", artifact_location=(tmp_path / "a").as_uri())
     mlflow.set_experiment(experiment_id=experiment)
@@ -141,3 +141,21 @@ def test_logged_version_scores_its_example_once_and_loads_back(
     reloaded = registry.load_pipeline(model_uri)
     x = np.array([[1.5, 0.0]])
     np.testing.assert_array_equal(reloaded.predict_proba(x), pipeline.predict_proba(x))
+
+
+def test_a_missing_sqlite_registry_is_refused_outside_training(tmp_path: Path) -> None:
+    # Issue 20: a mistyped tracking path silently created a new, empty registry.
+    from typer.testing import CliRunner
+
+    from denial_risk.cli import app
+
+    missing = tmp_path / "typo" / "mlfow.db"
+    with pytest.raises(registry.RegistryNotFound, match="no model registry at"):
+        registry.configure(f"sqlite:///{missing}")
+    for command in (["models"], ["promote", "1"], ["rollback"]):
+        result = CliRunner().invoke(app, [*command, "--tracking-uri", f"sqlite:///{missing}"])
+        assert result.exit_code != 0, command
+        assert "no model registry at" in " ".join(result.output.split()), command
+    assert not missing.exists() and not missing.parent.exists()
+    registry.configure(f"sqlite:///{missing}", create=True)  # training makes one
+    assert missing.parent.is_dir()
