@@ -495,7 +495,7 @@ def _without_dates_out_of_range(
     so every claim in the table. Dates that do not parse are left to pandera, which names them
     row by row. The reason does not repeat the date (a birth date is the patient's)."""
     bad = np.zeros(len(frame), dtype=bool)
-    reasons: list[list[str]] = [[] for _ in range(len(frame))]
+    reasons: dict[int, list[str]] = {}  # bad rows only: a data set's read has millions of rows
     for column, spec in schema.columns.items():
         if str(spec.dtype) != _DATE or column not in frame.columns:
             continue
@@ -518,7 +518,7 @@ def _without_dates_out_of_range(
             parsed.notna() & ((parsed < DATE_RANGE[0]) | (parsed > DATE_RANGE[1]))
         ).to_numpy()
         for row in np.flatnonzero(outside):
-            reasons[row].append(
+            reasons.setdefault(int(row), []).append(
                 f"{column} is outside the dates a claim can hold "
                 f"({DATE_RANGE[0]:%Y-%m-%d} to {DATE_RANGE[1]:%Y-%m-%d})"
             )
@@ -530,7 +530,7 @@ def _without_dates_out_of_range(
         if pd.api.types.is_datetime64_any_dtype(rejected[column].dtype):
             # As objects: quarantined rows are concatenated with others' nanosecond dates.
             rejected[column] = rejected[column].astype(object)
-    rejected["reason"] = ["; ".join(reasons[row]) for row in np.flatnonzero(bad)]
+    rejected["reason"] = ["; ".join(reasons[int(row)]) for row in np.flatnonzero(bad)]
     return frame[~bad], rejected
 
 
