@@ -128,16 +128,8 @@ def simulate(
     with progress_bar("simulating") as update:
         config = SimulationConfig(n_claims=claims, seed=seed, world_seed=world_seed)
         result = run(config, progress=update)
-        update("writing Parquet", 0.95)
-        write_simulation(result, out, overwrite=overwrite)
-        if x12:
-            from features.x12.writer import write_835, write_837p
-
-            update("writing 837P and 835 files", 0.97)
-            # Faithful: a line the practice sent without a pointer stays without one, as the
-            # payer saw it (pyx12 flags such lines; the data are kept).
-            write_837p(result.dataset, out / "x12" / "837", faithful_defects=True)
-            write_835(result.dataset, out / "x12" / "835")
+        update("writing Parquet" + (", 837P and 835 files" if x12 else ""), 0.95)
+        write_simulation(result, out, overwrite=overwrite, x12=x12)
         update("done", 1.0)
     console.print(format_summary(result.summary))
     console.print(f"Data set written to [bold]{out}[/] (ground truth apart in truth.parquet).")
@@ -193,10 +185,21 @@ def ingest(
             validation=validation,  # type: ignore[arg-type]
             progress=lambda done, total: update(f"{done}/{total} files", done / total),
         )
-        result.dataset.write(out)
-        (out / "ingest-report.json").write_text(json.dumps(result.report, indent=2, default=str))
-        result.quarantine.to_csv(out / "quarantine.csv", index=False)
+        _write_ingested(result, out)
     _print_ingest(result, out)
+
+
+def _write_ingested(result, out: Path) -> None:  # type: ignore[no-untyped-def]
+    """The data set, ``ingest-report.json`` and ``quarantine.csv``, put in place together: a
+    data set folder missing a table would still read, as a practice without those rows."""
+    from features.atomic import atomic_folder
+
+    with atomic_folder(out) as staging:
+        result.dataset.write(staging)
+        (staging / "ingest-report.json").write_text(
+            json.dumps(result.report, indent=2, default=str)
+        )
+        result.quarantine.to_csv(staging / "quarantine.csv", index=False)
 
 
 def _print_ingest(result, out: Path) -> None:  # type: ignore[no-untyped-def]
@@ -390,13 +393,18 @@ def export(
     """Copy a registered model (default: the champion) to a folder for offline serving."""
     import mlflow
 
+    from features.atomic import atomic_folder
+
     settings = _settings(tracking_uri)
     _registry_client(settings)
     uri = model or settings.resolved_model_uri()
     if out.exists() and any(out.iterdir()):
         raise fail(f"--out {out} already holds files; choose an empty folder")
     try:
-        path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(out))
+        # The folder appears whole or not at all: `--model` would try to load a partial one.
+        with atomic_folder(out) as staging:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(staging))
+            path = out / Path(local).resolve().relative_to(staging.resolve())
     except Exception as error:  # MLflow raises several types for a missing model
         raise fail(f"cannot export '{uri}': {error}") from None
     console.print(f"Exported {uri} to [bold]{path}[/]; use it with --model {out}")
@@ -625,14 +633,16 @@ def score(
             frame = service.score_frame(tables, explain=explain, top_k=top_k, progress=explained)
             update("writing", 0.95)
             out.parent.mkdir(parents=True, exist_ok=True)
+            rejects_path = out.with_name(out.stem + "-rejects.csv")
+            # The scores last: a run killed before them leaves no new scores beside new rejects.
+            if len(rejects):
+                _write_table(rejects, rejects_path)
             _write_table(frame, out)
             update("done", 1.0)
     except (RuntimeError, FileNotFoundError, ValueError) as error:
         raise fail(str(error)) from None
     rejected_claims = _rejected_claim_count(rejects)
     if len(rejects):
-        rejects_path = out.with_name(out.stem + "-rejects.csv")
-        rejects.to_csv(rejects_path, index=False)
         console.print(f"{len(rejects):,} input rows rejected with reasons: [bold]{rejects_path}[/]")
     console.print(
         f"Scored {len(frame):,} claims with model {service.info.name} v{service.info.version}; "
@@ -660,10 +670,14 @@ def _refresh_history(service, dataset_dir: Path) -> None:  # type: ignore[no-unt
 
 
 def _write_table(frame, path: Path) -> None:  # type: ignore[no-untyped-def]
-    if path.suffix.lower() == ".parquet":
-        frame.to_parquet(path, index=False)
-    else:
-        frame.to_csv(path, index=False)
+    """Parquet or CSV by ``path``'s suffix, complete or absent."""
+    from features.atomic import atomic_file
+
+    with atomic_file(path) as temp:
+        if path.suffix.lower() == ".parquet":
+            frame.to_parquet(temp, index=False)
+        else:
+            frame.to_csv(temp, index=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -679,7 +693,6 @@ def demo(
     import shutil
 
     from features.x12.ingest import expand_paths, ingest_paths
-    from features.x12.writer import write_835, write_837p
     from serving.loading import load_service
     from simulator import SimulationConfig, format_summary, write_simulation
     from simulator import simulate as run
@@ -695,10 +708,8 @@ def demo(
     console.rule("[bold]1. Simulate a practice (tables, 837P claim files, 835 remittances)")
     with progress_bar("simulating") as update:
         result = run(SimulationConfig(n_claims=claims, seed=seed), progress=update)
-        write_simulation(result, sim_dir)
-        update("writing 837P and 835 files", 0.97)
-        write_837p(result.dataset, sim_dir / "x12" / "837", faithful_defects=True)
-        write_835(result.dataset, sim_dir / "x12" / "835")
+        update("writing Parquet, 837P and 835 files", 0.95)
+        write_simulation(result, sim_dir, x12=True)
     console.print(format_summary(result.summary))
 
     console.rule("[bold]2. Ingest the 837/835 files (pyx12), as with a practice's own files")
@@ -711,11 +722,7 @@ def demo(
             validation="envelope",
             progress=lambda done, total: update(f"{done}/{total} files", done / total),
         )
-        ingested.dataset.write(ingested_dir)
-        (ingested_dir / "ingest-report.json").write_text(
-            json.dumps(ingested.report, indent=2, default=str)
-        )
-        ingested.quarantine.to_csv(ingested_dir / "quarantine.csv", index=False)
+        _write_ingested(ingested, ingested_dir)
     _print_ingest(ingested, ingested_dir)
 
     console.rule("[bold]3. Train, evaluate on a later period, register in MLflow")

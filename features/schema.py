@@ -1315,11 +1315,16 @@ class ClaimsDataset:
         return [f.name for f in fields(cls)]
 
     def write(self, directory: str | Path) -> None:
-        """Write every table as ``<name>.parquet`` into ``directory`` (created if needed)."""
+        """Write every table as ``<name>.parquet`` into ``directory`` (created if needed), each
+        file complete or absent. A folder missing tables still reads (as empty tables): a
+        command whose output is a data set writes it with ``features.atomic.atomic_folder``."""
+        from features.atomic import atomic_file
+
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         for name in self.table_names():
-            getattr(self, name).to_parquet(out / f"{name}.parquet", index=False)
+            with atomic_file(out / f"{name}.parquet") as temp:
+                getattr(self, name).to_parquet(temp, index=False)
 
     @classmethod
     def read(

@@ -40,6 +40,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 from sklearn.pipeline import Pipeline
 
+from features.atomic import atomic_file, write_text
 from features.codes import code_tables
 from features.denials import (
     REJECTION,
@@ -451,24 +452,23 @@ def read_denials_input(source: Path) -> tuple[ClaimsDataset, pd.DataFrame]:
 def write_worklist(worklist: Worklist, out: Path, html_view: bool = True) -> dict[str, Path]:
     """Write the worklist as CSV or Parquet (by ``out``'s suffix) and an HTML view beside it.
 
-    Returns the paths written (``table``, ``html``, ``summary``).
+    Each file is complete or absent, and the table is written last: a run killed before it
+    leaves no new table beside an older summary. Returns the paths written (``table``,
+    ``summary``, ``html``).
     """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table = worklist.rows.copy()
-    if out.suffix.lower() == ".parquet":
-        table.to_parquet(out, index=False)
-    elif out.suffix.lower() == ".csv":
-        table.to_csv(out, index=False, date_format="%Y-%m-%d")
-    else:
+    suffix = out.suffix.lower()
+    if suffix not in {".csv", ".parquet"}:
         raise ValueError(f"--out must end in .csv or .parquet, got {out.name}")
-    written = {"table": out}
-    summary_path = out.with_suffix(".summary.json")
-    summary_path.write_text(json.dumps(worklist.summary(), indent=2))
-    written["summary"] = summary_path
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = {"table": out, "summary": out.with_suffix(".summary.json")}
+    write_text(written["summary"], json.dumps(worklist.summary(), indent=2))
     if html_view:
-        html_path = out.with_suffix(".html")
-        html_path.write_text(worklist_html(worklist), encoding="utf-8")
-        written["html"] = html_path
+        written["html"] = write_text(out.with_suffix(".html"), worklist_html(worklist))
+    with atomic_file(out) as temp:
+        if suffix == ".parquet":
+            worklist.rows.to_parquet(temp, index=False)
+        else:
+            worklist.rows.to_csv(temp, index=False, date_format="%Y-%m-%d")
     return written
 
 
@@ -593,12 +593,15 @@ def run_worklist(
     """The CLI's job: read the input, build the worklist, write table + HTML + summary."""
     dataset, quarantine = read_denials_input(source)
     worklist = service.prioritize_dataset(dataset, as_of)
-    written = write_worklist(worklist, out)
+    path = out.with_suffix(".quarantine.csv")
     if len(quarantine):
-        path = out.with_suffix(".quarantine.csv")
         # Only keys and reasons: quarantined claim rows also hold patient fields.
         keep = [c for c in ("table", "file", "position", "claim_id", "remit_id", "reason")
                 if c in quarantine.columns]  # fmt: skip
-        quarantine[keep].to_csv(path, index=False)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as temp:
+            quarantine[keep].to_csv(temp, index=False)
+    written = write_worklist(worklist, out)
+    if len(quarantine):
         written["quarantine"] = path
     return worklist, written

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 
+from features.atomic import atomic_folder
 from simulator.engine import SimulationResult
 
 TRUTH_FILE = "truth.parquet"
 SUMMARY_FILE = "summary.json"
 
 
-def write_simulation(result: SimulationResult, out_dir: Path, overwrite: bool = False) -> None:
-    """Write the data set tables, ``truth.parquet`` and ``summary.json`` into ``out_dir``.
+def write_simulation(
+    result: SimulationResult, out_dir: Path, overwrite: bool = False, x12: bool = False
+) -> None:
+    """Write the data set tables, ``truth.parquet`` and ``summary.json`` into ``out_dir``, and
+    with ``x12`` the claims as 837P files and the outcomes as 835 files under ``x12/``.
 
     Everything is written to a hidden sibling folder first and renamed into place at the end, so
     a crash never leaves a half-written folder that looks complete.
@@ -33,24 +34,18 @@ def write_simulation(result: SimulationResult, out_dir: Path, overwrite: bool = 
             f"{out_dir} already exists and is not empty; choose another folder or pass "
             "overwrite=True (--overwrite) to replace it"
         )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex[:8]
-    staging = out_dir.parent / f".{out_dir.name}.writing-{token}"
-    try:
+    with atomic_folder(out_dir) as staging:
         result.dataset.write(staging)
         result.truth.to_parquet(staging / TRUTH_FILE, index=False)
         with open(staging / SUMMARY_FILE, "w", encoding="utf-8") as handle:
             json.dump(result.summary, handle, indent=2)
-        if out_dir.exists():
-            retired = out_dir.parent / f".{out_dir.name}.replaced-{token}"
-            os.replace(out_dir, retired)
-            os.replace(staging, out_dir)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        if x12:
+            from features.x12.writer import write_835, write_837p
+
+            # Faithful: a line the practice sent without a pointer stays without one, as the
+            # payer saw it (pyx12 flags such lines; the data are kept).
+            write_837p(result.dataset, staging / "x12" / "837", faithful_defects=True)
+            write_835(result.dataset, staging / "x12" / "835")
 
 
 def _pct(value: float) -> str:

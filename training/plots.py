@@ -12,8 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import shap  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from sklearn.metrics import precision_recall_curve  # noqa: E402
 
+from features.atomic import atomic_file  # noqa: E402
 from features.pipeline import feature_source  # noqa: E402
 
 
@@ -41,9 +43,7 @@ def calibration_plot(
     ax.set_title("Calibration on the test period")
     ax.legend(loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def precision_recall_plot(
@@ -61,9 +61,7 @@ def precision_recall_plot(
     ax.set_title("Precision-recall on the test period")
     ax.legend(loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def by_source_field(contributions: pd.DataFrame) -> pd.DataFrame:
@@ -83,6 +81,14 @@ def shap_summary_plot(contributions: pd.DataFrame, path: Path, top: int = 15) ->
     shap.plots.beeswarm(explanation, max_display=top, show=False, color_bar=False)
     plt.title("What drives denial risk (SHAP, log-odds, by claim field)")
     plt.tight_layout()
-    plt.savefig(path, dpi=110)
+    _save(plt.gcf(), path)
     plt.close("all")
+    return path
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    """The figure as a PNG at ``path``, complete or absent."""
+    with atomic_file(path) as temp:
+        fig.savefig(temp, dpi=110, format="png")
+    plt.close(fig)
     return path

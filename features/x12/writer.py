@@ -42,6 +42,7 @@ from typing import Any
 
 import pandas as pd
 
+from features.atomic import write_text
 from features.schema import ClaimsDataset
 from features.x12.placeholders import UNKNOWN_OTHER_PAYER, UNNAMED_PATIENT
 
@@ -213,8 +214,11 @@ def write_837p(
                 cid = claim["claim_id"]
                 body.extend(_claim_837(claim, lines.get(cid, []), dx.get(cid, []),
                                        faithful_defects))  # fmt: skip
-        path = out_dir / f"claims_{n:05d}.837"
-        path.write_text("".join(env.open() + body + env.close(len(body))), encoding="ascii")
+        path = write_text(
+            out_dir / f"claims_{n:05d}.837",
+            "".join(env.open() + body + env.close(len(body))),
+            encoding="ascii",
+        )
         paths.append(path)
     return paths
 
@@ -539,8 +543,11 @@ def write_835(
             body = _header_835(chunk, date, n)
             for remit in chunk:
                 body.extend(_claim_835(remit, claims.get(remit["claim_id"]), by_remit))
-            path = out_dir / f"remit_{n:05d}.835"
-            path.write_text("".join(env.open() + body + env.close(len(body))), encoding="ascii")
+            path = write_text(
+                out_dir / f"remit_{n:05d}.835",
+                "".join(env.open() + body + env.close(len(body))),
+                encoding="ascii",
+            )
             paths.append(path)
     return paths
 
