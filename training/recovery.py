@@ -43,6 +43,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from features.atomic import write_text
 from features.codes import code_tables
 from features.denials import (
     UNKNOWN_CATEGORY,
@@ -516,10 +517,9 @@ def _example(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def log_recovery_pipeline(
-    pipeline: Pipeline, example: pd.DataFrame, registered_model_name: str
-) -> tuple[str, str]:
-    """Log the pipeline as a pyfunc model and register a version; inside an active run."""
+def log_recovery_pipeline(pipeline: Pipeline, example: pd.DataFrame) -> str:
+    """Log the pipeline as a pyfunc model, inside an active run; return its model URI (it is
+    registered once the run has finished: :func:`registry.register_version`)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pipeline.joblib"
         joblib.dump(pipeline, path, compress=3)
@@ -532,9 +532,8 @@ def log_recovery_pipeline(
             signature=infer_signature(example_input, output.head(len(example_input))),
             input_example=example_input,
             pip_requirements=registry.pip_requirements(),
-            registered_model_name=registered_model_name,
         )
-    return info.model_uri, str(info.registered_model_version)
+    return info.model_uri
 
 
 def evaluate_recovery(pipeline: Pipeline, test: pd.DataFrame) -> dict[str, float]:
@@ -584,9 +583,9 @@ def truth_metrics(
 
 
 def _card(settings: RecoveryTrainSettings, data: RecoveryData, metrics: dict[str, float],
-          truth: dict[str, float], version: str) -> str:  # fmt: skip
+          truth: dict[str, float], version: str | None = None) -> str:  # fmt: skip
     lines = [
-        f"# Model card: {settings.registered_model_name} v{version}",
+        f"# Model card: {settings.registered_model_name}" + (f" v{version}" if version else ""),
         "",
         "Probability that a denial is recovered (paid after a corrected claim, appeal,",
         "peer-to-peer or rebill) if it is worked, from the CARC/RARC, category, payer, procedure,",
@@ -664,14 +663,9 @@ def run_recovery_training(
         finite = {k: float(v) for k, v in {**metrics, **truth}.items() if np.isfinite(v)}
         mlflow.log_metrics(finite)
         mlflow.log_dict(data.counts, "data_counts.json")
-        model_uri, version = log_recovery_pipeline(
-            pipeline, data.test, settings.registered_model_name
-        )
-        card = _card(settings, data, metrics, truth, version)
-        (out / "model_card.md").write_text(card)
+        model_uri = log_recovery_pipeline(pipeline, data.test)
+        card = _card(settings, data, metrics, truth)
         mlflow.log_text(card, "model_card.md")
-        client.update_model_version(settings.registered_model_name, version,
-                                    description=card[:4900])  # fmt: skip
         progress("comparing with the champion", 0.9)
         champion = registry.champion_version(
             client, settings.registered_model_name, settings.champion_alias
@@ -691,12 +685,13 @@ def run_recovery_training(
         )
         mlflow.set_tags({"gate.promoted": str(promoted), "gate.reason": reason})
         run_id = run.info.run_id
-    # The alias moves only after the run closed cleanly.
+    # Registered, then promoted, only once the run has closed with everything logged.
+    version = registry.register_version(client, settings.registered_model_name, model_uri, card)
+    write_text(out / "model_card.md", _card(settings, data, metrics, truth, version))
     if promoted:
         registry.promote(client, settings.registered_model_name, version, settings.champion_alias)
-    (out / "metrics.json").write_text(json.dumps({"model": metrics, "truth": truth}, indent=2))
+    write_text(out / "metrics.json", json.dumps({"model": metrics, "truth": truth}, indent=2))
     progress("done", 1.0)
-    del model_uri
     return RecoveryOutcome(
         run_id=run_id,
         version=version,

@@ -115,12 +115,11 @@ def _save_pyfunc_model(**kwargs: Any) -> None:
 _PYFUNC_FLAVOR = SimpleNamespace(__name__="mlflow.pyfunc", save_model=_save_pyfunc_model)
 
 
-def log_pipeline(
-    pipeline: Pipeline, example: ClaimTables, registered_model_name: str
-) -> tuple[str, str]:
-    """Log the fitted pipeline as an MLflow pyfunc model and register a new version.
+def log_pipeline(pipeline: Pipeline, example: ClaimTables) -> str:
+    """Log the fitted pipeline as an MLflow pyfunc model; return its model URI.
 
-    Returns ``(model_uri, version)``. Must run inside an active MLflow run.
+    Must run inside an active MLflow run. It is not registered here: see
+    :func:`register_version`.
     """
     example_input = json_safe(example.to_flat_lines())
     # Scoring the example in memory both derives the output signature and proves that the
@@ -141,10 +140,21 @@ def log_pipeline(
             signature=signature,
             input_example=example_input,
             pip_requirements=pip_requirements(),
-            registered_model_name=registered_model_name,
             validate_serving_input=False,
         )
-    return info.model_uri, str(info.registered_model_version)
+    return info.model_uri
+
+
+def register_version(client: MlflowClient, name: str, model_uri: str, description: str) -> str:
+    """Register the model at ``model_uri`` as a new version of ``name``; return the version.
+
+    Called once the training run has ended: a version exists only for a run whose metrics,
+    plots, model card and gate verdict are all logged. A training killed before this leaves no
+    version; one killed during it leaves a version without its description (issue 20).
+    """
+    version = str(mlflow.register_model(model_uri, name).version)
+    client.update_model_version(name, version, description=description[:4900])
+    return version
 
 
 def serving_signature(example_input: pd.DataFrame, example_output: pd.DataFrame) -> ModelSignature:
@@ -240,9 +250,10 @@ class IncompleteVersion(ValueError):
 def incomplete_reason(client: MlflowClient, name: str, version: str) -> str | None:
     """Why ``version`` is not a complete model, or ``None`` when it is.
 
-    A version is registered inside its training run, before the model card and the gate; a
-    training killed after that point left a READY version whose run never finished (issue 20).
-    Complete means: registered READY, and its run (when it has one) FINISHED."""
+    Training registers a version only after its run has finished (:func:`register_version`);
+    a version registered otherwise, or by an older release that registered inside the run, may
+    have a run that a kill left RUNNING (issue 20). Complete means: registered READY, and its
+    run (when it has one) FINISHED."""
     mv = client.get_model_version(name, version)  # raises a clear MLflow error if absent
     if mv.status != "READY":
         return f"its registration is {mv.status}"

@@ -3,8 +3,8 @@
 Steps: read and validate the data set (rows that fail go to ``schema-rejects.csv``); split by
 time; fit the pipeline on the earlier period; score the later period point-in-time; compare with
 the Bayes-optimal scorer when the simulator's ground truth is beside the data; log everything to
-MLflow; register a version; promote it to champion only if it beats the current champion on the
-same test claims (or when forced).
+MLflow; once the run has finished, register a version; promote it to champion only if it beats
+the current champion on the same test claims (or when forced).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.pipeline import Pipeline
 
+from features.atomic import atomic_file, write_text
 from features.codes import DENIAL_CATEGORIES
 from features.schema import ClaimsDataset
 from training import plots, registry
@@ -281,7 +282,8 @@ def run_training(
     progress("reading and validating the data set", 0.02)
     dataset, rejects = ClaimsDataset.read(settings.dataset)
     if len(rejects):
-        rejects.to_csv(out / "schema-rejects.csv", index=False)
+        with atomic_file(out / "schema-rejects.csv") as temp:
+            rejects.to_csv(temp, index=False)
     split = default_split(
         dataset.claims,
         pd.Timestamp(settings.train_until) if settings.train_until else None,
@@ -406,15 +408,9 @@ def run_training(
         for path in artifacts.values():
             mlflow.log_artifact(str(path), artifact_path="plots")
         example = data.test_tables.subset(data.test_tables.claims["claim_id"].head(3))
-        model_uri, version = registry.log_pipeline(
-            pipeline, example, settings.registered_model_name
-        )
-        card = model_card(settings, data, metrics, bayes, version)
-        (out / "model_card.md").write_text(card)
+        model_uri = registry.log_pipeline(pipeline, example)
+        card = model_card(settings, data, metrics, bayes)
         mlflow.log_text(card, "model_card.md")
-        client.update_model_version(
-            settings.registered_model_name, version, description=card[:4900]
-        )
 
         progress("comparing with the champion", 0.9)
         champion_metrics: dict[str, float] | None = None
@@ -431,11 +427,15 @@ def run_training(
         )
         mlflow.set_tags({"gate.promoted": str(promoted), "gate.reason": reason})
         run_id = run.info.run_id
-    # The alias moves only after the run closed cleanly: an interrupted run never promotes.
+    # Registered, then promoted, only once the run has closed with everything logged: a
+    # training killed earlier leaves no version, and never a champion (issue 20).
+    version = registry.register_version(client, settings.registered_model_name, model_uri, card)
+    write_text(out / "model_card.md", model_card(settings, data, metrics, bayes, version))
     if promoted:
         registry.promote(client, settings.registered_model_name, version, settings.champion_alias)
-    (out / "metrics.json").write_text(
-        json.dumps({"model": metrics, "bayes": bayes, "ratios": ratios}, indent=2)
+    write_text(
+        out / "metrics.json",
+        json.dumps({"model": metrics, "bayes": bayes, "ratios": ratios}, indent=2),
     )
     progress("done", 1.0)
     return TrainOutcome(

@@ -113,12 +113,17 @@ def test_logged_version_scores_its_example_once_and_loads_back(
     monkeypatch.setattr(registry.DenialRiskPyfunc, "load_context", counting_load_context)
     pipeline = small_fitted_pipeline()
 
-    with mlflow.start_run():
-        model_uri, version = registry.log_pipeline(pipeline, example_tables(), MODEL_NAME)
+    with mlflow.start_run() as run:
+        model_uri = registry.log_pipeline(pipeline, example_tables())
+    client = mlflow.MlflowClient()
+    version = registry.register_version(client, MODEL_NAME, model_uri, "card")
 
     # Scored once in memory for the signature; MLflow did not unpickle it to score it again.
     assert (scorer.calls, loads) == (1, [])
     assert version == "1"
+    registered = client.get_model_version(MODEL_NAME, version)
+    assert (registered.run_id, registered.description) == (run.info.run_id, "card")
+    assert registry.incomplete_reason(client, MODEL_NAME, version) is None
 
     pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}")
     assert loads == ["load"]
