@@ -359,6 +359,17 @@ def models(tracking_uri: TrackingOption = None) -> None:
             ],
         )
     console.print(table)
+    stopped = registry.stopped_runs(client)
+    if stopped:
+        started = ", ".join(
+            f"{run.info.run_id[:8]} (started "
+            f"{datetime.fromtimestamp(run.info.start_time / 1000):%Y-%m-%d %H:%M})"
+            for run in stopped
+        )
+        console.print(
+            f"{len(stopped)} training run(s) were killed before they registered a version, and "
+            f"left nothing to promote: {started}. The next `train` marks them KILLED in MLflow."
+        )
 
 
 @app.command()

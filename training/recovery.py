@@ -649,8 +649,11 @@ def run_recovery_training(
         )
     progress("logging to MLflow and registering", 0.75)
     client = registry.configure(tracking_uri, create=True)
+    registry.end_stopped_runs(client)
     mlflow.set_experiment(settings.experiment)
-    with mlflow.start_run(run_name=f"recovery {data.describe()}") as run:
+    with mlflow.start_run(
+        run_name=f"recovery {data.describe()}", tags=registry.owner_tags()
+    ) as run:
         mlflow.log_params(
             {
                 "test_from": f"{data.test_from:%Y-%m-%d}",

@@ -8,7 +8,9 @@ The alias it replaces is remembered in a ``previous_champion`` alias for rollbac
 
 from __future__ import annotations
 
+import os
 import pickle
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ import mlflow
 import pandas as pd
 import pyarrow as pa
 from mlflow import MlflowClient
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature, infer_signature
 from mlflow.pyfunc import PythonModel
@@ -285,6 +288,56 @@ def rollback(client: MlflowClient, name: str, alias: str = "champion") -> str:
         raise ValueError(f"model '{name}' has no previous champion to roll back to")
     promote(client, name, previous, alias)
     return previous
+
+
+OWNER_HOST_TAG = "denial_risk.host"
+OWNER_PID_TAG = "denial_risk.pid"
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags that name the process running a training run, given when the run starts, so a run
+    that process never ended can be told from one still going (:func:`stopped_runs`)."""
+    return {OWNER_HOST_TAG: socket.gethostname(), OWNER_PID_TAG: str(os.getpid())}
+
+
+def stopped_runs(client: MlflowClient) -> list[Run]:
+    """Runs still RUNNING whose process, on this machine, is gone: a training killed before it
+    could end its run (SIGKILL, the out-of-memory killer). They registered no version.
+
+    Runs of other machines, and of releases that did not tag their process, are left out: no
+    one can tell whether they are still going.
+    """
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    running = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
+    host = socket.gethostname()
+    return [
+        run
+        for run in running
+        if run.data.tags.get(OWNER_HOST_TAG) == host
+        and not _process_exists(int(run.data.tags.get(OWNER_PID_TAG, "0")))
+    ]
+
+
+def end_stopped_runs(client: MlflowClient) -> list[str]:
+    """Mark :func:`stopped_runs` KILLED (as MLflow marks a run that raised FAILED); their ids."""
+    ids = [run.info.run_id for run in stopped_runs(client)]
+    for run_id in ids:
+        client.set_terminated(run_id, "KILLED")
+    return ids
+
+
+def _process_exists(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True  # or a later process given the same id: then the run is left as it is
 
 
 @dataclass

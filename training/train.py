@@ -383,8 +383,9 @@ def run_training(
 
     progress("logging to MLflow and registering", 0.8)
     client = registry.configure(tracking_uri, create=True)
+    registry.end_stopped_runs(client)
     mlflow.set_experiment(settings.experiment)
-    with mlflow.start_run(run_name=f"train {split.describe()}") as run:
+    with mlflow.start_run(run_name=f"train {split.describe()}", tags=registry.owner_tags()) as run:
         mlflow.log_params(
             {
                 "train_until": f"{split.train_until:%Y-%m-%d}",
