@@ -15,6 +15,8 @@ Wiring (in :func:`serving.app.create_app`)::
 The route takes its service from :func:`get_worklist_service` (``app.state.worklist_service``);
 tests replace it with ``app.dependency_overrides[get_worklist_service] = lambda: service``.
 Authentication is the API's ``X-API-Key`` check (:func:`serving.api.deps.require_api_key`).
+The route validates its body itself, in the thread pool, after counting the denials
+(:mod:`serving.api.bodies`).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import pandas as pd
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serving.api.bodies import DocumentedAs, validated_body
 from serving.api.deps import SettingsDep, require_api_key
 from serving.schemas import ErrorResponse, PayerType
 from serving.worklist import TRACKING, WORK_QUEUE, Worklist, WorklistService
@@ -123,6 +126,11 @@ class PrioritizeRequest(BaseModel):
     limit: int | None = Field(
         default=None, ge=1, le=100_000, description="Return only the top `limit` queue rows."
     )
+
+
+PrioritizeRequestBody = Annotated[Any, Body(), DocumentedAs(PrioritizeRequest)]
+"""The body as FastAPI parsed it, documented as :class:`PrioritizeRequest`; the route validates
+it (FastAPI would validate every denial on the event loop before the count limit applies)."""
 
 
 class FactorOut(BaseModel):
@@ -268,19 +276,24 @@ def response_of(worklist: Worklist, limit: int | None = None) -> PrioritizeRespo
     summary="Rank denials into a worklist",
 )
 def prioritize(
-    body: PrioritizeRequest, service: WorklistServiceDep, settings: SettingsDep
+    body: PrioritizeRequestBody, service: WorklistServiceDep, settings: SettingsDep
 ) -> PrioritizeResponse:
     """Classify each denial (hard/soft, preventable, clinical), route it (corrected claim,
     appeal, peer-to-peer, eligibility rebill; rejections: resubmission), give it a deadline and
     days left, and rank the soft ones by expected recovered dollars adjusted for urgency and the
     route's effort. Hard denials come back in `tracking`, never in the queue.
     """
-    if len(body.denials) > settings.max_batch_claims:
-        raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-            f"{len(body.denials):,} denials in one request; at most {settings.max_batch_claims:,} "
-            "are accepted (split the list)",
-        )
-    as_of = pd.Timestamp(body.as_of) if body.as_of else None
-    worklist = service.prioritize(request_frame(body), as_of)
-    return response_of(worklist, body.limit)
+    limit = settings.max_batch_claims
+    request = validated_body(  # a plain ``def`` route: this runs in the thread pool
+        PrioritizeRequest,
+        body,
+        "denials",
+        limit,
+        too_many=lambda count: HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"{count:,} denials in one request; at most {limit:,} are accepted (split the list)",
+        ),
+    )
+    as_of = pd.Timestamp(request.as_of) if request.as_of else None
+    worklist = service.prioritize(request_frame(request), as_of)
+    return response_of(worklist, request.limit)

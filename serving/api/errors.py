@@ -2,13 +2,19 @@
 
 Validation errors become field paths with hints (never FastAPI's raw dump, which echoes the
 input), a missing model becomes 503, an oversized batch 413.
+
+A batch of bad items is answered with a problem per field of each: 5,000 empty claims (15 KB)
+make 45,000 problems and 6.5 MB of JSON. Such answers are made in the thread pool (the hint of
+each problem is Python work the event loop would otherwise do before answering anyone else),
+and pydantic writes the JSON, in a third of the time of ``json.dumps``.
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.api.deps import ModelNotReady
@@ -23,16 +29,22 @@ def _answer(
     detail: str,
     errors: list[FieldProblem] | None = None,
     headers: dict[str, str] | None = None,
-) -> JSONResponse:
+) -> Response:
     body = ErrorResponse(
         detail=detail,
         errors=errors or [],
         request_id=request.scope.get("state", {}).get("request_id"),
     )
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    return Response(
+        body.model_dump_json(), status_code=status, headers=headers, media_type="application/json"
+    )
 
 
-async def _validation(request: Request, error: Exception) -> JSONResponse:
+async def _validation(request: Request, error: Exception) -> Response:
+    return await run_in_threadpool(_validation_answer, request, error)
+
+
+def _validation_answer(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     problems = pydantic_problems(error.errors())
     first = problems[0].message if problems else "invalid request"
@@ -44,7 +56,7 @@ async def _validation(request: Request, error: Exception) -> JSONResponse:
     return _answer(request, 422, detail, problems)
 
 
-async def _not_ready(request: Request, error: Exception) -> JSONResponse:
+async def _not_ready(request: Request, error: Exception) -> Response:
     return _answer(
         request,
         503,
@@ -54,17 +66,17 @@ async def _not_ready(request: Request, error: Exception) -> JSONResponse:
     )
 
 
-async def _too_large(request: Request, error: Exception) -> JSONResponse:
+async def _too_large(request: Request, error: Exception) -> Response:
     return _answer(request, 413, str(error))
 
 
-async def _nothing_scored(request: Request, error: Exception) -> JSONResponse:
+async def _nothing_scored(request: Request, error: Exception) -> Response:
     assert isinstance(error, NothingScored)
     problems = [problem for claim in error.errors for problem in claim.problems]
-    return _answer(request, 422, str(error), problems)
+    return await run_in_threadpool(_answer, request, 422, str(error), problems)
 
 
-async def _http(request: Request, error: Exception) -> JSONResponse:
+async def _http(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
     detail = str(error.detail)
     if error.status_code == 404:

@@ -6,9 +6,10 @@ claim the batch path would quarantine is refused here too (as a per-claim error)
 from :meth:`serving.service.ScoringService.score`, the one scoring path.
 
 A request is scored in two steps so that concurrent requests can share one scoring call
-(:mod:`serving.api.coalesce`): :func:`prepare_request` applies the per-request checks, and
-:func:`score_together` scores any number of prepared requests that :class:`SharedCall` admits
-together, giving each exactly the answer it would get alone.
+(:mod:`serving.api.coalesce`): :func:`prepare_request` applies the per-request checks (the route
+calls it through :func:`prepare_body`, which counts the claims of the parsed JSON before any is
+validated), and :func:`score_together` scores any number of prepared requests that
+:class:`SharedCall` admits together, giving each exactly the answer it would get alone.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pandas as pd
 
 from features.claim_tables import ClaimTables, validated
 from features.schema import CLAIMS, DIAGNOSES, LINES, OPTIONAL_COLUMNS, contract_frame
+from serving.api.bodies import validated_body
 from serving.api.problems import pydantic_problems, quarantine_problems
 from serving.schemas import (
     ClaimErrorOut,
@@ -240,6 +242,24 @@ def prepare_request(request: ScoreRequest, max_batch_claims: int) -> PreparedReq
         claim_ids=frozenset(claim.claim_id for _, claim in valid),
         submission_days=_submission_days(claim for _, claim in valid),
     )
+
+
+def prepare_body(body: Any, max_batch_claims: int) -> PreparedRequest:
+    """:func:`prepare_request` for a JSON body as parsed, not validated yet.
+
+    Its claims are counted first: over ``max_batch_claims`` it is refused with
+    :class:`BatchTooLarge` before a single claim is validated (validating each claim of a
+    100,001-claim body took ten seconds). A body that is not a score request raises
+    :class:`fastapi.exceptions.RequestValidationError`.
+    """
+    request = validated_body(
+        ScoreRequest,
+        body,
+        "claims",
+        max_batch_claims,
+        too_many=lambda count: BatchTooLarge(count, max_batch_claims),
+    )
+    return prepare_request(request, max_batch_claims)
 
 
 def score_request(
@@ -486,6 +506,7 @@ __all__ = [
     "ScoringOutcome",
     "SharedCall",
     "claims_to_frames",
+    "prepare_body",
     "prepare_request",
     "score_837",
     "score_request",

@@ -21,7 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from denial_risk.settings import Settings
-from features.claim_tables import ClaimTables, validated
+from features.claim_tables import validated
 from features.schema import ClaimsDataset
 from features.x12.reader import count_segments
 from serving.api.deps import get_scoring_service
@@ -30,10 +30,9 @@ from serving.api.problems import quarantine_problems
 from serving.api.routes.ops import withheld_locations
 from serving.api.scoring import claims_payload, claims_to_frames
 from serving.app import ConfigurationError, create_app
-from serving.explain import Factor
 from serving.schemas import ClaimIn
-from serving.service import ClaimScore, ModelInfo, RiskBands
 from tests.utils.factories import make_claim, make_whole_claim, tables_from
+from tests.utils.services import FakeService
 
 KEY = "unit-test-api-key-0123456789"
 AUTH = {"X-API-Key": KEY}
@@ -445,26 +444,6 @@ def test_no_model_means_not_ready_and_503(trained: Any) -> None:
         assert "denial-risk train" in answer.json()["detail"]
         assert no_model.get("/v1/model", headers=AUTH).status_code == 503
         assert no_model.get("/health").status_code == 200
-
-
-class FakeService:
-    """A stand-in with the ScoringService surface the API uses; can hold a request."""
-
-    def __init__(self, version: str, gate: threading.Event | None = None) -> None:
-        self.info = ModelInfo("denial-risk", version, "champion", "models:/denial-risk@champion")
-        self.bands = RiskBands()
-        self.gate = gate
-        self.entered = threading.Event()
-
-    def score(self, tables: ClaimTables, explain: bool = True, top_k: int = 5) -> list[ClaimScore]:
-        self.entered.set()
-        if self.gate is not None:
-            assert self.gate.wait(10), "test never released the request"
-        factor = Factor("payer", "payer 60054", 0.1, "raises risk", False, None, None)
-        return [
-            ClaimScore(cid, 0.5, "high", ">= 0.35", [], [], [factor], None, self.info.version)
-            for cid in tables.claims["claim_id"]
-        ]
 
 
 def test_reload_swaps_without_dropping_a_request_in_flight() -> None:

@@ -1,19 +1,29 @@
 """Scoring routes: validate, call :mod:`serving.api.scoring`, record the outcome, return.
 
-``/score`` awaits its answer from the scoring coalescer (:mod:`serving.api.coalesce`), which
-scores concurrent requests in shared calls; ``/score-x12`` scores in the thread pool.
+``/score`` validates its body itself (:mod:`serving.api.bodies`: the claims are counted before
+any is validated, a batch is validated in the thread pool) and awaits its answer from the
+scoring coalescer (:mod:`serving.api.coalesce`), which scores concurrent requests in shared
+calls; ``/score-x12`` scores in the thread pool.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
 
+from serving.api.bodies import DocumentedAs, listed
 from serving.api.coalesce import ScoringTimeout
 from serving.api.deps import CoalescerDep, MetricsDep, ServiceDep, SettingsDep, require_api_key
 from serving.api.metrics import ApiMetrics
-from serving.api.scoring import NothingScored, ScoringOutcome, prepare_request, score_837
+from serving.api.scoring import (
+    NothingScored,
+    PreparedRequest,
+    ScoringOutcome,
+    prepare_body,
+    score_837,
+)
 from serving.schemas import ErrorResponse, ScoreRequest, ScoreResponse
 
 router = APIRouter(prefix="/v1/claims", tags=["scoring"], dependencies=[Depends(require_api_key)])
@@ -42,6 +52,24 @@ _X12_EXAMPLE = (
 )
 
 
+ScoreRequestBody = Annotated[Any, Body(), DocumentedAs(ScoreRequest)]
+"""The body as FastAPI parsed it, documented as :class:`ScoreRequest` and validated by
+:func:`prepare_body` (not by FastAPI, which would validate every claim on the event loop before
+the batch limit applies)."""
+
+INLINE_CLAIMS = 1
+"""Requests of at most this many claims are validated on the event loop: one claim takes ~25 µs
+(one with 999 bad service lines 13 ms), less than the two thread hand-offs a batch pays, each of
+which can wait a switch interval for the scoring thread to let go of the GIL."""
+
+
+async def _prepared(body: Any, max_batch_claims: int) -> PreparedRequest:
+    claims = listed(body, "claims")
+    if claims is not None and len(claims) <= INLINE_CLAIMS:
+        return prepare_body(body, max_batch_claims)
+    return await run_in_threadpool(prepare_body, body, max_batch_claims)
+
+
 def _record(request: Request, metrics: ApiMetrics, outcome: ScoringOutcome) -> None:
     """Counts for the request log line and the metrics (never claim contents)."""
     response = outcome.response
@@ -65,7 +93,7 @@ def _record_refusal(request: Request, metrics: ApiMetrics, error: NothingScored)
     summary="Score one claim or a batch",
 )
 async def score_claims(
-    body: ScoreRequest,
+    body: ScoreRequestBody,
     request: Request,
     service: ServiceDep,
     settings: SettingsDep,
@@ -80,7 +108,7 @@ async def score_claims(
     the others are scored. When no claim is valid the answer is 422 with the problems.
     """
     try:
-        prepared = prepare_request(body, settings.max_batch_claims)
+        prepared = await _prepared(body, settings.max_batch_claims)
         outcome = await coalescer.score(service, prepared)
     except NothingScored as error:
         _record_refusal(request, metrics, error)

@@ -24,7 +24,9 @@ router = APIRouter(tags=["operations"], dependencies=[Depends(require_api_key)])
 
 
 @open_router.get("/health", response_model=HealthOut, summary="The process is up")
-def health() -> HealthOut:
+async def health() -> HealthOut:
+    # On the event loop, not in the thread pool: it answers while every pool thread is busy
+    # (validating large batches, say) and while it waits for none of them.
     return HealthOut()
 
 
