@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     api_keys: list[str] = Field(default_factory=list, description="Accepted X-API-Key values.")
     max_batch_claims: int = Field(default=5000, ge=1, le=100_000)
     max_body_bytes: int = Field(default=20_000_000, ge=1_000)
+    max_header_bytes: int = Field(
+        default=16_384,
+        ge=1_024,
+        le=1_048_576,
+        description="Most bytes of a request's line and headers the API server accepts: a "
+        "longer head is refused (400) and its connection closed as soon as that much has "
+        "arrived. 16 KiB is h11's and Node's default; a browser's cookies for the host count.",
+    )
     scoring_timeout_seconds: float = Field(
         default=120.0,
         gt=0,

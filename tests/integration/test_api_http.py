@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,6 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-import uvicorn
 
 from denial_risk.settings import Settings
 from features.claim_tables import ClaimTables
@@ -32,6 +30,7 @@ from serving.api.scoring import claims_payload, score_request
 from serving.app import create_app
 from serving.loading import load_service
 from serving.schemas import ScoreRequest
+from tests.utils.servers import served
 
 pytestmark = pytest.mark.integration
 
@@ -51,22 +50,8 @@ def base_url(trained: Any) -> Iterator[str]:
     settings = Settings(
         model_uri=trained.model_uri, tracking_uri=trained.tracking_uri, api_keys=[KEY]
     )
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive(), "uvicorn exited during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start within 60 s"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
-    assert not thread.is_alive(), "uvicorn did not stop"
+    with served(create_app(settings), settings) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

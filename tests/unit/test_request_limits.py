@@ -1,14 +1,17 @@
 """Requests that could stall a server process (issue 20), over real HTTP: uvicorn on a loopback
-port, a stand-in scoring service.
+port with the options `denial-risk serve` uses, a stand-in scoring service.
 
 Any valid key could stall a worker: a 300 KB body of 100,001 empty claims was validated claim by
 claim on the event loop before the batch limit applied, and six such requests left ``/health``
-unanswered for 23 s.
+unanswered for 23 s. And anyone could send a header of 50 MB: the server read it whole, for
+seconds, and answered it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +41,7 @@ def _app(settings: Settings) -> FastAPI:
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
     settings = Settings(api_keys=[KEY], max_batch_claims=MAX_BATCH)
-    with served(_app(settings)) as base:
+    with served(_app(settings), settings) as base:
         yield base
 
 
@@ -122,3 +125,39 @@ def test_the_batch_routes_still_document_their_request_models() -> None:
         assert body["content"]["application/json"]["schema"] == {
             "$ref": f"#/components/schemas/{model}"
         }
+
+
+# -- the request head ----------------------------------------------------------------------------
+def _send_raw(url: str, head: bytes, filler: int = 0) -> tuple[bytes, float]:
+    """``head`` then ``filler`` bytes of one header's value (and the head's end) on a new
+    connection; what came back until the server closed it, and how long that took."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        started = time.monotonic()
+        # The server may close while we still send: the rest is then refused, not an error.
+        with contextlib.suppress(ConnectionError):
+            connection.sendall(head)
+            for start in range(0, filler, 65_536):
+                connection.sendall(b"a" * min(65_536, filler - start))
+            connection.sendall(b"\r\n\r\n")
+        received = b""
+        with contextlib.suppress(ConnectionError):
+            while data := connection.recv(65_536):  # b"": the server closed the connection
+                received += data
+        return received, time.monotonic() - started
+
+
+def test_a_request_head_over_the_limit_is_refused_as_it_arrives(url: str) -> None:
+    head = b"GET /health HTTP/1.1\r\nHost: test\r\nX-Filler: "
+    received, took = _send_raw(url, head, filler=50_000_000)
+    # 400 (uvicorn's answer to h11's 431 hint) and closed; or closed before the answer was read.
+    assert received == b"" or received.split(b"\r\n")[0] in {
+        b"HTTP/1.1 400 Bad Request",
+        b"HTTP/1.1 431 Request Header Fields Too Large",
+    }, received[:200]
+    assert took < 2.0, f"{took:.1f} s to refuse a 50 MB header"
+    # A head within the limit (a 12 KB cookie) is answered, and so is the next request.
+    head = b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\nCookie: session="
+    ok, _ = _send_raw(url, head, filler=12_000)
+    assert ok.startswith(b"HTTP/1.1 200 OK"), ok[:200]
+    assert httpx.get(f"{url}/health", timeout=10).json() == {"status": "ok"}

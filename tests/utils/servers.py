@@ -11,17 +11,21 @@ from typing import Any
 
 import uvicorn
 
+from denial_risk.settings import Settings
+from serving.server import uvicorn_options
+
 
 @contextmanager
-def served(app: Any) -> Iterator[str]:
-    """``app`` served on a free loopback port until the block ends; yields its base URL.
+def served(app: Any, settings: Settings) -> Iterator[str]:
+    """``app`` served on a free loopback port until the block ends, with the uvicorn options
+    `denial-risk serve` gives it for ``settings``; yields its base URL.
 
     Stopped as SIGTERM stops it (requests in flight are finished), never killed.
     """
     listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listening.bind(("127.0.0.1", 0))
     port = listening.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    config = uvicorn.Config(app, **{**uvicorn_options(settings), "log_level": "warning"})
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [listening]}, name="uvicorn-test", daemon=True
