@@ -8,6 +8,10 @@ promoted and ``POST /v1/admin/reload`` (or a restart) loads it.
 The lifespan also starts the scoring coalescer's worker thread (:mod:`serving.api.coalesce`),
 which scores concurrent requests in shared calls, and stops it after the last answer.
 
+The docs (``/docs``, ``/redoc``) load Swagger UI and ReDoc from the API itself
+(``/static-offline-docs``, the copies the ``fastapi-offline`` package ships), never from a CDN:
+they work on a network without the internet, and run no script another host could change.
+
 Authentication: every route except ``/health``, ``/ready`` and the docs needs an ``X-API-Key``
 from ``settings.api_keys``. With no keys configured the app refuses to be built unless
 ``settings.allow_no_auth`` (``DENIAL_RISK_ALLOW_NO_AUTH=true``) says so explicitly.
@@ -22,6 +26,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi_offline import FastAPIOffline
 
 from denial_risk.settings import Settings, get_settings
 from serving import worklist_routes
@@ -110,11 +115,13 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader | None = 
             sys.setswitchinterval(switch_interval)
             gc.unfreeze()  # what this app held can be collected once it is gone
 
-    app = FastAPI(
+    app = FastAPIOffline(  # a FastAPI app whose docs pages use the assets it serves itself
         title="Denial risk scoring API",
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Swagger UI's badge would send the spec's URL to the public validator.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
     app.state.holder = holder
