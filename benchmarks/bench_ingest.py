@@ -166,8 +166,15 @@ def main() -> None:
             result = ingest_paths(paths, workers=args.workers, validation=mode)  # type: ignore[arg-type]
             seconds = time.perf_counter() - started
             got = result.dataset
-            assert len(got.claims) == len(dataset.claims), result.quarantine.head()
-            assert len(got.remittances) == len(dataset.remittances)
+            if (len(got.claims), len(got.remittances)) != (
+                len(dataset.claims),
+                len(dataset.remittances),
+            ):
+                raise SystemExit(
+                    f"ingest read {len(got.claims)} claims and {len(got.remittances)} remittances "
+                    f"of {len(dataset.claims)} and {len(dataset.remittances)} written; "
+                    f"quarantined:\n{result.quarantine.head()}"
+                )
             print(
                 f"validation={mode:8s} workers={args.workers}: {seconds:.1f}s, "
                 f"{len(got.claims) / seconds:,.0f} claims/s (837P + 835), "

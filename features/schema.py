@@ -1133,7 +1133,8 @@ def _block_layout(name: str, labels: tuple[str, ...]) -> _BlockLayout:
     dates: list[int] = []
     numpy_columns: dict[Any, list[tuple[str, int]]] = {}
     rules = _table_rules(name)
-    assert rules is not None
+    # Narrows the type for mypy (only tables with rules are built).
+    assert rules is not None  # noqa: S101
     for position, column in enumerate(labels):
         kind = kinds[column]
         if kind in (_TEXT, _ARROW_TEXT):
@@ -1166,7 +1167,8 @@ def _frame_of_blocks(
 
     pd.DataFrame(arrays) would check and copy each again, several microseconds a column.
     """
-    assert create_dataframe_from_blocks is not None
+    # Narrows the type for mypy (its caller checked).
+    assert create_dataframe_from_blocks is not None  # noqa: S101
     blocks: list[tuple[Any, np.ndarray]] = [
         (arrays[column], placement.copy()) for column, placement in layout.extension_arrays
     ]

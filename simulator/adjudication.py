@@ -86,8 +86,8 @@ ADJUDICATION_ORDER: tuple[str, ...] = (
     "documentation",
     "other",
 )
-"""Front-end edits first (duplicate, filing limit, eligibility), then clinical and review edits."""
-assert sorted(ADJUDICATION_ORDER) == sorted(DENIAL_CATEGORIES)
+"""Front-end edits first (duplicate, filing limit, eligibility), then clinical and review edits.
+Every denial category once (tested)."""
 
 
 @dataclass(frozen=True)

@@ -523,7 +523,11 @@ def _drift_event(
     if kind == "diagnosis_withdraw":
         group = str(rng.choice(sorted(g for g, r in necessity.items() if len(r.core) >= 3)))
         dx = str(rng.choice(necessity[group].core))
-        assert dx not in UNRELATED_DIAGNOSES
+        if dx in UNRELATED_DIAGNOSES:  # withdrawn, it would be no different from unrelated
+            raise ValueError(
+                f"diagnosis {dx} is both a core diagnosis of necessity group {group} and an "
+                "unrelated diagnosis (simulator/catalog.py): it can be one or the other"
+            )
         return DriftEvent(kind, payer.key, at, groups=(group,), diagnoses=(dx,))
     if kind == "exclusion_add":
         if payer.payer_type != "commercial":

@@ -72,10 +72,14 @@ def save_pipeline_file(pipeline: Pipeline, path: Path) -> Path:
 
 def load_pipeline_file(path: str | Path) -> Pipeline:
     """Read a pipeline written by :func:`save_pipeline_file`, or a joblib file from a version
-    logged before it (so an older champion can still be loaded and compared)."""
+    logged before it (so an older champion can still be loaded and compared).
+
+    Like any pickle (and MLflow's own model loading), the file runs code as it loads: it must
+    come from this project's training, through a registry or a folder it exported."""
     if str(path).endswith(".zst"):
         with pa.OSFile(str(path), "rb") as raw, pa.CompressedInputStream(raw, "zstd") as source:
-            pipeline: Pipeline = pickle.load(source)
+            # Deliberate: the fitted pipeline is ours; scikit-learn estimators persist as pickles
+            pipeline: Pipeline = pickle.load(source)  # noqa: S301
         return pipeline
     legacy: Pipeline = joblib.load(path)
     return legacy

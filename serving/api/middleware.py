@@ -184,7 +184,8 @@ class _RequestIds:
     @classmethod
     def new(cls) -> str:
         if cls._generator is None or cls._pid != os.getpid():
-            cls._generator, cls._pid = random.Random(), os.getpid()
+            # Deliberate: unique, not secret (a caller may send any X-Request-ID of its own).
+            cls._generator, cls._pid = random.Random(), os.getpid()  # noqa: S311
         return uuid.UUID(int=cls._generator.getrandbits(128), version=4).hex
 
 

@@ -234,7 +234,7 @@ def test_combined_lookups_are_not_pickled_and_follow_a_refit():
     fitted, tables = _fitted_on_first(50)
     _assert_same_as_reference(fitted, tables)  # builds the combined lookups
     assert "_lookups" in fitted.__dict__
-    loaded = pickle.loads(pickle.dumps(fitted))
+    loaded = pickle.loads(pickle.dumps(fitted))  # noqa: S301 (the test's own object)
     assert "_lookups" not in loaded.__dict__  # the fitted state is the indexes alone
     assert set(loaded.__dict__) == set(HistoryFeatures(5.0, 0.1).__dict__) | {
         "rate_indexes_",

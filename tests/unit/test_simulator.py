@@ -20,6 +20,7 @@ from simulator import (
     targets,
     write_simulation,
 )
+from simulator.adjudication import ADJUDICATION_ORDER
 from simulator.catalog import NECESSITY_RULES
 from simulator.spec import default_world_spec
 from simulator.world import is_valid_npi, rule_tables
@@ -62,6 +63,10 @@ def test_every_table_is_valid_under_the_contract(result: SimulationResult) -> No
         assert len(quarantined) == 0, f"{name}: {quarantined['reason'].head().tolist()}"
         assert len(valid) == len(table)
         assert len(table) > 0, f"{name} is empty"
+
+
+def test_adjudication_order_holds_every_denial_category_once() -> None:
+    assert sorted(ADJUDICATION_ORDER) == sorted(DENIAL_CATEGORIES)
 
 
 def test_claims_look_like_professional_claims(result: SimulationResult) -> None:
