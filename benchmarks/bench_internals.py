@@ -9,7 +9,6 @@ machine's load moves wall times by tens of percent. The project's rule: an inter
 if it buys at least 20%.
 
     .venv/bin/python benchmarks/bench_internals.py --model models/denial-risk --dataset work/sim
-    .venv/bin/python benchmarks/bench_internals.py ... --base public-lgb-checked
 """
 
 from __future__ import annotations
@@ -22,40 +21,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 
 def _variants() -> dict[str, Callable[[], None]]:
-    """Each internal's switch to its public path (the previous state restored by ``restore``)."""
+    """Each internal's switch to its public path (the previous state restored by ``restore``).
+
+    LightGBM's single-row entry (``lightgbm.basic._LIB``) and request tables recorded as checked
+    while built (``DataFrame._mgr.blocks``) were measured by this script as of commit af16484
+    and dropped (BENCHMARKS.md, private internals)."""
     import features.claim_arrays as claim_arrays
     import features.schema as schema
-    import training.estimator as estimator
 
-    original = (
-        estimator._OneRowPredictor.of,
-        schema.column_array,
-        schema._mark_if_clean,
-        schema.create_dataframe_from_blocks,
-    )
-
-    class _BoosterPredict:
-        def __init__(self, booster: Any) -> None:
-            self.booster = booster
-
-        def predict(self, row: np.ndarray) -> np.ndarray:
-            return np.asarray(self.booster.predict(row.reshape(1, -1), num_threads=1)).ravel()
+    original = (schema.column_array, schema.create_dataframe_from_blocks)
 
     def restore() -> None:
-        (
-            estimator._OneRowPredictor.of,
-            schema.column_array,
-            schema._mark_if_clean,
-            schema.create_dataframe_from_blocks,
-        ) = original
-        claim_arrays.column_array = original[1]
-
-    def lightgbm() -> None:  # lightgbm.basic._LIB's single-row entry -> Booster.predict
-        estimator._OneRowPredictor.of = classmethod(lambda cls, b, n: _BoosterPredict(b))
+        schema.column_array, schema.create_dataframe_from_blocks = original
+        claim_arrays.column_array = original[0]
 
     def column_reads() -> None:  # frame._mgr.iget_values -> frame[name].array
         def public(frame: Any, name: str) -> Any:
@@ -63,11 +43,7 @@ def _variants() -> dict[str, Callable[[], None]]:
 
         schema.column_array = claim_arrays.column_array = public
 
-    def checked() -> None:  # checked as built (frame._mgr.blocks) -> the fast path reads
-        schema._mark_if_clean = lambda *args, **kwargs: None
-
     def blocks() -> None:  # pandas.api.internals.create_dataframe_from_blocks -> pd.DataFrame
-        checked()  # (recording needs frames of our blocks)
         schema.create_dataframe_from_blocks = None
 
     def chain(*steps: Callable[[], None]) -> Callable[[], None]:
@@ -81,32 +57,17 @@ def _variants() -> dict[str, Callable[[], None]]:
     return {
         "restore": restore,
         "as is": chain(),
-        "LightGBM _LIB single row -> Booster.predict": chain(lightgbm),
         "_mgr.iget_values -> frame[name].array": chain(column_reads),
-        "checked as built (_mgr.blocks) -> fast path": chain(checked),
-        "+ create_dataframe_from_blocks -> pd.DataFrame": chain(blocks),
-        "all public": chain(lightgbm, column_reads, blocks),
-        # From the base where the first two fall (under 10% each), what the others buy:
-        "base: LightGBM + checked as built public": chain(lightgbm, checked),
-        "base + _mgr.iget_values public": chain(lightgbm, checked, column_reads),
-        "base + create_dataframe_from_blocks public": chain(lightgbm, blocks),
+        "create_dataframe_from_blocks -> pd.DataFrame": chain(blocks),
+        "all public": chain(column_reads, blocks),
     }
 
 
 SETS = {
     "as-is": (
         "as is",
-        "LightGBM _LIB single row -> Booster.predict",
         "_mgr.iget_values -> frame[name].array",
-        "checked as built (_mgr.blocks) -> fast path",
-        "+ create_dataframe_from_blocks -> pd.DataFrame",
-        "all public",
-    ),
-    "public-lgb-checked": (
-        "as is",
-        "base: LightGBM + checked as built public",
-        "base + _mgr.iget_values public",
-        "base + create_dataframe_from_blocks public",
+        "create_dataframe_from_blocks -> pd.DataFrame",
         "all public",
     ),
 }
@@ -117,7 +78,6 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="Model URI or exported folder.")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI for a models:/ URI.")
     parser.add_argument("--dataset", type=Path, required=True, help="Claims to send.")
-    parser.add_argument("--base", choices=list(SETS), default="as-is")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=150, help="One-claim requests a round.")
     parser.add_argument("--batch", type=int, default=1_000, help="Claims in the batch request.")
@@ -141,7 +101,7 @@ def main() -> None:
         args.batch,
     )
     switches = _variants()
-    names = list(SETS[args.base])
+    names = list(SETS["as-is"])
     one: dict[str, list[float]] = {name: [] for name in names}
     many: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(args.rounds + 1):  # round 0 warms caches and one-off set-ups
@@ -168,7 +128,7 @@ def main() -> None:
         f"{args.rounds} rounds of {args.requests} one-claim requests and one "
         f"{args.batch:,}-claim request per variant; CPU time, median"
     )
-    base = names[1] if args.base != "as-is" else names[0]
+    base = names[0]
     print(
         f"{'variant':48s} {'1 claim':>9s} {'vs ' + base[:4]:>9s} {'1,000 claims':>13s} {'vs':>8s}"
     )

@@ -21,15 +21,12 @@ in ``matrix.attrs["categorical_features"]`` by the feature step, and LightGBM is
 
 from __future__ import annotations
 
-import ctypes
-import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from lightgbm.basic import _LIB, _c_str, _safe_call
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.isotonic import IsotonicRegression
 
@@ -81,16 +78,14 @@ def _booster_predict(
     num_threads: int | None = None,
     compiled: bool = False,
 ) -> np.ndarray:
-    """``booster.predict(values)`` (probabilities), the same numbers with less overhead.
-
-    One row (an API request for one claim) goes through LightGBM's single-row entry point,
-    set up once per booster: ``Booster.predict`` spends most of a one-row call re-reading its
-    arguments and setting up the prediction, not walking the trees. Both paths run the same
-    trees on the same row, so the probabilities are identical (tested in
-    ``tests/unit/test_features.py``). ``num_threads`` is LightGBM's for this call (by default
+    """``booster.predict(values)`` (probabilities), on ``num_threads`` (by default
     :func:`_threads`); rows are predicted independently, so it changes no number. With
     ``compiled``, a large one-thread prediction of a binary booster walks compiled trees (see
     :data:`COMPILED_FROM_ROWS`; a multiclass booster's many shallow trees gained nothing).
+
+    One row (an API request for one claim) goes through ``Booster.predict`` too: LightGBM's
+    single-row C entry point (through ``lightgbm.basic._LIB``, a private module) saved 1-3% of
+    a one-claim request (BENCHMARKS.md, private internals), not worth a private internal.
     """
     if (
         compiled
@@ -103,68 +98,8 @@ def _booster_predict(
         trees = compiled_trees(booster)
         if trees is not None and values.shape[1] == trees.n_features:
             return trees.predict(np.asarray(values, dtype=np.float64))
-    if values.shape[0] == 1:
-        # Shaped as Booster.predict shapes it: (1,) for one output, (1, k) for k classes.
-        predicted = _OneRowPredictor.of(booster, values.shape[1]).predict(values[0])
-        return predicted if len(predicted) == 1 else predicted.reshape(1, -1)
     threads = _threads(len(values)) if num_threads is None else num_threads
     return np.asarray(booster.predict(values, num_threads=threads))
-
-
-class _OneRowPredictor:
-    """LightGBM's ``PredictForMatSingleRowFast`` for one booster (normal predictions).
-
-    Holds a LightGBM ``FastConfig`` (the parsed prediction settings), made on first use and
-    freed with this object; never pickled (kept beside the booster, in a weak mapping).
-    """
-
-    _by_booster: weakref.WeakKeyDictionary[lgb.Booster, _OneRowPredictor] = (
-        weakref.WeakKeyDictionary()
-    )
-
-    def __init__(self, booster: lgb.Booster, n_features: int) -> None:
-        self.n_features = n_features
-        self.n_outputs = booster.num_model_per_iteration()
-        self._config = ctypes.c_void_p()
-        # The iterations Booster.predict uses by default: the best one when early stopping
-        # found it, else all of them.
-        _safe_call(
-            _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
-                booster._handle,
-                ctypes.c_int(0),  # C_API_PREDICT_NORMAL
-                ctypes.c_int(0),  # start iteration
-                ctypes.c_int(booster.best_iteration),
-                ctypes.c_int(1),  # C_API_DTYPE_FLOAT64
-                ctypes.c_int32(n_features),
-                _c_str("num_threads=1"),
-                ctypes.byref(self._config),
-            )
-        )
-
-    @classmethod
-    def of(cls, booster: lgb.Booster, n_features: int) -> _OneRowPredictor:
-        predictor = cls._by_booster.get(booster)
-        if predictor is None or predictor.n_features != n_features:
-            predictor = cls._by_booster[booster] = cls(booster, n_features)
-        return predictor
-
-    def predict(self, row: np.ndarray) -> np.ndarray:
-        row = np.ascontiguousarray(row, dtype=np.float64)
-        out = np.empty(self.n_outputs, dtype=np.float64)
-        out_len = ctypes.c_int64(0)
-        _safe_call(
-            _LIB.LGBM_BoosterPredictForMatSingleRowFast(
-                self._config,
-                row.ctypes.data_as(ctypes.c_void_p),
-                ctypes.byref(out_len),
-                out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
-            )
-        )
-        return out
-
-    def __del__(self) -> None:
-        if getattr(self, "_config", None) and _LIB is not None:
-            _LIB.LGBM_FastConfigFree(self._config)
 
 
 def _rows_by_value(values: np.ndarray) -> list[tuple[Any, np.ndarray]]:

@@ -254,33 +254,6 @@ def test_event_lookups_in_key_order_equal_a_plain_search(n_queries):
     assert _bits(got) == _bits(plain)
 
 
-def test_one_row_booster_predictions_equal_booster_predict():
-    import lightgbm as lgb
-
-    from training.estimator import _booster_predict
-
-    rng = np.random.default_rng(2)
-    x = rng.random((300, 6))
-    binary = lgb.train(
-        {"objective": "binary", "verbose": -1, "num_threads": 1},
-        lgb.Dataset(x, (x[:, 0] + x[:, 1] > 1).astype(int)),
-        num_boost_round=20,
-    )
-    multiclass = lgb.train(
-        {"objective": "multiclass", "num_class": 3, "verbose": -1, "num_threads": 1},
-        lgb.Dataset(x, (x[:, 2] * 3).astype(int)),
-        num_boost_round=10,
-    )
-    binary.best_iteration = 12  # Booster.predict stops at the best iteration; so must we
-    for booster in (binary, multiclass):
-        for row in range(5):
-            one = x[row : row + 1]
-            expected = booster.predict(one, num_threads=1)
-            got = _booster_predict(booster, np.asfortranarray(one))
-            assert got.shape == expected.shape
-            assert _bits(got) == _bits(expected)
-
-
 def test_calibration_and_carc_rows_equal_the_library_paths():
     from sklearn.isotonic import IsotonicRegression
 
