@@ -60,7 +60,9 @@ from pandera.errors import SchemaErrors
 
 from features.codes import PAYER_TYPES
 
-try:  # pandas >= 3.0; older versions build contract frames with the DataFrame constructor
+# pandas >= 3.0; older versions build contract frames with the DataFrame constructor. A private
+# internal kept for what it buys (tests/unit/test_private_internals.py fails if it changes).
+try:
     from pandas.api.internals import create_dataframe_from_blocks
 except ImportError:  # pragma: no cover
     create_dataframe_from_blocks = None
@@ -440,8 +442,7 @@ def validate_table(name: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
     row can be trusted then.
 
     A small table whose rows all pass is checked without pandera (see :func:`_valid_if_clean`),
-    with the same result; any other table goes through pandera, which names what failed. A
-    table :func:`contract_frame` checked as it built it, unchanged since, is not read again.
+    with the same result; any other table goes through pandera, which names what failed.
     """
     valid, rejected = _validate_table(name, frame)
     return valid, empty_rejects() if rejected is None else rejected
@@ -450,9 +451,6 @@ def validate_table(name: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
 def _validate_table(name: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """:func:`validate_table`, with ``None`` for the rejects when the fast path passed every row
     (an empty frame costs about as much as checking a one-claim table)."""
-    valid = _checked_as_built(name, frame)
-    if valid is not None:
-        return valid, None
     frame = with_optional_columns(name, frame)
     schema = _schema_with_all_columns(name, frame)
     frame, out_of_range = _without_dates_out_of_range(schema, frame)
@@ -499,9 +497,9 @@ def _without_dates_out_of_range(
     for column, spec in schema.columns.items():
         if str(spec.dtype) != _DATE or column not in frame.columns:
             continue
-        values = frame[column]
-        if values.dtype == np.dtype(_DATE):
+        if column_array(frame, column).dtype == np.dtype(_DATE):  # without a Series
             continue  # nanosecond dates are within the range by construction
+        values = frame[column]
         if pd.api.types.is_datetime64_any_dtype(values.dtype):
             parsed = values
         else:
@@ -882,7 +880,8 @@ def column_array(frame: pd.DataFrame, name: str) -> Any:
     ``frame[name].array`` builds a Series around it first: ten times the cost of the read on a
     small frame, and most of the cost of validating one claim. pandas has no public accessor
     without that, so the block manager's (stable since pandas 1.x) is used where it answers
-    one whole column; anywhere else, the Series.
+    one whole column; anywhere else, the Series. A private internal kept for what it buys
+    (BENCHMARKS.md, private internals; tests/unit/test_private_internals.py fails if it changes).
     """
     read = getattr(getattr(frame, "_mgr", None), "iget_values", None)
     if read is not None:
@@ -942,8 +941,6 @@ def _present(values: Sequence[Any]) -> list[Any]:
 # A frame of inferred dtypes, coerced to the contract's afterwards, costs pandas work per column
 # twice: most of a one-claim API request. Plain Python values of the contract's types can go
 # straight into the final dtype instead, and the fast path above then has nothing to coerce.
-# The table's rules are checked on those values while they are still Python lists, so validating
-# the frame only has to make sure that it was not changed since (:class:`_CheckedAsBuilt`).
 
 _NAT_DAY = np.iinfo(np.int64).min
 """numpy's missing day (NaT) as a day number."""
@@ -957,9 +954,6 @@ _EXACT_TYPES: dict[np.dtype[Any], tuple[type, ...]] = {
     np.dtype(np.bool_): (bool,),
 }
 """Python types that numpy converts to the dtype exactly as pandera's coercion would."""
-
-_PANDAS_COPIES_ON_WRITE = int(pd.__version__.split(".", 1)[0]) >= 3
-"""pandas 3 always copies on write: a frame sharing arrays with another never writes into them."""
 
 _TEXT, _ARROW_TEXT, _DATES, _EXACT = "text", "arrow text", "dates", "exact"
 """How :func:`contract_frame` builds a column: text of another storage (``pd.array``), pyarrow
@@ -994,9 +988,10 @@ def contract_frame(name: str, columns: Mapping[str, Sequence[Any]]) -> pd.DataFr
     from the columns as they are (dates as the second-resolution timestamps ``pd.to_datetime``
     makes of them), so validation coerces or quarantines them as it would any input.
 
-    The frame still has to be validated. When it holds exactly the table's columns, all built
-    here, the rules are checked on the values given; if every row passes, validating the
-    unchanged frame returns its shallow copy (made here) without reading the frame again.
+    The frame still has to be validated; the fast path then has nothing to convert. (Checking
+    the rows on the values given and recording the result on the frame, trusted while its
+    blocks were unchanged, saved 9% of a one-claim request: too little for reading pandas'
+    block manager to tell "unchanged"; BENCHMARKS.md, private internals.)
     """
     if len({len(values) for values in columns.values()}) > 1:
         return pd.DataFrame(dict(columns))  # pandas' error for columns of unequal lengths
@@ -1036,10 +1031,7 @@ def contract_frame(name: str, columns: Mapping[str, Sequence[Any]]) -> pd.DataFr
         all_typed = False  # a date out of the nanosecond range: pandera says how it fails
     if not all_typed or create_dataframe_from_blocks is None:
         return pd.DataFrame(arrays)
-    frame = _frame_of_blocks(_block_layout(name, tuple(arrays)), arrays, date_block)
-    if rules is not None and len(arrays) == len(rules.columns):  # no column missing or extra
-        _mark_if_clean(name, rules, frame, columns, arrays, arrow_text)
-    return frame
+    return _frame_of_blocks(_block_layout(name, tuple(arrays)), arrays, date_block)
 
 
 def _exact_array(values: Sequence[Any], dtype: Any) -> np.ndarray | None:
@@ -1165,7 +1157,9 @@ def _frame_of_blocks(
 ) -> pd.DataFrame:
     """A frame holding these equal-length arrays as they are (no inference, no copies).
 
-    pd.DataFrame(arrays) would check and copy each again, several microseconds a column.
+    pd.DataFrame(arrays) would check and copy each again, several microseconds a column: 14%
+    of a one-claim API request, and with :func:`column_array`'s reads a third of it
+    (BENCHMARKS.md, private internals).
     """
     # Narrows the type for mypy (its caller checked).
     assert create_dataframe_from_blocks is not None  # noqa: S101
@@ -1193,109 +1187,6 @@ def _labels(names: tuple[str, ...]) -> pd.Index:
     """The column labels as pd.Index(names) makes them; one inference per table, then a view
     (its own name, shared values and lookup engine) for each frame."""
     return _label_index(names).view()
-
-
-# -- contract frames checked as they were built ------------------------------------------------
-
-_CHECKED_AS_BUILT = "_contract_checked_as_built"
-"""The attribute of a contract frame that holds its :class:`_CheckedAsBuilt` until validated."""
-
-
-@dataclass(frozen=True)
-class _CheckedAsBuilt:
-    """A contract frame whose values passed its table's rules as they were built, and what
-    :func:`validate_table` returns for it: the shallow copy the fast path would make.
-
-    The copy is made when the frame is built, which is what makes the frame safe to trust
-    later: pandas (3.0+) copies on write, so while the copy shares the frame's arrays, any write
-    to the frame first replaces the arrays it writes to. A frame that still holds the very
-    arrays, placements and labels it was built with therefore still holds the values checked.
-    """
-
-    table: str
-    valid: pd.DataFrame
-    blocks: tuple[tuple[Any, Any], ...]
-    """Each block's array and placement, as built."""
-    columns: pd.Index
-    index: pd.Index
-
-    def still_describes(self, frame: pd.DataFrame) -> bool:
-        """Whether ``frame`` holds what it held when checked (and nothing a copy would carry
-        that the recorded copy lacks: attributes, flags, axis names)."""
-        blocks = getattr(getattr(frame, "_mgr", None), "blocks", None)
-        return (
-            blocks is not None
-            and frame.columns is self.columns
-            and frame.index is self.index
-            and self.columns.name is None
-            and self.index.name is None
-            and not frame.attrs
-            and frame.flags.allows_duplicate_labels
-            and len(blocks) == len(self.blocks)
-            and all(
-                block.values is values and block.mgr_locs is placement
-                for block, (values, placement) in zip(blocks, self.blocks, strict=True)
-            )
-        )
-
-
-def _mark_if_clean(
-    name: str,
-    rules: _TableRules,
-    frame: pd.DataFrame,
-    columns: Mapping[str, Sequence[Any]],
-    arrays: dict[str, Any],
-    arrow_text: dict[str, Any],
-) -> None:
-    """Record on ``frame`` (just built from ``columns``, all of the table's columns in their
-    contract dtypes) that its rows pass the table's rules, if they do.
-
-    The rules are those of the fast path (:func:`_rows_pass`), on the values it would read
-    back from the frame: the text given (pyarrow gives back equal strings and ``None``), and
-    the numpy columns listed (missing numbers as NaN, dates as nanosecond counts). Tables
-    longer than the fast path takes are left to pandera, as :func:`_validate_table` would.
-    """
-    if not _PANDAS_COPIES_ON_WRITE or len(frame) > _FAST_PATH_MAX_ROWS:
-        return
-    listed: dict[str, Sequence[Any]] = {}
-
-    def values_of(column: str) -> Sequence[Any]:
-        if column not in listed:
-            is_text = column in arrow_text
-            listed[column] = columns[column] if is_text else _as_list(arrays[column])
-        return listed[column]
-
-    try:
-        clean = _rows_pass(rules, values_of, lambda column: frame[column])
-    except Exception:  # a value that cannot be compared: validation decides
-        return
-    blocks = getattr(getattr(frame, "_mgr", None), "blocks", None)
-    if not clean or blocks is None:
-        return
-    checked = _CheckedAsBuilt(
-        table=name,
-        valid=frame.copy(deep=False),
-        blocks=tuple((block.values, block.mgr_locs) for block in blocks),
-        columns=frame.columns,
-        index=frame.index,
-    )
-    # On the instance, not in a table of frames: it goes when the frame goes, and a copy of the
-    # frame (which pandas makes from its data, attrs and flags) never carries it.
-    vars(frame)[_CHECKED_AS_BUILT] = checked
-
-
-def _checked_as_built(name: str, frame: pd.DataFrame) -> pd.DataFrame | None:
-    """The validated table recorded for a contract frame built clean and not changed since,
-    handed out once (a second validation checks the frame again), else ``None``."""
-    checked = vars(frame).pop(_CHECKED_AS_BUILT, None) if hasattr(frame, "__dict__") else None
-    if (
-        checked is None
-        or checked.table != name
-        or not _pandera_checks_data()
-        or not checked.still_describes(frame)
-    ):
-        return None
-    return checked.valid
 
 
 @dataclass

@@ -1,12 +1,10 @@
-"""A request's tables are checked as they are built, with exactly pandera's results.
+"""A request's tables, built in the contract's dtypes, validate with exactly pandera's results.
 
-``claims_to_frames`` builds the contract tables of a request through ``contract_frame``, which
-checks the table's rules on the values it was given and, when every row passes, records the
-validated table on the frame; ``validated`` then hands that out instead of reading the frame
-again. Every test here compares the outcome (tables, dtypes, rejected rows and reasons, errors)
-with pandera validating the same frames, for clean claims, claims the contract refuses, and
-frames changed between building and validation. Tests also assert which path ran, so a
-comparison is never pandera against itself.
+``claims_to_frames`` builds the contract tables of a request through ``contract_frame``, in
+their final dtypes; ``validated`` then checks them on its fast path. Every test here compares
+the outcome (tables, dtypes, rejected rows and reasons, errors) with pandera validating the same
+frames, for clean claims, claims the contract refuses, values the contract coerces, and frames
+changed between building and validation.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from pandera.config import ValidationDepth, config_context
 
 from features import schema
 from features.claim_tables import ClaimTables, _validated, validated
-from features.schema import _CHECKED_AS_BUILT, _validate_table_with_pandera, contract_frame
+from features.schema import _validate_table_with_pandera, contract_frame
 from serving.api.scoring import claims_to_frames
 from serving.schemas import ClaimIn
 from tests.utils.factories import make_claim
@@ -70,7 +68,7 @@ def _claims(count: int) -> list[ClaimIn]:
 
 
 def _as_pandera_validates(frames: Frames) -> Outcome:
-    """The reference: every table through pandera (copies: no recorded result to use)."""
+    """The reference: every table through pandera."""
     return _validated(*(frame.copy() for frame in frames), _validate_table_with_pandera)
 
 
@@ -82,18 +80,11 @@ def _assert_same(got: Outcome, expected: Outcome) -> None:
     pd.testing.assert_frame_equal(got[1], expected[1], check_index_type=True, obj="rejects")
 
 
-def _recorded(frames: Frames) -> list[bool]:
-    return [_CHECKED_AS_BUILT in vars(frame) for frame in frames]
-
-
 @pytest.mark.parametrize("count", [0, 1, 2, 20])
-def test_clean_request_tables_are_validated_as_built_with_pandera_results(count: int) -> None:
+def test_clean_request_tables_validate_with_pandera_results(count: int) -> None:
     frames = claims_to_frames(_claims(count))
     expected = _as_pandera_validates(frames)
-    # An empty request builds no diagnoses rows either; all three are checked as built.
-    assert _recorded(frames) == [True, True, True]
     got = validated(*frames)
-    assert _recorded(frames) == [False, False, False], "the recorded tables are handed out once"
     _assert_same(got, expected)
     assert got[1].empty
     for name, frame in zip(NAMES, frames, strict=True):
@@ -103,7 +94,7 @@ def test_clean_request_tables_are_validated_as_built_with_pandera_results(count:
 def test_validating_the_same_frames_again_gives_the_same_tables() -> None:
     frames = claims_to_frames(_claims(3))
     first = validated(*frames)
-    again = validated(*frames)  # nothing recorded any more: the fast path reads the frames
+    again = validated(*frames)
     _assert_same(again, first)
     _assert_same(first, _as_pandera_validates(frames))
 
@@ -139,11 +130,11 @@ INVALID: dict[str, Callable[[list[ClaimIn]], list[ClaimIn]]] = {
     "claim without lines": lambda c: [c[0], _claim(c[1], lines=[])],
 }
 
-# Values of another type that the contract coerces: built as pandas builds them, not recorded.
-LOOSE: dict[str, tuple[int, Callable[[list[ClaimIn]], list[ClaimIn]]]] = {
-    "charge as text": (0, lambda c: [_claim(c[0], total_charge="12.5"), c[1]]),
-    "line number as text": (1, lambda c: [c[0], _line(c[1], 2, line_number="3")]),
-    "units as an int": (1, lambda c: [_line(c[0], 0, units=2), c[1]]),
+# Values of another type that the contract coerces: built as pandas builds them.
+LOOSE: dict[str, Callable[[list[ClaimIn]], list[ClaimIn]]] = {
+    "charge as text": lambda c: [_claim(c[0], total_charge="12.5"), c[1]],
+    "line number as text": lambda c: [c[0], _line(c[1], 2, line_number="3")],
+    "units as an int": lambda c: [_line(c[0], 0, units=2), c[1]],
 }
 
 
@@ -159,24 +150,11 @@ def test_request_tables_the_contract_refuses_get_pandera_rows_and_reasons(case: 
 
 @pytest.mark.parametrize("case", list(LOOSE), ids=list(LOOSE))
 def test_request_values_the_contract_coerces_are_validated_as_pandera_does(case: str) -> None:
-    table, loosen = LOOSE[case]
-    frames = claims_to_frames(loosen(_claims(3)))
-    assert not _recorded(frames)[table]
+    frames = claims_to_frames(LOOSE[case](_claims(3)))
     expected = _as_pandera_validates(frames)
     got = validated(*frames)
     _assert_same(got, expected)
     assert got[1].empty
-
-
-@pytest.mark.parametrize("case", list(INVALID), ids=list(INVALID))
-def test_a_table_that_fails_its_rules_is_never_recorded(case: str) -> None:
-    frames = claims_to_frames(INVALID[case](_claims(3)))
-    _, rejects = _as_pandera_validates(frames)
-    # Tables pandera rejects rows of (or refuses whole) must go through validation again.
-    for name, frame, recorded in zip(NAMES, frames, _recorded(frames), strict=True):
-        if name in set(rejects["table"]) and recorded:
-            valid, bad = _validate_table_with_pandera(name, frame.copy())
-            assert bad.empty, f"{name} was recorded clean but pandera rejects rows of it"
 
 
 def _set(table: int, column: str, value: Any) -> Callable[[Frames], None]:
@@ -216,9 +194,8 @@ def _set_attribute(table: int, path: str, value: Any) -> Callable[[Frames], None
     return change
 
 
-# Changes between building and validating: each must be seen (by pandas copying on write, or
-# by a changed label, index, attribute or block), so the outcome is pandera's on what the
-# frame then holds.
+# Changes between building and validating: the outcome is pandera's on what the frame then
+# holds.
 CHANGES: dict[str, Callable[[Frames], None]] = {
     "text set to a bad code": _set(1, "procedure_code", "7055"),
     "text set to a good code": _set(1, "procedure_code", "70553"),
@@ -248,7 +225,6 @@ def test_a_frame_changed_after_it_was_built_validates_as_pandera_validates_it(
     change: str,
 ) -> None:
     frames = claims_to_frames(_claims(3))
-    assert all(_recorded(frames))
     CHANGES[change](frames)
     try:
         expected = _as_pandera_validates(frames)
@@ -277,7 +253,7 @@ def test_the_validated_tables_and_the_request_frames_stay_apart() -> None:
     pd.testing.assert_frame_equal(tables.diagnoses, expected[2])
 
 
-def test_schema_only_validation_does_not_use_the_recorded_tables() -> None:
+def test_schema_only_validation_gives_pandera_results() -> None:
     frames = claims_to_frames(INVALID["bad procedure code"](_claims(3)))
     clean = claims_to_frames(_claims(2))
     with config_context(validation_depth=ValidationDepth.SCHEMA_ONLY):
@@ -291,7 +267,6 @@ def test_a_table_longer_than_the_fast_path_takes_is_left_to_pandera(
 ) -> None:
     monkeypatch.setattr(schema, "_FAST_PATH_MAX_ROWS", 2)
     frames = claims_to_frames(_claims(3))  # 3 claims, 5 lines, 5 diagnoses
-    assert _recorded(frames) == [False, False, False]
     _assert_same(validated(*frames), _as_pandera_validates(frames))
 
 
@@ -314,7 +289,6 @@ def test_a_date_column_out_of_range_is_built_as_pandas_builds_it() -> None:
     built = contract_frame("claims", columns)
     assert built["submission_date"].dtype == np.dtype("datetime64[s]")
     assert built["service_date_from"].dtype == np.dtype("datetime64[ns]")
-    assert _CHECKED_AS_BUILT not in vars(built)
     expected = pd.DataFrame(
         {
             "claim_id": pd.array(["A", "B"], dtype="str"),
