@@ -67,6 +67,41 @@ class Settings(BaseSettings):
         "1 suits many concurrent small requests: more threads per call oversubscribe the cores "
         "and each call then waits milliseconds for its threads.",
     )
+    registry_timeout_seconds: int = Field(
+        default=10,
+        ge=1,
+        le=600,
+        description="How long `serve` waits for one answer of the MLflow tracking server or "
+        "artifact store before the load fails (MLflow's MLFLOW_HTTP_REQUEST_TIMEOUT, 120 s by "
+        "default, for the serving process).",
+    )
+    registry_retries: int = Field(
+        default=1,
+        ge=0,
+        le=10,
+        description="MLflow's own retries of one request in `serve` (MLFLOW_HTTP_REQUEST_MAX_"
+        "RETRIES, 7 by default: with its backoff an unreachable server held the start for "
+        "minutes). The API retries failed loads itself, in the background.",
+    )
+    model_retry_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="After a failed model load at start-up, the API tries again in the "
+        "background after this many seconds, then doubles the wait each time.",
+    )
+    model_retry_max_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="The longest wait between two background load attempts.",
+    )
+    local_copy_dir: Path = Field(
+        default=Path("models/last-good"),
+        description="Where `serve` keeps a copy of each registry model it loads, one folder per "
+        "model URI (models:/denial-risk@champion -> denial-risk@champion). When the registry "
+        "cannot be reached at start-up the API serves the last copy meanwhile, and says so.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Level of the API's JSON request log."
     )
@@ -78,6 +113,15 @@ class Settings(BaseSettings):
         if short:
             raise ValueError("every API key must be at least 16 characters long")
         return keys
+
+    @model_validator(mode="after")
+    def _retry_waits_are_ordered(self) -> Settings:
+        if self.model_retry_seconds > self.model_retry_max_seconds:
+            raise ValueError(
+                f"model_retry_seconds ({self.model_retry_seconds}) must not exceed "
+                f"model_retry_max_seconds ({self.model_retry_max_seconds})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _bands_are_ordered(self) -> Settings:

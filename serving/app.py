@@ -1,9 +1,14 @@
 """The scoring API: :func:`create_app` wires settings, model loading, middleware and routes.
 
 Nothing happens at import. The model is loaded once, in the lifespan, from the registry
-(``models:/denial-risk@champion`` by default) or a local path; when it cannot be loaded the app
-still starts, ``/ready`` answers 503 with the reason and scoring answers 503 until a model is
-promoted and ``POST /v1/admin/reload`` (or a restart) loads it.
+(``models:/denial-risk@champion`` by default) or a local path. MLflow's HTTP requests are
+bounded for the app's life (``registry_timeout_seconds``, ``registry_retries``), so an
+unreachable registry fails the load in seconds instead of holding the start for minutes. When
+the model cannot be loaded the app still starts: it serves the last good local copy if the
+registry could not be reached and a copy exists (``local_copy_dir``; ``/ready`` and
+``/v1/model`` say so), else ``/ready`` answers 503 with the reason and scoring answers 503;
+meanwhile a thread tries again with growing waits (``model_retry_seconds`` up to
+``model_retry_max_seconds``), and ``POST /v1/admin/reload`` tries at once.
 
 The lifespan also starts the scoring coalescer's worker thread (:mod:`serving.api.coalesce`),
 which scores concurrent requests in shared calls, and stops it after the last answer.
@@ -20,9 +25,10 @@ from ``settings.api_keys``. With no keys configured the app refuses to be built 
 from __future__ import annotations
 
 import gc
+import os
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -32,7 +38,13 @@ from denial_risk.settings import Settings, get_settings
 from serving import worklist_routes
 from serving.api import errors
 from serving.api.coalesce import SWITCH_INTERVAL_SECONDS, ScoringCoalescer
-from serving.api.deps import ModelHolder, ServiceLoader, freeze_heap
+from serving.api.deps import (
+    FallbackLoader,
+    LoadedModel,
+    ModelHolder,
+    ServiceLoader,
+    freeze_heap,
+)
 from serving.api.metrics import ApiMetrics
 from serving.api.middleware import RequestMiddleware
 from serving.api.routes import claims, ops
@@ -55,15 +67,60 @@ class ConfigurationError(RuntimeError):
 
 
 def registry_loader(settings: Settings) -> ServiceLoader:
-    """A loader that resolves the settings' model URI (e.g. the champion alias) at each call."""
+    """A loader that resolves the settings' model URI (e.g. the champion alias) at each call,
+    and keeps what it loads from the registry as the last good local copy."""
 
     def load() -> ScoringService:
-        from serving.loading import load_service  # MLflow import cost only when loading
+        from serving.loading import LocalCopies, load_service  # MLflow import only to load
 
-        bands = RiskBands(medium=settings.risk_band_medium, high=settings.risk_band_high)
-        return load_service(settings.resolved_model_uri(), settings.resolved_tracking_uri(), bands)
+        return load_service(
+            settings.resolved_model_uri(),
+            settings.resolved_tracking_uri(),
+            _bands(settings),
+            LocalCopies(settings.local_copy_dir),
+        )
 
     return load
+
+
+def local_copy_fallback(settings: Settings) -> FallbackLoader:
+    """The last good local copy of the settings' model, when the registry cannot be reached."""
+
+    def fallback(error: Exception) -> ScoringService | None:
+        from serving.loading import LocalCopies, RegistryUnreachable
+
+        if not isinstance(error, RegistryUnreachable):
+            return None  # the registry answered (no such model, corrupt files): say so
+        copies = LocalCopies(settings.local_copy_dir)
+        return copies.load(settings.resolved_model_uri(), _bands(settings))
+
+    return fallback
+
+
+def _bands(settings: Settings) -> RiskBands:
+    return RiskBands(medium=settings.risk_band_medium, high=settings.risk_band_high)
+
+
+@contextmanager
+def bounded_registry_requests(settings: Settings) -> Iterator[None]:
+    """MLflow's HTTP timeout and retries for this process as the settings bound them, while
+    the app runs. MLflow reads them from the environment at each request; its defaults (120 s,
+    7 retries with exponential backoff) held the start for minutes when the registry was
+    unreachable, with nothing listening."""
+    bounded = {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(settings.registry_timeout_seconds),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(settings.registry_retries),
+    }
+    before = {name: os.environ.get(name) for name in bounded}
+    os.environ.update(bounded)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def create_app(settings: Settings | None = None, loader: ServiceLoader | None = None) -> FastAPI:
@@ -80,40 +137,53 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader | None = 
     problem = settings.api_auth_problem()
     if problem:
         raise ConfigurationError(problem)
-    holder = ModelHolder(loader or registry_loader(settings))
+    holder = (
+        ModelHolder(loader)
+        if loader
+        else ModelHolder(registry_loader(settings), local_copy_fallback(settings))
+    )
     metrics = ApiMetrics()
     coalescer = ScoringCoalescer(
         max_claims_per_call=settings.max_batch_claims,
         timeout_seconds=settings.scoring_timeout_seconds,
     )
 
+    def loaded(fresh: LoadedModel) -> None:
+        metrics.set_model(fresh.service.info.name, fresh.service.info.version)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # In a thread so a slow registry does not block the loop's other start-up work.
-        await run_in_threadpool(holder.load_at_startup)
-        current = holder.current
-        info = current.service.info if current else None
-        metrics.set_model(info.name if info else None, info.version if info else None)
-        if not hasattr(app.state, "worklist_service"):
-            # A missing recovery model is not fatal: the worklist then ranks by the category
-            # table rates and says so in every row.
-            app.state.worklist_service = await run_in_threadpool(
-                load_worklist_service,
-                settings.resolved_tracking_uri(),
-                f"models:/{settings.recovery_model_name}@{settings.champion_alias}",
+        with bounded_registry_requests(settings):
+            # In a thread so a slow registry does not block the loop's other start-up work.
+            await run_in_threadpool(holder.load_at_startup)
+            current = holder.current
+            info = current.service.info if current else None
+            metrics.set_model(info.name if info else None, info.version if info else None)
+            if not hasattr(app.state, "worklist_service"):
+                # A missing recovery model is not fatal: the worklist then ranks by the
+                # category table rates and says so in every row.
+                app.state.worklist_service = await run_in_threadpool(
+                    load_worklist_service,
+                    settings.resolved_tracking_uri(),
+                    f"models:/{settings.recovery_model_name}@{settings.champion_alias}",
+                )
+            freeze_heap()  # the worklist's model too (the scoring model froze as it loaded)
+            coalescer.start()
+            holder.start_retrying(
+                settings.model_retry_seconds, settings.model_retry_max_seconds, loaded
             )
-        freeze_heap()  # the worklist's model too (the scoring model was frozen as it loaded)
-        coalescer.start()
-        switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL_SECONDS))
-        try:
-            yield
-        finally:
-            # Uvicorn has answered the requests in flight by now; any still queued are
-            # scored before the thread ends (joined off the loop: a round may be running).
-            await run_in_threadpool(coalescer.stop, settings.scoring_timeout_seconds)
-            sys.setswitchinterval(switch_interval)
-            gc.unfreeze()  # what this app held can be collected once it is gone
+            switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL_SECONDS))
+            try:
+                yield
+            finally:
+                # A load under way ends within MLflow's bounded request time.
+                await run_in_threadpool(holder.stop_retrying, settings.registry_timeout_seconds)
+                # Uvicorn has answered the requests in flight by now; any still queued are
+                # scored before the thread ends (joined off the loop: a round may be running).
+                await run_in_threadpool(coalescer.stop, settings.scoring_timeout_seconds)
+                sys.setswitchinterval(switch_interval)
+                gc.unfreeze()  # what this app held can be collected once it is gone
 
     app = FastAPIOffline(  # a FastAPI app whose docs pages use the assets it serves itself
         title="Denial risk scoring API",

@@ -813,6 +813,15 @@ class ModelOut(BaseModel):
     risk_bands: dict[str, str] = Field(examples=[{"high": ">= 0.35"}])
     max_batch_claims: int
     loaded_at: dt.datetime
+    local_copy_saved_at: dt.datetime | None = Field(
+        default=None,
+        description="Set when the model served is the last good local copy (the registry "
+        "could not be reached): when that copy was saved.",
+    )
+    warning: str | None = Field(
+        default=None,
+        description="Why the model served is not the one asked for, when it is not.",
+    )
 
 
 class HealthOut(BaseModel):
@@ -822,7 +831,18 @@ class HealthOut(BaseModel):
 class ReadyOut(BaseModel):
     ready: bool
     model_version: str | None = None
-    reason: str | None = None
+    reason: str | None = Field(default=None, description="Why no model is served.")
+    warning: str | None = Field(
+        default=None,
+        description="Why the model served is not the one asked for: the last good local copy "
+        "while the registry cannot be reached.",
+        examples=[
+            "serving the local copy of denial-risk version 3 saved 2025-06-30 14:02 UTC (the "
+            "last one loaded from the registry): cannot load model "
+            "'models:/denial-risk@champion': the model registry cannot be reached (connection "
+            "refused); retrying in the background"
+        ],
+    )
 
 
 class ReloadOut(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from functools import lru_cache
 
 import numpy as np
@@ -59,6 +60,9 @@ class ModelInfo:
     uri: str
     training_period: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+    local_copy_saved_at: datetime | None = None
+    """When the model was read from the last good local copy the API keeps (the registry could
+    not be reached), the time that copy was saved; ``None`` for a model read from its URI."""
 
 
 @dataclass

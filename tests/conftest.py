@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.utils.registry import SmallRegistry, register_small_champion
 from training.estimator import BoosterParams
 
 TEST_CLAIMS = 24_000
@@ -21,6 +22,8 @@ class TrainedWorld:
     tracking_uri: str
     outcome: object
     model_uri: str
+    local_copies: Path
+    """Where an API serving this model keeps its last good copy (not the project's models/)."""
 
 
 @pytest.fixture(scope="session")
@@ -45,4 +48,14 @@ def trained(sim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedW
         shap_sample=1000,
     )
     outcome = run_training(settings, tracking_uri)
-    return TrainedWorld(sim_dir, tracking_uri, outcome, "models:/denial-risk@champion")
+    return TrainedWorld(
+        sim_dir, tracking_uri, outcome, "models:/denial-risk@champion", work / "last-good"
+    )
+
+
+@pytest.fixture(scope="session")
+def small_registry(tmp_path_factory: pytest.TempPathFactory) -> SmallRegistry:
+    """A sqlite registry whose champion is the real pipeline fitted on 800 simulated claims
+    (seconds, not minutes): for tests of loading and serving. A test that damages its files
+    puts them back."""
+    return register_small_champion(tmp_path_factory.mktemp("small-registry"))

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import gc
 import hmac
+import json
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +33,13 @@ from serving.service import ScoringService
 ServiceLoader = Callable[[], ScoringService]
 """Builds a new ScoringService (from the registry); raises with a message when it cannot."""
 
+FallbackLoader = Callable[[Exception], ScoringService | None]
+"""Given why the loader failed, a service from the last good local copy when that failure is one
+a copy may stand in for (the registry cannot be reached), else ``None``; raises with a message
+when the copy is missing or cannot be read."""
+
+log = logging.getLogger("denial_risk.api")
+
 
 class ModelNotReady(Exception):
     """No model is loaded: scoring answers 503 with the reason."""
@@ -41,6 +50,10 @@ class LoadedModel:
     service: ScoringService
     loaded_at: datetime
 
+    @property
+    def from_local_copy(self) -> bool:
+        return self.service.info.local_copy_saved_at is not None
+
 
 class ModelHolder:
     """The scoring service in use, replaced atomically by :meth:`reload`.
@@ -48,13 +61,22 @@ class ModelHolder:
     A request takes the current reference once (in its dependency) and keeps it to the end, so
     a reload never changes the model under a request in flight: the new service is fully built
     before a single reference assignment makes it current.
+
+    A start-up load that fails does not stop the app: the holder serves the last good local
+    copy meanwhile when the failure allows one (``fallback``), and :meth:`start_retrying`
+    tries the loader again in the background, with growing waits, until the model it names
+    is current.
     """
 
-    def __init__(self, loader: ServiceLoader) -> None:
+    def __init__(self, loader: ServiceLoader, fallback: FallbackLoader | None = None) -> None:
         self._loader = loader
-        self._lock = threading.Lock()  # serialises reloads; readers never take it
+        self._fallback = fallback
+        self._lock = threading.Lock()  # serialises swaps; readers never take it
+        self._stop = threading.Event()
+        self._retrier: threading.Thread | None = None
         self.current: LoadedModel | None = None
         self.error: str | None = "the model has not been loaded yet"
+        """Why the model the settings name is not current (``None`` once it is)."""
 
     def reload(self) -> tuple[LoadedModel | None, LoadedModel]:
         """Load the model now and make it current; return (previous, new).
@@ -64,20 +86,136 @@ class ModelHolder:
         those of the model replaced become collectable again first.
         """
         with self._lock:
-            gc.unfreeze()
-            try:
-                fresh = LoadedModel(self._loader(), datetime.now(UTC))
-                previous, self.current, self.error = self.current, fresh, None
-            finally:
-                freeze_heap()
-            return previous, fresh
+            return self._swap(self._loader)
+
+    def _swap(self, load: ServiceLoader) -> tuple[LoadedModel | None, LoadedModel]:
+        gc.unfreeze()
+        try:
+            fresh = LoadedModel(load(), datetime.now(UTC))
+            previous, self.current = self.current, fresh
+            self.error = None if not fresh.from_local_copy else self.error
+        finally:
+            freeze_heap()
+        return previous, fresh
 
     def load_at_startup(self) -> None:
-        """First load; a failure is recorded (for /ready and 503s) instead of raised."""
+        """First load; a failure is recorded (for /ready and 503s) instead of raised, and the
+        last good local copy is served when the failure allows it."""
         try:
             self.reload()
         except Exception as error:  # any loader failure must leave the process serving /ready
-            self.error = _short(f"{error}")
+            self._failed(error)
+            return
+        log.info(json.dumps({"event": "model_loaded", **_described(self.current)}))
+
+    def _failed(self, error: Exception) -> None:
+        """Record why the load failed; with nothing to serve, serve the local copy if allowed."""
+        self.error = _short(f"{error}")
+        log.warning(json.dumps({"event": "model_not_loaded", "reason": f"{error}"}))
+        if self.current is not None or self._fallback is None:
+            return
+        fallback = self._fallback
+        try:
+            with self._lock:
+                if self.current is None:
+                    self._swap(lambda: _required(fallback(error)))
+        except _NoFallback:
+            return
+        except Exception as copy_error:  # a missing or unreadable copy: any type
+            self.error = _short(f"{error}; {copy_error}")
+            return
+        log.warning(json.dumps({"event": "serving_local_copy", **_described(self.current)}))
+
+    @property
+    def needs_loading(self) -> bool:
+        """Whether the model the settings name is not current (none, or the local copy)."""
+        current = self.current
+        return current is None or current.from_local_copy
+
+    @property
+    def retrying(self) -> bool:
+        return self._retrier is not None and self._retrier.is_alive()
+
+    def start_retrying(
+        self,
+        first_wait: float,
+        longest_wait: float,
+        loaded: Callable[[LoadedModel], None] = lambda fresh: None,
+    ) -> None:
+        """While :attr:`needs_loading`, try the loader again on a thread: after ``first_wait``
+        seconds, the wait doubling up to ``longest_wait``; ``loaded`` is called with the model
+        once it is current. :meth:`stop_retrying` ends the thread."""
+        if not self.needs_loading or self.retrying:
+            return
+        self._stop.clear()
+        self._retrier = threading.Thread(
+            target=self._retry,
+            args=(first_wait, longest_wait, loaded),
+            name="denial-risk-model-retry",
+            daemon=True,  # a load stuck past shutdown must not hold the process
+        )
+        self._retrier.start()
+
+    def _retry(
+        self, wait: float, longest_wait: float, loaded: Callable[[LoadedModel], None]
+    ) -> None:
+        while not self._stop.wait(wait) and self.needs_loading:
+            try:
+                _, fresh = self.reload()
+            except Exception as error:  # any loader failure: record it, wait longer, again
+                self._failed(error)
+                wait = min(2 * wait, longest_wait)
+                continue
+            log.info(json.dumps({"event": "model_loaded", **_described(fresh)}))
+            loaded(fresh)
+
+    def stop_retrying(self, timeout: float) -> None:
+        self._stop.set()
+        if self._retrier is not None:
+            self._retrier.join(timeout)
+
+    def not_ready_reason(self) -> str:
+        """Why no model is served, and what the API is doing about it."""
+        reason = self.error or "no model loaded"
+        return f"{reason}; retrying in the background" if self.retrying else reason
+
+    def warning(self) -> str | None:
+        """What a client should know about the model served, when it is not the one the
+        settings name (the registry could not be reached: the last good local copy)."""
+        current = self.current
+        if current is None or not current.from_local_copy:
+            return None
+        info = current.service.info
+        saved = info.local_copy_saved_at
+        when = f" saved {saved:%Y-%m-%d %H:%M} UTC" if saved else ""
+        retrying = "; retrying in the background" if self.retrying else ""
+        return (
+            f"serving the local copy of {info.name} version {info.version}{when} (the last one "
+            f"loaded from the registry): {self.error}{retrying}"
+        )
+
+
+class _NoFallback(Exception):
+    """The failure is not one a local copy may stand in for."""
+
+
+def _required(service: ScoringService | None) -> ScoringService:
+    if service is None:
+        raise _NoFallback
+    return service
+
+
+def _described(loaded: LoadedModel | None) -> dict[str, object]:
+    if loaded is None:
+        return {}
+    info = loaded.service.info
+    saved = info.local_copy_saved_at
+    return {
+        "model": info.name,
+        "version": info.version,
+        "source": "local copy" if saved else info.uri,
+        **({"copy_saved_at": saved.isoformat()} if saved else {}),
+    }
 
 
 def freeze_heap() -> None:
@@ -122,7 +260,7 @@ CoalescerDep = Annotated[ScoringCoalescer, Depends(get_coalescer)]
 async def get_loaded_model(holder: HolderDep) -> LoadedModel:
     current = holder.current
     if current is None:
-        raise ModelNotReady(holder.error or "no model loaded")
+        raise ModelNotReady(holder.not_ready_reason())
     return current
 
 

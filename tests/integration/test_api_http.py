@@ -48,7 +48,10 @@ def _free_port() -> int:
 def base_url(trained: Any) -> Iterator[str]:
     """A uvicorn server in a background thread, stopped (not killed) after the module."""
     settings = Settings(
-        model_uri=trained.model_uri, tracking_uri=trained.tracking_uri, api_keys=[KEY]
+        model_uri=trained.model_uri,
+        tracking_uri=trained.tracking_uri,
+        local_copy_dir=trained.local_copies,
+        api_keys=[KEY],
     )
     with served(create_app(settings), settings) as url:
         yield url
@@ -139,6 +142,7 @@ def _start_serve_command(
     env = {
         **os.environ,
         "DENIAL_RISK_API_KEYS": json.dumps([KEY]),
+        "DENIAL_RISK_LOCAL_COPY_DIR": str(trained.local_copies),
         "DENIAL_RISK_LOG_LEVEL": "info",
     }
     command = [

@@ -43,6 +43,7 @@ def _settings(trained: Any, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "model_uri": trained.model_uri,
         "tracking_uri": trained.tracking_uri,
+        "local_copy_dir": trained.local_copies,
         "api_keys": [KEY],
         "max_batch_claims": MAX_BATCH,
         "max_body_bytes": 300_000,

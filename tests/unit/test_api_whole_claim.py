@@ -360,7 +360,10 @@ def test_notes_and_patient_keys_are_never_quoted_in_errors(
 @pytest.fixture(scope="module")
 def client(trained: Any) -> Iterator[TestClient]:
     settings = Settings(
-        model_uri=trained.model_uri, tracking_uri=trained.tracking_uri, api_keys=[KEY]
+        model_uri=trained.model_uri,
+        tracking_uri=trained.tracking_uri,
+        local_copy_dir=trained.local_copies,
+        api_keys=[KEY],
     )
     with TestClient(create_app(settings)) as test_client:
         yield test_client

@@ -37,11 +37,17 @@ async def health() -> HealthOut:
     summary="A model is loaded and claims can be scored",
 )
 def ready(holder: HolderDep) -> JSONResponse:
+    """200 while claims can be scored, with a `warning` when the model is the last good local
+    copy (the registry cannot be reached); 503 with the `reason` otherwise."""
     current = holder.current
     if current is None:
-        body = ReadyOut(ready=False, reason=withheld_locations(holder.error))
+        body = ReadyOut(ready=False, reason=withheld_locations(holder.not_ready_reason()))
         return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
-    body = ReadyOut(ready=True, model_version=current.service.info.version)
+    body = ReadyOut(
+        ready=True,
+        model_version=current.service.info.version,
+        warning=withheld_locations(holder.warning()),
+    )
     return JSONResponse(body.model_dump())
 
 
@@ -71,7 +77,7 @@ def metrics(metrics: MetricsDep) -> Response:
     responses={503: {"model": ErrorResponse}},
     summary="The model being served",
 )
-def model(loaded: LoadedModelDep, settings: SettingsDep) -> ModelOut:
+def model(loaded: LoadedModelDep, holder: HolderDep, settings: SettingsDep) -> ModelOut:
     info = loaded.service.info
     bands = loaded.service.bands
     return ModelOut(
@@ -84,6 +90,8 @@ def model(loaded: LoadedModelDep, settings: SettingsDep) -> ModelOut:
         risk_bands={band: bands.threshold_text(band) for band in ("low", "medium", "high")},
         max_batch_claims=settings.max_batch_claims,
         loaded_at=loaded.loaded_at,
+        local_copy_saved_at=info.local_copy_saved_at,
+        warning=withheld_locations(holder.warning()) if loaded.from_local_copy else None,
     )
 
 
@@ -102,8 +110,9 @@ async def reload(holder: HolderDep, metrics: MetricsDep) -> ReloadOut:
         previous, fresh = await run_in_threadpool(holder.reload)
     except Exception as error:  # loader failures of any type: keep serving the old model
         current = holder.current
+        copy = " (local copy)" if current and current.from_local_copy else ""
         still = (
-            f"still serving version {current.service.info.version}"
+            f"still serving version {current.service.info.version}{copy}"
             if current
             else ("no model is loaded")
         )
