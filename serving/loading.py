@@ -38,6 +38,10 @@ TRAIN_ONE = (
     "Train one with `denial-risk train` or pass --model with a registry URI or a local model "
     "folder."
 )
+RECOVER = (
+    "restore them or promote another version (`denial-risk promote` or `denial-risk rollback`), "
+    "then reload (POST /v1/admin/reload)"
+)
 
 
 class ModelLoadError(RuntimeError):
@@ -80,9 +84,11 @@ def load_service(
                     f"cannot load model '{model_uri}': the artifact store of version "
                     f"{info.version} cannot be reached ({cause})"
                 ) from error
-            why = f"{error}. {TRAIN_ONE}"
-            raise ModelLoadError(f"cannot load model '{model_uri}': {why}") from error
-        service = ScoringService(_read_pipeline(folder, model_uri), info, bands)
+            raise ModelLoadError(
+                f"cannot load model '{model_uri}': the files of version {info.version} cannot "
+                f"be downloaded from the artifact store ({error}); {RECOVER}"
+            ) from error
+        service = ScoringService(_read_pipeline(folder, model_uri, info.version), info, bands)
         if copies:
             copies.keep(model_uri, folder, info)
     return service
@@ -103,12 +109,18 @@ def _ask_registry(model_uri: str, ask: Callable[[], ModelInfo]) -> ModelInfo:
         raise ModelLoadError(f"cannot load model '{model_uri}': {error}. {TRAIN_ONE}") from error
 
 
-def _read_pipeline(folder: str | Path, model_uri: str) -> Pipeline:
+def _read_pipeline(folder: str | Path, model_uri: str, version: str | None = None) -> Pipeline:
     """The pipeline of an MLflow model folder; :class:`ModelLoadError` when it cannot be read."""
     try:
         return registry.load_pipeline(str(folder))
     except Exception as error:  # a missing file, a truncated or garbled one: any type
-        raise ModelLoadError(f"cannot load model '{model_uri}': {error}. {TRAIN_ONE}") from error
+        why = (
+            f"{error}. {TRAIN_ONE}"
+            if version is None
+            else f"the files of version {version} cannot be read, they are missing or corrupt "
+            f"({type(error).__name__}: {error}); {RECOVER}"
+        )
+        raise ModelLoadError(f"cannot load model '{model_uri}': {why}") from error
 
 
 @contextmanager

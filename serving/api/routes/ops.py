@@ -53,7 +53,8 @@ def ready(holder: HolderDep) -> JSONResponse:
 
 _LOCATION = re.compile(
     r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+"  # a URL: a tracking server's, with any credentials
-    r"|(?<![\w:/])/[^\s'\"/]+(?:/[^\s'\"/]+)+"  # an absolute path of two or more parts
+    r"|(?<![\w:/])(?!/v1/)/[^\s'\"/]+(?:/[^\s'\"/]+)+"  # an absolute path of two or more
+    # parts, except this API's own routes (/v1/admin/reload), which a reason may point to
 )
 
 
