@@ -261,6 +261,13 @@ def train(
             "older ones still feed the history rates (0 = every claim; default 400,000).",
         ),
     ] = None,
+    refit: Annotated[
+        bool,
+        typer.Option(
+            "--refit/--no-refit",
+            help="After evaluation, re-learn the denial model on every labelled claim.",
+        ),
+    ] = True,
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Train denial, reason and CARC models; evaluate on a later period; register in MLflow."""
@@ -280,6 +287,7 @@ def train(
         registered_model_name=settings.model_name,
         champion_alias=settings.champion_alias,
         tune_trials=tune,
+        refit_denials=refit,
     )
     if max_training_claims is not None:
         train_settings = train_settings.model_copy(

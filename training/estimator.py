@@ -357,6 +357,19 @@ class DenialRiskEstimator(ClassifierMixin, BaseEstimator):
             np.concatenate([self.calibration_labels_, np.asarray(y, dtype=np.int8)]),
         )
 
+    def refit_denials(self, matrix: pd.DataFrame, y: np.ndarray) -> None:
+        """Re-learn the denial booster on these claims (every labelled one), with as many rounds
+        as the first fit chose; the calibration stays the one learned on the first booster's
+        out-of-time scores."""
+        config = self.config or EstimatorConfig()
+        rounds = self.denial_booster_.best_iteration or self.denial_booster_.current_iteration()
+        data = lgb.Dataset(
+            matrix, y, categorical_feature=categorical_columns(matrix), free_raw_data=True
+        )
+        self.denial_booster_ = lgb.train(
+            config.booster.lgb_params("binary"), data, num_boost_round=rounds
+        )
+
     def refit_reasons(self, matrix: pd.DataFrame, labels: pd.DataFrame) -> None:
         """Re-learn the reason model and the CARC table on these denied claims (the training
         period's and the later period's together), with as many rounds as the first fit chose.

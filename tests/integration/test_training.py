@@ -43,6 +43,11 @@ def test_first_training_run_is_registered_and_promoted(trained):
     assert {"plots", "model_card.md"} <= artifacts
     for plot in ("calibration", "precision_recall", "shap_summary"):
         assert outcome.artifacts[plot].stat().st_size > 10_000
+    # What is registered learned from every labelled claim, the test period's too.
+    counts = outcome.counts
+    assert counts["denial_model_refit_claims"] == counts["train_claims"] + counts["test_claims"]
+    card = " ".join(outcome.artifacts["model_card"].read_text().split())
+    assert "denial booster is then refit on every labelled claim" in card
 
 
 def test_quality_close_to_bayes_optimal_on_the_later_period(trained):

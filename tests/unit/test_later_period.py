@@ -74,3 +74,23 @@ def test_refit_reasons_learn_a_rule_that_shows_only_in_the_later_period():
     assert authorization[high_c].mean() > 0.45 and (top[high_c] == "authorization").mean() > 0.5
     assert authorization[low_c].mean() < 0.05
     assert "197" in model.carc_classes_
+
+
+def test_refit_denials_learn_a_rule_that_shows_only_in_the_later_period():
+    matrix, labels = _claims(6_000, "2024-01-01", 0.0, 5)
+    model = DenialRiskEstimator().fit(matrix, labels)
+    rounds = model.denial_booster_.best_iteration
+    calibrator = model.calibrator_
+    later, later_labels = _claims(6_000, "2024-06-01", 0.0, 6)
+    # Later, the payer denies every claim with a high "c", which never mattered before.
+    new_rule = later["c"].to_numpy() > 1.0
+    later_labels.loc[new_rule, "denied"] = True
+    y = np.concatenate([labels["denied"], later_labels["denied"]]).astype(int)
+    high_c = later[new_rule]
+    before = model.predict_proba(high_c)[:, 1].mean()
+    model.refit_denials(pd.concat([matrix, later], ignore_index=True), y)
+    after = model.predict_proba(high_c)[:, 1].mean()
+    assert before < 0.3 and after > before + 0.2
+    # As many rounds as the first fit chose; the out-of-time calibration is kept.
+    assert model.denial_booster_.current_iteration() == rounds
+    assert model.calibrator_ is calibrator
