@@ -86,6 +86,10 @@ def decode_bytes(raw: bytes, notes: list[str]) -> str:
 def normalise_text(text: str, name: str) -> NormalisedFile:
     """Normalise decoded X12 text for pyx12; see the module docstring for what is fixed.
 
+    A file refused because its segment terminator is wrong (the consequence shows first: a GS
+    segment swallowing the ST after it, a GS08 version ``'005010X222A1~ST'``) is refused with
+    that cause instead (:func:`terminator_problem`).
+
     Parameters
     ----------
     text
@@ -93,6 +97,83 @@ def normalise_text(text: str, name: str) -> NormalisedFile:
     name
         The file name, used in quarantine reasons.
     """
+    norm = _normalise(text, name)
+    if norm.text is None and (problem := terminator_problem(text)):
+        return NormalisedFile(None, notes=norm.notes, reason=f"File {name}: {problem}")
+    return norm
+
+
+# Segment IDs of the 5010 837P/837I/835/999/277CA, for telling where a segment starts when the
+# terminator before it is not the one the ISA set. The envelope's segments, CLM and CLP are
+# also recognised by their first elements (_STRICT_STARTS), so that one run into the segment
+# before it (no terminator at all) is found without mistaking a name ending in "ST" for one.
+_SEGMENT_IDS = (
+    "AK1|AK2|AMT|BHT|BPR|CAS|CL1|CLM|CLP|CN1|CR1|CR2|CR3|CRC|CTP|CUR|DMG|DTM|DTP|HCP|HI|HL|"
+    "IK3|IK4|IK5|K3|LIN|LQ|LX|MEA|MIA|MOA|N1|N3|N4|NM1|NTE|OI|PAT|PER|PLB|PRV|PWK|QTY|RDM|REF|"
+    "SBR|STC|SV1|SV2|SV3|SV4|SV5|SV6|SV7|SVC|SVD|TOO|TRN|TS2|TS3|FRM|PS1|MPI|N2|CR4|CR5|CR6|"
+    "CR7|CR8|TA1|AK9|IK3|CTX|ENT|HSD|UR|SE|GE|IEA|GS|ST"
+)
+_STRICT_STARTS = (
+    r"GS{e}(?:HC|HP|FA|HN){e}|ST{e}\d{{3}}{e}|SE{e}\d+{e}|GE{e}\d+{e}|IEA{e}\d+{e}"
+    r"|CL[MP]{e}[^{e}]+{e}\d"
+)
+
+
+def terminator_problem(text: str) -> str | None:
+    """What is wrong with the segment terminator, when something plainly is; else ``None``.
+
+    The terminator is the character after ISA16. It is wrong when it cannot be one (a letter,
+    a digit, a space, the element or sub-element separator: the terminator is missing and the
+    ISA runs into the GS), or when a segment after the ISA is preceded by another character,
+    or by none (two segments run together). Only the first such place is named. Element values
+    are never quoted, only separators and segment IDs.
+    """
+    body = text.lstrip("\ufeff \t\r\n")
+    if not body.startswith("ISA") or len(body) < 4:
+        return None
+    ele = body[3]
+    if ele.isalnum() or ele.isspace():
+        return None
+    isa_end = _isa_end(body, ele)
+    if isa_end is None:
+        return None
+    term, sub = body[isa_end], body[isa_end - 1]
+    if term.isalnum() or term in (" ", "\t", ele, sub):
+        return (
+            "segment terminator expected after the ISA segment (the character after ISA16), "
+            f"found {term!r}: the segment after the ISA runs into it; ask the sender to "
+            "re-export the file with a segment terminator after every segment"
+        )
+    newline = term in "\r\n"
+    e = re.escape(ele)
+    strict = re.compile(_STRICT_STARTS.format(e=e))
+    starts = re.compile(rf"(?:{_SEGMENT_IDS}){e}")
+    segment = 1  # the ISA
+    for match in starts.finditer(body, isa_end + 1):
+        j = match.start() - 1
+        while j > isa_end and body[j] in " \t\r\n":
+            j -= 1
+        gap = body[j + 1 : match.start()]
+        before = body[j]
+        broken = "\n" in gap or "\r" in gap
+        if broken if newline else before == term:
+            segment += 1
+            continue
+        glued = before.isalnum() and not gap
+        if before in (ele, sub) or (glued and not strict.match(body, match.start())):
+            continue  # an element value, not a segment start
+        found = "none" if glued else "a line break" if broken else repr(before)
+        expected = "(a line break)" if newline else repr(term)
+        return (
+            f"segment terminator {expected} expected after each segment (the ISA sets it after "
+            f"ISA16), found {found} before segment {segment + 1} "
+            f"({match.group(0).split(ele, 1)[0]}); ask the sender to re-export the file with "
+            "one segment terminator throughout"
+        )
+    return None
+
+
+def _normalise(text: str, name: str) -> NormalisedFile:
     notes: list[str] = []
     body = text.lstrip("\ufeff \t\r\n")
     if not body:

@@ -25,7 +25,7 @@ from typing import Any
 
 from features.codes import code_tables
 from features.identity import patient_key
-from features.x12.normalise import decode_bytes, normalise_text
+from features.x12.normalise import decode_bytes, normalise_text, terminator_problem
 from features.x12.placeholders import (
     UNKNOWN_OTHER_PAYER,
     UNNAMED_PATIENT,
@@ -193,7 +193,7 @@ def parse_file(path: Path, validation: Validation = "full") -> FileParse:
     result.notes.extend(dict.fromkeys(norm.notes))
     if norm.text is None:
         result.file_reason = norm.reason
-        _count_unread(result, text)
+        _count_unread(result, text, None)
         return result
     findings = Pyx12Findings()
     state = StreamState()
@@ -206,27 +206,48 @@ def parse_file(path: Path, validation: Validation = "full") -> FileParse:
             f"File {name}: pyx12 cannot read the file at segment {state.segments + 1} "
             f"({_redact(str(exc))}); ask the sender to re-export it as 5010"
         )
-    extractor.finish(state)
-    if result.file_reason:
-        _count_unread(result, norm.text)
+    # A wrong terminator shows as a file cut short or one pyx12 chokes on: name the cause.
+    problem = terminator_problem(text) if extractor.st_open or result.file_reason else None
+    if problem and result.file_reason:
+        result.file_reason = f"File {name}: {problem}"
+    extractor.finish(state, problem)
+    _count_unread(result, text, problem)
     result.pyx12_warnings = findings.count
     result.pyx12_messages = findings.messages
     return result
 
 
 def count_segments(text: str, segment_id: str) -> int:
-    """Segments named ``segment_id`` in X12 text, whatever its separators (the ID after a
-    non-alphanumeric character, followed by an element separator); no parse needed."""
-    pattern = rf"(?<![A-Za-z0-9]){segment_id}[^A-Za-z0-9\s]"
-    return len(re.findall(pattern, text))
+    """Segments named ``segment_id`` in X12 text, whatever its separators, no parse needed: the
+    ID followed by an element separator and a non-empty first element, wherever it stands (a
+    segment run into the one before it, its terminator lost, still counts), except right after
+    that separator (an element whose value is the ID)."""
+    pattern = rf"(.?){segment_id}([^A-Za-z0-9\s])(?!\2)"
+    return sum(1 for before, sep in re.findall(pattern, text) if before != sep)
 
 
-def _count_unread(result: FileParse, text: str) -> None:
-    """A file that could not be read (to its end) still counts every claim and remittance it
-    holds, as read: those not extracted are quarantined with the file's reason (issue 20: the
-    claims of files rejected whole were counted nowhere)."""
-    result.claims_read = max(result.claims_read, count_segments(text, "CLM"))
-    result.remittances_read = max(result.remittances_read, count_segments(text, "CLP"))
+def _count_unread(result: FileParse, text: str, problem: str | None) -> None:
+    """Every claim and remittance the file holds counts as read, those not extracted too: a
+    file rejected whole (its quarantine row gives the reason) or a CLM/CLP that never reached
+    the reader as a segment (run into the one before it), which gets a row of its own (issue
+    20: such claims were counted nowhere, and the report did not add up to the files)."""
+    units = (("claims", "CLM", "claims_read"), ("remittances", "CLP", "remittances_read"))
+    for unit, seg_id, attr in units:
+        held, read = count_segments(text, seg_id), getattr(result, attr)
+        if held <= read:
+            continue
+        setattr(result, attr, held)
+        if result.file_reason:
+            continue
+        problem = problem or terminator_problem(text)
+        lost = f"File {Path(result.path).name}: {held - read} of its {held} {seg_id} segments"
+        result.reject(
+            "file",
+            f"{lost} could not be read as {unit}: {problem}"
+            if problem
+            else f"{lost} could not be read as {unit} (a segment run into the one before it, "
+            "or outside a transaction set); ask the sender to re-export the file",
+        )
 
 
 def _redact(message: str) -> str:
@@ -292,8 +313,9 @@ class _Extractor:
         elif self.st_kind == "999":
             self._seg_999(pos, seg_id, val)
 
-    def finish(self, state: StreamState) -> None:
-        """End of file: a transaction set still open means the file was cut short."""
+    def finish(self, state: StreamState, problem: str | None = None) -> None:
+        """End of file: a transaction set still open means the file was cut short, or that its
+        SE was not told apart from the segment before it (``problem``: a wrong terminator)."""
         if not self.st_open:
             if state.open_loops and not self.r.file_reason:
                 self.r.notes.append(
@@ -309,6 +331,11 @@ class _Extractor:
             f"{self.st_position}) is not closed by SE; the file is truncated (last readable "
             f"segment: {state.last_segment or 'none'}): ask the sender for the complete file"
         )
+        if problem:
+            reason = (
+                f"File {Path(self.r.path).name}: {problem} (transaction set ST02={self.st02} "
+                f"at segment {self.st_position} reads as not closed by SE)"
+            )
         for claim_id, pos in self.pending_claim_ids:
             self.r.reject(pos, reason, claim_id)
         if not self.pending_claim_ids and not self.r.file_reason:

@@ -58,7 +58,7 @@ def test_every_claim_of_a_file_rejected_whole_is_counted(
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "old_version.837").write_text(text.replace("005010X222A1", "004010X098A1"))
-    (bad / "terminator.837").write_text(text.replace("~", "\x07"))  # no segment terminator
+    (bad / "terminator.837").write_text(text.replace("~", ""))  # no segment terminator
     result = ingest_paths([tmp_path / "good", bad], workers=1)
     report = {Path(k).name: v for k, v in result.report.items()}
     for name in ("old_version.837", "terminator.837"):
@@ -67,6 +67,49 @@ def test_every_claim_of_a_file_rejected_whole_is_counted(
     files = [v for k, v in report.items() if not k.startswith("_")]
     assert sum(v["claims_read"] for v in files) == 3 * held
     assert sum(v["claims_ingested"] + v["claims_quarantined"] for v in files) == 3 * held
+
+
+def _after_isa(text: str, rest: str) -> str:
+    """The ISA as written (ending with '~'), then ``rest`` in place of everything after it."""
+    return text[: text.index("~") + 1] + rest
+
+
+@pytest.mark.parametrize(
+    ("mutate", "cause"),
+    [
+        # Issue 20: each was refused as "GS08 version '005010X222A1|ST' is not a 5010 837P", or
+        # "the GS segment is incomplete", or read as truncated, or (a CLM run into the segment
+        # before it) lost one claim without a word.
+        (lambda t: _after_isa(t, t[t.index("~") + 1 :].replace("~", "|")), "found '|' before "
+         "segment 3 (ST)"),
+        (lambda t: _after_isa(t, t[t.index("~") + 1 :].replace("~", "\n")), "found a line break "
+         "before segment 3 (ST)"),
+        (lambda t: t[: t.index("~")] + "!" + t[t.index("~") + 1 :], "segment terminator '!' "
+         "expected after each segment (the ISA sets it after ISA16), found '~' before segment 3"),
+        (lambda t: t.replace("~", ""), "segment terminator expected after the ISA segment (the "
+         "character after ISA16), found 'G'"),
+        (lambda t: t[: len(t) // 2] + t[len(t) // 2 :].replace("~", "!"), "found '!' before "
+         "segment"),
+        (lambda t: t.replace("~CLM", "CLM", 1), "found none before segment 20 (CLM)"),
+        (lambda t: t[: t.index("~")] + "\r\n" + t[t.index("~") + 1 :], "segment terminator "
+         "(a line break) expected after each segment (the ISA sets it after ISA16), found '~'"),
+    ],
+    ids=["pipe", "newline", "isa-bang", "none", "changes-midway", "one-missing", "crlf-isa"],
+)  # fmt: skip
+def test_a_wrong_segment_terminator_is_named_and_every_claim_counted(
+    tmp_path: Path, good_files: list[Path], mutate, cause: str
+) -> None:
+    text = _claim_file(good_files).read_text()
+    path = tmp_path / "bad.837"
+    path.write_text(mutate(text))
+    result = ingest_paths([path], workers=1)
+    reasons = list(result.quarantine["reason"])
+    assert any("segment terminator" in r and cause in r for r in reasons), reasons
+    assert not any("GS08" in r or "incomplete" in r or "truncated" in r for r in reasons)
+    entry = result.report[str(path)]
+    assert entry["claims_read"] == 3
+    assert entry["claims_ingested"] + entry["claims_quarantined"] == 3
+    assert entry["claims_ingested"] == len(result.dataset.claims)
 
 
 def test_bom_indentation_newlines_and_errata_versions_are_normalised(
