@@ -204,22 +204,30 @@ def _write_ingested(result, out: Path) -> None:  # type: ignore[no-untyped-def]
 
 def _print_ingest(result, out: Path) -> None:  # type: ignore[no-untyped-def]
     table = Table(title="Ingest")
-    for column in ("transaction", "files", "read", "ingested", "quarantined"):
+    counts = ("read", "ingested", "quarantined", "duplicate")
+    for column in ("transaction", "files", *counts):
         table.add_column(column, justify="left" if column == "transaction" else "right")
     totals: dict[str, list[int]] = {}
+    repeated = 0
     for name, entry in result.report.items():
         if name.startswith("_"):
             continue
         kind = str(entry.get("transaction_type") or "unreadable")
         unit = "remittances" if "835" in kind else "claims"
-        row = totals.setdefault(kind, [0, 0, 0, 0])
+        row = totals.setdefault(kind, [0] * (1 + len(counts)))
         row[0] += 1
-        row[1] += int(entry.get(f"{unit}_read", 0) or 0)
-        row[2] += int(entry.get(f"{unit}_ingested", 0) or 0)
-        row[3] += int(entry.get(f"{unit}_quarantined", 0) or 0)
-    for kind, (files, read, ingested, quarantined) in sorted(totals.items()):
-        table.add_row(kind, f"{files:,}", f"{read:,}", f"{ingested:,}", f"{quarantined:,}")
+        for i, count in enumerate(counts, start=1):
+            row[i] += int(entry.get(f"{unit}_{count}", 0) or 0)
+        repeated += bool(entry.get("duplicate_of"))
+    for kind, row in sorted(totals.items()):
+        table.add_row(kind, *(f"{n:,}" for n in row))
     console.print(table)
+    if repeated:
+        console.print(
+            f"{repeated:,} files repeat transaction sets read from another file (or earlier in "
+            "the same file): read once, the copies counted as duplicates ('duplicate_of' in "
+            "the per-file report)"
+        )
     dataset = result.dataset
     console.print(
         f"Data set: {len(dataset.claims):,} claims, {len(dataset.remittances):,} remittances, "

@@ -2,9 +2,10 @@
 
 Files are read in parallel (one process per file), then assembled, de-duplicated, validated
 against the data contract and linked: every claim and remittance ends up either in the data set
-or in the quarantine frame with a reason a billing analyst can act on. Nothing is dropped
-silently, and nothing identifying a patient (member ID, name, birth date) goes into a reason or
-the report.
+or in the quarantine frame with a reason a billing analyst can act on, or, when its transaction
+set was already read (the same 835 or 837 twice), is counted as a duplicate in the report.
+Nothing is dropped silently, and nothing identifying a patient (member ID, name, birth date)
+goes into a reason or the report.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from features.schema import SCHEMAS, ClaimsDataset, empty_table, validate_table
 from features.x12.outcomes import derive_followups
 from features.x12.placeholders import is_placeholder_claim_id
 from features.x12.pyx12_stream import Validation
-from features.x12.reader import FileParse, parse_file
+from features.x12.reader import FileParse, TransactionSet, parse_file
 
 QUARANTINE_COLUMNS = ["file", "position", "claim_id", "reason"]
 _DATE_COLUMNS = {
@@ -57,9 +58,10 @@ class IngestResult:
         number, or ``file``), ``claim_id`` (patient control number, may be empty), ``reason``.
     report
         Per input file: transaction type, versions seen, normalisation notes, claims (or
-        remittance claims) read / ingested / quarantined, quarantine reasons, pyx12 warning
-        count and the first redacted pyx12 messages. The key ``"_linking"`` holds the
-        claim/remittance linking summary (unmatched counts and ids).
+        remittance claims) read / ingested / quarantined / duplicate (read = the other three),
+        the transaction sets that repeat one read before (``duplicate_of``), quarantine
+        reasons, pyx12 warning count and the first redacted pyx12 messages. The key
+        ``"_linking"`` holds the claim/remittance linking summary (unmatched counts and ids).
     """
 
     dataset: ClaimsDataset
@@ -150,7 +152,9 @@ def assemble(parses: list[FileParse]) -> IngestResult:
     quarantine: list[dict[str, Any]] = []
     report: dict[str, dict[str, Any]] = {}
     raw: dict[str, list[dict[str, Any]]] = {name: [] for name in SCHEMAS}
+    first_read: dict[str, str] = {}
     for parse in parses:
+        repeats = _repeated_sets(parse, first_read)
         report[parse.path] = {
             "transaction_type": ", ".join(dict.fromkeys(parse.kinds)) or None,
             "versions_seen": list(dict.fromkeys(parse.versions_seen)),
@@ -158,6 +162,11 @@ def assemble(parses: list[FileParse]) -> IngestResult:
             "claims_read": parse.claims_read,
             "remittances_read": parse.remittances_read,
             "placeholder_clp01": parse.placeholder_clp01,
+            "claims_duplicate": sum(ts.claims for ts, _ in repeats),
+            "remittances_duplicate": sum(ts.remittances for ts, _ in repeats),
+            "duplicate_of": [
+                f"ST02={ts.st02} (segment {ts.position}) repeats {first}" for ts, first in repeats
+            ],
             "pyx12_warnings": parse.pyx12_warnings,
             "pyx12_messages": parse.pyx12_messages,
         }
@@ -168,7 +177,7 @@ def assemble(parses: list[FileParse]) -> IngestResult:
             )  # fmt: skip
         quarantine.extend(parse.quarantine)
         for table, rows in parse.tables.items():
-            raw[table].extend(rows)
+            raw[table].extend(_without(rows, [ts.rows.get(table) for ts, _ in repeats]))
 
     frames = {name: _frame(name, rows) for name, rows in raw.items()}
 
@@ -286,6 +295,40 @@ def assemble(parses: list[FileParse]) -> IngestResult:
     return IngestResult(dataset=dataset, quarantine=qframe, report=report)
 
 
+def _repeated_sets(
+    parse: FileParse, first_read: dict[str, str]
+) -> list[tuple[TransactionSet, str]]:
+    """The transaction sets of ``parse`` already read (from an earlier file, or earlier in
+    this one), each with where it was first read; the others are noted in ``first_read``.
+
+    A payer sending the same remittance again (in another folder, under another name, with
+    new envelope control numbers) must not count its claims' outcomes twice, nor a practice's
+    claim batch sent twice its claims: the copy's rows are left out and its claims and
+    remittances are counted as duplicates, so the report still adds up to what the files hold.
+    """
+    repeats = []
+    for ts in parse.transaction_sets:
+        if ts.digest in first_read:
+            repeats.append((ts, first_read[ts.digest]))
+        else:
+            first_read[ts.digest] = f"{parse.path} ST02={ts.st02} (segment {ts.position})"
+    return repeats
+
+
+def _without(rows: list[dict[str, Any]], spans: list[tuple[int, int] | None]) -> list[Any]:
+    """``rows`` less the ``[start, end)`` spans given (``None``: nothing)."""
+    cuts = sorted(span for span in spans if span)
+    if not cuts:
+        return rows
+    kept: list[Any] = []
+    at = 0
+    for start, end in cuts:
+        kept.extend(rows[at:start])
+        at = end
+    kept.extend(rows[at:])
+    return kept
+
+
 def _frame(name: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
     if not rows:
         frame = empty_table(name).copy()
@@ -399,8 +442,10 @@ def _fill_report(
         rids = remits_by_file.get(path, [])
         entry["claims_ingested"] = sum(1 for c in ids if c in kept_claims)
         entry["remittances_ingested"] = sum(1 for r in rids if r in kept_remits)
-        entry["claims_quarantined"] = entry["claims_read"] - entry["claims_ingested"]
-        entry["remittances_quarantined"] = entry["remittances_read"] - entry["remittances_ingested"]
+        for unit in ("claims", "remittances"):
+            entry[f"{unit}_quarantined"] = (
+                entry[f"{unit}_read"] - entry[f"{unit}_ingested"] - entry[f"{unit}_duplicate"]
+            )
         entry["quarantine_reasons"] = reasons_by_file.get(path, [])
 
 

@@ -15,6 +15,7 @@ goes no further: the patient is the 2000C/2010CA person when there is one, else 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -69,6 +70,25 @@ _REMIT_MEMBER_IDS = {
 
 
 @dataclass
+class TransactionSet:
+    """One complete transaction set (ST to SE) of a file, for finding the same one twice.
+
+    ``digest`` hashes its segments, element by element, from ST01 to the segment before SE:
+    the same remittance or claim batch sent again has the same digest whatever its separators,
+    line breaks, encoding or envelope (ISA/GS control numbers and dates, ST02/SE02). Its BHT,
+    BPR and TRN (batch reference, payment and trace number) are content, so a new batch or
+    payment never matches. ``rows`` gives the set's rows as ``[start, end)`` in each table.
+    """
+
+    digest: str
+    st02: str
+    position: int
+    claims: int
+    remittances: int
+    rows: dict[str, tuple[int, int]]
+
+
+@dataclass
 class FileParse:
     """Everything read from one file, as plain rows (cheap to send between processes)."""
 
@@ -81,6 +101,7 @@ class FileParse:
     quarantine: list[Row] = field(default_factory=list)
     claims_read: int = 0
     remittances_read: int = 0
+    transaction_sets: list[TransactionSet] = field(default_factory=list)
     placeholder_clp01: int = 0
     pyx12_warnings: int = 0
     pyx12_messages: list[str] = field(default_factory=list)
@@ -250,6 +271,12 @@ def _count_unread(result: FileParse, text: str, problem: str | None) -> None:
         )
 
 
+def _canonical(seg_id: str, val: Values) -> bytes:
+    """A segment's ID and values, separator-free, for a transaction set's digest."""
+    elements = "\x1d".join("\x1f".join(comp) for comp in val)
+    return f"{seg_id}\x1d{elements}\x1e".encode()
+
+
 def _redact(message: str) -> str:
     # pyx12 exception texts can quote a whole segment: redacted as its findings are, and cut
     # short (segment id and qualifiers come first).
@@ -271,6 +298,8 @@ class _Extractor:
         self.st02 = ""
         self.st_open = False
         self.st_position = 0
+        self.content = hashlib.sha256()
+        self.set_start = (0, 0)
         self.pending: dict[str, list[Row]] = {}
         self.pending_claim_ids: list[tuple[str, int]] = []
         self.clp_seq = 0
@@ -281,6 +310,8 @@ class _Extractor:
 
     # -- envelope ---------------------------------------------------------------------------
     def segment(self, pos: int, seg_id: str, val: Values) -> None:
+        if self.st_open and seg_id != "SE":
+            self.content.update(_canonical(seg_id, val))
         if seg_id == "ISA":
             self.isa_date = _isa_date(v(val, 9))
             self.isa13 = v(val, 13)
@@ -292,6 +323,8 @@ class _Extractor:
             self.st02 = v(val, 2)
             self.st_open = True
             self.st_position = pos
+            self.content = hashlib.sha256(_canonical(seg_id, [*val[:1], *val[2:3]]))  # no ST02
+            self.set_start = (self.r.claims_read, self.r.remittances_read)
             self.pending = {}
             self.pending_claim_ids = []
             self._reset_837_header()
@@ -299,8 +332,21 @@ class _Extractor:
         elif seg_id == "SE":
             self._close_claim()
             self._close_remit()
+            spans = {}
             for table, rows in self.pending.items():
+                start = len(self.r.rows(table))
                 self.r.rows(table).extend(rows)
+                spans[table] = (start, start + len(rows))
+            self.r.transaction_sets.append(
+                TransactionSet(
+                    digest=self.content.hexdigest(),
+                    st02=self.st02,
+                    position=self.st_position,
+                    claims=self.r.claims_read - self.set_start[0],
+                    remittances=self.r.remittances_read - self.set_start[1],
+                    rows=spans,
+                )
+            )
             self.pending = {}
             self.pending_claim_ids = []
             self.st_open = False

@@ -63,10 +63,30 @@ def test_every_claim_is_parsed_or_quarantined_with_a_reason(ingested: IngestResu
         assert read == expected, relative
         kept = entry["claims_ingested"] + entry["remittances_ingested"]
         quarantined = entry["claims_quarantined"] + entry["remittances_quarantined"]
-        assert kept + quarantined == expected, relative
+        duplicate = entry["claims_duplicate"] + entry["remittances_duplicate"]
+        assert kept + quarantined + duplicate == expected, relative
         if quarantined:
             assert entry["quarantine_reasons"], relative
             assert all(str(Path(relative).name) in r for r in entry["quarantine_reasons"])
+
+
+def test_the_samples_sent_twice_are_read_once(ingested: IngestResult) -> None:
+    # Two samples repeat another: one byte for byte, one is a transaction set of a combined file
+    # under another ST02. Their claims are read once, the copies counted as duplicates.
+    repeats = {
+        "837p/lfh-demo.example6.837": "837p/lfh-demo.cob.2ndary.example4.837 ST02=3701",
+        "837p/oopfactory-Example2_Encounter.txt": "837p/oopfactory-Example1_2_And_3_Combined.txt"
+        " ST02=0022",
+    }
+    for relative, entry in ingested.report.items():
+        if relative.startswith("_"):
+            continue
+        relative = str(Path(relative).relative_to(SAMPLES))
+        if relative in repeats:
+            assert entry["claims_duplicate"] == 1 and entry["claims_ingested"] == 0, relative
+            assert f"repeats {SAMPLES / repeats[relative]}" in entry["duplicate_of"][0], relative
+        else:
+            assert entry["duplicate_of"] == [], relative
 
 
 def test_denials_per_835_match_the_readme(ingested: IngestResult) -> None:

@@ -112,6 +112,60 @@ def test_a_wrong_segment_terminator_is_named_and_every_claim_counted(
     assert entry["claims_ingested"] == len(result.dataset.claims)
 
 
+def _resent(text: str) -> str:
+    """The same interchange sent again: new ISA13, GS06 and ST02 control numbers, a new ISA
+    date, line breaks after each segment."""
+    isa = text[: text.index("~")]
+    new_isa = isa.replace("*000000001*", "*000000042*").replace("*0000*^", "*0930*^")
+    body = text[len(isa) :].replace("IEA*1*000000001", "IEA*1*000000042")
+    body = body.replace("*1*X*", "*42*X*").replace("GE*1*1~", "GE*1*42~")
+    body = body.replace("ST*835*0001", "ST*835*0042").replace("*0001~", "*0042~")
+    body = body.replace("ST*837*0001", "ST*837*0042")
+    return (new_isa + body).replace("~", "~\r\n")
+
+
+def test_the_same_remittance_or_claim_batch_twice_is_read_once(
+    tmp_path: Path, good_files: list[Path]
+) -> None:
+    # Issue 20: an 835 found in two folders was counted as two remittances (and an 837 sent
+    # twice quarantined every claim as a repeated CLM01). A payer re-sending a remittance must
+    # not double its outcomes: the copy is read once and counted as a duplicate.
+    again = tmp_path / "again"
+    again.mkdir()
+    for path in good_files:
+        (again / path.name).write_bytes(path.read_bytes())  # byte-identical, another folder
+    remit_path = next(p for p in good_files if p.suffix == ".835")
+    remit = remit_path.read_text()
+    (again / "resent.835").write_text(_resent(remit))
+    (again / "twice.835").write_text(remit + remit)  # one file holding it twice
+    (again / "resent.837").write_text(_resent(_claim_file(good_files).read_text()))
+    new_payment = remit.replace("TRN*1*CHK000000001", "TRN*1*CHK000000002")
+    (again / "new_payment.835").write_text(new_payment)  # another payment: not a duplicate
+    result = ingest_paths([tmp_path / "good", again], workers=2)
+
+    assert sorted(result.dataset.claims["claim_id"]) == ["C1", "C2", "C3"]
+    remits = result.dataset.remittances
+    assert len(remits) == 4  # three payments, and the one with another trace number
+    assert remits["claim_id"].value_counts().max() == 2
+    assert result.quarantine.empty, result.quarantine["reason"].tolist()
+    report = {Path(k).relative_to(tmp_path).as_posix(): v for k, v in result.report.items()
+              if not k.startswith("_")}  # fmt: skip
+    for name, duplicates in [("resent.835", 1), ("twice.835", 2), (remit_path.name, 1)]:
+        entry = report[f"again/{name}"]
+        assert entry["remittances_duplicate"] == duplicates, name
+        assert entry["remittances_ingested"] == entry["remittances_quarantined"] == 0
+        assert all(f"repeats {remit_path} " in d for d in entry["duplicate_of"]), name
+    assert report["again/new_payment.835"]["remittances_ingested"] == 1
+    for name in ("resent.837", "claims_00001.837"):
+        assert report[f"again/{name}"]["claims_duplicate"] == 3
+        assert report[f"again/{name}"]["claims_quarantined"] == 0
+    for unit in ("claims", "remittances"):
+        read = sum(v[f"{unit}_read"] for v in report.values())
+        parts = ("ingested", "quarantined", "duplicate")
+        assert read == sum(v[f"{unit}_{p}"] for v in report.values() for p in parts)
+    assert sum(v["remittances_ingested"] for v in report.values()) == len(remits)
+
+
 def test_bom_indentation_newlines_and_errata_versions_are_normalised(
     tmp_path: Path, good_files: list[Path]
 ) -> None:
