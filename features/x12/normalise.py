@@ -59,6 +59,9 @@ class NormalisedFile:
         Every normalisation applied, in words.
     reason
         Why the whole file cannot be read; ``None`` when it can.
+    damaged
+        Segments whose over-long elements were emptied (so that pyx12 reads on), by position:
+        what was wrong, in words. The claim or remittance holding one is quarantined.
     """
 
     text: str | None
@@ -66,13 +69,27 @@ class NormalisedFile:
     versions_seen: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     reason: str | None = None
+    damaged: dict[int, str] = field(default_factory=dict)
 
 
 def decode_bytes(raw: bytes, notes: list[str]) -> str:
-    """Decode a file's bytes: UTF-16 (with or without BOM), UTF-8 with BOM, UTF-8, Latin-1."""
-    if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(raw) > 8 and raw[1:8:2] == b"\x00" * 4):
+    """Decode a file's bytes: UTF-16 (with or without BOM, either byte order), UTF-8 with BOM,
+    UTF-8, Latin-1. Never raises: what UTF-16 cannot decode (a file cut at an odd byte, junk
+    in it) becomes U+FFFD, and a note says how much."""
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        encoding = "utf-16"
+    elif len(raw) > 8 and raw[1:8:2] == b"\x00" * 4:
+        encoding = "utf-16-le"
+    elif len(raw) > 8 and raw[0:8:2] == b"\x00" * 4:
+        encoding = "utf-16-be"
+    else:
+        encoding = ""
+    if encoding:
         notes.append("file is UTF-16 encoded; decoded to text")
-        return raw.decode("utf-16")
+        text = raw.decode(encoding, "replace")
+        if bad := text.count("\ufffd"):
+            notes.append(f"{bad} UTF-16 characters could not be decoded (replaced)")
+        return text
     if raw.startswith(b"\xef\xbb\xbf"):
         notes.append("UTF-8 byte-order mark removed")
         raw = raw[3:]
@@ -302,8 +319,41 @@ def _normalise(text: str, name: str) -> NormalisedFile:
             )
         notes.append(f"ISA11 repetition separator {isa[11]!r} replaced by {free!r}")
         isa[11] = free
+    damaged = _cut_oversized(segments, ele)
+    if damaged:
+        notes.append(f"{len(damaged)} over-long segments: their longest elements were not read")
     out = ele.join(isa) + seg_term + seg_term.join(segments) + seg_term
-    return NormalisedFile(out, kinds=kinds, versions_seen=versions_seen, notes=notes)
+    return NormalisedFile(
+        out, kinds=kinds, versions_seen=versions_seen, notes=notes, damaged=damaged
+    )
+
+
+MAX_SEGMENT = 4096
+"""Characters a segment may have before its over-long elements are cut. No 5010 segment of the
+837, 835, 999 or 277CA comes near (the longest element holds 264 characters); pyx12 stops
+reading a file, without a word, at a segment it cannot find the end of in 8 KB."""
+MAX_ELEMENT = 264
+
+
+def _cut_oversized(segments: list[str], ele: str) -> dict[int, str]:
+    """Empty the over-long elements of segments longer than :data:`MAX_SEGMENT` (in place);
+    return what was cut, by segment position (the ISA is segment 1), in words without the
+    element values."""
+    damaged: dict[int, str] = {}
+    for i, seg in enumerate(segments):
+        if len(seg) <= MAX_SEGMENT:
+            continue
+        elements = seg.split(ele)
+        seg_id = elements[0][:3] if elements[0][:3].isalnum() else "?"
+        longest = max(len(e) for e in elements[1:]) if len(elements) > 1 else len(seg)
+        kept = [e if len(e) <= MAX_ELEMENT else "" for e in elements[1:]]
+        cut = ele.join([elements[0][:3], *kept])
+        segments[i] = cut if len(cut) <= MAX_SEGMENT else elements[0][:3]
+        damaged[i + 2] = (
+            f"the {seg_id} segment is {len(seg):,} characters long (an element of {longest:,}); "
+            f"no 5010 element holds more than {MAX_ELEMENT}"
+        )
+    return damaged
 
 
 def _isa_end(body: str, ele: str) -> int | None:

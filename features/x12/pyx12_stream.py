@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -144,7 +144,7 @@ def iter_segments(
         errh = CollectingErrorHandler(findings)
         params = pyx12.params.params()
         reader = pyx12.x12context.X12ContextReader(params, errh, io.StringIO(text))
-        for position, node in enumerate(reader.iter_segments(), start=1):
+        for position, node in enumerate(_guarded(reader.iter_segments()), start=1):
             errh.position = position
             seg = node.seg_data
             seg_id = seg.get_seg_id() or ""
@@ -153,7 +153,7 @@ def iter_segments(
         src = reader.src
     else:
         src = pyx12.x12file.X12Reader(io.StringIO(text))
-        for position, seg in enumerate(src, start=1):
+        for position, seg in enumerate(_guarded(src), start=1):
             for kind, code, msg, value, line in src.pop_errors():
                 findings.add(kind, code, msg, value, line or position)
             seg_id = seg.get_seg_id() or ""
@@ -165,6 +165,38 @@ def iter_segments(
         findings.add(kind, code, msg, value, line or state.segments)
 
 
+class Pyx12Failure(Exception):
+    """pyx12 itself failed on this input (an exception of its own code, not one it raises for
+    bad X12): the file cannot be read past that segment."""
+
+
+def _guarded(segments: Iterable[Any]) -> Iterator[Any]:
+    """pyx12's segments, its own failures turned into :class:`Pyx12Failure`.
+
+    pyx12 trips over some damaged envelopes instead of reporting them: a GE or an SE with no
+    group or set open pops an empty stack (IndexError; issue 20's fuzzing, seed 82). Only the
+    exception's type is kept: its text could quote a segment.
+    """
+    iterator = iter(segments)
+    while True:
+        try:
+            yield next(iterator)
+        except StopIteration:
+            return
+        except read_errors():
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of pyx12's is the file's
+            raise Pyx12Failure(
+                f"pyx12 failed ({type(exc).__name__}) on a segment it does not expect there: "
+                "an envelope segment (ISA/IEA, GS/GE, ST/SE) repeated, missing or out of order?"
+            ) from exc
+
+
 def read_errors() -> tuple[type[Exception], ...]:
-    """The pyx12 exceptions that mean "this file cannot be read" rather than a bug."""
-    return (pyx12.errors.X12Error, pyx12.errors.EngineError, pyx12.errors.XML_Reader_Error)
+    """The exceptions that mean "this file cannot be read" rather than a bug."""
+    return (
+        pyx12.errors.X12Error,
+        pyx12.errors.EngineError,
+        pyx12.errors.XML_Reader_Error,
+        Pyx12Failure,
+    )

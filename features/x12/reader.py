@@ -218,7 +218,7 @@ def parse_file(path: Path, validation: Validation = "full") -> FileParse:
         return result
     findings = Pyx12Findings()
     state = StreamState()
-    extractor = _Extractor(result, path.stem)
+    extractor = _Extractor(result, path.stem, norm.damaged)
     try:
         for position, seg_id, values in iter_segments(norm.text, validation, findings, state):
             extractor.segment(position, seg_id, values)
@@ -240,10 +240,11 @@ def parse_file(path: Path, validation: Validation = "full") -> FileParse:
 
 def count_segments(text: str, segment_id: str) -> int:
     """Segments named ``segment_id`` in X12 text, whatever its separators, no parse needed: the
-    ID followed by an element separator and a non-empty first element, wherever it stands (a
-    segment run into the one before it, its terminator lost, still counts), except right after
-    that separator (an element whose value is the ID)."""
-    pattern = rf"(.?){segment_id}([^A-Za-z0-9\s])(?!\2)"
+    ID followed by an element separator (any character but a letter, a digit or a space: pyx12
+    reads a file whose separator is a line break) and not by an empty element, wherever it
+    stands (a segment run into the one before it, its terminator lost, still counts), except
+    right after that separator (an element whose value is the ID)."""
+    pattern = rf"(.?){segment_id}([^A-Za-z0-9 ])(?!\2)"
     return sum(1 for before, sep in re.findall(pattern, text) if before != sep)
 
 
@@ -286,9 +287,11 @@ def _redact(message: str) -> str:
 class _Extractor:
     """Segment-order state machine shared by the 837, 835 and acknowledgement readers."""
 
-    def __init__(self, result: FileParse, stem: str) -> None:
+    def __init__(self, result: FileParse, stem: str, damaged: dict[int, str] | None = None):
         self.r = result
         self.stem = stem
+        self.damaged = damaged or {}
+        self.set_damage: str | None = None
         self.tables = code_tables()
         self.payer_types: dict[str | None, str] = {}
         self.isa_date: str | None = None
@@ -312,6 +315,11 @@ class _Extractor:
     def segment(self, pos: int, seg_id: str, val: Values) -> None:
         if self.st_open and seg_id != "SE":
             self.content.update(_canonical(seg_id, val))
+        self._dispatch(pos, seg_id, val)
+        if pos in self.damaged:  # after: a damaged CLM or CLP is its own claim's
+            self._damage(pos)
+
+    def _dispatch(self, pos: int, seg_id: str, val: Values) -> None:
         if seg_id == "ISA":
             self.isa_date = _isa_date(v(val, 9))
             self.isa13 = v(val, 13)
@@ -319,10 +327,13 @@ class _Extractor:
             self.gs_date = x12_date(v(val, 4))
             self.group_kind = next(self.group_kinds, "")
         elif seg_id == "ST":
+            if self.st_open:
+                self._abandon_set(pos)
             self.st_kind = self.group_kind
             self.st02 = v(val, 2)
             self.st_open = True
             self.st_position = pos
+            self.set_damage = None
             self.content = hashlib.sha256(_canonical(seg_id, [*val[:1], *val[2:3]]))  # no ST02
             self.set_start = (self.r.claims_read, self.r.remittances_read)
             self.pending = {}
@@ -330,26 +341,10 @@ class _Extractor:
             self._reset_837_header()
             self._reset_835_header()
         elif seg_id == "SE":
-            self._close_claim()
-            self._close_remit()
-            spans = {}
-            for table, rows in self.pending.items():
-                start = len(self.r.rows(table))
-                self.r.rows(table).extend(rows)
-                spans[table] = (start, start + len(rows))
-            self.r.transaction_sets.append(
-                TransactionSet(
-                    digest=self.content.hexdigest(),
-                    st02=self.st02,
-                    position=self.st_position,
-                    claims=self.r.claims_read - self.set_start[0],
-                    remittances=self.r.remittances_read - self.set_start[1],
-                    rows=spans,
-                )
-            )
-            self.pending = {}
-            self.pending_claim_ids = []
-            self.st_open = False
+            if self.st_open:
+                self._close_set()
+        elif not self.st_open:
+            return  # outside a transaction set: not read (counted as not read)
         elif self.st_kind in ("837P", "837I"):
             self._seg_837(pos, seg_id, val)
         elif self.st_kind == "835":
@@ -358,6 +353,77 @@ class _Extractor:
             self._seg_277(pos, seg_id, val)
         elif self.st_kind == "999":
             self._seg_999(pos, seg_id, val)
+
+    def _damage(self, pos: int) -> None:
+        """A segment whose over-long elements were cut: the claim or remittance it belongs to
+        is quarantined; one outside any (a header or subscriber loop) takes its whole set."""
+        reason = (
+            f"File {Path(self.r.path).name}, segment {pos}: {self.damaged[pos]}; ask the sender "
+            "to re-export the file"
+        )
+        if self.claim is not None:
+            self.claim.setdefault("_damage", reason)
+        elif self.remit is not None:
+            self.remit.setdefault("_damage", reason)
+        elif self.st_open:
+            self.set_damage = self.set_damage or reason
+
+    def _quarantine_damaged(self) -> None:
+        """Leave the damaged remittances (and the whole set, when it is damaged) out of the
+        set's rows, with their reason. Damaged claims are refused as they close."""
+        if self.set_damage:
+            for claim_id, pos in self.pending_claim_ids:
+                self.r.reject(pos, self.set_damage, claim_id)
+            self.pending = {}
+            return
+        damaged = {
+            row["remit_id"]: row
+            for row in self.pending.get("remittances", [])
+            if row.get("_damage")
+        }
+        if not damaged:
+            return
+        for row in damaged.values():
+            self.r.reject(row["_pos"], row["_damage"], row["claim_id"])
+        for table, rows in self.pending.items():
+            self.pending[table] = [r for r in rows if r.get("remit_id") not in damaged]
+
+    def _abandon_set(self, pos: int) -> None:
+        """An ST before the open set's SE: the open set's claims are quarantined, not mixed up
+        with the next set's (their rows were dropped without a reason before)."""
+        self._close_claim()
+        self._close_remit()
+        reason = (
+            f"File {Path(self.r.path).name}: transaction set ST02={self.st02} (segment "
+            f"{self.st_position}) is not closed by SE before the next ST (segment {pos}); ask "
+            "the sender to re-export the file"
+        )
+        for claim_id, claim_pos in self.pending_claim_ids:
+            self.r.reject(claim_pos, reason, claim_id)
+
+    def _close_set(self) -> None:
+        """SE: the set's rows join the file's, and the set is noted with its digest."""
+        self._close_claim()
+        self._close_remit()
+        self._quarantine_damaged()
+        spans = {}
+        for table, rows in self.pending.items():
+            start = len(self.r.rows(table))
+            self.r.rows(table).extend(rows)
+            spans[table] = (start, start + len(rows))
+        self.r.transaction_sets.append(
+            TransactionSet(
+                digest=self.content.hexdigest(),
+                st02=self.st02,
+                position=self.st_position,
+                claims=self.r.claims_read - self.set_start[0],
+                remittances=self.r.remittances_read - self.set_start[1],
+                rows=spans,
+            )
+        )
+        self.pending = {}
+        self.pending_claim_ids = []
+        self.st_open = False
 
     def finish(self, state: StreamState, problem: str | None = None) -> None:
         """End of file: a transaction set still open means the file was cut short, or that its
@@ -799,8 +865,10 @@ class _Extractor:
             claim["related_causes"] = ",".join(dict.fromkeys(claim["_causes"]))
         if "_other_paid" in claim:
             claim["other_payer_paid_amount"] = float(claim["_other_paid"].quantize(_CENT))
-        reject = None
-        if claim["payer_id"] is None:
+        reject = claim.get("_damage")
+        if reject:
+            pass
+        elif claim["payer_id"] is None:
             reject = (
                 f"File {file_name}, segment {claim['_pos']}: claim {claim_id!r} has no payer "
                 "identifier (2010BB NM1*PR NM109); add it and resubmit"

@@ -112,6 +112,76 @@ def test_a_wrong_segment_terminator_is_named_and_every_claim_counted(
     assert entry["claims_ingested"] == len(result.dataset.claims)
 
 
+def test_a_transaction_set_not_closed_before_the_next_st_quarantines_its_claims(
+    tmp_path: Path, good_files: list[Path]
+) -> None:
+    # Found beside the fuzzing (issue 20): an ST before the open set's SE dropped the open set's
+    # claims; they were counted as read and quarantined, with no reason anywhere.
+    text = _claim_file(good_files).read_text()
+    at = text.index("CLM*C2")
+    path = tmp_path / "st_twice.837"
+    path.write_text(text[:at] + "ST*837*0002*005010X222A1~" + text[at:])
+    result = ingest_paths([path], workers=1, validation="envelope")
+    reasons = result.quarantine.set_index("claim_id")["reason"]
+    for claim_id in ("C1", "C3"):  # the claims before the second ST
+        assert "ST02=0001 (segment 3) is not closed by SE before the next ST" in reasons[claim_id]
+    entry = result.report[str(path)]
+    assert entry["claims_read"] == 3 and entry["claims_quarantined"] == 3
+
+
+def test_claims_outside_a_transaction_set_are_quarantined_with_a_reason(
+    tmp_path: Path, good_files: list[Path]
+) -> None:
+    # Two claims after the SE, before the GE: the first was counted as read, then dropped with
+    # the segments around it, and the reason spoke of one claim only.
+    text = _claim_file(good_files).read_text()
+    claim = text[text.index("CLM*C2") : text.index("~SE*") + 1]
+    se = text[text.index("~SE*") + 1 :].split("~", 1)[0] + "~"
+    path = tmp_path / "outside.837"
+    path.write_text(text.replace(se, se + claim + claim.replace("CLM*C2", "CLM*C9")))
+    result = ingest_paths([path], workers=1, validation="envelope")
+    entry = result.report[str(path)]
+    counts = [entry[f"claims_{n}"] for n in ("read", "ingested", "quarantined")]
+    assert counts == [5, 3, 2]
+    assert entry["quarantine_reasons"] == [
+        "File outside.837: 2 of its 5 CLM segments could not be read as claims (a segment run "
+        "into the one before it, or outside a transaction set); ask the sender to re-export the "
+        "file"
+    ]
+
+
+def test_an_oversized_element_quarantines_only_what_holds_it(
+    tmp_path: Path, good_files: list[Path]
+) -> None:
+    # Found by the fuzzing (issue 20): pyx12 stops reading, without a word, at a segment whose
+    # end it cannot find within 8 KB, so a 70 KB element read as a truncated file and every
+    # claim after it was lost. Now the element is cut and the claim (or remittance, or the set,
+    # for a segment outside both) holding it is quarantined, saying so.
+    text = _claim_file(good_files).read_text()
+    claims = tmp_path / "claims.837"
+    claims.write_text(text.replace("REF*G1*AUTH123", "REF*G1*" + "9" * 70_000))
+    header = tmp_path / "header.837"
+    header.write_text(text.replace("BILLING OFFICE", "B" * 70_000))
+    remit_path = next(p for p in good_files if p.suffix == ".835")
+    remit = remit_path.read_text()
+    cas = remit[remit.index("CAS*") :].split("~", 1)[0]
+    remits = tmp_path / "remits.835"
+    other = remit.replace("CLP*C", "CLP*X").replace("TRN*1*CHK", "TRN*1*CHX")
+    remits.write_text(remit.replace(cas, cas + "*" + "7" * 70_000) + other)
+    result = ingest_paths([claims, header, remits], workers=1)
+    report = {Path(k).name: v for k, v in result.report.items() if not k.startswith("_")}
+    reasons = result.quarantine.groupby(result.quarantine["file"].map(lambda f: Path(f).name))
+    assert report["claims.837"]["claims_ingested"] == 2  # C2 and C3
+    [(claim_id, why)] = reasons.get_group("claims.837")[["claim_id", "reason"]].values
+    assert claim_id == "C1" and "the REF segment is 70,007 characters long" in why
+    assert report["header.837"]["claims_quarantined"] == 3  # its billing provider's loop
+    assert reasons.get_group("header.837")["reason"].str.contains("PER segment is 70,").all()
+    assert report["remits.835"]["remittances_ingested"] == 1  # the other payment
+    assert report["remits.835"]["remittances_quarantined"] == 1
+    assert "the CAS segment is 70," in reasons.get_group("remits.835")["reason"].iloc[0]
+    assert "truncated" not in " ".join(result.quarantine["reason"])
+
+
 def _resent(text: str) -> str:
     """The same interchange sent again: new ISA13, GS06 and ST02 control numbers, a new ISA
     date, line breaks after each segment."""

@@ -1,0 +1,196 @@
+"""Seeded X12 mutations for fuzzing ingest, and the claim count a mutated file holds.
+
+A case is drawn from its seed alone (:func:`draw_case`): a base file (our writer's 837P and
+835s, and the public samples), one to three text mutations (separators swapped, a segment
+dropped or repeated, an oversized element, wrong SE01/GE01/IEA01 counts, junk characters), an
+encoding (UTF-8, with a byte order mark, or UTF-16 either way round, with or without one) and
+sometimes a byte mutation (truncation, binary junk). Same seed, same bytes.
+
+:func:`claims_held` counts the CLM and CLP segments a file holds by a plain scan, written here
+apart from the reader's own count: the report must account for each of them as ingested,
+quarantined or a duplicate.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from features.x12 import write_835, write_837p
+from tests.unit.test_x12_roundtrip import make_dataset
+
+SAMPLES = Path(__file__).parents[2].parent / "shared" / "x12-samples"
+
+
+@dataclass(frozen=True)
+class Case:
+    seed: int
+    base: str
+    steps: tuple[str, ...]
+    data: bytes
+    utf16: bool
+
+    @property
+    def name(self) -> str:
+        """A file name that says what was done: seed, base, steps."""
+        stem = re.sub(r"[^A-Za-z0-9]+", "-", Path(self.base).stem)[:24]
+        return f"{self.seed:05d}-{stem}-{'+'.join(self.steps)}{Path(self.base).suffix or '.x12'}"
+
+
+def base_files(folder: Path) -> dict[str, str]:
+    """``{name: text}``: our writer's 837P and 835 files (written under ``folder``) and every
+    public sample there is, sorted by name so that a seed always draws the same one."""
+    dataset = make_dataset()
+    paths = write_837p(dataset, folder) + write_835(dataset, folder)
+    bases = {f"generated/{p.name}": p.read_text() for p in paths}
+    if SAMPLES.is_dir():
+        for path in sorted(SAMPLES.glob("83*/*")):
+            raw = path.read_bytes()
+            if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                text = raw.decode("utf-16")
+            elif raw.startswith(b"\xef\xbb\xbf"):
+                text = raw.decode("utf-8-sig")
+            else:
+                text = raw.decode("latin-1")
+            bases[f"samples/{path.relative_to(SAMPLES)}"] = text
+    return dict(sorted(bases.items()))
+
+
+# -- text mutations ------------------------------------------------------------------------------
+def _separators(text: str) -> tuple[str, str, str]:
+    """Element, sub-element and segment separator as the ISA states them."""
+    body = text.lstrip("\ufeff \r\n\t")
+    if not body.startswith("ISA") or len(body) < 106:
+        return "*", ":", "~"
+    return body[3], body[104], body[105]
+
+
+def _segments(text: str) -> tuple[list[str], str]:
+    term = _separators(text)[2]
+    return text.split(term), term
+
+
+def swap_separators(text: str, rng: random.Random) -> str:
+    ele, sub, term = _separators(text)
+    a, b = rng.choice([(ele, term), (ele, sub), (sub, term)])
+    return text.translate({ord(a): b, ord(b): a})
+
+
+def drop_segment(text: str, rng: random.Random) -> str:
+    parts, term = _segments(text)
+    if len(parts) > 1:
+        del parts[rng.randrange(len(parts))]
+    return term.join(parts)
+
+
+def repeat_segment(text: str, rng: random.Random) -> str:
+    parts, term = _segments(text)
+    i = rng.randrange(len(parts))
+    parts[i:i] = [parts[i]] * rng.choice([1, 2, 50])
+    return term.join(parts)
+
+
+def oversized_element(text: str, rng: random.Random) -> str:
+    parts, term = _segments(text)
+    ele = _separators(text)[0]
+    i = rng.randrange(1, len(parts)) if len(parts) > 1 else 0
+    elements = parts[i].split(ele)
+    j = rng.randrange(1, len(elements)) if len(elements) > 1 else 0
+    elements[j] = rng.choice("X9 ") * rng.choice([1_000, 70_000, 300_000])
+    parts[i] = ele.join(elements)
+    return term.join(parts)
+
+
+def wrong_counts(text: str, rng: random.Random) -> str:
+    ele, _, term = _separators(text)
+    pattern = re.compile(rf"((?:^|{re.escape(term)})\s*(?:SE|GE|IEA){re.escape(ele)})(\d+)")
+    value = rng.choice(["0", "1", "2", "999999", "-1", "12X"])
+    return pattern.sub(lambda m: m.group(1) + value, text)
+
+
+def junk_characters(text: str, rng: random.Random) -> str:
+    at = rng.randrange(len(text) + 1)
+    junk = "".join(chr(rng.choice([0, 7, 0x1C, 0x85, 0xFEFF, 0xFFFD, 0x2028, *range(32, 127)]))
+                   for _ in range(rng.randint(1, 40)))  # fmt: skip
+    return text[:at] + junk + text[at:]
+
+
+TEXT_MUTATIONS: dict[str, Callable[[str, random.Random], str]] = {
+    "swap": swap_separators,
+    "drop": drop_segment,
+    "repeat": repeat_segment,
+    "oversized": oversized_element,
+    "counts": wrong_counts,
+    "junk": junk_characters,
+}
+
+
+# -- encodings and byte mutations ----------------------------------------------------------------
+def encode(text: str, rng: random.Random) -> tuple[str, bytes]:
+    kind = rng.choice(["utf-8", "utf-8", "bom", "utf-16", "utf-16-le", "utf-16-be"])
+    if kind == "bom":
+        return kind, b"\xef\xbb\xbf" + text.encode("utf-8", "surrogatepass")
+    return kind, text.encode(kind, "surrogatepass")
+
+
+def truncate(data: bytes, rng: random.Random) -> bytes:
+    return data[: rng.randrange(len(data) + 1)]
+
+
+def binary_junk(data: bytes, rng: random.Random) -> bytes:
+    at = rng.randrange(len(data) + 1)
+    junk = rng.randbytes(rng.choice([1, 2, 7, 300, 5_000]))
+    cut = rng.choice([0, 0, len(junk)])  # inserted, or written over the bytes there
+    return data[:at] + junk + data[at + cut :]
+
+
+BYTE_MUTATIONS: dict[str, Callable[[bytes, random.Random], bytes]] = {
+    "truncate": truncate,
+    "binary": binary_junk,
+}
+
+
+def draw_case(seed: int, bases: dict[str, str], base: str | None = None) -> Case:
+    """The mutated file of ``seed``: a base, 1-3 text mutations, an encoding, maybe a byte
+    mutation. ``base`` pins the base file (a regression case kept by name)."""
+    rng = random.Random(seed)
+    names = list(bases)
+    drawn = names[rng.randrange(len(names))]
+    base = base or drawn
+    text = bases[base]
+    steps = []
+    for _ in range(rng.choice([1, 1, 2, 3])):
+        step = rng.choice(sorted(TEXT_MUTATIONS))
+        text = TEXT_MUTATIONS[step](text, rng)
+        steps.append(step)
+    kind, data = encode(text, rng)
+    steps.append(kind)
+    if rng.random() < 0.4:
+        step = rng.choice(sorted(BYTE_MUTATIONS))
+        data = BYTE_MUTATIONS[step](data, rng)
+        steps.append(step)
+    return Case(seed, base, tuple(steps), data, utf16=kind.startswith("utf-16"))
+
+
+# -- what a file holds ---------------------------------------------------------------------------
+def claims_held(data: bytes, utf16: bool, segment_id: str) -> int:
+    """``segment_id`` segments (CLM, CLP) in the file: decoded as it was written (UTF-16, with
+    anything that no longer decodes replaced; else byte for byte), the ID followed by a
+    separator (any character but a letter, a digit or a space) and not by an empty element,
+    wherever it stands (a file cut right after it too), except as an element's whole value."""
+    if utf16:
+        le = not data.startswith(b"\xfe\xff") and (
+            data.startswith(b"\xff\xfe") or data[1:2] == b"\0"
+        )
+        text = data.decode("utf-16-le" if le else "utf-16-be", "replace")
+    else:
+        text = data.decode("latin-1")
+    count = 0
+    for match in re.finditer(rf"{segment_id}([^A-Za-z0-9 ])", text):
+        sep, start, end = match.group(1), match.start(), match.end()
+        if text[end : end + 1] != sep and text[start - 1 : start] != sep:
+            count += 1
+    return count
