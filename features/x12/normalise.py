@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from itertools import groupby
 
 # The implementation guide versions pyx12 ships maps for, by transaction kind.
 PYX12_VERSION = {
@@ -247,7 +248,6 @@ def _normalise(text: str, name: str) -> NormalisedFile:
         notes.append("ISA elements re-padded to their fixed widths")
     isa = padded
     sub_term = isa[16]
-    all_text = ele.join(isa) + "".join(segments)
 
     # Versions: find every GS and ST, decide the kind, rewrite GS08/ST03 to pyx12's map.
     kinds: list[str] = []
@@ -255,6 +255,8 @@ def _normalise(text: str, name: str) -> NormalisedFile:
     gs_index: int | None = None
     gs_kind: str | None = None
     for i, seg in enumerate(segments):
+        if not seg.startswith(("GS", "ST")):
+            continue  # (splitting every segment of a 50 MB file took seconds)
         elements = seg.split(ele)
         seg_id = elements[0]
         if seg_id == "GS":
@@ -312,6 +314,7 @@ def _normalise(text: str, name: str) -> NormalisedFile:
         notes.append(f"ISA12 {isa[12]!r} read as '00501' (the groups are 5010)")
         isa[12] = "00501"
     if isa[12] == "00501" and (isa[11] in (ele, sub_term, seg_term) or isa[11].isalnum()):
+        all_text = ele.join(isa) + "".join(segments)
         free = next((c for c in _CANDIDATE_REPETITION if c not in all_text), None)
         if free is None:
             return NormalisedFile(
@@ -319,13 +322,49 @@ def _normalise(text: str, name: str) -> NormalisedFile:
             )
         notes.append(f"ISA11 repetition separator {isa[11]!r} replaced by {free!r}")
         isa[11] = free
-    damaged = _cut_oversized(segments, ele)
+    segments, damaged = _collapse_runs(segments, ele)
     if damaged:
-        notes.append(f"{len(damaged)} over-long segments: their longest elements were not read")
+        notes.append(
+            f"{len(damaged)} runs of more than {MAX_RUN:,} identical segments read as one segment "
+            "each (segment numbers after a run count it once)"
+        )
+    oversized = _cut_oversized(segments, ele)
+    if oversized:
+        notes.append(f"{len(oversized)} over-long segments: their longest elements were not read")
+        damaged.update(oversized)
     out = ele.join(isa) + seg_term + seg_term.join(segments) + seg_term
     return NormalisedFile(
         out, kinds=kinds, versions_seen=versions_seen, notes=notes, damaged=damaged
     )
+
+
+MAX_RUN = 1000
+"""Identical segments in a row past which a file is damaged: no 5010 loop repeats one segment
+verbatim so often, and pyx12 would spend minutes on a 50 MB run (issue 20)."""
+
+
+def _collapse_runs(segments: list[str], ele: str) -> tuple[list[str], dict[int, str]]:
+    """``segments`` with each run of more than :data:`MAX_RUN` identical segments as one, and
+    what was collapsed, by the one's position (the ISA is segment 1), in words."""
+    if len(segments) <= MAX_RUN:
+        return segments, {}
+    out: list[str] = []
+    damaged: dict[int, str] = {}
+    start = 2
+    for segment, run in groupby(segments):
+        count = sum(1 for _ in run)
+        if count > MAX_RUN:
+            out.append(segment)
+            seg_id = segment.split(ele, 1)[0][:3]
+            seg_id = seg_id if seg_id.isalnum() else "?"
+            damaged[len(out) + 1] = (
+                f"the same {seg_id} segment {count:,} times in a row (segments {start:,} to "
+                f"{start + count - 1:,} of the file); the file is damaged"
+            )
+        else:
+            out.extend([segment] * count)
+        start += count
+    return out, damaged
 
 
 MAX_SEGMENT = 4096

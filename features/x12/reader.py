@@ -209,6 +209,7 @@ def parse_file(path: Path, validation: Validation = "full") -> FileParse:
         result.file_reason = f"File {name}: cannot be read ({exc.strerror})"
         return result
     text = decode_bytes(raw, result.notes)
+    del raw  # a large file's bytes need not stay beside its text
     norm = normalise_text(text, name)
     result.kinds, result.versions_seen = norm.kinds, norm.versions_seen
     result.notes.extend(dict.fromkeys(norm.notes))
@@ -244,8 +245,13 @@ def count_segments(text: str, segment_id: str) -> int:
     reads a file whose separator is a line break) and not by an empty element, wherever it
     stands (a segment run into the one before it, its terminator lost, still counts), except
     right after that separator (an element whose value is the ID)."""
-    pattern = rf"(.?){segment_id}([^A-Za-z0-9 ])(?!\2)"
-    return sum(1 for before, sep in re.findall(pattern, text) if before != sep)
+    # The ID leads the pattern so the regex engine searches for it as a literal (a leading
+    # group made the scan of a 50 MB file take seconds); the character before is checked here.
+    count = 0
+    for match in re.finditer(rf"{segment_id}([^A-Za-z0-9 ])(?!\1)", text):
+        start = match.start()
+        count += start == 0 or text[start - 1] != match.group(1)
+    return count
 
 
 def _count_unread(result: FileParse, text: str, problem: str | None) -> None:

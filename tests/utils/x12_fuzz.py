@@ -13,8 +13,13 @@ quarantined or a duplicate.
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import re
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,3 +199,47 @@ def claims_held(data: bytes, utf16: bool, segment_id: str) -> int:
         if text[end : end + 1] != sep and text[start - 1 : start] != sep:
             count += 1
     return count
+
+
+# -- one large file in a process of its own ------------------------------------------------------
+def repeated_segment(text: str, start: str, size: int) -> str:
+    """``text`` with its first segment starting with ``start`` repeated until the file has
+    about ``size`` characters (the terminator is '~', as our writer's)."""
+    segments = text.split("~")
+    i = next(k for k, segment in enumerate(segments) if segment.startswith(start))
+    times = size // (len(segments[i]) + 1)
+    return "~".join(segments[:i] + [segments[i]] * times + segments[i + 1 :])
+
+
+_CHILD = """
+import json, resource, sys
+from pathlib import Path
+from features.x12 import ingest_paths
+path = Path(sys.argv[1])
+entry = ingest_paths([path], workers=1, validation=sys.argv[2]).report[str(path)]
+print(json.dumps({
+    "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "read": entry["claims_read"] + entry["remittances_read"],
+    "ingested": entry["claims_ingested"] + entry["remittances_ingested"],
+    "quarantined": entry["claims_quarantined"] + entry["remittances_quarantined"],
+    "reasons": [reason[:110] for reason in entry["quarantine_reasons"]],
+}))
+"""
+
+
+def ingest_in_child(path: Path, validation: str, timeout: float) -> tuple[float, dict]:
+    """Ingest one file in a fresh process: its wall time (imports and all) and what it reports,
+    its own peak RSS included (``getrusage(RUSAGE_SELF)`` at its end: the parent's
+    ``RUSAGE_CHILDREN`` is the largest of every child it has had, not this one's)."""
+    root = Path(__file__).resolve().parents[2]
+    started = time.perf_counter()
+    run = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path), validation],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=timeout,
+    )
+    return time.perf_counter() - started, json.loads(run.stdout)
