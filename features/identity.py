@@ -43,8 +43,10 @@ def patient_key(
     """16 hex characters from the normalised name, birth date (``CCYYMMDD`` or ISO) and sex;
     ``None`` when there is neither a last name nor a birth date to key on."""
     last, first = _normal(last_name), _normal(first_name)
-    born = "".join(ch for ch in (birth_date or "") if ch.isdigit())[:8]
+    # ASCII digits and sex only: a damaged file's DMG can hold any character (issue 20's
+    # fuzzing, seed 2513: a sex of 'Ê' made the ASCII encoding below raise out of ingest).
+    born = "".join(ch for ch in (birth_date or "") if ch in "0123456789")[:8]
     if not last and not born:
         return None
-    text = "|".join((last, first, born, (sex or "").strip().upper()[:1]))
+    text = "|".join((last, first, born, _normal(sex)[:1]))
     return hashlib.blake2b(text.encode("ascii"), digest_size=8, person=_PERSON).hexdigest()

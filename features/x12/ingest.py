@@ -289,6 +289,8 @@ def assemble(parses: list[FileParse]) -> IngestResult:
     if len(dataset.remittances) and len(dataset.followups) == 0:
         dataset.followups = validate_table("followups", derive_followups(dataset))[0]
 
+    for row in quarantine:
+        row["reason"] = _LONG_QUOTE.sub(_shorten, str(row["reason"]))
     qframe = pd.DataFrame(quarantine, columns=QUARANTINE_COLUMNS)
     _fill_report(report, frames, dataset, qframe)
     report["_linking"] = linking
@@ -498,3 +500,13 @@ def explain(reason: str) -> str:
         else:
             parts.append(f"failed the data contract ({piece})")
     return "; ".join(parts)
+
+
+# Reasons quote the values they refuse (a code, a claim's CLM01); a damaged element can be
+# thousands of characters of junk (issue 20's fuzzing, seeds 385 and 6961), so a long one is cut.
+_LONG_QUOTE = re.compile(r"""(?<=[\s(])(?:'([^']{41,})'|"([^"]{41,})")(?=[\s),;:]|$)""")
+
+
+def _shorten(match: re.Match[str]) -> str:
+    value = match.group(1) or match.group(2)
+    return f"{value[:20]!r}... ({len(value):,} characters)"

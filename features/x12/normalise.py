@@ -77,11 +77,14 @@ def decode_bytes(raw: bytes, notes: list[str]) -> str:
     """Decode a file's bytes: UTF-16 (with or without BOM, either byte order), UTF-8 with BOM,
     UTF-8, Latin-1. Never raises: what UTF-16 cannot decode (a file cut at an odd byte, junk
     in it) becomes U+FFFD, and a note says how much."""
+    # Without a BOM: X12 text is ASCII, so UTF-16 has a NUL in every other byte (most of them
+    # where junk damaged the start: issue 20's fuzzing, seed 5705); no other file has so many.
+    head = raw[:400]
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
         encoding = "utf-16"
-    elif len(raw) > 8 and raw[1:8:2] == b"\x00" * 4:
+    elif len(head) > 8 and head[1::2].count(0) > 0.75 * len(head[1::2]) > head[0::2].count(0):
         encoding = "utf-16-le"
-    elif len(raw) > 8 and raw[0:8:2] == b"\x00" * 4:
+    elif len(head) > 8 and head[0::2].count(0) > 0.75 * len(head[0::2]) > head[1::2].count(0):
         encoding = "utf-16-be"
     else:
         encoding = ""
@@ -131,6 +134,7 @@ _SEGMENT_IDS = (
     "SBR|STC|SV1|SV2|SV3|SV4|SV5|SV6|SV7|SVC|SVD|TOO|TRN|TS2|TS3|FRM|PS1|MPI|N2|CR4|CR5|CR6|"
     "CR7|CR8|TA1|AK9|IK3|CTX|ENT|HSD|UR|SE|GE|IEA|GS|ST"
 )
+_KNOWN_IDS = frozenset(_SEGMENT_IDS.split("|"))
 _STRICT_STARTS = (
     r"GS{e}(?:HC|HP|FA|HN){e}|ST{e}\d{{3}}{e}|SE{e}\d+{e}|GE{e}\d+{e}|IEA{e}\d+{e}"
     r"|CL[MP]{e}[^{e}]+{e}\d"
@@ -213,7 +217,11 @@ def _normalise(text: str, name: str) -> NormalisedFile:
             )
     if len(body) < 106:
         return NormalisedFile(
-            None, reason=f"File {name}: the ISA segment is incomplete; the file is truncated"
+            None,
+            reason=(
+                f"File {name}: the ISA segment is incomplete ({len(body)} characters in all, "
+                "an ISA alone has 106): the file is truncated or damaged"
+            ),
         )
     ele = body[3]
     isa_end = _isa_end(body, ele)
@@ -274,7 +282,8 @@ def _normalise(text: str, name: str) -> NormalisedFile:
                     versions_seen=versions_seen,
                     notes=notes,
                     reason=(
-                        f"File {name}: GS08 version {version!r} (GS01 {elements[1]!r}) is not a "
+                        f"File {name}: GS08 version {_quoted(version)} (GS01 "
+                        f"{_quoted(elements[1])}) is not a "
                         "5010 837P/837I/835 (or a 999/277CA acknowledgement); re-export the file "
                         "as 5010 (005010X222A1 837P, 005010X223A2 837I, 005010X221A1 835)"
                     ),
@@ -338,6 +347,20 @@ def _normalise(text: str, name: str) -> NormalisedFile:
     )
 
 
+def _quoted(value: str, limit: int = 40) -> str:
+    """``value`` quoted, cut at ``limit`` characters: a damaged element can be megabytes."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value):,} characters)"
+
+
+def _segment_id(segment: str, ele: str) -> str:
+    """The segment's ID when it is one of the guides' ('?' otherwise: with its separators
+    swapped, a file's first elements are values, a name or a member ID)."""
+    seg_id = segment.split(ele, 1)[0]
+    return seg_id if seg_id in _KNOWN_IDS else "?"
+
+
 MAX_RUN = 1000
 """Identical segments in a row past which a file is damaged: no 5010 loop repeats one segment
 verbatim so often, and pyx12 would spend minutes on a 50 MB run (issue 20)."""
@@ -355,8 +378,7 @@ def _collapse_runs(segments: list[str], ele: str) -> tuple[list[str], dict[int, 
         count = sum(1 for _ in run)
         if count > MAX_RUN:
             out.append(segment)
-            seg_id = segment.split(ele, 1)[0][:3]
-            seg_id = seg_id if seg_id.isalnum() else "?"
+            seg_id = _segment_id(segment, ele)
             damaged[len(out) + 1] = (
                 f"the same {seg_id} segment {count:,} times in a row (segments {start:,} to "
                 f"{start + count - 1:,} of the file); the file is damaged"
@@ -383,7 +405,7 @@ def _cut_oversized(segments: list[str], ele: str) -> dict[int, str]:
         if len(seg) <= MAX_SEGMENT:
             continue
         elements = seg.split(ele)
-        seg_id = elements[0][:3] if elements[0][:3].isalnum() else "?"
+        seg_id = _segment_id(seg, ele)
         longest = max(len(e) for e in elements[1:]) if len(elements) > 1 else len(seg)
         kept = [e if len(e) <= MAX_ELEMENT else "" for e in elements[1:]]
         cut = ele.join([elements[0][:3], *kept])

@@ -41,6 +41,7 @@ _QUOTED_SEGMENT = re.compile(r"Segment (\w+)[^\w\s].*? not found\.", re.DOTALL)
 # Any other segment text (an exception quoting the segment it choked on): everything after the
 # segment id goes, names with spaces included.
 _SEGMENT_TEXT = re.compile(r"\b([A-Z][A-Z0-9]{1,2})[*|^~].*", re.DOTALL)
+_SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{1,2}")
 # Member IDs, birth dates and account numbers are mostly long runs of digits.
 _LONG_NUMBER = re.compile(r"\d{6,}")
 
@@ -126,7 +127,10 @@ class StreamState:
 
     def note(self, seg_id: str, position: int) -> None:
         self.segments = position
-        if seg_id.isalnum():
+        # Only what looks like a segment ID is named in a reason: with its separators swapped a
+        # file's "IDs" are element values, a member ID or a 70 KB run of junk (issue 20's
+        # fuzzing, seed 6172).
+        if _SEGMENT_ID.fullmatch(seg_id):
             self.last_segment = f"{seg_id} at segment {position}"
 
 

@@ -209,13 +209,16 @@ def parse_file(path: Path, validation: Validation = "full") -> FileParse:
         result.file_reason = f"File {name}: cannot be read ({exc.strerror})"
         return result
     text = decode_bytes(raw, result.notes)
+    # What the file holds is counted in its bytes less any NUL: UTF-16 text then reads as ASCII
+    # in either byte order, also where junk shifted it (a decoding reads one order only).
+    held = raw.replace(b"\0", b"").decode("latin-1") if b"\0" in raw else text
     del raw  # a large file's bytes need not stay beside its text
     norm = normalise_text(text, name)
     result.kinds, result.versions_seen = norm.kinds, norm.versions_seen
     result.notes.extend(dict.fromkeys(norm.notes))
     if norm.text is None:
         result.file_reason = norm.reason
-        _count_unread(result, text, None)
+        _count_unread(result, held, None)
         return result
     findings = Pyx12Findings()
     state = StreamState()
@@ -232,23 +235,39 @@ def parse_file(path: Path, validation: Validation = "full") -> FileParse:
     problem = terminator_problem(text) if extractor.st_open or result.file_reason else None
     if problem and result.file_reason:
         result.file_reason = f"File {name}: {problem}"
-    extractor.finish(state, problem)
-    _count_unread(result, text, problem)
+    extractor.finish(state, problem, _garbled(text, norm.text, state))
+    _count_unread(result, held, problem)
     result.pyx12_warnings = findings.count
     result.pyx12_messages = findings.messages
     return result
 
 
+def _garbled(text: str, read: str, state: StreamState) -> bool:
+    """Whether junk may be why a file reads as cut short: pyx12 stopped before the last
+    segment of the text it ``read`` (it ends quietly where it cannot find the next one), or the
+    file's ``text`` holds what no X12 file does: a NUL or another control character that is not
+    a separator, or U+FFFD (bytes UTF-16 could not decode). Letters past Latin-1 are no sign:
+    a UTF-16 file can name a patient in any script."""
+    if len(read) <= 105:
+        return False
+    if read.count(read[105]) > state.segments:
+        return True
+    separators = re.escape("".join({read[3], read[82], read[104], read[105]}))
+    junk = rf"(?![{separators}])[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]"
+    return re.search(junk, text) is not None
+
+
 def count_segments(text: str, segment_id: str) -> int:
     """Segments named ``segment_id`` in X12 text, whatever its separators, no parse needed: the
     ID followed by an element separator (any character but a letter, a digit or a space: pyx12
-    reads a file whose separator is a line break) and not by an empty element, wherever it
-    stands (a segment run into the one before it, its terminator lost, still counts), except
-    right after that separator (an element whose value is the ID)."""
+    reads a file whose separator is a line break) and not by an empty element, or ending the
+    text (a file cut right there), wherever it stands (a segment run into the one before it,
+    its terminator lost, still counts), except right after that separator (an element whose
+    value is the ID)."""
     # The ID leads the pattern so the regex engine searches for it as a literal (a leading
     # group made the scan of a 50 MB file take seconds); the character before is checked here.
     count = 0
-    for match in re.finditer(rf"{segment_id}([^A-Za-z0-9 ])(?!\1)", text):
+    for match in re.finditer(rf"{segment_id}(?:([^A-Za-z0-9 ])(?!\1)|\Z)", text):
         start = match.start()
         count += start == 0 or text[start - 1] != match.group(1)
     return count
@@ -431,9 +450,11 @@ class _Extractor:
         self.pending_claim_ids = []
         self.st_open = False
 
-    def finish(self, state: StreamState, problem: str | None = None) -> None:
-        """End of file: a transaction set still open means the file was cut short, or that its
-        SE was not told apart from the segment before it (``problem``: a wrong terminator)."""
+    def finish(self, state: StreamState, problem: str | None = None, garbled: bool = False) -> None:
+        """End of file: a transaction set still open means the file was cut short, that its SE
+        is missing (the GE or IEA came), that its SE was not told apart from the segment before
+        it (``problem``: a wrong terminator) or that junk hid it (``garbled``: pyx12 stopped
+        before the file's end, or the decoder replaced bytes)."""
         if not self.st_open:
             if state.open_loops and not self.r.file_reason:
                 self.r.notes.append(
@@ -444,11 +465,23 @@ class _Extractor:
             return
         self._close_claim()
         self._close_remit()
+        name, last = Path(self.r.path).name, state.last_segment or "none"
+        unclosed = f"File {name}: transaction set ST02={self.st02} (segment {self.st_position})"
         reason = (
-            f"File {Path(self.r.path).name}: transaction set ST02={self.st02} (segment "
-            f"{self.st_position}) is not closed by SE; the file is truncated (last readable "
-            f"segment: {state.last_segment or 'none'}): ask the sender for the complete file"
+            f"{unclosed} is not closed by SE; the file is truncated (last readable segment: "
+            f"{last}): ask the sender for the complete file"
         )
+        if last.startswith(("GE ", "IEA ")):
+            reason = (
+                f"{unclosed} is not closed by SE: its SE is missing (the file goes on to "
+                f"{last}); ask the sender to re-export the file"
+            )
+        elif garbled:
+            reason = (
+                f"{unclosed} is not closed by SE: the file cannot be read past {last}, what "
+                "follows is not X12 (binary junk, or an encoding broken there?); ask the sender "
+                "to re-export the file"
+            )
         if problem:
             reason = (
                 f"File {Path(self.r.path).name}: {problem} (transaction set ST02={self.st02} "

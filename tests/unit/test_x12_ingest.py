@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from features.identity import patient_key
 from features.x12 import ingest_paths, write_835, write_837p
 from features.x12.normalise import normalise_text
 from tests.unit.test_x12_roundtrip import make_dataset
@@ -180,6 +181,35 @@ def test_an_oversized_element_quarantines_only_what_holds_it(
     assert report["remits.835"]["remittances_quarantined"] == 1
     assert "the CAS segment is 70," in reasons.get_group("remits.835")["reason"].iloc[0]
     assert "truncated" not in " ".join(result.quarantine["reason"])
+
+
+def test_a_set_without_its_se_says_why_not_truncated(
+    tmp_path: Path, good_files: list[Path]
+) -> None:
+    # Issue 20: a file whose SE was missing, or hidden by binary junk, was said to be truncated.
+    text = _claim_file(good_files).read_text()
+    se = text[text.index("~SE*") + 1 :].split("~", 1)[0] + "~"
+    (tmp_path / "no_se.837").write_text(text.replace(se, ""))
+    raw = text.encode("utf-16")
+    at = len(raw) // 2 | 1  # an odd offset: the rest no longer decodes as it was written
+    (tmp_path / "junk.837").write_bytes(raw[:at] + b"\x07" + raw[at:])
+    (tmp_path / "cut.837").write_text(text[: text.index(se) - 40])
+    result = ingest_paths([tmp_path], workers=1, validation="envelope")
+    reasons = result.quarantine.groupby(result.quarantine["file"].map(lambda f: Path(f).name))
+    said = {name: " ".join(group["reason"]) for name, group in reasons}
+    assert "is not closed by SE: its SE is missing (the file goes on to IEA" in said["no_se.837"]
+    assert "cannot be read past SV1 at segment 30, what follows is not X12" in said["junk.837"]
+    assert "is not closed by SE; the file is truncated" in said["cut.837"]
+    assert "truncated" not in said["no_se.837"] + said["junk.837"]
+
+
+def test_a_patient_key_takes_any_character_a_damaged_file_holds() -> None:
+    # Found by the fuzzing (issue 20, seed 2513): a DMG03 sex of 'Ê' raised UnicodeEncodeError
+    # out of ingest. Keys of ASCII names, dates and sexes are what they were.
+    key = patient_key("JONES", "SARAH", "19700601", "Ê")
+    assert key == patient_key("JONES", "SARAH", "19700601", "E")
+    assert patient_key("JONES", "SARAH", "1970\u00b20601", "F") is not None
+    assert patient_key("JONES", "SARAH", "19700601", "F") == "a2f9521744faf45d"  # as before
 
 
 def _resent(text: str) -> str:

@@ -36,7 +36,7 @@ class Case:
     base: str
     steps: tuple[str, ...]
     data: bytes
-    utf16: bool
+    encoding: str
 
     @property
     def name(self) -> str:
@@ -177,26 +177,21 @@ def draw_case(seed: int, bases: dict[str, str], base: str | None = None) -> Case
         step = rng.choice(sorted(BYTE_MUTATIONS))
         data = BYTE_MUTATIONS[step](data, rng)
         steps.append(step)
-    return Case(seed, base, tuple(steps), data, utf16=kind.startswith("utf-16"))
+    return Case(seed, base, tuple(steps), data, encoding=kind)
 
 
 # -- what a file holds ---------------------------------------------------------------------------
-def claims_held(data: bytes, utf16: bool, segment_id: str) -> int:
-    """``segment_id`` segments (CLM, CLP) in the file: decoded as it was written (UTF-16, with
-    anything that no longer decodes replaced; else byte for byte), the ID followed by a
-    separator (any character but a letter, a digit or a space) and not by an empty element,
-    wherever it stands (a file cut right after it too), except as an element's whole value."""
-    if utf16:
-        le = not data.startswith(b"\xfe\xff") and (
-            data.startswith(b"\xff\xfe") or data[1:2] == b"\0"
-        )
-        text = data.decode("utf-16-le" if le else "utf-16-be", "replace")
-    else:
-        text = data.decode("latin-1")
+def claims_held(data: bytes, segment_id: str) -> int:
+    """``segment_id`` segments (CLM, CLP) in the file: its bytes read one by one, NUL bytes
+    left out (so that UTF-16 text reads as ASCII whatever its byte order, and where junk has
+    shifted it), the ID followed by a separator (any character but a letter, a digit or a
+    space) and not by an empty element, or by the end of the file (cut right there), wherever
+    it stands, except as an element's whole value."""
+    text = data.replace(b"\0", b"").decode("latin-1")
     count = 0
-    for match in re.finditer(rf"{segment_id}([^A-Za-z0-9 ])", text):
+    for match in re.finditer(rf"{segment_id}([^A-Za-z0-9 ]|\Z)", text):
         sep, start, end = match.group(1), match.start(), match.end()
-        if text[end : end + 1] != sep and text[start - 1 : start] != sep:
+        if not sep or (text[end : end + 1] != sep and text[start - 1 : start] != sep):
             count += 1
     return count
 
