@@ -235,7 +235,7 @@ def parse_file(path: Path, validation: Validation = "full") -> FileParse:
     problem = terminator_problem(text) if extractor.st_open or result.file_reason else None
     if problem and result.file_reason:
         result.file_reason = f"File {name}: {problem}"
-    extractor.finish(state, problem, _garbled(text, norm.text, state))
+    extractor.finish(state, problem, extractor.st_open and _garbled(text, norm.text, state))
     _count_unread(result, held, problem)
     result.pyx12_warnings = findings.count
     result.pyx12_messages = findings.messages
