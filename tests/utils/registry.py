@@ -48,7 +48,8 @@ def register_small_champion(work: Path, claims: int = 800) -> SmallRegistry:
     experiment = mlflow.create_experiment("small", artifact_location=(work / "a").as_uri())
     example = tables.subset(tables.claims["claim_id"].head(3))
     with mlflow.start_run(experiment_id=experiment):
-        _, version = registry.log_pipeline(pipeline, example, "denial-risk")
+        model_uri = registry.log_pipeline(pipeline, example)
+    version = registry.register_version(client, "denial-risk", model_uri, "a small test model")
     registry.promote(client, "denial-risk", version)
     files = Path(urlparse(client.get_model_version_download_uri("denial-risk", version)).path)
     return SmallRegistry(tracking_uri, "models:/denial-risk@champion", version, files)
