@@ -30,12 +30,14 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,17 +108,30 @@ class _Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
+    @property
+    def closed_by_server(self) -> bool:
+        """Whether the server has closed this connection (its worker exited, say) while it
+        was idle: an HTTP client opens a new one then rather than send on it, as httpx does."""
+        return self.reader is not None and self.reader.at_eof()
+
     async def post(self, path: str, body: bytes) -> int:
+        return (await self.exchange("POST", path, body))[0]
+
+    async def exchange(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        """Send one request and read its answer: (status, body). Raises
+        ``ConnectionResetError`` when the server closes the connection instead of answering."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         # Narrows the type for mypy (opened with the writer).
         assert self.reader is not None  # noqa: S101
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nX-API-Key: {KEY}\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nX-API-Key: {KEY}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         self.writer.write(head.encode("ascii") + body)
         status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionResetError("the server closed the connection without an answer")
         length = 0
         while True:
             line = await self.reader.readline()
@@ -125,12 +140,115 @@ class _Connection:
             name, _, value = line.decode("latin-1").partition(":")
             if name.strip().lower() == "content-length":
                 length = int(value)
-        await self.reader.readexactly(length)
-        return int(status_line.split()[1])
+        answer = await self.reader.readexactly(length)
+        return int(status_line.split()[1]), answer
 
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+REQUEST_TIMEOUT_SECONDS = 180.0
+"""A client gives up on an answer after this long (the API's own scoring timeout is 120 s)."""
+
+_MODEL_VERSION = re.compile(rb'"model_version":\s*"([^"]*)"')
+
+
+@dataclass
+class Request:
+    """One request as the client saw it (times from ``time.perf_counter``)."""
+
+    due: float  # when the schedule had it sent (paced), else when it was sent
+    sent: float
+    answered: float
+    status: str  # the HTTP status, or the exception that ended the exchange
+    client_port: int | None  # the connection's local port: which worker served it
+    version: str | None = None  # model_version of a 200 answer
+
+
+@dataclass
+class Load:
+    requests: list[Request] = field(default_factory=list)
+    started: float = 0.0
+    seconds: float = 0.0
+
+    def failed(self) -> list[Request]:
+        return [r for r in self.requests if r.status != "200"]
+
+    def statuses(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self.requests:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        return counts
+
+
+async def drive(
+    url: str,
+    bodies: list[bytes],
+    clients: int,
+    seconds: float,
+    rate: float,
+    load: Load,
+    versions: bool = False,
+) -> None:
+    """``clients`` keep-alive connections sending ``bodies`` in turn for ``seconds``; each
+    request is appended to ``load.requests`` as it ends (with its answer's model version when
+    ``versions``).
+
+    With ``rate`` (requests/s over all clients) each client sends on a fixed schedule, and a
+    request's latency counts from when it was *due*, so a slow server cannot hide its delay
+    by slowing the clients down (no coordinated omission). Without it, each client sends its
+    next request as soon as the last one is answered (a closed loop: throughput at saturation).
+    A client whose idle connection the server closed opens a new one before sending (as httpx
+    does); a request without an answer counts as failed, and its client waits 0.1 s and
+    connects again.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    load.started = started = time.perf_counter()
+    stop_at = started + seconds
+    interval = clients / rate if rate else 0.0
+
+    async def client(offset: int) -> None:
+        connection = _Connection(host, int(port))
+        i, due = offset, started + interval * offset / clients
+        try:
+            while due < stop_at:
+                if rate:
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                if connection.closed_by_server:
+                    await connection.close()
+                    connection = _Connection(host, int(port))
+                sent = time.perf_counter()
+                version = None
+                try:
+                    status, answer = await asyncio.wait_for(
+                        connection.exchange("POST", "/v1/claims/score", bodies[i % len(bodies)]),
+                        REQUEST_TIMEOUT_SECONDS,
+                    )
+                    outcome = str(status)
+                    if versions and status == 200:
+                        found = _MODEL_VERSION.search(answer)
+                        version = found.group(1).decode() if found else None
+                except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as error:
+                    outcome = type(error).__name__
+                answered = time.perf_counter()
+                client_port = (
+                    connection.writer.get_extra_info("sockname")[1] if connection.writer else None
+                )
+                load.requests.append(
+                    Request(due if rate else sent, sent, answered, outcome, client_port, version)
+                )
+                if outcome != "200" and not outcome.isdigit():
+                    await connection.close()
+                    connection = _Connection(host, int(port))
+                    await asyncio.sleep(0.1)  # as a client would before trying again
+                i += clients
+                due = due + interval if rate else time.perf_counter()
+        finally:
+            await connection.close()
+
+    await asyncio.gather(*(client(k) for k in range(clients)))
+    load.seconds = time.perf_counter() - started
 
 
 async def _load(
@@ -141,59 +259,23 @@ async def _load(
     warmup: float,
     rate: float | None,
 ) -> dict[str, Any]:
-    """``clients`` connections sending one claim per request until ``duration`` has passed.
-
-    With ``rate`` (requests/s over all clients) each client sends on a fixed schedule and a
-    request's latency counts from when it was *due*, so a slow server cannot hide its delay
-    by slowing the clients down (no coordinated omission). Without it, each client sends its
-    next request as soon as the last one is answered (a closed loop: throughput at saturation).
-    """
-    host, port = url.removeprefix("http://").split(":")
+    """One claim per request for ``warmup`` + ``duration`` seconds (see :func:`drive`); the
+    figures of the requests due after the warm-up."""
     bodies = [
         json.dumps({"claims": [claim], "explain": True, "top_k": 5}).encode() for claim in claims
     ]
-    latencies: list[float] = []
+    load = Load()
+    await drive(url, bodies, clients, warmup + duration, rate or 0.0, load)
+    counted = [r for r in load.requests if r.due >= load.started + warmup]
     statuses: dict[str, int] = {}
-    answered = 0  # warm-up included: what the server's CPU time was spent on
-    started = time.perf_counter()
-    counted_from = started + warmup
-    stop_at = started + warmup + duration
-    interval = clients / rate if rate else 0.0
-
-    async def client(offset: int) -> None:
-        nonlocal answered
-        connection = _Connection(host, int(port))
-        i, due = offset, started + interval * offset / clients
-        try:
-            while due < stop_at:
-                if rate:
-                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                else:
-                    due = time.perf_counter()
-                body = bodies[i % len(bodies)]
-                i += clients
-                try:
-                    status = str(await connection.post("/v1/claims/score", body))
-                except (OSError, asyncio.IncompleteReadError, ValueError) as error:
-                    status = type(error).__name__
-                    await connection.close()
-                    connection = _Connection(host, int(port))
-                done = time.perf_counter()
-                answered += 1
-                if due >= counted_from:
-                    latencies.append(done - due)
-                    statuses[status] = statuses.get(status, 0) + 1
-                due += interval
-        finally:
-            await connection.close()
-
-    await asyncio.gather(*(client(k) for k in range(clients)))
+    for r in counted:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
     return {
-        "latencies": latencies,
+        "latencies": [r.answered - r.due for r in counted],
         "statuses": statuses,
-        "seconds": time.perf_counter() - counted_from,
-        "answered": answered,
-        "all_seconds": time.perf_counter() - started,
+        "seconds": load.seconds - warmup,
+        "answered": len(load.requests),  # warm-up included: what the server's CPU was spent on
+        "all_seconds": load.seconds,
     }
 
 
@@ -264,14 +346,35 @@ def _in_process_ms(model: str, tracking_uri: str, claims: list[dict[str, Any]]) 
     return 1000 * statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the model and the claims to send (see :func:`model_and_claims`)."""
     parser.add_argument("--model", help="Model URI (default: simulate and train a small one).")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI for --model.")
     parser.add_argument("--dataset", type=Path, help="Data set folder to take claims from.")
     parser.add_argument("--claims", type=int, default=30_000, help="Claims to simulate.")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--max-rounds", type=int, help="Cap boosting rounds when training.")
+    parser.add_argument("--work", type=Path, help="Keep simulation, model and logs here.")
+
+
+def model_and_claims(
+    args: argparse.Namespace, work: Path, claims: int
+) -> tuple[str, str, list[dict[str, Any]]]:
+    """The model URI, its tracking URI and the latest ``claims`` claims of the data set:
+    ``--model`` and ``--dataset`` when both are given, else simulated and trained in ``work``."""
+    if args.model and args.dataset:
+        model, tracking_uri, dataset = args.model, args.tracking_uri, args.dataset
+    else:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from bench_scoring import _prepare
+
+        dataset, model, tracking_uri = _prepare(args, work)
+    return model, tracking_uri or "", _claims(dataset, claims)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_arguments(parser)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument(
@@ -285,28 +388,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--batch", type=int, default=1_000, help="Claims in the batch request.")
     parser.add_argument("--batch-repeat", type=int, default=5)
-    parser.add_argument("--work", type=Path, help="Keep simulation, model and logs here.")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-http-") as scratch:
         work = args.work or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
-        if args.model and args.dataset:
-            model, tracking_uri, dataset = args.model, args.tracking_uri, args.dataset
-        else:
-            sys.path.insert(0, str(Path(__file__).parent))
-            from bench_scoring import _prepare
-
-            prepare_args = argparse.Namespace(
-                dataset=args.dataset,
-                claims=args.claims,
-                seed=args.seed,
-                model=args.model,
-                tracking_uri=args.tracking_uri,
-                max_rounds=args.max_rounds,
-            )
-            dataset, model, tracking_uri = _prepare(prepare_args, work)
-        claims = _claims(dataset, max(args.batch, 2_000))
+        model, tracking_uri, claims = model_and_claims(args, work, max(args.batch, 2_000))
         print(f"{len(claims):,} recent claims as request bodies; model {model}")
         print(f"machine: {os.cpu_count()} CPUs; load generator in this process (asyncio sockets)")
         print(f"one claim scored with explanations in process (no HTTP), median: "
