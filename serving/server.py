@@ -11,6 +11,8 @@ import signal
 import socket
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from denial_risk.settings import Settings
@@ -175,11 +177,12 @@ def _serve_with_one_socket_per_worker(host: str, port: int, workers: int) -> Non
 
     # The first workers start together (see above); a replacement joins the others at once.
     all_started = context.Barrier(workers)
+    reloads = _Reloads.for_workers(context, workers)  # a reload reaches them all (see below)
 
     def start(number: int, together: Any = None) -> multiprocessing.process.BaseProcess:
         process = context.Process(
             target=_serve_worker,
-            args=(host, port, together),
+            args=(host, port, together, reloads, number),
             name=f"denial-risk-worker-{number}",
         )
         process.start()
@@ -218,18 +221,22 @@ def _serve_with_one_socket_per_worker(host: str, port: int, workers: int) -> Non
             signal.signal(sig, handler)
 
 
-def _serve_worker(host: str, port: int, together: Any) -> None:
-    """One worker process: the app from the environment :func:`run` set, on its own socket,
-    accepting connections once ``together`` (a barrier of all first workers, or None) is met."""
+def _serve_worker(host: str, port: int, together: Any, reloads: _Reloads, slot: int) -> None:
+    """Worker ``slot``: the app from the environment :func:`run` set, on its own socket,
+    accepting connections once ``together`` (a barrier of all first workers, or None) is met,
+    its reloads shared with the other workers through ``reloads``."""
     import uvicorn
 
     # Not listening yet: uvicorn listens once the app has started, which _StartTogether holds
     # back until every first worker has loaded its model.
     sock = _reuse_port_socket(host, port)
-    app = app_from_environment()
+    settings = _settings_from_environment()
+    app: Any = _ReloadEveryWorker(
+        app_from_environment(), reloads, slot, settings.api_keys[0] if settings.api_keys else None
+    )
     config = uvicorn.Config(
         _StartTogether(app, together) if together is not None else app,
-        **uvicorn_options(_settings_from_environment()),
+        **uvicorn_options(settings),
     )
     uvicorn.Server(config).run(sockets=[sock])
 
@@ -257,3 +264,171 @@ class _StartTogether:
             await send(message)
 
         await self.app(scope, receive, send_when_all_started)
+
+
+# -- reloading every worker -------------------------------------------------------------------
+# POST /v1/admin/reload reaches the one worker its connection landed on. With several workers
+# the others kept the model replaced: after `denial-risk promote` and a reload answered 200,
+# requests on the other worker's connections were still scored by the old version, for as long
+# as that worker ran (`benchmarks/bench_load.py reload --workers 2`). So each worker's app is
+# wrapped (_ReloadEveryWorker): a reload one worker answers 200 raises a generation the workers
+# share; the others see it within _RELOAD_POLL_SECONDS and reload through the same route in
+# process; and the first answers only once every worker has loaded that generation, or 503
+# saying how many did not. A replacement worker loads the champion of its start and catches up
+# with any generation raised meanwhile.
+
+_RELOAD_PATH = "/v1/admin/reload"
+
+_RELOAD_POLL_SECONDS = 0.25
+"""How often a worker looks for a reload another worker was asked for."""
+
+_RELOAD_WAIT_SECONDS = 300.0
+"""How long a reload's answer waits for the other workers to have reloaded too."""
+
+
+@dataclass(frozen=True)
+class _Reloads:
+    """What the workers share about reloads (multiprocessing objects, inherited at spawn).
+
+    ``requested`` is the last generation asked for (a ``Value("q")``), ``loaded`` each worker's
+    own (an ``Array("q")``): the generation it last loaded, negated when that reload failed.
+    """
+
+    requested: Any
+    loaded: Any
+
+    @classmethod
+    def for_workers(cls, context: Any, workers: int) -> _Reloads:
+        return cls(context.Value("q", 0), context.Array("q", workers))
+
+
+class _ReloadEveryWorker:
+    """ASGI wrapper of worker ``slot``'s app: a reload it answers reaches every worker."""
+
+    def __init__(self, app: Any, reloads: _Reloads, slot: int, api_key: str | None) -> None:
+        self.app = app
+        self.reloads = reloads
+        self.slot = slot
+        self.api_key = api_key
+        # The generation of the model this worker's start-up loads: any raised later is a
+        # reload asked for after that model was chosen, to catch up with.
+        self.starting_generation = reloads.requested.value
+        self._follower: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._lifespan_send(send))
+        elif scope["type"] == "http" and (scope["method"], scope["path"]) == ("POST", _RELOAD_PATH):
+            await self._reload_everywhere(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    def _lifespan_send(self, send: Any) -> Any:
+        async def lifespan_send(message: Any) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                self.reloads.loaded[self.slot] = self.starting_generation
+                self._follower = asyncio.get_running_loop().create_task(self._follow())
+            elif message["type"].startswith("lifespan.shutdown") and self._follower:
+                self._follower.cancel()
+            await send(message)
+
+        return lifespan_send
+
+    async def _follow(self) -> None:
+        """Reload whenever another worker has been asked to."""
+        while True:
+            await asyncio.sleep(_RELOAD_POLL_SECONDS)
+            wanted = self.reloads.requested.value
+            if wanted > abs(self.reloads.loaded[self.slot]):
+                try:
+                    status = await self._reload_here()
+                except Exception:  # the app answers its own errors; this must keep following
+                    status = 500
+                self.reloads.loaded[self.slot] = wanted if status == 200 else -wanted
+
+    async def _reload_here(self) -> int:
+        """The app's own reload route called in process (its checks, metrics and log line)."""
+        headers = [(b"content-length", b"0")]
+        if self.api_key:
+            headers.append((b"x-api-key", self.api_key.encode()))
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": _RELOAD_PATH,
+            "raw_path": _RELOAD_PATH.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": None,
+            "server": None,
+            "state": {},
+        }
+        sent: list[Any] = []
+
+        async def receive() -> Any:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        await self.app(scope, receive, send)
+        return next((m["status"] for m in sent if m["type"] == "http.response.start"), 500)
+
+    async def _reload_everywhere(self, scope: Any, receive: Any, send: Any) -> None:
+        """This worker's reload; once answered 200, every other worker's before the answer."""
+        answer: list[Any] = []
+
+        async def hold(message: Any) -> None:
+            answer.append(message)
+
+        await self.app(scope, receive, hold)
+        start = next((m for m in answer if m["type"] == "http.response.start"), None)
+        if start is not None and start["status"] == 200:
+            with self.reloads.requested.get_lock():
+                self.reloads.requested.value += 1
+                generation = self.reloads.requested.value
+            self.reloads.loaded[self.slot] = generation
+            behind = await asyncio.to_thread(self._wait_for_others, generation)
+            if behind:
+                answer = _reload_incomplete(start, len(self.reloads.loaded), behind)
+        for message in answer:
+            await send(message)
+
+    def _wait_for_others(self, generation: int) -> list[str]:
+        """Until every worker has loaded ``generation`` (or a later one); what each worker
+        that has not says: failed, or not reloaded within :data:`_RELOAD_WAIT_SECONDS`."""
+        deadline = time.monotonic() + _RELOAD_WAIT_SECONDS
+        while True:
+            loaded = list(self.reloads.loaded)
+            failed = [i for i, g in enumerate(loaded) if g < 0 and -g >= generation]
+            waiting = [i for i, g in enumerate(loaded) if abs(g) < generation]
+            if not waiting or time.monotonic() > deadline:
+                return [f"worker {i + 1}: failed" for i in failed] + [
+                    f"worker {i + 1}: not reloaded within {_RELOAD_WAIT_SECONDS:.0f} s"
+                    for i in waiting
+                ]
+            time.sleep(0.05)
+
+
+def _reload_incomplete(start: Any, workers: int, behind: list[str]) -> list[Any]:
+    """A 503 answer in place of a reload that some workers did not make."""
+    request_id = dict(start.get("headers", [])).get(b"x-request-id", b"").decode() or None
+    body = json.dumps(
+        {
+            "detail": f"reloaded in {workers - len(behind)} of {workers} workers "
+            f"({'; '.join(behind)}); those keep the model they had: the server's log says why. "
+            "Retry the reload, or restart the server",
+            "errors": [],
+            "request_id": request_id,
+        }
+    ).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if request_id:
+        headers.append((b"x-request-id", request_id.encode()))
+    return [
+        {"type": "http.response.start", "status": 503, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    ]
