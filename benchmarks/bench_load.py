@@ -189,9 +189,9 @@ def check_soak(args: argparse.Namespace, ctx: _Context) -> list[Check]:
         while True:
             samples.append((step * args.sample_every, await asyncio.to_thread(_rss, server)))
             step += 1
-            if step * args.sample_every > args.duration:
-                return
-            await _at(load, min(step * args.sample_every, args.duration))
+            if step * args.sample_every >= args.duration:
+                return  # the last sample is taken once the load has ended
+            await _at(load, step * args.sample_every)
 
     try:
         load = asyncio.run(_under_load(args, url, ctx.bodies, sample))
