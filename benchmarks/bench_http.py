@@ -31,6 +31,7 @@ import asyncio
 import json
 import os
 import re
+import select
 import socket
 import statistics
 import subprocess
@@ -111,8 +112,17 @@ class _Connection:
     @property
     def closed_by_server(self) -> bool:
         """Whether the server has closed this connection (its worker exited, say) while it
-        was idle: an HTTP client opens a new one then rather than send on it, as httpx does."""
-        return self.reader is not None and self.reader.at_eof()
+        was idle: an HTTP client opens a new one then rather than send on it.
+
+        As httpx does, the socket itself is asked: an idle HTTP/1.1 connection with anything
+        to read has been closed (its FIN or reset may wait there, unseen by the event loop, when
+        a client sends again as soon as it has read an answer)."""
+        if self.reader is None or self.writer is None:
+            return False
+        if self.reader.at_eof() or self.reader.exception() is not None:
+            return True
+        sock = self.writer.get_extra_info("socket")
+        return sock is not None and bool(select.select([sock], [], [], 0)[0])
 
     async def post(self, path: str, body: bytes) -> int:
         return (await self.exchange("POST", path, body))[0]
