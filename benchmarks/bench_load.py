@@ -18,8 +18,9 @@ target; the command exits 1 when any target is missed.
   the model that reload loaded.
 * ``kill``: SIGKILL of one of the ``--workers`` (2) worker processes ``--kill-at`` seconds into
   ``--duration`` of load. Targets: the requests that fail are only those the killed worker
-  had in flight (sent on its connections, unanswered when it was killed), and the supervisor
-  starts a replacement that listens.
+  had in flight: sent on its connections before it was gone (its exit closes its sockets only
+  once the kernel has freed its memory, a few hundred ms), at most one per connection; and
+  the supervisor starts a replacement that listens (within ``--replace-within`` seconds).
 * ``all``: the four in turn, each with its own server.
 
 A client whose idle connection the server closed opens a new one before sending (as httpx and
