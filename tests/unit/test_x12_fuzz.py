@@ -1,5 +1,6 @@
 """Seeded X12 fuzzing of ingest (issue 20): every mutated file is read or refused with a reason,
-in bounded time, and every claim it holds is counted as ingested, quarantined or a duplicate.
+in bounded time and memory, and every claim it holds is counted as ingested, quarantined or a
+duplicate.
 
 Each seed draws a base file (our writer's 837P and 835s, and the public samples in
 ``../shared/x12-samples``) and mutates it: truncation, swapped separators, a dropped or repeated
@@ -20,12 +21,24 @@ import pytest
 
 from features.x12 import IngestResult, ingest_paths
 from features.x12.pyx12_stream import Validation
-from tests.utils.x12_fuzz import SAMPLES, Case, base_files, claims_held, draw_case
+from tests.utils.x12_fuzz import (
+    SAMPLES,
+    Case,
+    PeakMemory,
+    base_files,
+    claims_held,
+    draw_case,
+)
 
 SECONDS_PER_FILE = 10.0
 """No file of the fuzzing (the largest is ~0.6 MB) takes longer to read, even with the machine
 loaded; they take 1-50 ms in ``envelope`` mode and 0.1-0.6 s in ``full`` (pyx12 loads its map
 for every file)."""
+
+BASE_MB_PER_FILE, MB_PER_MB = 64, 16
+"""No file may make ingest's peak RSS grow by more than 64 MB + 16 x its size (issue 20): the
+largest growth seen is 3.5 MB for a 0.7 MB file in ``envelope`` mode and 9 MB for the first file
+read in ``full`` (pyx12 loading its map). A 50 MB file's bound is in ``test_x12_large_file.py``."""
 
 MAX_REASON = 600
 """A reason names segments and counts, never what a damaged element holds."""
@@ -73,10 +86,14 @@ def _ingest(cases: list[Case], folder: Path, validation: Validation) -> IngestRe
         path = folder / case.name
         path.write_bytes(case.data)
         paths[str(path)] = case
+    if not PeakMemory.available():
+        pytest.fail("/proc/self/clear_refs cannot be written: the memory bound needs Linux")
+    memory = PeakMemory()
     done = [time.perf_counter()]
 
     def tick(_: int, __: int) -> None:
         done.append(time.perf_counter())
+        memory.lap()
 
     try:
         result = ingest_paths([folder], workers=1, validation=validation, progress=tick)
@@ -86,6 +103,9 @@ def _ingest(cases: list[Case], folder: Path, validation: Validation) -> IngestRe
     for path, start, end in zip(files, done[:-1], done[1:], strict=True):
         took = end - start
         assert took < SECONDS_PER_FILE, f"seed {paths[path].seed}: {took:.1f}s"
+    for path, grown in zip(files, memory.laps, strict=True):
+        bound = (BASE_MB_PER_FILE + MB_PER_MB * len(paths[path].data) / 1e6) * 1e6
+        assert grown <= bound, f"seed {paths[path].seed}: RSS grew {grown / 1e6:.0f} MB"
     _assert_accounted(result, paths)
     return result
 
