@@ -386,6 +386,22 @@ def _exception_for(
     return None
 
 
+CLASSIFIED_COLUMNS = (
+    "category",
+    "category_label",
+    "known_carc",
+    "reason",
+    "hard",
+    "preventable",
+    "clinical",
+    "route",
+    "route_label",
+    "followup_action",
+    "note",
+)
+"""What :func:`classify` adds to a denial frame."""
+
+
 def classify(frame: pd.DataFrame, rules: DenialRules | None = None) -> pd.DataFrame:
     """Add category, plain-language reason, hard/preventable/clinical, route and a note.
 
@@ -404,7 +420,9 @@ def classify(frame: pd.DataFrame, rules: DenialRules | None = None) -> pd.DataFr
         if key not in cache:
             cache[key] = _classify_one(*key, rules=rules, categories=categories)
         records.append(cache[key])
-    added = pd.DataFrame(records, index=out.index)
+    # The columns are named, not inferred from the records: an empty frame (every denial after
+    # the request's as_of) must still come out with them.
+    added = pd.DataFrame.from_records(records, columns=list(CLASSIFIED_COLUMNS), index=out.index)
     for column in added.columns:
         out[column] = added[column]
     for column in ("hard", "preventable", "clinical", "known_carc"):

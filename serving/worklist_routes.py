@@ -31,7 +31,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serving.api.bodies import DocumentedAs, validated_body
-from serving.api.deps import SettingsDep, require_api_key
+from serving.api.deps import KEY_REFUSALS, SettingsDep, require_api_key
 from serving.schemas import ErrorResponse, PayerType
 from serving.worklist import TRACKING, WORK_QUEUE, Worklist, WorklistService
 
@@ -190,8 +190,7 @@ class PrioritizeResponse(BaseModel):
 router = APIRouter(prefix="/v1/denials", tags=["denials"], dependencies=[Depends(require_api_key)])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "No X-API-Key header."},
-    403: {"model": ErrorResponse, "description": "X-API-Key not accepted."},
+    **KEY_REFUSALS,
     413: {"model": ErrorResponse, "description": "More denials than max_batch_claims."},
     422: {"model": ErrorResponse, "description": "Invalid request."},
     503: {"model": ErrorResponse, "description": "Worklist service not configured."},

@@ -28,6 +28,7 @@ from fastapi.security import APIKeyHeader
 from denial_risk.settings import Settings
 from serving.api.coalesce import ScoringCoalescer
 from serving.api.metrics import ApiMetrics
+from serving.schemas import ErrorResponse
 from serving.service import ScoringService
 
 ServiceLoader = Callable[[], ScoringService]
@@ -279,6 +280,13 @@ _api_key_header = APIKeyHeader(
     auto_error=False,
     description="One of the keys in DENIAL_RISK_API_KEYS.",
 )
+
+
+KEY_REFUSALS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorResponse, "description": "No X-API-Key header."},
+    403: {"model": ErrorResponse, "description": "X-API-Key not accepted."},
+}
+"""The answers of :func:`require_api_key`, documented on every router that depends on it."""
 
 
 async def require_api_key(

@@ -78,9 +78,32 @@ async def _nothing_scored(request: Request, error: Exception) -> Response:
     return await run_in_threadpool(_answer, request, 422, str(error), problems)
 
 
+def _unreadable_body(error: StarletteHTTPException) -> str | None:
+    """What is wrong with a JSON body FastAPI could not read, when that is why it answers 400.
+
+    FastAPI turns a JSON syntax error into a validation error (422), but any other failure to
+    read the body (bytes that are not UTF-8, arrays nested past Python's recursion limit) into a
+    bare 400 "There was an error parsing the body", which the API does not document. Both are
+    bodies that are not JSON, so both get the 422 a syntax error gets, saying which it was.
+    """
+    if error.status_code != 400 or error.__cause__ is None:
+        return None
+    cause = error.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the request body is not valid JSON (it is not UTF-8 text: {cause.reason})"
+    if isinstance(cause, RecursionError):
+        return "the request body is not valid JSON the API can read (nested too deeply)"
+    return f"the request body cannot be read as JSON ({type(cause).__name__})"
+
+
 async def _http(request: Request, error: Exception) -> Response:
     # Narrows the type for mypy (registered for StarletteHTTPException).
     assert isinstance(error, StarletteHTTPException)  # noqa: S101
+    unreadable = _unreadable_body(error)
+    if unreadable is not None:
+        hint = "send UTF-8 encoded JSON with Content-Type: application/json"
+        problem = FieldProblem(field="body", message=f"{unreadable}; {hint}")
+        return _answer(request, 422, f"invalid request: {problem.message}", [problem])
     detail = str(error.detail)
     if error.status_code == 404:
         detail = f"no route {request.method} {request.url.path}; see /docs for the API"

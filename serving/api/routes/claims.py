@@ -15,7 +15,14 @@ from fastapi.concurrency import run_in_threadpool
 
 from serving.api.bodies import DocumentedAs, listed
 from serving.api.coalesce import ScoringTimeout
-from serving.api.deps import CoalescerDep, MetricsDep, ServiceDep, SettingsDep, require_api_key
+from serving.api.deps import (
+    KEY_REFUSALS,
+    CoalescerDep,
+    MetricsDep,
+    ServiceDep,
+    SettingsDep,
+    require_api_key,
+)
 from serving.api.metrics import ApiMetrics
 from serving.api.scoring import (
     NothingScored,
@@ -29,8 +36,7 @@ from serving.schemas import ErrorResponse, ScoreRequest, ScoreResponse
 router = APIRouter(prefix="/v1/claims", tags=["scoring"], dependencies=[Depends(require_api_key)])
 
 _ERRORS = {
-    401: {"model": ErrorResponse, "description": "No X-API-Key header."},
-    403: {"model": ErrorResponse, "description": "X-API-Key not accepted."},
+    **KEY_REFUSALS,
     413: {"model": ErrorResponse, "description": "Body or batch larger than allowed."},
     422: {"model": ErrorResponse, "description": "Invalid request, or no valid claim in it."},
     503: {"model": ErrorResponse, "description": "No model loaded, or no answer in time."},

@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from serving.api.deps import (
+    KEY_REFUSALS,
     HolderDep,
     LoadedModelDep,
     MetricsDep,
@@ -20,7 +21,9 @@ from serving.schemas import ErrorResponse, HealthOut, ModelOut, ReadyOut, Reload
 open_router = APIRouter(tags=["operations"])
 """Routes without an API key: orchestrators probe them."""
 
-router = APIRouter(tags=["operations"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    tags=["operations"], dependencies=[Depends(require_api_key)], responses=KEY_REFUSALS
+)
 
 
 @open_router.get("/health", response_model=HealthOut, summary="The process is up")
