@@ -32,18 +32,26 @@ class SpilledMatrix:
         self._file.write(values.T.reshape(-1).data.cast("B"))
         self._file.flush()
 
-    def stacked_on(self, later: pd.DataFrame) -> pd.DataFrame:
-        """These rows, then ``later``'s (same columns), as one frame; the file is closed."""
+    def stacked_on(self, later: pd.DataFrame, keep: np.ndarray | None = None) -> pd.DataFrame:
+        """These rows (only those at the sorted positions ``keep``, when given), then
+        ``later``'s (same columns), as one frame; the file is closed."""
         if list(later.columns) != list(self.columns):
             raise ValueError("the later rows have other columns than the spilled ones")
-        values = np.empty((self.rows + len(later), len(self.columns)), self.dtype, order="F")
+        kept = self.rows if keep is None else len(keep)
+        values = np.empty((kept + len(later), len(self.columns)), self.dtype, order="F")
+        # With rows to leave out, each column is read whole into one buffer and the kept rows
+        # copied from it: one column's worth of memory more, never the whole matrix.
+        column_buffer = None if keep is None else np.empty(self.rows, self.dtype)
         self._file.seek(0)
         for column in range(len(self.columns)):
-            target = values[: self.rows, column].data.cast("B")
+            read_into = values[:kept, column] if column_buffer is None else column_buffer
+            target = read_into.data.cast("B")
             if self._file.readinto(target) != target.nbytes:
                 raise OSError("the spilled matrix's file was cut short")
+            if column_buffer is not None:
+                values[:kept, column] = column_buffer[keep]
         self.close()
-        values[self.rows :] = later.to_numpy(dtype=self.dtype, copy=False)
+        values[kept:] = later.to_numpy(dtype=self.dtype, copy=False)
         frame = pd.DataFrame(values, columns=self.columns, copy=False)
         frame.attrs = self.attrs
         return frame

@@ -66,8 +66,10 @@ class TrainSettings(BaseModel):
         default=400_000,
         ge=10,
         description=(
-            "The booster learns from at most this many of the latest training-period claims; "
-            "older claims still feed the history rates. None = every claim."
+            "The booster learns from at most this many of the latest training-period claims, "
+            "and the final refit from at most this many of the latest labelled claims (the "
+            "test period's first); older claims still feed the history rates. None = every "
+            "claim."
         ),
     )
     truth_path: Path | None = None
@@ -80,8 +82,9 @@ class TrainSettings(BaseModel):
     refit_denials: bool = Field(
         default=True,
         description=(
-            "After evaluation, re-learn the denial booster on every labelled claim (the "
-            "training and test periods) with the rounds the first fit chose."
+            "After evaluation, re-learn the denial booster on the labelled claims (the test "
+            "period and the latest of the training period, up to max_training_claims) with "
+            "the rounds the first fit chose."
         ),
     )
 
@@ -155,6 +158,24 @@ def training_denial_rows(pipeline: Pipeline, data: TrainingData) -> pd.DataFrame
     return pipeline.named_steps["features"].transform(tables)
 
 
+def latest_training_rows(
+    submitted: pd.Series, max_claims: int | None, test_claims: int
+) -> np.ndarray | None:
+    """Positions of the training rows the final refit learns from, with every test-period
+    claim: the latest, so that the refit too learns from at most ``max_claims`` claims (the
+    whole test period if it alone holds more); ``None`` for all of them.
+
+    The cap is what keeps a million-claim run within its time and memory (BENCHMARKS.md), and
+    the claims it leaves out are the oldest, whose payers' rules are the most likely to have
+    changed since.
+    """
+    if max_claims is None or len(submitted) + test_claims <= max_claims:
+        return None
+    room = max(max_claims - test_claims, 0)
+    order = np.argsort(submitted.to_numpy(), kind="stable")
+    return np.sort(order[len(order) - room :]) if room else np.empty(0, dtype=np.intp)
+
+
 def refit_reasons_with_later_period(
     pipeline: Pipeline, data: TrainingData, train_rows: pd.DataFrame, test_matrix: pd.DataFrame
 ) -> None:
@@ -202,6 +223,11 @@ def bayes_metrics(data: TrainingData, truth: pd.DataFrame) -> dict[str, float]:
     )
     metrics.pop("carc_top3_accuracy", None)
     return metrics
+
+
+def _refit_claims(data: TrainingData) -> str:
+    refit = data.counts.get("denial_model_refit_claims")
+    return f"{refit:,} " if refit else ""
 
 
 def model_card(
@@ -268,10 +294,11 @@ def model_card(
         "every labelled claim the evaluated denial booster did not learn from, and its reason "
         "model and CARC table are re-learned on both periods' denials. "
         + (
-            "Its denial booster is then refit on every labelled claim (training and test "
-            "periods, the newest evidence of each payer's rules) with as many rounds as the "
-            "evaluated one chose; the calibration stays the one learned on the evaluated "
-            "booster's out-of-time scores. "
+            f"Its denial booster is then refit on {_refit_claims(data)}labelled claims: the "
+            "test period (the newest evidence of each payer's rules) and "
+            "the latest of the training period, at most max_training_claims in all, with as "
+            "many rounds as the evaluated one chose; the calibration stays the one learned on "
+            "the evaluated booster's out-of-time scores. "
             if settings.refit_denials
             else "The denial booster is the evaluated one (`--no-refit`). "
         )
@@ -347,6 +374,11 @@ def run_training(
     # are fit; then that history and the training period's tables are released (evaluation
     # builds the history over every claim): a million claims' boosters fit in 1.3 GB less.
     reason_rows = training_denial_rows(pipeline, data)
+    refit_rows = latest_training_rows(
+        data.train_tables.claims["submission_date"],
+        settings.max_training_claims,
+        len(data.test_labels),
+    )
     data.release_training_tables()
     pipeline.named_steps["features"].release_history()
     fit_model(pipeline, matrix, data.train_labels, tuner if settings.tune_trials else None)
@@ -392,11 +424,14 @@ def run_training(
         # What is registered learns from every labelled claim: the test period's are the
         # newest evidence of each payer's rules (tuning worlds: ROC-AUC 0.010-0.015 x Bayes
         # higher on the months after the data set, as served; BENCHMARKS.md).
+        train_y = data.train_labels["denied"].astype(int).to_numpy()
+        if refit_rows is not None:
+            train_y = train_y[refit_rows]
         estimator.refit_denials(
-            spilled.stacked_on(prediction.model_matrix()),
-            np.concatenate([data.train_labels["denied"].astype(int).to_numpy(), y]),
+            spilled.stacked_on(prediction.model_matrix(), refit_rows),
+            np.concatenate([train_y, y]),
         )
-        data.counts["denial_model_refit_claims"] = spilled.rows + len(y)
+        data.counts["denial_model_refit_claims"] = len(train_y) + len(y)
     artifacts = {
         "calibration": plots.calibration_plot(
             y, prediction.denial_probability, out / "calibration.png", truth_p

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from training.estimator import DenialRiskEstimator
+from training.train import latest_training_rows
 
 
 def _claims(n: int, start: str, shift: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -94,3 +95,13 @@ def test_refit_denials_learn_a_rule_that_shows_only_in_the_later_period():
     # As many rounds as the first fit chose; the out-of-time calibration is kept.
     assert model.denial_booster_.current_iteration() == rounds
     assert model.calibrator_ is calibrator
+
+
+def test_the_refit_keeps_the_latest_training_claims_within_the_cap():
+    submitted = pd.Series(pd.to_datetime(["2024-03-01", "2024-01-01", "2024-05-01", "2024-02-01"]))
+    # Room for two training claims beside three test claims: the two latest, in row order.
+    assert latest_training_rows(submitted, 5, 3).tolist() == [0, 2]
+    assert latest_training_rows(submitted, 7, 3) is None  # within the cap: every row
+    assert latest_training_rows(submitted, None, 3) is None
+    # A test period over the cap on its own is kept whole, without training rows.
+    assert latest_training_rows(submitted, 2, 3).tolist() == []

@@ -29,6 +29,15 @@ def test_spilled_rows_stack_on_later_ones_as_a_concatenation_would(tmp_path: Pat
     assert stacked.to_numpy().flags["F_CONTIGUOUS"]  # LightGBM reads it without a copy
 
 
+def test_only_the_rows_kept_come_back_before_the_later_ones(tmp_path: Path) -> None:
+    earlier, later = _frame(1_000, 1), _frame(300, 2)
+    keep = np.array([3, 10, 11, 500, 999])
+    stacked = SpilledMatrix(earlier, tmp_path).stacked_on(later, keep)
+    expected = pd.concat([earlier.iloc[keep], later], ignore_index=True)
+    pd.testing.assert_frame_equal(stacked, expected)
+    assert stacked.to_numpy().flags["F_CONTIGUOUS"]
+
+
 def test_later_rows_with_other_columns_are_refused(tmp_path: Path) -> None:
     spilled = SpilledMatrix(_frame(10, 1), tmp_path)
     with pytest.raises(ValueError, match="other columns"):
