@@ -122,12 +122,74 @@ def _save_pyfunc_model(**kwargs: Any) -> None:
 _PYFUNC_FLAVOR = SimpleNamespace(__name__="mlflow.pyfunc", save_model=_save_pyfunc_model)
 
 
+EXAMPLE_PLACEHOLDERS: dict[str, str] = {
+    "claim_id": "EXAMPLE-",
+    "original_payer_claim_number": "PAYER-CLAIM-",
+    "patient_id": "MEMBER-",
+    "patient_key": "PATIENT-",
+    "subscriber_group_number": "GROUP-",
+    "prior_auth_number": "AUTH-",
+    "referral_number": "REFERRAL-",
+    "claim_note": "NOTE-",
+    "line_prior_auth_number": "AUTH-",
+    "line_referral_number": "REFERRAL-",
+    "line_note": "NOTE-",
+}
+"""The ``claims`` and ``lines`` columns that identify a patient, a claim or an episode of care
+(or are free text that may), and the prefix of the placeholders that replace their values in
+the logged input example."""
+EXAMPLE_BIRTH_DATE = pd.Timestamp("1970-01-01")
+EXAMPLE_FIRST_SUBMISSION = pd.Timestamp("2025-01-06")
+"""The example's dates move together so that its first claim was sent on this day."""
+
+
+def deidentified_example(example: ClaimTables) -> ClaimTables:
+    """``example`` as a model's input example may show it to anyone who can read the registry.
+
+    Identifiers (:data:`EXAMPLE_PLACEHOLDERS`) become placeholders (the same value the same
+    placeholder, an empty one stays empty, so links between the claims and the signature's
+    types are kept); every birth date becomes :data:`EXAMPLE_BIRTH_DATE`, and the other dates
+    move by one number of days (the intervals between them, which features use, are kept).
+    Codes, amounts, NPIs, payers and states are kept: they make the example realistic, and
+    none of them names a patient. The result is still a valid claim batch to score.
+    """
+    claims, lines, diagnoses = example.claims.copy(), example.lines.copy(), example.diagnoses.copy()
+    shift = EXAMPLE_FIRST_SUBMISSION - claims["submission_date"].min().normalize()
+    claim_ids = _placeholders(claims["claim_id"], EXAMPLE_PLACEHOLDERS["claim_id"])
+    for frame in (claims, lines, diagnoses):
+        for column, prefix in EXAMPLE_PLACEHOLDERS.items():
+            if column in frame.columns:
+                values = frame[column]
+                names = claim_ids if column == "claim_id" else _placeholders(values, prefix)
+                # Empty values and the column's type stay as they were: the signature's types
+                # are inferred from them.
+                named = values.map(names).where(values.notna(), values)
+                frame[column] = named.astype(values.dtype)
+        for column in frame.columns:
+            if pd.api.types.is_datetime64_any_dtype(frame[column]):
+                frame[column] = frame[column] + shift
+    claims["patient_birth_date"] = claims["patient_birth_date"].mask(
+        claims["patient_birth_date"].notna(), EXAMPLE_BIRTH_DATE
+    )
+    return ClaimTables(claims, lines, diagnoses)
+
+
+def _placeholders(values: pd.Series, prefix: str) -> dict[Any, str]:
+    """Each distinct value's placeholder, numbered by first appearance (empty values map to
+    nothing, so they stay empty)."""
+    return {value: f"{prefix}{i}" for i, value in enumerate(pd.unique(values.dropna()), 1)}
+
+
 def log_pipeline(pipeline: Pipeline, example: ClaimTables) -> str:
     """Log the fitted pipeline as an MLflow pyfunc model; return its model URI.
 
     Must run inside an active MLflow run. It is not registered here: see
-    :func:`register_version`.
+    :func:`register_version`. ``example`` (a few claims) is logged as the model's input
+    example once de-identified (:func:`deidentified_example`).
     """
+    # The registry's artifact store is read by whoever can read the models, and an input
+    # example is shown in MLflow's UI: real claims would put member IDs and birth dates there.
+    example = deidentified_example(example)
     example_input = json_safe(example.to_flat_lines())
     # Scoring the example in memory both derives the output signature and proves that the
     # pipeline scores flat claim lines through the same path the pyfunc uses.

@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from features.claim_tables import ClaimTables
-from tests.utils.factories import make_claim, tables_from
+from tests.utils.factories import make_claim, make_whole_claim, tables_from
 from training import registry
 
 MODEL_NAME = "denial-risk-test"
@@ -164,3 +164,56 @@ def test_a_missing_sqlite_registry_is_refused_outside_training(tmp_path: Path) -
     assert not missing.exists() and not missing.parent.exists()
     registry.configure(f"sqlite:///{missing}", create=True)  # training makes one
     assert missing.parent.is_dir()
+
+
+def test_the_logged_input_example_names_no_patient_and_still_scores(
+    scorer: CountingScorer, tracking_uri: str, tmp_path: Path
+) -> None:
+    """The input example is three real claims of the test period: MLflow shows it to whoever
+    reads the registry, so it is logged de-identified (it held member IDs, birth dates, group
+    numbers and notes of real patients)."""
+    patient = {
+        "patient_id": "QZMEMBER0417",
+        "patient_birth_date": "1931-04-17",
+        "patient_key": "QZKEY-ZANZIBARQUUX",
+        "subscriber_group_number": "QZGROUP-77",
+    }
+    tables = tables_from(
+        [
+            make_whole_claim(**patient, claim_note="ZANZIBARQUUX called about her bill"),
+            make_whole_claim(
+                **patient,
+                original_payer_claim_number="QZPAYERCLAIM9",
+                prior_auth_number="QZAUTH-1",
+                referral_number="QZREF-1",
+            ),
+            make_claim(patient_id="QZMEMBER0999", patient_birth_date="1931-04-18"),
+        ]
+    )
+    identifying = {
+        f"{value:%Y-%m-%d}" if isinstance(value, pd.Timestamp) else str(value)
+        for frame in (tables.claims, tables.lines)
+        for column in frame.columns
+        if column in registry.EXAMPLE_PLACEHOLDERS
+        or pd.api.types.is_datetime64_any_dtype(frame[column])
+        for value in frame[column].dropna()
+    }
+    assert {"QZMEMBER0417", "1931-04-17", "given in clinic", "2025-03-03"} <= identifying
+
+    with mlflow.start_run():
+        model_uri = registry.log_pipeline(small_fitted_pipeline(), tables)
+    files = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(tmp_path / "dl")))
+    for name in ("input_example.json", "serving_input_example.json"):
+        text = (files / name).read_text()
+        assert not [value for value in identifying if value in text], name
+        assert "MEMBER-1" in text, name
+
+    example = mlflow.pyfunc.load_model(model_uri).input_example
+    scored, rejects = ClaimTables.from_flat_lines(example)
+    assert (len(scored), len(rejects)) == (3, 0)
+    # The same patient is the same placeholder; every claim keeps its lines and diagnoses.
+    assert scored.claims["patient_id"].tolist() == ["MEMBER-1", "MEMBER-1", "MEMBER-2"]
+    assert scored.lines.groupby("claim_id").size().tolist() == [2, 2, 1]
+    assert scored.diagnoses.groupby("claim_id").size().tolist() == [2, 2, 1]
+    assert set(scored.claims["patient_birth_date"]) == {registry.EXAMPLE_BIRTH_DATE}
+    assert scored.claims["submission_date"].min() == registry.EXAMPLE_FIRST_SUBMISSION
