@@ -421,17 +421,35 @@ _EXPECTED: dict[str, str] = {
 }
 
 
+IDENTIFYING_COLUMNS = frozenset(
+    {
+        "patient_id",
+        "patient_key",
+        "patient_birth_date",
+        "subscriber_group_number",
+        "patient_member_id",
+        "insured_member_id",
+        "corrected_member_id",
+        "claim_note",
+        "line_note",
+    }
+)
+"""Columns that identify a patient, or are free text that may: no quarantine reason, report or
+error repeats their values (the data set's own tables hold them)."""
+
+
 def _reason(column: str, check: str, value: object) -> str:
     if check in ("not_nullable", "column_in_dataframe") or pd.isna(value):
         return f"{column} is required but empty"
+    shown = "(value not repeated)" if column in IDENTIFYING_COLUMNS else repr(value)
     if "unique" in check or check == "field_uniqueness":
-        return f"{column} {value!r} appears more than once"
+        return f"{column} {shown} appears more than once"
     expected = _EXPECTED.get(column)
     if expected:
-        return f"{column} {value!r} is not {expected}"
+        return f"{column} {shown} is not {expected}"
     if check.startswith("coerce_dtype") or "dtype" in check:
-        return f"{column} {value!r} has the wrong type ({check})"
-    return f"{column} {value!r} fails {check}"
+        return f"{column} {shown} has the wrong type ({check})"
+    return f"{column} {shown} fails {check}"
 
 
 def validate_table(name: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from features.codes import PAYER_TYPES
-from features.schema import CLAIMS, DIAGNOSES, LINES
+from features.schema import CLAIMS, DIAGNOSES, IDENTIFYING_COLUMNS, LINES
 from serving.schemas import FieldProblem
 
 _DATE_HINT = "use a calendar date as YYYY-MM-DD, e.g. 2025-03-10"
@@ -166,16 +166,21 @@ def _field_name(loc: Sequence[Any]) -> str | None:
     return None
 
 
-NEVER_QUOTED = frozenset(
-    {"patient_id", "patient_key", "patient_birth_date", "claim_note", "line_note"}
-)
-"""Fields whose values an error never repeats: patient identifiers and free-text notes (which
-may hold anything). The field path and the hint say what is wrong."""
+NEVER_QUOTED = IDENTIFYING_COLUMNS | {"rejection_reason"}
+"""Fields whose values an error never repeats: patient identifiers and free text (notes, a
+clearinghouse's rejection reason, which may hold anything: "subscriber W123456789 not found").
+The field path and the hint say what is wrong."""
+
+_CONTAINERS: dict[type, str] = {dict: "an object", list: "a list"}
 
 
 def _shown(value: Any, name: str | None = None) -> str:
     if name in NEVER_QUOTED:
         return "(value not repeated)"
+    if type(value) in _CONTAINERS:
+        # An object or list where something else belongs holds the client's data, perhaps
+        # keyed by member ID ({"W123456789": {claim}}): its type says enough.
+        return _CONTAINERS[type(value)]
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
