@@ -634,6 +634,7 @@ def score(
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Score claims before submission: denial probability, likely reasons, CARCs, fixes."""
+    from features.schema import rejects_report
     from serving.batch import read_claims
     from serving.loading import load_service
 
@@ -663,7 +664,7 @@ def score(
             rejects_path = out.with_name(out.stem + "-rejects.csv")
             # The scores last: a run killed before them leaves no new scores beside new rejects.
             if len(rejects):
-                _write_table(rejects, rejects_path)
+                _write_table(rejects_report(rejects), rejects_path)
             _write_table(frame, out)
             update("done", 1.0)
     except (RuntimeError, FileNotFoundError, ValueError) as error:

@@ -437,6 +437,16 @@ IDENTIFYING_COLUMNS = frozenset(
 """Columns that identify a patient, or are free text that may: no quarantine reason, report or
 error repeats their values (the data set's own tables hold them)."""
 
+REJECT_KEY_COLUMNS = ("table", "file", "position", "claim_id", "remit_id", "line_number")
+"""What locates a quarantined row in its input: a rejects file holds these and the reason."""
+
+
+def rejects_report(rejects: pd.DataFrame) -> pd.DataFrame:
+    """Quarantined rows as a rejects file shows them: where each row is and why it was
+    quarantined, not its values (a claim row holds the member ID, birth date and notes; the
+    input has them, at the place the keys say)."""
+    return rejects[[c for c in rejects.columns if c in REJECT_KEY_COLUMNS or c == "reason"]]
+
 
 def _reason(column: str, check: str, value: object) -> str:
     if check in ("not_nullable", "column_in_dataframe") or pd.isna(value):

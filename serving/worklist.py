@@ -53,7 +53,7 @@ from features.denials import (
     load_payer_windows,
     prepare_denials,
 )
-from features.schema import ClaimsDataset
+from features.schema import ClaimsDataset, rejects_report
 
 log = logging.getLogger(__name__)
 
@@ -595,12 +595,9 @@ def run_worklist(
     worklist = service.prioritize_dataset(dataset, as_of)
     path = out.with_suffix(".quarantine.csv")
     if len(quarantine):
-        # Only keys and reasons: quarantined claim rows also hold patient fields.
-        keep = [c for c in ("table", "file", "position", "claim_id", "remit_id", "reason")
-                if c in quarantine.columns]  # fmt: skip
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(path) as temp:
-            quarantine[keep].to_csv(temp, index=False)
+            rejects_report(quarantine).to_csv(temp, index=False)
     written = write_worklist(worklist, out)
     if len(quarantine):
         written["quarantine"] = path

@@ -28,7 +28,7 @@ from sklearn.pipeline import Pipeline
 
 from features.atomic import atomic_file, write_text
 from features.codes import DENIAL_CATEGORIES
-from features.schema import ClaimsDataset
+from features.schema import ClaimsDataset, rejects_report
 from training import plots, registry
 from training.dataset import TrainingData, default_split, make_training_data
 from training.estimator import BoosterParams, EstimatorConfig
@@ -327,7 +327,7 @@ def run_training(
     dataset, rejects = ClaimsDataset.read(settings.dataset)
     if len(rejects):
         with atomic_file(out / "schema-rejects.csv") as temp:
-            rejects.to_csv(temp, index=False)
+            rejects_report(rejects).to_csv(temp, index=False)
     split = default_split(
         dataset.claims,
         pd.Timestamp(settings.train_until) if settings.train_until else None,

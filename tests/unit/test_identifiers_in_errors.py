@@ -1,4 +1,4 @@
-"""Errors and quarantine reasons never repeat a patient identifier.
+"""Errors, quarantine reasons and rejects files never repeat a patient identifier.
 
 Each case was found by the PHI scan of the integration suite
 (``tests/integration/test_phi_scan.py``): a value a client or a file put where an identifier
@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from denial_risk.settings import Settings
 from features.claim_tables import ClaimTables
+from features.schema import rejects_report
 from serving.api.problems import pydantic_problems
 from serving.app import create_app
 from serving.worklist_routes import PrioritizeRequest
@@ -67,7 +68,7 @@ def test_a_rejection_reason_is_not_repeated_in_an_error() -> None:
     assert "(value not repeated)" in problem.message and MEMBER not in problem.message
 
 
-def test_quarantine_reasons_hold_no_identifier() -> None:
+def test_quarantine_reasons_and_rejects_files_hold_no_identifier() -> None:
     flat = tables_from(
         [make_claim(claim_id="K-1", subscriber_group_number=GROUP, claim_note="called"),
          make_claim(claim_id="K-2")]
@@ -77,3 +78,7 @@ def test_quarantine_reasons_hold_no_identifier() -> None:
     assert tables.claims["claim_id"].tolist() == ["K-2"]
     reason = rejects.loc[rejects["table"] == "claims", "reason"].item()
     assert reason.startswith("patient_id (value not repeated) is not a member ID")
+    # `score` and `train` wrote the rejected rows whole (member ID, birth date, group, notes).
+    report = rejects_report(rejects)
+    assert list(report.columns) == ["table", "claim_id", "reason", "line_number", "position"]
+    assert MEMBER not in report.to_csv() and GROUP not in report.to_csv()
