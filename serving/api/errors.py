@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.api.deps import ModelNotReady
+from serving.api.middleware import shown_path
 from serving.api.problems import pydantic_problems
 from serving.api.scoring import BatchTooLarge, NothingScored
 from serving.schemas import ErrorResponse, FieldProblem
@@ -106,7 +107,8 @@ async def _http(request: Request, error: Exception) -> Response:
         return _answer(request, 422, f"invalid request: {problem.message}", [problem])
     detail = str(error.detail)
     if error.status_code == 404:
-        detail = f"no route {request.method} {request.url.path}; see /docs for the API"
+        shown = shown_path(request.url.path, request.scope)  # the client's text: see there
+        detail = f"no route {request.method} {shown}; see /docs for the API"
     elif error.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}; see /docs"
     return _answer(request, error.status_code, detail, headers=getattr(error, "headers", None))

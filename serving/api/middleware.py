@@ -141,12 +141,15 @@ class RequestMiddleware:
         seconds = time.perf_counter() - started
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
+        path = scope["path"]
         self.metrics.observe_request(scope["method"], template, status, seconds)
         record: dict[str, Any] = {
             "event": "request",
             "request_id": request_id,
             "method": scope["method"],
-            "path": scope["path"],  # never the query string
+            # Never the query string; a path other than its route's is the client's text (no
+            # route, or a file under the docs' mount), so only this API's own words are kept.
+            "path": path if path == template else shown_path(path, scope),
             "route": template,
             "status": status,
             "duration_ms": round(seconds * 1000, 2),
@@ -157,6 +160,36 @@ class RequestMiddleware:
         if error_type:
             record["error_type"] = error_type
         logger.info(json.dumps(record))
+
+
+UNKNOWN_PART = "..."
+
+
+def shown_path(path: str, scope: Scope) -> str:
+    """``path`` as a log line or an answer may repeat it: the parts that are words of this
+    API's routes (``v1``, ``claims``, ``score``...) kept, any other part :data:`UNKNOWN_PART`.
+
+    A path without a route is the client's text: ``/v1/claims/W123456789`` puts a member ID in
+    it, and the log and the 404 said it whole. ``/v1/claim/score`` still shows as
+    ``/v1/.../score``.
+    """
+    app = scope.get("app")
+    words = getattr(getattr(app, "state", None), "route_words", None)
+    if words is None:
+        words = _route_words(app)
+        if app is not None:
+            app.state.route_words = words  # the routes are fixed once the app serves
+    return "/".join(part if not part or part in words else UNKNOWN_PART for part in path.split("/"))
+
+
+def _route_words(app: Any) -> frozenset[str]:
+    """The parts of the app's route paths: its own routes (the docs) and, for those of its
+    routers, the paths its OpenAPI schema lists (FastAPI keeps included routers' routes in
+    private objects)."""
+    paths = [str(getattr(route, "path", "")) for route in getattr(app, "routes", ())]
+    if callable(getattr(app, "openapi", None)):
+        paths.extend(app.openapi().get("paths", {}))
+    return frozenset(part for path in paths for part in path.split("/") if part and "{" not in part)
 
 
 def _request_id(scope: Scope) -> str:

@@ -1,4 +1,4 @@
-"""Errors, quarantine reasons and rejects files never repeat a patient identifier.
+"""Errors, quarantine reasons, rejects files and request logs never repeat a patient identifier.
 
 Each case was found by the PHI scan of the integration suite
 (``tests/integration/test_phi_scan.py``): a value a client or a file put where an identifier
@@ -7,6 +7,8 @@ is, echoed back in an answer, a log line or a report.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -68,6 +70,20 @@ def test_a_rejection_reason_is_not_repeated_in_an_error() -> None:
     assert "(value not repeated)" in problem.message and MEMBER not in problem.message
 
 
+def test_a_path_without_a_route_is_neither_answered_nor_logged_whole(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="denial_risk.api"):
+        answer = client.get(f"/v1/claims/{MEMBER}", headers=AUTH)
+        typo = client.get("/v1/claim/score", headers=AUTH)
+    assert answer.status_code == 404
+    assert answer.json()["detail"] == "no route GET /v1/claims/...; see /docs for the API"
+    assert typo.json()["detail"] == "no route GET /v1/.../score; see /docs for the API"
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "denial_risk.api"]
+    assert [line["path"] for line in lines] == ["/v1/claims/...", "/v1/.../score"]
+    assert MEMBER not in caplog.text
+
+
 def test_quarantine_reasons_and_rejects_files_hold_no_identifier() -> None:
     flat = tables_from(
         [make_claim(claim_id="K-1", subscriber_group_number=GROUP, claim_note="called"),
@@ -78,7 +94,6 @@ def test_quarantine_reasons_and_rejects_files_hold_no_identifier() -> None:
     assert tables.claims["claim_id"].tolist() == ["K-2"]
     reason = rejects.loc[rejects["table"] == "claims", "reason"].item()
     assert reason.startswith("patient_id (value not repeated) is not a member ID")
-    # `score` and `train` wrote the rejected rows whole (member ID, birth date, group, notes).
     report = rejects_report(rejects)
     assert list(report.columns) == ["table", "claim_id", "reason", "line_number", "position"]
     assert MEMBER not in report.to_csv() and GROUP not in report.to_csv()
