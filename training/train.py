@@ -427,9 +427,9 @@ def run_training(
         train_y = data.train_labels["denied"].astype(int).to_numpy()
         if refit_rows is not None:
             train_y = train_y[refit_rows]
+        test_matrix = prediction.model_matrix()
         estimator.refit_denials(
-            spilled.stacked_on(prediction.model_matrix(), refit_rows),
-            np.concatenate([train_y, y]),
+            lambda: spilled.stacked_on(test_matrix, refit_rows), np.concatenate([train_y, y])
         )
         data.counts["denial_model_refit_claims"] = len(train_y) + len(y)
     artifacts = {
