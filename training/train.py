@@ -158,6 +158,10 @@ def training_denial_rows(pipeline: Pipeline, data: TrainingData) -> pd.DataFrame
     return pipeline.named_steps["features"].transform(tables)
 
 
+def _shap_sample(matrix: pd.DataFrame, rows: int) -> pd.DataFrame:
+    return matrix.sample(n=min(rows, len(matrix)), random_state=7)
+
+
 def latest_training_rows(
     submitted: pd.Series, max_claims: int | None, test_claims: int
 ) -> np.ndarray | None:
@@ -427,11 +431,18 @@ def run_training(
         train_y = data.train_labels["denied"].astype(int).to_numpy()
         if refit_rows is not None:
             train_y = train_y[refit_rows]
-        test_matrix = prediction.model_matrix()
+        # The test period's rows go into the refit's matrix and are let go there: held only in
+        # ``later`` (popped as they are stacked), not by the prediction, whose SHAP sample is
+        # taken first (a million-claim run's test rows are 0.3 GB at the refit's peak).
+        shap_rows = _shap_sample(prediction.model_matrix(), settings.shap_sample)
+        later = [prediction.model_matrix()]
+        prediction.matrix = None
         estimator.refit_denials(
-            lambda: spilled.stacked_on(test_matrix, refit_rows), np.concatenate([train_y, y])
+            lambda: spilled.stacked_on(later.pop(), refit_rows), np.concatenate([train_y, y])
         )
         data.counts["denial_model_refit_claims"] = len(train_y) + len(y)
+    else:
+        shap_rows = _shap_sample(prediction.model_matrix(), settings.shap_sample)
     artifacts = {
         "calibration": plots.calibration_plot(
             y, prediction.denial_probability, out / "calibration.png", truth_p
@@ -440,9 +451,7 @@ def run_training(
             y, prediction.denial_probability, out / "precision_recall.png", truth_p
         ),
     }
-    matrix = prediction.model_matrix()
-    sample = matrix.sample(n=min(settings.shap_sample, len(matrix)), random_state=7)
-    contributions = pipeline.named_steps["model"].contributions(sample)
+    contributions = pipeline.named_steps["model"].contributions(shap_rows)
     artifacts["shap_summary"] = plots.shap_summary_plot(contributions, out / "shap_summary.png")
 
     progress("logging to MLflow and registering", 0.8)
