@@ -32,13 +32,19 @@ class SpilledMatrix:
         self._file.write(values.T.reshape(-1).data.cast("B"))
         self._file.flush()
 
-    def stacked_on(self, later: pd.DataFrame, keep: np.ndarray | None = None) -> pd.DataFrame:
+    def stacked_on(
+        self, later: pd.DataFrame | SpilledMatrix, keep: np.ndarray | None = None
+    ) -> pd.DataFrame:
         """These rows (only those at the sorted positions ``keep``, when given), then
-        ``later``'s (same columns), as one frame; the file is closed."""
+        ``later``'s (same columns), as one frame; the files are closed.
+
+        ``later`` spilled too is read back into place, so that the stacked frame is the only
+        copy of its rows in memory while it is built."""
         if list(later.columns) != list(self.columns):
             raise ValueError("the later rows have other columns than the spilled ones")
         kept = self.rows if keep is None else len(keep)
-        values = np.empty((kept + len(later), len(self.columns)), self.dtype, order="F")
+        later_rows = later.rows if isinstance(later, SpilledMatrix) else len(later)
+        values = np.empty((kept + later_rows, len(self.columns)), self.dtype, order="F")
         # With rows to leave out, each column is read whole into one buffer and the kept rows
         # copied from it: one column's worth of memory more, never the whole matrix.
         column_buffer = None if keep is None else np.empty(self.rows, self.dtype)
@@ -51,10 +57,23 @@ class SpilledMatrix:
             if column_buffer is not None:
                 values[:kept, column] = column_buffer[keep]
         self.close()
-        values[kept:] = later.to_numpy(dtype=self.dtype, copy=False)
+        if isinstance(later, SpilledMatrix):
+            later.read_into(values[kept:])
+        else:
+            values[kept:] = later.to_numpy(dtype=self.dtype, copy=False)
         frame = pd.DataFrame(values, columns=self.columns, copy=False)
         frame.attrs = self.attrs
         return frame
+
+    def read_into(self, values: np.ndarray) -> None:
+        """Every spilled row into ``values`` (column-major, this matrix's shape); the file is
+        closed."""
+        self._file.seek(0)
+        for column in range(len(self.columns)):
+            target = values[:, column].data.cast("B")
+            if self._file.readinto(target) != target.nbytes:
+                raise OSError("the spilled matrix's file was cut short")
+        self.close()
 
     def close(self) -> None:
         self._file.close()

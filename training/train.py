@@ -431,14 +431,14 @@ def run_training(
         train_y = data.train_labels["denied"].astype(int).to_numpy()
         if refit_rows is not None:
             train_y = train_y[refit_rows]
-        # The test period's rows go into the refit's matrix and are let go there: held only in
-        # ``later`` (popped as they are stacked), not by the prediction, whose SHAP sample is
-        # taken first (a million-claim run's test rows are 0.3 GB at the refit's peak).
+        # The test period's rows wait on disk too while the refit's matrix is built, the
+        # prediction's copy let go once its SHAP sample is taken: the stacked frame is then the
+        # only copy of any row (a million-claim run's test rows were 0.3 GB at its peak).
         shap_rows = _shap_sample(prediction.model_matrix(), settings.shap_sample)
-        later = [prediction.model_matrix()]
+        later = SpilledMatrix(prediction.model_matrix(), out)
         prediction.matrix = None
         estimator.refit_denials(
-            lambda: spilled.stacked_on(later.pop(), refit_rows), np.concatenate([train_y, y])
+            lambda: spilled.stacked_on(later, refit_rows), np.concatenate([train_y, y])
         )
         data.counts["denial_model_refit_claims"] = len(train_y) + len(y)
     else:

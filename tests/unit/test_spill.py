@@ -38,6 +38,15 @@ def test_only_the_rows_kept_come_back_before_the_later_ones(tmp_path: Path) -> N
     assert stacked.to_numpy().flags["F_CONTIGUOUS"]
 
 
+def test_later_rows_spilled_too_stack_as_a_frame_would(tmp_path: Path) -> None:
+    earlier, later = _frame(1_000, 1), _frame(300, 2)
+    keep = np.arange(100, 1_000, 3)
+    stacked = SpilledMatrix(earlier, tmp_path).stacked_on(SpilledMatrix(later, tmp_path), keep)
+    pd.testing.assert_frame_equal(
+        stacked, pd.concat([earlier.iloc[keep], later], ignore_index=True)
+    )
+
+
 def test_later_rows_with_other_columns_are_refused(tmp_path: Path) -> None:
     spilled = SpilledMatrix(_frame(10, 1), tmp_path)
     with pytest.raises(ValueError, match="other columns"):
