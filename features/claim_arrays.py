@@ -37,6 +37,7 @@ CLAIM_TEXT = (
     "claim_id",
     "frequency_code",
     "payer_id",
+    "payer_name",  # read only to name the payer in explanations
     "claim_filing_indicator",
     "payer_type",
     "billing_npi",

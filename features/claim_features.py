@@ -220,8 +220,10 @@ class ClaimGroups:
 def build_claim_features(tables: ClaimTables) -> pd.DataFrame:
     """One row per claim (in ``tables.claims`` order) with the features named above.
 
-    Also returns helper columns ``line_of_procedure_<i>`` (the written line number behind each
-    slot) used to name lines in explanations; they are not model inputs.
+    Also returns helper columns used to word explanations, not model inputs:
+    ``line_of_procedure_<i>`` (the written line number behind each slot), ``modifiers_<i>``
+    (that line's modifiers as written), ``principal_dx`` (the principal diagnosis code) and
+    ``payer_name``.
     """
     return pd.DataFrame(claim_feature_columns(ClaimArrays.from_tables(tables)))
 
@@ -294,21 +296,49 @@ def claim_feature_columns(arrays: ClaimArrays) -> dict[str, np.ndarray]:
     out.update(_line_aggregates(arrays))
 
     slot_lines = [np.flatnonzero(lines["slot"] == slot) for slot in range(1, LINE_SLOTS + 1)]
+    in_slots = np.concatenate(slot_lines)
+    slot_modifiers = np.empty(len(lines["slot"]), dtype=object)
+    slot_modifiers[in_slots] = _modifier_text([lines[column][in_slots] for column in MODIFIERS])
     for slot, rows in enumerate(slot_lines, start=1):
         claim_of = lines["claim_index"][rows]
         procedure = factors.put(n, claim_of, lines["procedure_code"], rows)
         line_number = np.full(n, np.nan)
         line_number[claim_of] = lines["line_number"][rows]
+        modifiers = np.full(n, None, dtype=object)
+        modifiers[claim_of] = slot_modifiers[rows]
         out[f"procedure_{slot}"] = procedure
         out[f"procedure_family_{slot}"] = map_text(procedure, _family, None, object, factors)
         out[f"line_of_procedure_{slot}"] = line_number
+        out[f"modifiers_{slot}"] = modifiers
 
     principal = principal_diagnoses(arrays)
+    # The claim's own values, kept to word explanations (the matrix holds level codes).
+    out["principal_dx"] = principal
+    out["payer_name"] = claims["payer_name"]
     out["principal_dx_category"], out["principal_dx_chapter"] = map_texts(
         principal, ((lambda c: c[:3], None, object), (lambda c: c[:1], None, object))
     )
     out["n_diagnoses"] = np.bincount(arrays.diagnoses["claim_index"], minlength=n).astype(float)
     return out
+
+
+def _modifier_text(modifiers: list[np.ndarray]) -> np.ndarray:
+    """Each line's modifiers as written, in order ("26, 59"; ``None`` for a line without).
+
+    Whole columns at a time: most lines have none, and a join per line would cost more than
+    the claim's other features.
+    """
+    text = np.full(len(modifiers[0]), None, dtype=object)
+    for values in modifiers:
+        present = ~is_none(values)
+        if not present.any():
+            continue
+        first = present & is_none(text)
+        more = present & ~first
+        text[first] = values[first]
+        if more.any():
+            text[more] = text[more] + ", " + values[more]
+    return text
 
 
 def _rest_of_claim(arrays: ClaimArrays) -> dict[str, np.ndarray]:

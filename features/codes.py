@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from types import ModuleType
 
 import pandas as pd
 
@@ -159,3 +160,30 @@ def code_tables() -> CodeTables:
         claim_filing_indicators=indicators,
         payer_type_defaults=defaults,
     )
+
+
+@lru_cache(maxsize=1)
+def _icd10cm() -> ModuleType | None:
+    """The ICD-10-CM code set (the ``simple-icd-10-cm`` package), loaded on first use.
+
+    Importing it parses CMS's tabular list (about 2 s and 180 MB), so only a process that words
+    a diagnosis pays for it. ``None`` when it is not installed: a diagnosis is then named by
+    its code alone, rather than failing a score over a description.
+    """
+    try:
+        import simple_icd_10_cm
+    except ImportError:
+        return None
+    return simple_icd_10_cm
+
+
+@lru_cache(maxsize=4096)
+def diagnosis_description(code: str) -> str | None:
+    """The ICD-10-CM description of a diagnosis code as a claim writes it (``G43909``, with or
+    without its dot); ``None`` for a code the code set does not hold, or without the code set.
+    """
+    codes = _icd10cm()
+    key = code.strip().upper()
+    if codes is None or not codes.is_valid_item(key):
+        return None
+    return str(codes.get_description(key))

@@ -33,13 +33,17 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
     "claim_id",
     *[f"procedure_{i}" for i in range(1, LINE_SLOTS + 1)],
     *[f"line_of_procedure_{i}" for i in range(1, LINE_SLOTS + 1)],
+    *[f"modifiers_{i}" for i in range(1, LINE_SLOTS + 1)],
     "days_service_to_submission",
     "filing_limit_days",
     "payer_id",
+    "payer_name",
     "payer_type",
+    "frequency_code",
     "place_of_service",
     "provider_taxonomy",
     "patient_sex",
+    "principal_dx",
     "principal_dx_category",
 )
 """Claim values kept beside the matrix to word explanations (not model inputs): the matrix holds
