@@ -3,8 +3,19 @@
 Contributions (log-odds, per model column) are added up per claim field (see
 :func:`features.pipeline.feature_source`), worded with the claim's own values ("no prior
 authorization number", "97 days since service vs a 90-day filing limit", "procedure 70553 on
-line 2"), and paired with a fix where one exists. Factors that cannot be acted on (the payer,
-the patient's age) are listed after the actionable ones.
+line 2", "diagnosis G43909"), never with the matrix's level codes, and paired with a fix where
+one exists.
+
+A field's model columns are of different kinds: the claim's own fields, and history kept over a
+grouping of earlier claims (a denial rate for all reasons or for one, an outcome or claim count,
+a delay). A factor is worded after the column that carries most of it, as what that column
+measures: a history rate as the history it is ("about 41% of earlier lines of 97110 to Acme
+without an authorization number were denied (reason: Authorization / pre-certification)"), a
+count as context ("rendering provider has 239 earlier claims to Acme"), never as a problem on
+the claim. A factor is fixable on this claim (``actionable``, with its field's fix) when most of
+it comes from what the biller can change on the claim, or from history of the very reason that
+fix addresses; otherwise it is context, without a fix. Fixable factors that raise the risk are
+listed first.
 """
 
 from __future__ import annotations
@@ -12,12 +23,20 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from features.claim_features import LINE_SLOTS
+from features.codes import DENIAL_CATEGORIES, code_tables, diagnosis_description
+from features.history import (
+    COUNT_FEATURES,
+    EVIDENCE_FEATURES,
+    HISTORY_FEATURE_LABELS,
+    RATE_KEYS,
+    RateKey,
+)
 from features.pipeline import Context, feature_source
 
 Values = Mapping[str, Any]
@@ -33,6 +52,11 @@ class FieldRule:
     actionable: bool
     describe: Describer
     fix: Callable[[Values, Values], str | None] | None = None
+    reasons: frozenset[str] = frozenset()
+    """Denial categories the fix addresses: a history rate of one of them keeps the fix."""
+    problem_counts: frozenset[str] = frozenset()
+    """History counts that are the field's problem itself, the number a payer's rule counts
+    (earlier submissions of the same service, visits this year); other counts are context."""
 
 
 @dataclass
@@ -46,23 +70,138 @@ class Factor:
     line_number: int | None
 
 
+@dataclass(frozen=True)
+class HistoryColumn:
+    """What a history column measures (see :mod:`features.history`)."""
+
+    kind: Literal["rate", "count", "measure"]
+    """A smoothed denial rate, claims or outcomes counted, or days (a delay, a gap)."""
+    key: RateKey | None = None
+    """The grouping a rate, or its count of known outcomes, is kept over."""
+    reason: str | None = None
+    """A per-reason rate's denial category (``None``: denials for any reason)."""
+    recent: bool = False
+    """Over the key's recent window of known outcomes only."""
+    outcomes: str | None = None
+    """A claim-level rate's count of known outcomes (the column), to say what it is of."""
+
+
+def _history_columns() -> dict[str, HistoryColumn]:
+    columns: dict[str, HistoryColumn] = {}
+    for key in RATE_KEYS:
+        for recent in (False, True) if key.window_days else (False,):
+            stem = f"hist_{key.name}_{'recent_' if recent else ''}"
+            outcomes = f"{stem}n" if key.level == "claim" else None
+            columns[f"{stem}n"] = HistoryColumn("count", key, None, recent)
+            columns[f"{stem}rate"] = HistoryColumn("rate", key, None, recent, outcomes)
+            for category in DENIAL_CATEGORIES if key.by_category else ():
+                columns[f"{stem}rate_{category}"] = HistoryColumn(
+                    "rate", key, category, recent, outcomes
+                )
+    for name in EVIDENCE_FEATURES:
+        columns[name] = HistoryColumn("rate", reason=name.removeprefix("hist_evidence_"))
+    for name in COUNT_FEATURES:
+        # Days and delays are measures, worded beside their field; the rest count claims.
+        timed = "days" in name or "lag" in name
+        columns[name] = HistoryColumn("measure" if timed else "count")
+    return {name: column for name, column in columns.items() if name in HISTORY_FEATURE_LABELS}
+
+
+HISTORY_COLUMNS: dict[str, HistoryColumn] = _history_columns()
+"""Every history column by name: what it measures."""
+
+_UNNAMED_HISTORY = HistoryColumn("count")
+"""A history column this module does not know (a newer feature): worded as context."""
+
+
+def history_column(name: str) -> HistoryColumn | None:
+    """What a model column measures, if it is history (``None``: the claim's own field)."""
+    if not name.startswith("hist_"):
+        return None
+    return HISTORY_COLUMNS.get(name, _UNNAMED_HISTORY)
+
+
 def _flag(matrix_row: Values, column: str) -> bool:
     value = matrix_row.get(column)
-    return value is not None and bool(value) and not pd.isna(value) and float(value) > 0
+    return value is not None and float(value) > 0  # NaN is not > 0
 
 
 def _num(row: Values, column: str) -> float:
     value = row.get(column)
-    return float(value) if value is not None and not pd.isna(value) else float("nan")
+    return float("nan") if value is None else float(value)
 
 
-def _procedures(context: Values) -> str:
-    codes = [
-        f"{context[f'procedure_{i}']} (line {int(context[f'line_of_procedure_{i}'])})"
-        for i in range(1, LINE_SLOTS + 1)
-        if isinstance(context.get(f"procedure_{i}"), str)
-    ]
+def _text(row: Values, column: str) -> str | None:
+    value = row.get(column)
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _plural(n: float, noun: str) -> str:
+    return f"{n:.0f} {noun}" if n == 1 else f"{n:.0f} {noun}s"
+
+
+def _line_codes(context: Values, modifiers: bool = False) -> list[tuple[str, int]]:
+    """The claim's procedure codes (CPT-modifier notation with ``modifiers``) and their lines."""
+    memo = context.memo() if isinstance(context, _Row) else None
+    if memo is not None and modifiers in memo:
+        return memo[modifiers]  # type: ignore[no-any-return]
+    codes = []
+    for i in range(1, LINE_SLOTS + 1):
+        code = _text(context, f"procedure_{i}")
+        if code is None:
+            continue
+        written = _text(context, f"modifiers_{i}") if modifiers else None
+        if written:
+            code = _with_modifiers(code, written)
+        codes.append((code, int(context[f"line_of_procedure_{i}"])))
+    if memo is not None:
+        memo[modifiers] = codes
+    return codes
+
+
+def _with_modifiers(code: str, modifiers: str) -> str:
+    """CPT-modifier notation: ``70553-26``, ``97140-59-XU``."""
+    return "-".join([code, *(m.strip() for m in modifiers.split(","))])
+
+
+def _procedures(context: Values, modifiers: bool = False) -> str:
+    codes = [f"{code} (line {line})" for code, line in _line_codes(context, modifiers)]
     return ", ".join(codes) or "the procedures"
+
+
+def _codes(context: Values, modifiers: bool = False, joiner: str = "or") -> str:
+    """The claim's procedure codes as one noun: "97110", "97110 or 97530"."""
+    codes = [code for code, _ in _line_codes(context, modifiers)]
+    if not codes:
+        return "its procedures"
+    return codes[0] if len(codes) == 1 else f"{', '.join(codes[:-1])} {joiner} {codes[-1]}"
+
+
+def _payer(context: Values) -> str:
+    """The payer as the claim names it (its ID when the claim gives no name)."""
+    memo = context.memo() if isinstance(context, _Row) else None
+    if memo is not None and "payer" in memo:
+        return memo["payer"]  # type: ignore[no-any-return]
+    payer = _text(context, "payer_name") or f"payer {_text(context, 'payer_id') or '(unknown)'}"
+    if memo is not None:
+        memo["payer"] = payer
+    return payer
+
+
+def _payer_text(context: Values) -> str:
+    kind = context.get("payer_type")
+    if _text(context, "payer_name"):
+        return f"payer {_payer(context)}, ID {context.get('payer_id')} ({kind})"
+    return f"{_payer(context)} ({kind})"
+
+
+def _diagnosis(context: Values) -> str:
+    """The claim's principal diagnosis code, with its ICD-10-CM description when known."""
+    code = _text(context, "principal_dx")
+    if code is None:
+        return "(none on the claim)"
+    description = diagnosis_description(code)
+    return f"{code} ({description})" if description else code
 
 
 def _auth(m: Values, c: Values) -> str:
@@ -100,20 +239,37 @@ def _repeat_text(m: Values) -> str:
 
 
 def _eligibility(m: Values, c: Values) -> str:
+    """What on the claim puts coverage in doubt ("" if nothing: the patient's dates and
+    history say what they are in their own words)."""
     if _flag(m, "medicare_age_not_medicare_plan"):
         return "patient is 65 or older and billed to a non-Medicare plan (Medicare may be primary)"
-    prior = _num(m, "hist_patient_payer_prior_claims")
-    gap = _num(m, "hist_patient_days_since_prior_claim")
-    if prior == 0:
-        return "first claim for this patient with this payer"
-    if gap > 180:
-        return f"{gap:.0f} days since the patient's previous claim"
-    return f"patient's history with this payer ({prior:.0f} earlier claims)"
+    return ""
+
+
+def _modifiers(m: Values, c: Values) -> str:
+    coded = []
+    for i in range(1, LINE_SLOTS + 1):
+        code, written = _text(c, f"procedure_{i}"), _text(c, f"modifiers_{i}")
+        if code and written:
+            coded.append(
+                f"{_with_modifiers(code, written)} (line {int(c[f'line_of_procedure_{i}'])})"
+            )
+    return "modifiers on " + ", ".join(coded) if coded else "no modifiers on the lines"
+
+
+_BENEFIT_COUNTS = (
+    "hist_patient_family_claims_this_year",
+    "hist_procedure_claims_this_year",
+    "hist_family_claims_this_year",
+)
+_DUPLICATE_COUNT = "hist_same_service_prior_submissions"
 
 
 RULES: dict[str, FieldRule] = {
-    "prior authorization": FieldRule(True, _auth, _auth_fix),
-    "days from service to submission": FieldRule(True, _timeliness, _timeliness_fix),
+    "prior authorization": FieldRule(True, _auth, _auth_fix, frozenset({"authorization"})),
+    "days from service to submission": FieldRule(
+        True, _timeliness, _timeliness_fix, frozenset({"timely_filing"})
+    ),
     "modifier 25 (E/M with procedure)": FieldRule(
         True,
         lambda m, c: (
@@ -126,6 +282,7 @@ RULES: dict[str, FieldRule] = {
             else "Add modifier 25 to the E/M line if the visit was significant and "
             "separately identifiable"
         ),
+        frozenset({"coding"}),
     ),
     "modifier 59/X (distinct procedures)": FieldRule(
         True,
@@ -143,11 +300,13 @@ RULES: dict[str, FieldRule] = {
             else "Add modifier 59 (or XE/XS/XP/XU) where the procedures were distinct; "
             "otherwise bundle"
         ),
+        frozenset({"coding"}),
     ),
     "patient eligibility": FieldRule(
         True,
         _eligibility,
         lambda m, c: "Verify eligibility and coverage dates (270/271) before submission",
+        frozenset({"eligibility"}),
     ),
     "other coverage (COB)": FieldRule(
         True,
@@ -157,6 +316,7 @@ RULES: dict[str, FieldRule] = {
             else "no other coverage on the claim"
         ),
         lambda m, c: "Confirm which payer is primary (coordination of benefits) and bill it first",
+        frozenset({"eligibility"}),
     ),
     "referral": FieldRule(
         True,
@@ -170,6 +330,7 @@ RULES: dict[str, FieldRule] = {
             if _flag(m, "referral_present")
             else "Add the referral number (REF*9F) if the plan requires one"
         ),
+        frozenset({"authorization"}),
     ),
     "referring provider NPI": FieldRule(
         True,
@@ -183,6 +344,7 @@ RULES: dict[str, FieldRule] = {
             if _flag(m, "referring_npi_present")
             else "Add the referring or ordering provider's NPI"
         ),
+        frozenset({"missing_information"}),
     ),
     "rendering provider NPI": FieldRule(
         True,
@@ -196,6 +358,7 @@ RULES: dict[str, FieldRule] = {
             )
         ),
         lambda m, c: "Correct the rendering provider's NPI (10 digits, valid check digit)",
+        frozenset({"missing_information"}),
     ),
     "billing provider NPI": FieldRule(
         True,
@@ -205,6 +368,7 @@ RULES: dict[str, FieldRule] = {
             else "billing NPI fails the check digit"
         ),
         lambda m, c: "Correct the billing provider's NPI",
+        frozenset({"missing_information"}),
     ),
     "diagnosis pointer": FieldRule(
         True,
@@ -212,59 +376,64 @@ RULES: dict[str, FieldRule] = {
             f"{_num(m, 'lines_without_dx_pointer'):.0f} line(s) without a diagnosis pointer"
         ),
         lambda m, c: "Point every service line to the diagnosis it treats",
+        frozenset({"missing_information"}),
     ),
     "diagnosis supports procedure": FieldRule(
         True,
-        lambda m, c: f"principal diagnosis {m.get('principal_dx_category')}… with {_procedures(c)}",
+        lambda m, c: f"principal diagnosis {_diagnosis(c)} with {_procedures(c)}",
         lambda m, c: (
             "Check the diagnosis supports the procedure under the payer's policy "
             "(LCD/NCD); document medical necessity"
         ),
+        frozenset({"medical_necessity"}),
     ),
-    "rendering provider enrolment with payer": FieldRule(
+    # Only history: fixable when this provider's credentialing denials with the payer carry it.
+    "rendering provider with this payer": FieldRule(
         True,
+        lambda m, c: "",
         lambda m, c: (
-            f"rendering provider has {_num(m, 'hist_provider_payer_prior_claims'):.0f} "
-            "earlier claims with this payer"
+            f"Confirm the rendering provider is credentialed with {_payer(c)} on the date of "
+            "service"
         ),
-        lambda m, c: (
-            "Confirm the rendering provider is credentialed with this payer on the date of service"
-        ),
+        frozenset({"credentialing"}),
     ),
     "possible duplicate": FieldRule(
         True,
-        lambda m, c: (
-            f"{_num(m, 'hist_same_service_prior_submissions'):.0f} earlier submission(s) "
-            "for the same patient, date and procedures"
-        ),
+        lambda m, c: "",
         lambda m, c: (
             "Do not resubmit a claim in process; send a replacement (frequency 7) to correct one"
         ),
+        frozenset({"duplicate"}),
+        frozenset({_DUPLICATE_COUNT}),
     ),
     "unlisted procedure code": FieldRule(
         True,
         lambda m, c: "unlisted procedure code on the claim",
         lambda m, c: "Attach documentation describing the unlisted procedure (PWK)",
+        frozenset({"documentation"}),
     ),
     "units": FieldRule(
         True,
         lambda m, c: f"{_num(m, 'total_units'):.0f} units in total",
         lambda m, c: "Check units against the payer's limits (MUE) and the authorization",
+        frozenset({"medical_necessity", "non_covered"}),
     ),
     "procedure combination and modifiers": FieldRule(
         True,
-        lambda m, c: f"this combination of procedures and modifiers ({_procedures(c)})",
+        lambda m, c: (
+            f"this combination of procedures and modifiers ({_procedures(c, modifiers=True)})"
+        ),
         lambda m, c: (
             "Check NCCI edits for these codes: add 59/XE/XS/XP/XU where distinct, or bundle"
         ),
+        frozenset({"coding"}),
     ),
     "benefit limit (visits this year)": FieldRule(
         True,
-        lambda m, c: (
-            f"{_num(m, 'hist_patient_family_claims_this_year'):.0f} earlier claims this "
-            "year for this kind of service"
-        ),
+        lambda m, c: "",
         lambda m, c: "Check the patient's remaining benefit visits; request authorization for more",
+        frozenset({"non_covered"}),
+        frozenset(_BENEFIT_COUNTS),
     ),
     "frequency (days since the same procedure)": FieldRule(
         True,
@@ -272,19 +441,18 @@ RULES: dict[str, FieldRule] = {
         lambda m, c: (
             "Check the payer's frequency limit for this procedure; document why it was repeated"
         ),
+        frozenset({"medical_necessity"}),
     ),
-    "diagnosis": FieldRule(
-        False, lambda m, c: f"principal diagnosis category {c.get('principal_dx_category')}"
-    ),
+    "diagnosis": FieldRule(False, lambda m, c: f"principal diagnosis {_diagnosis(c)}"),
     "procedure": FieldRule(False, lambda m, c: f"procedure {_procedures(c)}"),
-    "payer": FieldRule(False, lambda m, c: f"payer {c.get('payer_id')} ({c.get('payer_type')})"),
+    "payer": FieldRule(False, lambda m, c: _payer_text(c)),
     "place of service": FieldRule(
         False, lambda m, c: f"place of service {c.get('place_of_service')}"
     ),
     "provider specialty": FieldRule(
         False, lambda m, c: f"provider taxonomy {c.get('provider_taxonomy')}"
     ),
-    "rendering provider": FieldRule(False, lambda m, c: "rendering provider's denial history"),
+    "rendering provider": FieldRule(False, lambda m, c: "rendering provider's earlier claims"),
     "claim frequency (original/replacement)": FieldRule(
         False, lambda m, c: "replacement claim" if _flag(m, "is_replacement") else "original claim"
     ),
@@ -296,8 +464,337 @@ RULES: dict[str, FieldRule] = {
     "number of service lines": FieldRule(
         False, lambda m, c: f"{_num(m, 'n_lines'):.0f} service lines"
     ),
-    "modifiers": FieldRule(False, lambda m, c: "modifiers on the lines"),
+    "modifiers": FieldRule(False, _modifiers),
 }
+
+
+# -- history worded as the history it is ---------------------------------------------------------
+
+
+def _to(c: Values) -> str:
+    return f"to {_payer(c)}"
+
+
+def _auth_state(m: Values) -> str:
+    if _flag(m, "prior_auth_present"):
+        return "with an authorization number"
+    if _num(m, "line_auth_lines") > 0:
+        return "with or without an authorization number, as its lines are"
+    return "without an authorization number"
+
+
+def _pair(c: Values, modifiers: bool = False) -> str:
+    """Two of the claim's procedures (a pair rate is of two procedures, whatever the claim has)."""
+    codes = _codes(c, modifiers, joiner="and")
+    return f"two of {codes}" if len(_line_codes(c)) > 2 else codes
+
+
+def _referral_state(m: Values) -> str:
+    return "with a referral number" if _flag(m, "referral_present") else "without a referral number"
+
+
+GroupWords = Callable[[Values, Values], str]
+
+_GROUPS: dict[str, GroupWords] = {
+    # What the earlier claims (lines, pairs) of a grouping have in common with this claim.
+    "all": lambda m, c: "earlier claims of the practice",
+    "payer": lambda m, c: f"earlier claims {_to(c)}",
+    "lag": lambda m, c: "earlier claims sent a similar number of days after the service",
+    "payer_lag": lambda m, c: (
+        f"earlier claims {_to(c)} sent a similar number of days after the service"
+    ),
+    "payer_frequency": lambda m, c: (
+        f"earlier claims {_to(c)} with frequency code {c.get('frequency_code')}"
+    ),
+    "payer_place": lambda m, c: (
+        f"earlier claims {_to(c)} in place of service {c.get('place_of_service')}"
+    ),
+    "payer_coverage": lambda m, c: (
+        f"earlier claims {_to(c)} with the same coordination of benefits and accident status"
+    ),
+    "payer_patient": lambda m, c: (
+        f"earlier claims {_to(c)} for patients of the same relationship, state and age band"
+    ),
+    "payer_member_shape": lambda m, c: (
+        f"earlier claims {_to(c)} with member IDs of the same format"
+    ),
+    "payer_specialty": lambda m, c: (
+        f"earlier claims {_to(c)} from taxonomy {c.get('provider_taxonomy')} {_referral_state(m)}"
+    ),
+    "provider_payer": lambda m, c: f"earlier claims from this rendering provider {_to(c)}",
+    "facility_payer": lambda m, c: (
+        f"earlier claims {_to(c)} from this billing provider and service facility"
+    ),
+    "provider": lambda m, c: "earlier claims from this rendering provider",
+    "patient_payer": lambda m, c: f"earlier claims of this patient {_to(c)}",
+    "procedure_set": lambda m, c: (
+        "earlier claims of the same procedures and modifiers "
+        f"({_codes(c, modifiers=True, joiner='and')})"
+    ),
+    "same_service": lambda m, c: "earlier claims for the same patient, date and procedures",
+    "lines": lambda m, c: "earlier service lines of the practice",
+    "procedure": lambda m, c: f"earlier lines of {_codes(c)}",
+    "payer_family": lambda m, c: (
+        f"earlier lines {_to(c)} in the procedure family (first 3 characters) of {_codes(c)}"
+    ),
+    "payer_procedure": lambda m, c: f"earlier lines of {_codes(c)} {_to(c)}",
+    "payer_procedure_auth": lambda m, c: f"earlier lines of {_codes(c)} {_to(c)} {_auth_state(m)}",
+    "payer_procedure_units": lambda m, c: (
+        f"earlier lines of {_codes(c)} {_to(c)} with as many units"
+    ),
+    "payer_procedure_modifiers": lambda m, c: (
+        f"earlier lines of {_codes(c, modifiers=True)} {_to(c)} with the same modifiers"
+    ),
+    "payer_procedure_documents": lambda m, c: (
+        f"earlier lines of {_codes(c)} {_to(c)} with the same attachments, NDC, CLIA and referral"
+    ),
+    "procedure_place": lambda m, c: f"earlier lines of {_codes(c)} in the same place of service",
+    "procedure_patient": lambda m, c: (
+        f"earlier lines of {_codes(c)} for patients of the same sex and age band"
+    ),
+    "procedure_provider": lambda m, c: (
+        f"earlier lines of {_codes(c)} from taxonomy {c.get('provider_taxonomy')} "
+        + ("with" if _flag(m, "referring_npi_present") else "without")
+        + " an ordering provider"
+    ),
+    "diagnoses": lambda m, c: "earlier line diagnoses of the practice",
+    "dx_procedure": lambda m, c: f"earlier lines of {_codes(c)}",
+    "procedure_dx_category": lambda m, c: (
+        f"earlier lines of {_codes(c)} with the same diagnosis category"
+    ),
+    "procedure_dx": lambda m, c: f"earlier lines of {_codes(c)} with the same diagnosis",
+    "payer_procedure_dx": lambda m, c: (
+        f"earlier lines of {_codes(c)} {_to(c)} with the same diagnosis category"
+    ),
+    "pairs": lambda m, c: "earlier pairs of procedures billed together",
+    "procedure_pair": lambda m, c: f"earlier claims billing {_pair(c)} together",
+    "procedure_pair_modifiers": lambda m, c: (
+        f"earlier claims billing {_pair(c, modifiers=True)} together"
+    ),
+    "payer_procedure_pair": lambda m, c: f"earlier claims {_to(c)} billing {_pair(c)} together",
+}
+
+_HIGHEST = {
+    # A line, diagnosis or pair rate's claim value is the highest of the claim's lines or pairs.
+    "line": " (the highest of its procedures)",
+    "diagnosis": " (the highest of its procedures)",
+    "pair": " (the highest of its pairs)",
+}
+
+_COUNTS: dict[str, Callable[[float, Values], str]] = {
+    "hist_patient_prior_claims": lambda n, c: (
+        "first claim for this patient"
+        if n < 1
+        else f"patient has {_plural(n, 'earlier claim')} with any payer"
+    ),
+    "hist_patient_payer_prior_claims": lambda n, c: (
+        f"first claim for this patient {_to(c)}"
+        if n < 1
+        else f"patient has {_plural(n, 'earlier claim')} {_to(c)}"
+    ),
+    "hist_provider_payer_prior_claims": lambda n, c: (
+        f"first claim from this rendering provider {_to(c)}"
+        if n < 1
+        else f"rendering provider has {_plural(n, 'earlier claim')} {_to(c)}"
+    ),
+    "hist_person_prior_claims": lambda n, c: (
+        f"patient has {_plural(n, 'earlier claim')} under any member ID"
+    ),
+    "hist_person_member_prior_claims": lambda n, c: (
+        f"patient has {_plural(n, 'earlier claim')} under this member ID"
+    ),
+    "hist_person_payer_prior_claims": lambda n, c: (
+        f"patient has {_plural(n, 'earlier claim')} {_to(c)} under any member ID"
+    ),
+    "hist_member_id_corrected": lambda n, c: (
+        "no earlier remittance corrected this member ID"
+        if n < 1
+        else f"{_plural(n, 'earlier remittance')} corrected this member ID (NM1*74)"
+    ),
+    _DUPLICATE_COUNT: lambda n, c: (
+        "no earlier submission for the same patient, date and procedures"
+        if n < 1
+        else f"{_plural(n, 'earlier submission')} for the same patient, date and procedures"
+    ),
+    "hist_patient_family_claims_this_year": lambda n, c: _this_year(
+        n, c, "the same kind of service"
+    ),
+    "hist_procedure_claims_this_year": lambda n, c: _this_year(n, c, _codes(c)),
+    "hist_family_claims_this_year": lambda n, c: _this_year(n, c, "these kinds of service"),
+}
+
+
+def _this_year(n: float, c: Values, service: str) -> str:
+    if n < 1:
+        return f"no earlier claim this year for the patient {_to(c)} for {service}"
+    return f"patient has {_plural(n, 'earlier claim')} this year {_to(c)} for {service}"
+
+
+def _days_between(v: float, since: str, after: str) -> str:
+    """A signed day count: ``v`` days since something, or (negative) before it."""
+    return since.format(days=_plural(v, "day")) if v >= 0 else after.format(days=_plural(-v, "day"))
+
+
+_MEASURES: dict[str, Callable[[float, Values], str]] = {
+    # Delays and days from history, worded as what they measure (-1 and NaN: none known).
+    "hist_patient_days_since_prior_claim": lambda v, c: (
+        "no earlier claim for this patient"
+        if v == -1
+        else _days_between(
+            v,
+            "{days} since the service of the patient's previous claim",
+            "the patient's previous claim is for a service {days} after this one",
+        )
+    ),
+    "hist_days_since_paid_with_payer": lambda v, c: (
+        f"{_payer(c)} has paid no earlier service for this patient"
+        if v == -1
+        else _days_between(
+            v,
+            f"{{days}} since the last service of this patient {_payer(c)} paid",
+            f"{_payer(c)} paid a service of this patient {{days}} after this one",
+        )
+    ),
+    "hist_days_past_known_coverage_end": lambda v, c: _days_between(
+        v,
+        "service {days} after the coverage end date an earlier remittance reported (DTM*036)",
+        "service {days} before the coverage end date an earlier remittance reported (DTM*036)",
+    ),
+    "hist_payer_max_paid_lag": lambda v, c: (
+        f"{_payer(c)} has paid no earlier claim yet"
+        if v == -1
+        else f"{_payer(c)} has paid claims sent up to {_plural(v, 'day')} after the service"
+    ),
+    "hist_days_past_paid_lag": lambda v, c: _days_between(
+        v,
+        f"sent {{days}} later than any claim {_payer(c)} has paid",
+        f"sent {{days}} within the longest delay {_payer(c)} has paid",
+    ),
+    "hist_days_past_late_denied_lag": lambda v, c: _days_between(
+        v,
+        f"sent {{days}} past the shortest delay {_payer(c)} has denied as late",
+        f"sent {{days}} short of the shortest delay {_payer(c)} has denied as late",
+    ),
+}
+_NONE_KNOWN: dict[str, Callable[[Values], str]] = {
+    "hist_days_past_known_coverage_end": lambda c: "no coverage end date reported for the patient",
+    "hist_days_past_paid_lag": lambda c: f"{_payer(c)} has paid no earlier claim yet",
+    "hist_days_past_late_denied_lag": lambda c: f"{_payer(c)} has denied no claim as late yet",
+}
+
+
+def _percent(rate: float) -> str:
+    if rate < 0.005:
+        return "under 1%"
+    return "over 99%" if rate > 0.995 else f"about {rate:.0%}"
+
+
+@functools.lru_cache(maxsize=16)
+def _reason_label(category: str) -> str:
+    return code_tables().category_label(category)
+
+
+def history_text(column: str, m: Values, c: Values, info: HistoryColumn | None = None) -> str:
+    """A history column of one claim worded as what it measures, with the claim's values
+    (``info``: :func:`history_column` of it, when known)."""
+    info = info or history_column(column)
+    value = _num(m, column)
+    if info is None:
+        return column
+    if value != value:  # NaN: nothing known
+        if column in _NONE_KNOWN:
+            return _NONE_KNOWN[column](c)
+        return f"{HISTORY_FEATURE_LABELS.get(column, column)}: unknown"
+    if info.kind == "measure" or (info.kind == "count" and info.key is None):
+        if column in _COUNTS or column in _MEASURES:
+            return (_COUNTS.get(column) or _MEASURES[column])(value, c)
+        return f"{HISTORY_FEATURE_LABELS.get(column, column)}: {value:.0f}"
+    if info.key is None:  # the highest per-reason rate over the claim's groupings
+        return (
+            f"highest denial rate for reason '{_reason_label(info.reason or 'other')}' among "
+            f"the claim's payer, procedures, diagnoses, modifiers and providers: "
+            f"{_percent(value)}"
+        )
+    key = info.key
+    group = _GROUPS[key.name](m, c) if key.name in _GROUPS else key.label
+    window = f" in the last {key.window_days} days of known outcomes" if info.recent else ""
+    # A root grouping (every line alike) has one value for all of the claim's lines.
+    highest = _HIGHEST.get(key.level, "") if key.columns and _several(key.level, c) else ""
+    if info.kind == "count":
+        if value < 1:
+            return f"no {group} with a known outcome{window}"
+        up_to = "up to " if highest else ""
+        return f"{up_to}{value:.0f} {group} with a known outcome{window}{highest}"
+    reason = f" (reason: {_reason_label(info.reason)})" if info.reason else ""
+    answered = ""
+    if info.outcomes is not None:
+        n = _num(m, info.outcomes)
+        if n == n and n < 1:
+            # A group without outcomes takes its parent's rate: say so, not a rate of nothing.
+            return (
+                f"no {group} with a known outcome{window}; "
+                f"{_percent(value)} denied{reason} in broader groups"
+            )
+        answered = f" ({n:.0f} with a known outcome)" if n == n else ""
+    return f"{_percent(value)} of {group}{answered} were denied{reason}{window}{highest}"
+
+
+def _several(level: str, c: Values) -> bool:
+    """Whether the claim has more than one of what a level's rate is the highest of."""
+    if level == "claim":
+        return False
+    procedures = len(_line_codes(c))
+    return procedures > 2 if level == "pair" else procedures > 1
+
+
+def column_fixable(column: str, rule: FieldRule) -> bool:
+    """Whether a column of the field ``rule`` words is something to fix on the claim: the
+    claim's own fields and delays, the counts a payer's rule counts, and history rates of a
+    reason the field's fix addresses. Other history is context."""
+    if not rule.actionable:
+        return False
+    info = history_column(column)
+    if info is None or info.kind == "measure":
+        return True
+    if info.kind == "count":
+        return column in rule.problem_counts
+    return info.reason is not None and info.reason in rule.reasons
+
+
+def word_factor(
+    field: str,
+    lead: str,
+    fixable: bool,
+    value: float,
+    m: Values,
+    c: Values,
+    info: HistoryColumn | None = None,
+) -> tuple[str, str | None]:
+    """A factor's description and fix, from the column that carries most of it (``lead``;
+    ``info``: :func:`history_column` of it, when known).
+
+    ``fixable``: the factor is something to fix on the claim (see :func:`column_fixable`);
+    only then does it carry its field's fix, and only when it raises the risk.
+    """
+    rule = RULES.get(field)
+    info = info or history_column(lead)
+    if rule is None:
+        return (field if info is None else history_text(lead, m, c, info)), None
+    if not fixable:
+        return (rule.describe(m, c) if info is None else history_text(lead, m, c, info)), None
+    counted = True
+    if info is None:
+        text = rule.describe(m, c)
+    elif info.kind == "count":  # a count the payer's rule counts: what it counts
+        text = history_text(lead, m, c, info)
+        counted = _num(m, lead) >= 1  # none yet: nothing to fix
+    elif info.kind == "measure" and lead not in _MEASURES:  # days the field's words give
+        text = rule.describe(m, c) or history_text(lead, m, c, info)
+    else:  # a rate or a delay says what it is beside the claim's field
+        parts = (rule.describe(m, c), history_text(lead, m, c, info))
+        text = "; ".join(part for part in parts if part)
+    fix = rule.fix(m, c) if rule.fix is not None and value > 0 and counted else None
+    return text or field, fix
 
 
 class _Row(Mapping[str, Any]):
@@ -307,14 +804,28 @@ class _Row(Mapping[str, Any]):
     (``iloc``) cost more than the TreeSHAP values themselves.
     """
 
-    __slots__ = ("_columns", "_index")
+    __slots__ = ("_columns", "_index", "_memo")
 
     def __init__(self, columns: Mapping[str, np.ndarray], index: int) -> None:
         self._columns = columns
         self._index = index
+        self._memo: dict[object, Any] | None = None
+
+    def memo(self) -> dict[object, Any]:
+        """What several of the claim's factors word alike (its payer, its procedure codes),
+        worked out once per claim."""
+        if self._memo is None:
+            self._memo = {}
+        return self._memo
 
     def __getitem__(self, key: str) -> Any:
         return self._columns[key][self._index]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        # Mapping.get goes through __getitem__ and an exception per missing column: the
+        # rules' most frequent call, at a few words per factor.
+        column = self._columns.get(key)
+        return default if column is None else column[self._index]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._columns)
@@ -323,11 +834,32 @@ class _Row(Mapping[str, Any]):
         return len(self._columns)
 
 
-class _Columns(Mapping[str, np.ndarray]):
-    """Columns of a 2-D array by name, sliced only when a rule asks for one.
+class _MatrixRow(Mapping[str, Any]):
+    """One claim's model-matrix values by column name (read one at a time, as rules ask)."""
 
-    Slicing all of the matrix's columns up front cost more than wording a one-claim batch.
-    """
+    __slots__ = ("_index", "_positions", "_values")
+
+    def __init__(self, values: np.ndarray, positions: Mapping[str, int], index: int) -> None:
+        self._values = values
+        self._positions = positions
+        self._index = index
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[self._index, self._positions[key]]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        position = self._positions.get(key)
+        return default if position is None else self._values[self._index, position]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._positions)
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+
+class _Columns(Mapping[str, np.ndarray]):
+    """Columns of a 2-D array by name, sliced only when asked for one."""
 
     __slots__ = ("_positions", "_values")
 
@@ -383,12 +915,15 @@ def source_matrix(columns: list[str]) -> tuple[np.ndarray, list[str]]:
 class _Layout:
     """What explaining a model matrix needs to know about its columns, worked out once."""
 
+    columns: tuple[str, ...]
     mapping: np.ndarray  # model column -> claim field, 0/1 (read-only)
+    both: np.ndarray  # [mapping | the fixable columns' mapping]: one product gives both sums
     fields: tuple[str, ...]
     positions: dict[str, int]  # model column -> its index
     rules: tuple[FieldRule, ...]  # per field
-    worded: tuple[bool, ...]  # per field: has a rule to word it
-    actionable: np.ndarray  # per field
+    infos: tuple[HistoryColumn | None, ...]  # per model column: what it measures (history)
+    has_fixable: np.ndarray  # per field: some of its columns are fixable on the claim
+    leads: np.ndarray  # (2, field, width): [other, fixable] columns of each field, padded
     has_line_fields: bool
 
 
@@ -402,21 +937,50 @@ def _layout(columns: tuple[str, ...]) -> _Layout:
     sources = [feature_source(c) for c in columns]
     fields = sorted(set(sources))
     index = {f: j for j, f in enumerate(fields)}
+    rules = tuple(RULES.get(f, _UNKNOWN) for f in fields)
     mapping = np.zeros((len(columns), len(fields)))
-    for i, source in enumerate(sources):
-        mapping[i, index[source]] = 1.0
-    mapping.flags.writeable = False
-    actionable = np.array([RULES.get(f, _UNKNOWN).actionable for f in fields], dtype=bool)
-    actionable.flags.writeable = False
+    fixable = np.zeros((len(columns), len(fields)))
+    by_part: list[list[list[int]]] = [[[] for _ in fields], [[] for _ in fields]]
+    for i, (column, source) in enumerate(zip(columns, sources, strict=True)):
+        j = index[source]
+        mapping[i, j] = 1.0
+        part = int(column_fixable(column, rules[j]))
+        fixable[i, j] = part
+        by_part[part][j].append(i)
+    width = max((len(c) for part in by_part for c in part), default=0) or 1
+    # Padded with the part's first column again (a repeat changes no maximum), or column 0
+    # for a part without columns (a field is never worded from a part it has none in).
+    leads = np.zeros((2, len(fields), width), dtype=np.intp)
+    for part, per_field in enumerate(by_part):
+        for j, found in enumerate(per_field):
+            leads[part, j] = (found + [found[0]] * (width - len(found))) if found else 0
+    both = np.hstack([mapping, fixable])
+    for array in (mapping, both, leads):
+        array.flags.writeable = False
+    has_fixable = np.asarray(fixable.any(axis=0))
+    has_fixable.flags.writeable = False
     return _Layout(
+        columns=columns,
         mapping=mapping,
+        both=both,
         fields=tuple(fields),
         positions={c: i for i, c in enumerate(columns)},
-        rules=tuple(RULES.get(f, _UNKNOWN) for f in fields),
-        worded=tuple(f in RULES for f in fields),
-        actionable=actionable,
+        rules=rules,
+        infos=tuple(history_column(c) for c in columns),
+        has_fixable=has_fixable,
+        leads=leads,
         has_line_fields=any(f in _LINE_FIELDS for f in fields),
     )
+
+
+def _take_cells(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``values[i, columns[i, ...]]`` for each row ``i``, read from the array as it is laid out
+    (a copy of a batch's contributions in the other order cost more than the reading)."""
+    rows = np.arange(len(values)).reshape(-1, *([1] * (columns.ndim - 1)))
+    if values.flags.f_contiguous and not values.flags.c_contiguous:
+        return values.T.reshape(-1).take(columns * len(values) + rows)
+    flat = np.ascontiguousarray(values).reshape(-1)
+    return flat.take(rows * values.shape[1] + columns)
 
 
 def explain_batch(
@@ -428,9 +992,12 @@ def explain_batch(
 ) -> list[list[Factor]]:
     """Top factors per claim: fixable risk-raising fields first, then other risks, then the rest.
 
-    Contributions are summed per claim field with one matrix product and ranked for the whole
-    batch with one sort; only the ``top_k`` fields chosen per claim are worded, so a batch of
-    thousands of claims costs a few words per factor.
+    Contributions are summed per claim field (and per field over its fixable columns, see
+    :func:`column_fixable`) with one matrix product and ranked for the whole batch with one
+    sort. A field is fixable on a claim when its fixable columns carry at least half of its
+    contribution. Only the ``top_k`` fields chosen per claim are worded, each after its
+    column of largest contribution in its direction among the part that carries it, so a batch
+    of thousands of claims costs a few words per factor.
     """
     n = len(contributions)
     if n == 0:
@@ -438,47 +1005,68 @@ def explain_batch(
     columns = [str(c) for c in contributions.columns.tolist()]
     layout = _layout(tuple(columns))
     values = contributions.to_numpy(dtype=np.float64, copy=False)
-    grouped = values @ layout.mapping
+    n_fields = len(layout.fields)
+    sums = values @ layout.both
+    grouped, fixable_part = sums[:, :n_fields], sums[:, n_fields:]
     magnitude = np.abs(grouped)
     raises = grouped > 0
+    fixable = layout.has_fixable & (2.0 * np.sign(grouped) * fixable_part >= magnitude)
     # Sort keys: fixable risks (0), other risks (1), risk-lowering fields (2), below min_abs
     # (3, never shown); larger contributions first within a group.
-    group = np.where(raises & layout.actionable, 0, np.where(raises, 1, 2))
+    group = np.where(raises & fixable, 0, np.where(raises, 1, 2))
     group = np.where(magnitude >= min_abs, group, 3)
     order = np.lexsort((-magnitude, group), axis=-1)[:, :top_k]
+    chosen_values = np.take_along_axis(grouped, order, axis=1)
+    chosen_fixable = np.take_along_axis(fixable, order, axis=1)
+    # Each chosen field's lead column: its largest contribution in the field's direction
+    # among the part (fixable or not) that carries the field.
+    candidates = layout.leads[chosen_fixable.astype(np.intp), order]
+    taken = _take_cells(values, candidates)
+    signed = taken * np.sign(chosen_values)[..., None]
+    lead = np.take_along_axis(candidates, signed.argmax(axis=2)[..., None], axis=2)[..., 0]
     # The chosen fields' keys as Python lists: indexing numpy per factor cost more than wording.
     chosen_fields = order.tolist()
     chosen_shown = (np.take_along_axis(group, order, axis=1) != 3).tolist()
-    chosen_values = np.take_along_axis(grouped, order, axis=1).tolist()
+    chosen_leads = lead.tolist()
+    chosen_fix = chosen_fixable.tolist()
+    chosen_list = chosen_values.tolist()
     matrix_columns = [str(c) for c in matrix.columns.tolist()]
-    m_columns = _Columns(
-        matrix.to_numpy(dtype=np.float64, copy=False),
-        layout.positions if matrix_columns == columns else _layout(tuple(matrix_columns)).positions,
+    m_values = matrix.to_numpy(dtype=np.float64, copy=False)
+    m_positions = (
+        layout.positions if matrix_columns == columns else _layout(tuple(matrix_columns)).positions
     )
     lines = (
         _dominant_lines(_Columns(values, layout.positions), context, n)
         if layout.has_line_fields
         else [None] * n
     )
-    fields, rules, worded = layout.fields, layout.rules, layout.worded
+    fields, names, infos = layout.fields, layout.columns, layout.infos
     results: list[list[Factor]] = []
     for row in range(n):
-        m_row, c_row = _Row(m_columns, row), _Row(context, row)
+        m_row, c_row = _MatrixRow(m_values, m_positions, row), _Row(context, row)
         factors = []
-        for j, shown, value in zip(
-            chosen_fields[row], chosen_shown[row], chosen_values[row], strict=True
+        for j, shown, value, lead_column, fix_here in zip(
+            chosen_fields[row],
+            chosen_shown[row],
+            chosen_list[row],
+            chosen_leads[row],
+            chosen_fix[row],
+            strict=True,
         ):
             if not shown:
                 break
-            field, rule = fields[j], rules[j]
+            field = fields[j]
+            description, fix = word_factor(
+                field, names[lead_column], fix_here, value, m_row, c_row, infos[lead_column]
+            )
             factors.append(
                 Factor(
                     field=field,
-                    description=rule.describe(m_row, c_row) if worded[j] else field,
+                    description=description,
                     contribution=round(value, 4),
                     direction="raises risk" if value > 0 else "lowers risk",
-                    actionable=rule.actionable,
-                    fix=rule.fix(m_row, c_row) if (rule.fix and value > 0) else None,
+                    actionable=fix_here,
+                    fix=fix,
                     line_number=lines[row] if field in _LINE_FIELDS else None,
                 )
             )

@@ -12,7 +12,7 @@ import pytest
 from features.claim_tables import ClaimTables
 from features.pipeline import feature_source
 from features.schema import ClaimsDataset
-from serving.explain import RULES, Factor, explain_batch
+from serving.explain import RULES, Factor, column_fixable, explain_batch, word_factor
 from training.estimator import DenialRiskEstimator
 from training.treeshap import TreeShapTables
 
@@ -165,6 +165,19 @@ _GENERATED_COLUMNS = [
     "hist_days_since_same_family",
     "total_charge_log",
     "n_lines",
+    # History of every kind: counts (context, or a payer's rule's), rates of the reason a
+    # field's fix addresses or of another, delays, the highest rate per reason.
+    "hist_provider_payer_prior_claims",
+    "hist_provider_payer_n",
+    "hist_provider_payer_rate_credentialing",
+    "hist_provider_payer_recent_rate_coding",
+    "hist_payer_procedure_auth_recent_rate_authorization",
+    "hist_patient_payer_prior_claims",
+    "hist_patient_days_since_prior_claim",
+    "hist_same_service_prior_submissions",
+    "hist_procedure_dx_rate_medical_necessity",
+    "hist_evidence_coding",
+    "principal_dx_category",
     "some_new_column",  # no rule: worded by its name
 ]
 
@@ -187,8 +200,14 @@ def _generated_batch(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dic
         "line_of_procedure_3": np.full(n, np.nan),
         "days_service_to_submission": rng.integers(1, 200, n).astype(float),
         "filing_limit_days": np.full(n, 90.0),
+        "modifiers_1": rng.choice(np.array(["26", None, "59, XU"], dtype=object), n),
+        "modifiers_2": np.full(n, None, dtype=object),
+        "modifiers_3": np.full(n, None, dtype=object),
         "payer_id": rng.choice(np.array(["P1", "P2"], dtype=object), n),
+        "payer_name": rng.choice(np.array(["Acme Health", None], dtype=object), n),
         "payer_type": rng.choice(np.array(["commercial", "medicare"], dtype=object), n),
+        "frequency_code": np.full(n, "1", dtype=object),
+        "principal_dx": np.full(n, "G43909", dtype=object),
         "principal_dx_category": np.full(n, "G43", dtype=object),
     }
     return contributions, matrix, context
@@ -202,18 +221,32 @@ def _reference_factors(
     min_abs: float = 0.02,
 ) -> list[list[Factor]]:
     """The plain per-claim algorithm explain_batch must reproduce: group, rank, word."""
-    sources = [feature_source(c) for c in contributions.columns]
+    columns = [str(c) for c in contributions.columns]
+    sources = [feature_source(c) for c in columns]
+    rules = [RULES.get(source) for source in sources]
+    fixable_column = [
+        rule is not None and column_fixable(c, rule) for c, rule in zip(columns, rules, strict=True)
+    ]
     results = []
     for row in range(len(contributions)):
         by_field: dict[str, float] = {}
-        for source, value in zip(sources, contributions.iloc[row].to_numpy(), strict=True):
+        fixable_sum: dict[str, float] = {}
+        for source, value, fixable in zip(
+            sources, contributions.iloc[row].to_numpy(), fixable_column, strict=True
+        ):
             by_field[source] = by_field.get(source, 0.0) + float(value)
+            if fixable:
+                fixable_sum[source] = fixable_sum.get(source, 0.0) + float(value)
         ranked = []
+        fixable_field: dict[str, bool] = {}
         for field, value in by_field.items():
-            rule = RULES.get(field)
+            # Fixable when its fixable columns carry at least half of it.
+            fixable_field[field] = field in fixable_sum and (
+                2.0 * np.sign(value) * fixable_sum[field] >= abs(value)
+            )
             if abs(value) < min_abs:
                 continue
-            group = 0 if value > 0 and rule and rule.actionable else (1 if value > 0 else 2)
+            group = 0 if value > 0 and fixable_field[field] else (1 if value > 0 else 2)
             ranked.append((group, -abs(value), field, value))
         m_row = {c: matrix[c].to_numpy()[row] for c in matrix.columns}
         c_row = {c: np.asarray(v)[row] for c, v in context.items()}
@@ -230,20 +263,30 @@ def _reference_factors(
                 best, strongest_line = strength, int(line)
         factors = []
         for _, _, field, value in sorted(ranked)[:top_k]:
-            rule = RULES.get(field)
             line_field = field in {
                 "procedure",
                 "prior authorization",
                 "diagnosis supports procedure",
             }
+            # Worded after its column of largest contribution in its direction, among those
+            # (fixable or not) that carry it; the first such column on ties.
+            part = [
+                (float(contributions[c].to_numpy()[row]) * np.sign(value), -i, c)
+                for i, (c, source, fixable) in enumerate(
+                    zip(columns, sources, fixable_column, strict=True)
+                )
+                if source == field and fixable == fixable_field[field]
+            ]
+            lead = max(part)[2]
+            description, fix = word_factor(field, lead, fixable_field[field], value, m_row, c_row)
             factors.append(
                 Factor(
                     field=field,
-                    description=rule.describe(m_row, c_row) if rule else field,
+                    description=description,
                     contribution=round(value, 4),
                     direction="raises risk" if value > 0 else "lowers risk",
-                    actionable=bool(rule and rule.actionable),
-                    fix=rule.fix(m_row, c_row) if rule and rule.fix and value > 0 else None,
+                    actionable=fixable_field[field],
+                    fix=fix,
                     line_number=strongest_line if line_field else None,
                 )
             )
