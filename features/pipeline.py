@@ -68,6 +68,7 @@ Context = dict[str, np.ndarray]
 _SOURCE_BY_PREFIX: tuple[tuple[str, str], ...] = (
     # Longest prefix first: the first that matches names the field.
     ("hist_payer_max_paid_lag", "days from service to submission"),
+    ("hist_days_past_known_coverage_end", "patient eligibility"),
     ("hist_days_past_", "days from service to submission"),
     ("hist_payer_lag", "days from service to submission"),
     ("hist_lag_", "days from service to submission"),
@@ -81,7 +82,6 @@ _SOURCE_BY_PREFIX: tuple[tuple[str, str], ...] = (
     ("hist_payer_member_shape", "member ID"),
     ("hist_member_id_corrected", "member ID"),
     ("hist_person_", "member ID"),
-    ("hist_days_past_known_coverage_end", "patient eligibility"),
     ("hist_days_since_paid_with_payer", "patient eligibility"),
     ("hist_facility_payer", "service facility"),
     ("hist_procedure_pair", "procedure combination and modifiers"),
@@ -99,10 +99,10 @@ _SOURCE_BY_PREFIX: tuple[tuple[str, str], ...] = (
     ("hist_procedure_provider", "provider specialty"),
     ("hist_payer_procedure", "procedure"),
     ("hist_payer_family", "procedure"),
+    ("hist_procedure_claims_this_year", "benefit limit (visits this year)"),
     ("hist_procedure", "procedure"),
     ("hist_lines", "procedure"),
     ("hist_patient_family_claims_this_year", "benefit limit (visits this year)"),
-    ("hist_procedure_claims_this_year", "benefit limit (visits this year)"),
     ("hist_family_claims_this_year", "benefit limit (visits this year)"),
     ("hist_days_since_same_procedure", "frequency (days since the same procedure)"),
     ("hist_days_since_same_family", "frequency (days since the same procedure)"),

@@ -135,6 +135,9 @@ def test_unseen_codes_map_to_other_level_not_an_error():
         ("procedure_family_2", "procedure"),
         ("days_past_filing_limit", "days from service to submission"),
         ("hist_payer_rate", "payer"),
+        # Longer prefixes than another that matches them first.
+        ("hist_procedure_claims_this_year", "benefit limit (visits this year)"),
+        ("hist_days_past_known_coverage_end", "patient eligibility"),
     ],
 )
 def test_every_model_column_maps_to_a_claim_field(feature, source):
