@@ -746,14 +746,28 @@ class CarcOut(BaseModel):
 
 
 class FactorOut(BaseModel):
-    """One claim field's share of the risk (TreeSHAP, log-odds), worded for a biller."""
+    """One claim field's share of the risk (TreeSHAP, log-odds), worded for a biller with the
+    claim's own values (codes, modifiers, payer name), and history as the history it is."""
 
     field: str = Field(examples=["prior authorization"])
-    description: str = Field(examples=["no prior authorization number (REF*G1) for 70553"])
+    description: str = Field(
+        examples=[
+            "no prior authorization number (REF*G1) for 70553 (line 1)",
+            "about 41% of earlier lines of 97110 to Example Health Plan without an "
+            "authorization number were denied (reason: Authorization / pre-certification)",
+            "rendering provider has 239 earlier claims to Example Health Plan",
+        ]
+    )
     contribution: float = Field(description="Log-odds added to the denial risk.")
     direction: Direction
-    actionable: bool
-    fix: str | None = None
+    actionable: bool = Field(
+        description="Something to fix on this claim: most of the contribution comes from the "
+        "claim's own fields, or from history of the denial reason the fix addresses. False "
+        "for context (the payer, counts and other history)."
+    )
+    fix: str | None = Field(
+        default=None, description="What to change on the claim; only for a fixable risk."
+    )
     line_number: int | None = None
 
 
