@@ -747,18 +747,38 @@ def _several(level: str, c: Values) -> bool:
     return procedures > 2 if level == "pair" else procedures > 1
 
 
-def column_fixable(column: str, rule: FieldRule) -> bool:
+REASON_EVIDENCE = 0.05
+"""A per-reason denial rate from which history shows that reason (one claim in 20). A group
+without such denials is smoothed to about 1% (the 10% prior over 11 reasons): below this, a
+rate cannot be what tells the biller to fix that reason."""
+
+
+def evidence_floor(column: str, rule: FieldRule) -> float | None:
+    """The value from which a fixable history column shows the problem its field's fix
+    addresses: a rate of that reason from :data:`REASON_EVIDENCE`, a count a payer's rule counts
+    from one. ``None`` for a claim field or a delay (fixable whatever its value)."""
+    info = history_column(column)
+    if info is None or info.kind == "measure":
+        return None
+    return 1.0 if info.kind == "count" else REASON_EVIDENCE
+
+
+def column_fixable(column: str, rule: FieldRule, value: float | None = None) -> bool:
     """Whether a column of the field ``rule`` words is something to fix on the claim: the
     claim's own fields and delays, the counts a payer's rule counts, and history rates of a
-    reason the field's fix addresses. Other history is context."""
+    reason the field's fix addresses; with the claim's ``value`` of it, a count or rate only
+    from its :func:`evidence_floor`. Other history is context."""
     if not rule.actionable:
         return False
     info = history_column(column)
     if info is None or info.kind == "measure":
         return True
     if info.kind == "count":
-        return column in rule.problem_counts
-    return info.reason is not None and info.reason in rule.reasons
+        fixable = column in rule.problem_counts
+    else:
+        fixable = info.reason is not None and info.reason in rule.reasons
+    floor = evidence_floor(column, rule)
+    return fixable and (value is None or floor is None or value >= floor)
 
 
 def word_factor(
@@ -782,18 +802,16 @@ def word_factor(
         return (field if info is None else history_text(lead, m, c, info)), None
     if not fixable:
         return (rule.describe(m, c) if info is None else history_text(lead, m, c, info)), None
-    counted = True
     if info is None:
         text = rule.describe(m, c)
     elif info.kind == "count":  # a count the payer's rule counts: what it counts
         text = history_text(lead, m, c, info)
-        counted = _num(m, lead) >= 1  # none yet: nothing to fix
     elif info.kind == "measure" and lead not in _MEASURES:  # days the field's words give
         text = rule.describe(m, c) or history_text(lead, m, c, info)
     else:  # a rate or a delay says what it is beside the claim's field
         parts = (rule.describe(m, c), history_text(lead, m, c, info))
         text = "; ".join(part for part in parts if part)
-    fix = rule.fix(m, c) if rule.fix is not None and value > 0 and counted else None
+    fix = rule.fix(m, c) if rule.fix is not None and value > 0 else None
     return text or field, fix
 
 
@@ -923,7 +941,11 @@ class _Layout:
     rules: tuple[FieldRule, ...]  # per field
     infos: tuple[HistoryColumn | None, ...]  # per model column: what it measures (history)
     has_fixable: np.ndarray  # per field: some of its columns are fixable on the claim
-    leads: np.ndarray  # (2, field, width): [other, fixable] columns of each field, padded
+    fixable: np.ndarray  # per column: fixable on the claim (from its evidence floor)
+    floored: np.ndarray  # the fixable columns that have a floor
+    floored_floors: np.ndarray  # their floors
+    floored_mapping: np.ndarray  # their rows of ``mapping``
+    members: np.ndarray  # (field, width): each field's columns, padded with its first
     has_line_fields: bool
 
 
@@ -940,25 +962,24 @@ def _layout(columns: tuple[str, ...]) -> _Layout:
     rules = tuple(RULES.get(f, _UNKNOWN) for f in fields)
     mapping = np.zeros((len(columns), len(fields)))
     fixable = np.zeros((len(columns), len(fields)))
-    by_part: list[list[list[int]]] = [[[] for _ in fields], [[] for _ in fields]]
+    floors = np.full(len(columns), np.nan)
+    by_field: list[list[int]] = [[] for _ in fields]
     for i, (column, source) in enumerate(zip(columns, sources, strict=True)):
         j = index[source]
         mapping[i, j] = 1.0
-        part = int(column_fixable(column, rules[j]))
-        fixable[i, j] = part
-        by_part[part][j].append(i)
-    width = max((len(c) for part in by_part for c in part), default=0) or 1
-    # Padded with the part's first column again (a repeat changes no maximum), or column 0
-    # for a part without columns (a field is never worded from a part it has none in).
-    leads = np.zeros((2, len(fields), width), dtype=np.intp)
-    for part, per_field in enumerate(by_part):
-        for j, found in enumerate(per_field):
-            leads[part, j] = (found + [found[0]] * (width - len(found))) if found else 0
+        fixable[i, j] = column_fixable(column, rules[j])
+        floor = evidence_floor(column, rules[j]) if fixable[i, j] else None
+        floors[i] = np.nan if floor is None else floor
+        by_field[j].append(i)
+    width = max(len(found) for found in by_field)
+    # Padded with the field's first column again: a repeat changes no maximum.
+    members = np.array([found + [found[0]] * (width - len(found)) for found in by_field])
     both = np.hstack([mapping, fixable])
-    for array in (mapping, both, leads):
-        array.flags.writeable = False
+    fixable_columns = np.asarray(fixable.any(axis=1))
     has_fixable = np.asarray(fixable.any(axis=0))
-    has_fixable.flags.writeable = False
+    floored = np.flatnonzero(~np.isnan(floors))
+    for array in (mapping, both, members, fixable_columns, has_fixable, floors, floored):
+        array.flags.writeable = False
     return _Layout(
         columns=columns,
         mapping=mapping,
@@ -968,7 +989,11 @@ def _layout(columns: tuple[str, ...]) -> _Layout:
         rules=rules,
         infos=tuple(history_column(c) for c in columns),
         has_fixable=has_fixable,
-        leads=leads,
+        fixable=fixable_columns,
+        floored=floored,
+        floored_floors=floors[floored],
+        floored_mapping=mapping[floored],
+        members=members.astype(np.intp),
         has_line_fields=any(f in _LINE_FIELDS for f in fields),
     )
 
@@ -992,10 +1017,10 @@ def explain_batch(
 ) -> list[list[Factor]]:
     """Top factors per claim: fixable risk-raising fields first, then other risks, then the rest.
 
-    Contributions are summed per claim field (and per field over its fixable columns, see
-    :func:`column_fixable`) with one matrix product and ranked for the whole batch with one
-    sort. A field is fixable on a claim when its fixable columns carry at least half of its
-    contribution. Only the ``top_k`` fields chosen per claim are worded, each after its
+    Contributions are summed per claim field (and per field over the columns fixable on the
+    claim, see :func:`column_fixable`) with one matrix product and ranked for the whole batch
+    with one sort. A field is fixable on a claim when its fixable columns carry at least half
+    of its contribution. Only the ``top_k`` fields chosen per claim are worded, each after its
     column of largest contribution in its direction among the part that carries it, so a batch
     of thousands of claims costs a few words per factor.
     """
@@ -1005,9 +1030,27 @@ def explain_batch(
     columns = [str(c) for c in contributions.columns.tolist()]
     layout = _layout(tuple(columns))
     values = contributions.to_numpy(dtype=np.float64, copy=False)
+    matrix_columns = [str(c) for c in matrix.columns.tolist()]
+    m_values = matrix.to_numpy(dtype=np.float64, copy=False)
+    m_positions = (
+        layout.positions if matrix_columns == columns else _layout(tuple(matrix_columns)).positions
+    )
     n_fields = len(layout.fields)
     sums = values @ layout.both
     grouped, fixable_part = sums[:, :n_fields], sums[:, n_fields:]
+    # Per claim and column: fixable on the claim (history only from its evidence floor).
+    fixable_cells = np.broadcast_to(layout.fixable, values.shape)
+    floored = layout.floored
+    if len(floored):
+        floored_in_matrix = (
+            floored
+            if m_positions is layout.positions
+            else np.array([m_positions.get(layout.columns[i], 0) for i in floored])
+        )
+        weak = ~(m_values[:, floored_in_matrix] >= layout.floored_floors)  # NaN: weak
+        fixable_part = fixable_part - (values[:, floored] * weak) @ layout.floored_mapping
+        fixable_cells = fixable_cells.copy()
+        fixable_cells[:, floored] &= ~weak
     magnitude = np.abs(grouped)
     raises = grouped > 0
     fixable = layout.has_fixable & (2.0 * np.sign(grouped) * fixable_part >= magnitude)
@@ -1016,25 +1059,22 @@ def explain_batch(
     group = np.where(raises & fixable, 0, np.where(raises, 1, 2))
     group = np.where(magnitude >= min_abs, group, 3)
     order = np.lexsort((-magnitude, group), axis=-1)[:, :top_k]
-    chosen_values = np.take_along_axis(grouped, order, axis=1)
-    chosen_fixable = np.take_along_axis(fixable, order, axis=1)
+    rows = np.arange(n)[:, None]
+    chosen_values = grouped[rows, order]
+    chosen_fixable = fixable[rows, order]
     # Each chosen field's lead column: its largest contribution in the field's direction
-    # among the part (fixable or not) that carries the field.
-    candidates = layout.leads[chosen_fixable.astype(np.intp), order]
-    taken = _take_cells(values, candidates)
-    signed = taken * np.sign(chosen_values)[..., None]
-    lead = np.take_along_axis(candidates, signed.argmax(axis=2)[..., None], axis=2)[..., 0]
+    # among the part (fixable on the claim or not) that carries the field.
+    candidates = layout.members[order]
+    in_part = _take_cells(fixable_cells, candidates) == chosen_fixable[..., None]
+    signed = _take_cells(values, candidates) * np.sign(chosen_values)[..., None]
+    signed = np.where(in_part, signed, -np.inf)
+    lead = candidates[rows, np.arange(order.shape[1]), signed.argmax(axis=2)]
     # The chosen fields' keys as Python lists: indexing numpy per factor cost more than wording.
     chosen_fields = order.tolist()
-    chosen_shown = (np.take_along_axis(group, order, axis=1) != 3).tolist()
+    chosen_shown = (group[rows, order] != 3).tolist()
     chosen_leads = lead.tolist()
     chosen_fix = chosen_fixable.tolist()
     chosen_list = chosen_values.tolist()
-    matrix_columns = [str(c) for c in matrix.columns.tolist()]
-    m_values = matrix.to_numpy(dtype=np.float64, copy=False)
-    m_positions = (
-        layout.positions if matrix_columns == columns else _layout(tuple(matrix_columns)).positions
-    )
     lines = (
         _dominant_lines(_Columns(values, layout.positions), context, n)
         if layout.has_line_fields

@@ -224,11 +224,13 @@ def _reference_factors(
     columns = [str(c) for c in contributions.columns]
     sources = [feature_source(c) for c in columns]
     rules = [RULES.get(source) for source in sources]
-    fixable_column = [
-        rule is not None and column_fixable(c, rule) for c, rule in zip(columns, rules, strict=True)
-    ]
     results = []
     for row in range(len(contributions)):
+        # Fixable on this claim: history only from the value that shows the problem.
+        fixable_column = [
+            rule is not None and column_fixable(c, rule, float(matrix[c].to_numpy()[row]))
+            for c, rule in zip(columns, rules, strict=True)
+        ]
         by_field: dict[str, float] = {}
         fixable_sum: dict[str, float] = {}
         for source, value, fixable in zip(

@@ -59,8 +59,8 @@ def explained() -> tuple[pd.DataFrame, Context]:
         {
             "claim_id": [claim["claim_id"] for claim in earlier],
             "remit_date": pd.to_datetime([f"2025-02-{1 + i:02d}" for i in range(EARLIER)]),
-            "denied": [0, 1, 0, 1, 0, 0],
-            "category": [None, "credentialing", None, "authorization", None, None],
+            "denied": [0, 1, 1, 1, 0, 0],
+            "category": [None, "credentialing", "medical_necessity", "authorization", None, None],
         }
     )
     features = ClaimFeatureTransformer(min_level_count=1).fit(tables_from(earlier), outcomes)
@@ -208,6 +208,18 @@ def test_history_of_the_reason_a_fix_addresses_keeps_the_fix(
     assert factor.actionable and factor.fix is not None and "credentialed" in factor.fix
     # It lowers the risk: no fix to make.
     assert _factor(explained, "hist_provider_payer_rate_credentialing", -1.0).fix is None
+
+
+def test_history_that_does_not_show_the_reason_keeps_no_fix(
+    explained: tuple[pd.DataFrame, Context],
+) -> None:
+    # No earlier claim was denied for coding: a coding rate of this grouping is the smoothing
+    # prior, no reason to check code edits.
+    matrix, _ = explained
+    assert matrix.loc[0, "hist_procedure_set_rate_coding"] < 0.05
+    factor = _factor(explained, "hist_procedure_set_rate_coding")
+    assert "(reason: Medical coding)" in factor.description, factor
+    assert factor.fix is None and not factor.actionable
 
 
 def test_a_duplicate_count_is_worded_as_the_number_of_earlier_submissions(
