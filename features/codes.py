@@ -177,6 +177,12 @@ def _icd10cm() -> ModuleType | None:
     return simple_icd_10_cm
 
 
+def preload_code_sets() -> None:
+    """Load the ICD-10-CM code set now (a server's start-up) rather than in the first
+    explanation that names a diagnosis."""
+    _icd10cm()
+
+
 @lru_cache(maxsize=4096)
 def diagnosis_description(code: str) -> str | None:
     """The ICD-10-CM description of a diagnosis code as a claim writes it (``G43909``, with or

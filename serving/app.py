@@ -35,6 +35,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi_offline import FastAPIOffline
 
 from denial_risk.settings import Settings, get_settings
+from features.codes import preload_code_sets
 from serving import worklist_routes
 from serving.api import errors
 from serving.api.coalesce import SWITCH_INTERVAL_SECONDS, ScoringCoalescer
@@ -167,6 +168,9 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader | None = 
                     settings.resolved_tracking_uri(),
                     f"models:/{settings.recovery_model_name}@{settings.champion_alias}",
                 )
+            # The diagnosis code set takes seconds to read: not in the first explained
+            # request. Loaded before the heap is frozen, so collections never walk it.
+            await run_in_threadpool(preload_code_sets)
             freeze_heap()  # the worklist's model too (the scoring model froze as it loaded)
             coalescer.start()
             holder.start_retrying(
