@@ -639,6 +639,12 @@ class ClaimIn(BaseModel):
                 f"submission_date {self.submission_date} is before service_date_from "
                 f"{self.service_date_from}; a claim is sent after the service"
             )
+        if self.patient_birth_date is not None and self.patient_birth_date > self.service_date_from:
+            # The birth date is never repeated (it is the patient's); the field names it.
+            raise ValueError(
+                "patient_birth_date is after service_date_from: a patient is born before the "
+                "service; check the birth date (DMG02) or the dates of service"
+            )
         # Effective numbers: a line without one takes its position (as the tables will).
         numbers = [line.line_number or i for i, line in enumerate(self.lines, start=1)]
         if len(numbers) != len(set(numbers)):

@@ -37,6 +37,21 @@ def client() -> Iterator[TestClient]:
         yield test_client
 
 
+def test_a_birth_date_after_the_service_is_refused_without_repeating_it(
+    client: TestClient,
+) -> None:
+    # It was accepted and scored (a birth date in 2031 for a service in 2025).
+    claim = make_claim(patient_birth_date="2031-04-17")
+    answer = client.post("/v1/claims/score", json={"claims": [claim]}, headers=AUTH)
+    assert answer.status_code == 422
+    (problem,) = answer.json()["errors"]
+    assert problem["field"] == "claims[0]"
+    assert "patient_birth_date is after service_date_from" in problem["message"]
+    assert "2031" not in answer.text
+    newborn = make_claim(patient_birth_date=claim["service_date_from"])  # born that day: fine
+    assert client.post("/v1/claims/score", json={"claims": [newborn]}, headers=AUTH).is_success
+
+
 def test_an_overlong_group_number_is_refused_without_repeating_it(client: TestClient) -> None:
     claim = make_claim(subscriber_group_number=GROUP + "9" * 50)
     answer = client.post("/v1/claims/score", json={"claims": [claim]}, headers=AUTH)
