@@ -163,17 +163,14 @@ def code_tables() -> CodeTables:
 
 
 @lru_cache(maxsize=1)
-def _icd10cm() -> ModuleType | None:
+def _icd10cm() -> ModuleType:
     """The ICD-10-CM code set (the ``simple-icd-10-cm`` package), loaded on first use.
 
     Importing it parses CMS's tabular list (about 2 s and 180 MB), so only a process that words
-    a diagnosis pays for it. ``None`` when it is not installed: a diagnosis is then named by
-    its code alone, rather than failing a score over a description.
+    a diagnosis pays for it.
     """
-    try:
-        import simple_icd_10_cm
-    except ImportError:
-        return None
+    import simple_icd_10_cm
+
     return simple_icd_10_cm
 
 
@@ -186,10 +183,10 @@ def preload_code_sets() -> None:
 @lru_cache(maxsize=4096)
 def diagnosis_description(code: str) -> str | None:
     """The ICD-10-CM description of a diagnosis code as a claim writes it (``G43909``, with or
-    without its dot); ``None`` for a code the code set does not hold, or without the code set.
+    without its dot); ``None`` for a code the code set does not hold.
     """
     codes = _icd10cm()
     key = code.strip().upper()
-    if codes is None or not codes.is_valid_item(key):
+    if not codes.is_valid_item(key):
         return None
     return str(codes.get_description(key))

@@ -9,6 +9,7 @@ million-claim run's training rows are 0.6 GB that its peak would otherwise carry
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,18 +46,15 @@ class SpilledMatrix:
         kept = self.rows if keep is None else len(keep)
         later_rows = later.rows if isinstance(later, SpilledMatrix) else len(later)
         values = np.empty((kept + later_rows, len(self.columns)), self.dtype, order="F")
-        # With rows to leave out, each column is read whole into one buffer and the kept rows
-        # copied from it: one column's worth of memory more, never the whole matrix.
-        column_buffer = None if keep is None else np.empty(self.rows, self.dtype)
-        self._file.seek(0)
-        for column in range(len(self.columns)):
-            read_into = values[:kept, column] if column_buffer is None else column_buffer
-            target = read_into.data.cast("B")
-            if self._file.readinto(target) != target.nbytes:
-                raise OSError("the spilled matrix's file was cut short")
-            if column_buffer is not None:
-                values[:kept, column] = column_buffer[keep]
-        self.close()
+        if keep is None:
+            self.read_into(values[:kept])
+        else:
+            # Each column is read whole into one buffer and the kept rows copied from it: one
+            # column's worth of memory more, never the whole matrix.
+            column_buffer = np.empty((self.rows, 1), self.dtype, order="F")
+            for column, _ in enumerate(self._columns_read_into(column_buffer)):
+                values[:kept, column] = column_buffer[keep, 0]
+            self.close()
         if isinstance(later, SpilledMatrix):
             later.read_into(values[kept:])
         else:
@@ -68,12 +66,19 @@ class SpilledMatrix:
     def read_into(self, values: np.ndarray) -> None:
         """Every spilled row into ``values`` (column-major, this matrix's shape); the file is
         closed."""
+        for _ in self._columns_read_into(values, every_column=True):
+            pass
+        self.close()
+
+    def _columns_read_into(self, values: np.ndarray, every_column: bool = False) -> Iterator[int]:
+        """Read the file's columns in order, each into ``values[:, column]`` (or, with one
+        column in ``values``, each into it in turn); yield each column's index once read."""
         self._file.seek(0)
         for column in range(len(self.columns)):
-            target = values[:, column].data.cast("B")
+            target = values[:, column if every_column else 0].data.cast("B")
             if self._file.readinto(target) != target.nbytes:
                 raise OSError("the spilled matrix's file was cut short")
-        self.close()
+            yield column
 
     def close(self) -> None:
         self._file.close()
