@@ -80,6 +80,17 @@ ModelOption = Annotated[
 ]
 
 
+HistoryOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--history",
+        help="Data set whose claims and remittances new claims are scored against (keep it "
+        "current with `ingest --into`); default $DENIAL_RISK_HISTORY_DATASET, else the data set "
+        "the model was trained on.",
+    ),
+]
+
+
 def _parse_date(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
@@ -594,6 +605,7 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, max=16, help="Server processes.")] = 1,
     model: ModelOption = None,
+    history: HistoryOption = None,
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Start the scoring API (FastAPI + uvicorn); docs at http://HOST:PORT/docs."""
@@ -602,6 +614,8 @@ def serve(
     settings = _settings(tracking_uri)
     if model:
         settings = settings.model_copy(update={"model_uri": model})
+    if history:
+        settings = settings.model_copy(update={"history_dataset": history})
     problem = settings.api_auth_problem()
     if problem:
         raise fail(problem)
@@ -625,12 +639,7 @@ def score(
         bool, typer.Option("--explain/--no-explain", help="Add SHAP factors and fixes.")
     ] = True,
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=20, help="Factors per claim.")] = 5,
-    history: Annotated[
-        Path | None,
-        typer.Option(
-            help="Data set with newer claims and remittances to bring history up to date."
-        ),
-    ] = None,
+    history: HistoryOption = None,
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Score claims before submission: denial probability, likely reasons, CARCs, fixes."""
@@ -643,13 +652,12 @@ def score(
         raise fail(f"--out {out}: use a .csv or .parquet file name")
     try:
         with progress_bar("scoring") as update:
-            update("loading model", 0.05)
+            update("loading the model and its history", 0.05)
             service = load_service(
-                model or settings.resolved_model_uri(), settings.resolved_tracking_uri()
+                model or settings.resolved_model_uri(),
+                settings.resolved_tracking_uri(),
+                history=history or settings.history_dataset,
             )
-            if history is not None:
-                update("refreshing history", 0.15)
-                _refresh_history(service, history)
             update("reading and validating claims", 0.3)
             tables, rejects = read_claims(source)
             n_claims = len(tables)
@@ -670,6 +678,8 @@ def score(
     except (RuntimeError, FileNotFoundError, ValueError) as error:
         raise fail(str(error)) from None
     rejected_claims = _rejected_claim_count(rejects)
+    if service.history is not None:
+        console.print(f"Scored with the {service.history.describe()}.")
     if len(rejects):
         console.print(f"{len(rejects):,} input rows rejected with reasons: [bold]{rejects_path}[/]")
     console.print(
@@ -683,18 +693,6 @@ def _rejected_claim_count(rejects) -> int:  # type: ignore[no-untyped-def]
     if rejects is None or len(rejects) == 0 or "claim_id" not in rejects.columns:
         return 0
     return int(rejects["claim_id"].dropna().nunique())
-
-
-def _refresh_history(service, dataset_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    from features.claim_tables import ClaimTables
-    from features.schema import ClaimsDataset
-    from training.dataset import outcome_labels
-    from training.model import with_history
-
-    dataset, _ = ClaimsDataset.read(dataset_dir)
-    service.pipeline = with_history(
-        service.pipeline, ClaimTables.from_dataset(dataset), outcome_labels(dataset)
-    )
 
 
 def _write_table(frame, path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     model_uri: str | None = Field(
         default=None, description="Model to serve; default models:/<model_name>@champion."
     )
+    history_dataset: Path | None = Field(
+        default=None,
+        description="Data set whose claims and remittances are the history new claims are "
+        "scored with (`denial-risk ingest --into` keeps it current); by default the one the "
+        "model was trained on.",
+    )
     api_keys: list[str] = Field(default_factory=list, description="Accepted X-API-Key values.")
     max_batch_claims: int = Field(default=5000, ge=1, le=100_000)
     max_body_bytes: int = Field(default=20_000_000, ge=1_000)

@@ -1534,8 +1534,14 @@ class HistoryFeatures(BaseEstimator):
     def _table_lookups(self) -> tuple[_TableLookups, ...]:
         """The lookups of the fitted indexes per level (:data:`LEVELS`: claims, lines, line
         diagnoses, pairs), built once, rebuilt after a fit."""
-        if "rate_indexes_" not in self.__dict__ and "known_claims_" in self.__dict__:
-            raise RuntimeError("this history was released: refresh it before transforming")
+        if "rate_indexes_" not in self.__dict__:
+            # Released while training fits its boosters, or never built: a registered model
+            # brings no history of its own (it is built from a data set, see
+            # training.history_store).
+            raise RuntimeError(
+                "this history was released or never built: refresh it (or give the model a "
+                "history data set) before transforming"
+            )
         fitted = (self.rate_indexes_, self.outcome_indexes_, self.submission_indexes_)
         cached = self.__dict__.get("_lookups")
         if cached is not None and all(a is b for a, b in zip(cached[0], fitted, strict=True)):

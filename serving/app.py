@@ -79,6 +79,7 @@ def registry_loader(settings: Settings) -> ServiceLoader:
             settings.resolved_tracking_uri(),
             _bands(settings),
             LocalCopies(settings.local_copy_dir),
+            settings.history_dataset,
         )
 
     return load
@@ -93,7 +94,9 @@ def local_copy_fallback(settings: Settings) -> FallbackLoader:
         if not isinstance(error, RegistryUnreachable):
             return None  # the registry answered (no such model, corrupt files): say so
         copies = LocalCopies(settings.local_copy_dir)
-        return copies.load(settings.resolved_model_uri(), _bands(settings))
+        return copies.load(
+            settings.resolved_model_uri(), _bands(settings), settings.history_dataset
+        )
 
     return fallback
 

@@ -27,10 +27,11 @@ from urllib.parse import quote
 import mlflow
 from mlflow import MlflowClient
 from pydantic import BaseModel, Field, ValidationError
-from sklearn.pipeline import Pipeline
 
 from serving.service import ModelInfo, RiskBands, ScoringService
 from training import registry
+from training.history_store import load_history
+from training.model import with_history_state
 
 log = logging.getLogger("denial_risk.api")
 
@@ -58,17 +59,20 @@ def load_service(
     tracking_uri: str,
     bands: RiskBands | None = None,
     copies: LocalCopies | None = None,
+    history: Path | None = None,
 ) -> ScoringService:
     """A ScoringService for ``model_uri`` (``models:/name@alias``, ``models:/name/3`` or a path).
 
-    With ``copies``, a model loaded from the registry is kept there as its last good copy.
-    Raises :class:`ModelLoadError` (:class:`RegistryUnreachable` when the registry or its
-    artifact store cannot be reached) with a message saying what to do.
+    Its history is built from the data set ``history`` (the practice's, kept current by
+    ``ingest --into``); by default from the one the model was trained on. With ``copies``, a
+    model loaded from the registry is kept there as its last good copy. Raises
+    :class:`ModelLoadError` (:class:`RegistryUnreachable` when the registry or its artifact
+    store cannot be reached) with a message saying what to do.
     """
     if not model_uri.startswith("models:/"):
         # A local model folder needs no registry (and must load where none exists).
         info = ModelInfo(name=model_uri, version="local", alias=None, uri=model_uri)
-        return ScoringService(_read_pipeline(model_uri, model_uri), info, bands)
+        return _service(model_uri, model_uri, info, bands, history)
     info = _ask_registry(
         model_uri, lambda: describe_model(registry.configure(tracking_uri), model_uri)
     )
@@ -88,7 +92,7 @@ def load_service(
                 f"cannot load model '{model_uri}': the files of version {info.version} cannot "
                 f"be downloaded from the artifact store ({error}); {RECOVER}"
             ) from error
-        service = ScoringService(_read_pipeline(folder, model_uri, info.version), info, bands)
+        service = _service(folder, model_uri, info, bands, history)
         if copies:
             copies.keep(model_uri, folder, info)
     return service
@@ -109,10 +113,18 @@ def _ask_registry(model_uri: str, ask: Callable[[], ModelInfo]) -> ModelInfo:
         raise ModelLoadError(f"cannot load model '{model_uri}': {error}. {TRAIN_ONE}") from error
 
 
-def _read_pipeline(folder: str | Path, model_uri: str, version: str | None = None) -> Pipeline:
-    """The pipeline of an MLflow model folder; :class:`ModelLoadError` when it cannot be read."""
+def _service(
+    folder: str | Path,
+    model_uri: str,
+    info: ModelInfo,
+    bands: RiskBands | None,
+    history: Path | None,
+) -> ScoringService:
+    """The model of an MLflow model folder with its history; :class:`ModelLoadError` when
+    either cannot be read."""
+    version = None if info.version == "local" else info.version
     try:
-        return registry.load_pipeline(str(folder))
+        pipeline, named = registry.load_model(str(folder))
     except Exception as error:  # a missing file, a truncated or garbled one: any type
         why = (
             f"{error}. {TRAIN_ONE}"
@@ -121,6 +133,27 @@ def _read_pipeline(folder: str | Path, model_uri: str, version: str | None = Non
             f"({type(error).__name__}: {error}); {RECOVER}"
         )
         raise ModelLoadError(f"cannot load model '{model_uri}': {why}") from error
+    source = history or named
+    if source is None:
+        raise ModelLoadError(
+            f"cannot load model '{model_uri}': it names no data set to build its history from; "
+            f"{HISTORY_HINT}"
+        )
+    features = pipeline.named_steps["features"]
+    try:
+        stored = load_history(source, features.smoothing, features.prior_rate)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(
+            f"cannot load model '{model_uri}': its history data set cannot be read ({error}); "
+            f"{HISTORY_HINT}"
+        ) from error
+    return ScoringService(with_history_state(pipeline, stored.state), info, bands, stored.as_of)
+
+
+HISTORY_HINT = (
+    "point --history (or the DENIAL_RISK_HISTORY_DATASET setting) at the practice's data set "
+    "(`denial-risk ingest --into DATASET` keeps it current)"
+)
 
 
 @contextmanager
@@ -253,9 +286,12 @@ class LocalCopies:
             ):
                 shutil.rmtree(entry, ignore_errors=True)
 
-    def load(self, model_uri: str, bands: RiskBands | None = None) -> ScoringService:
-        """A service from the last good copy of ``model_uri``; :class:`ModelLoadError` when
-        there is none or it cannot be read."""
+    def load(
+        self, model_uri: str, bands: RiskBands | None = None, history: Path | None = None
+    ) -> ScoringService:
+        """A service from the last good copy of ``model_uri`` (its history from ``history``,
+        or the data set the model names); :class:`ModelLoadError` when there is none or it
+        cannot be read."""
         parent = self.folder(model_uri)
         try:
             record = CopyRecord.model_validate_json((parent / self.RECORD).read_text())
@@ -266,15 +302,13 @@ class LocalCopies:
             ) from None
         except (OSError, ValidationError) as error:
             raise ModelLoadError(f"its local copy's record cannot be read ({error})") from None
-        try:
-            pipeline = registry.load_pipeline(str(parent / record.folder))
-        except Exception as error:  # missing or corrupt files: any type
-            raise ModelLoadError(
-                f"its local copy (version {record.model.version}) cannot be read "
-                f"({type(error).__name__}: {error})"
-            ) from error
         info = dataclasses.replace(record.model, local_copy_saved_at=record.saved_at)
-        return ScoringService(pipeline, info, bands)
+        try:
+            return _service(parent / record.folder, info.uri, info, bands, history)
+        except ModelLoadError as error:
+            raise ModelLoadError(
+                f"its local copy (version {record.model.version}) cannot be read ({error})"
+            ) from error
 
 
 def _log_no_copy(model_uri: str, error: OSError) -> None:

@@ -823,6 +823,19 @@ class ErrorResponse(BaseModel):
     request_id: str | None = None
 
 
+class HistoryOut(BaseModel):
+    """How recent the history new claims are scored against is."""
+
+    last_remittance: dt.date | None = Field(
+        description="The latest remittance (835) the history holds: outcomes after it are not "
+        "known to the scores. Ingest newer 835s (`denial-risk ingest --into`), then reload."
+    )
+    last_submission: dt.date | None = Field(description="The latest claim it holds was sent.")
+    claims: int
+    outcomes: int
+    built_at: dt.datetime
+
+
 class ModelOut(BaseModel):
     name: str
     version: str
@@ -841,6 +854,9 @@ class ModelOut(BaseModel):
     warning: str | None = Field(
         default=None,
         description="Why the model served is not the one asked for, when it is not.",
+    )
+    history: HistoryOut | None = Field(
+        default=None, description="The history claims are scored against, as of when."
     )
 
 
@@ -869,3 +885,6 @@ class ReloadOut(BaseModel):
     previous_version: str | None
     version: str
     changed: bool
+    history: HistoryOut | None = Field(
+        default=None, description="The history now scored against (newly ingested included)."
+    )

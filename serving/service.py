@@ -20,6 +20,7 @@ from sklearn.pipeline import Pipeline
 from features.claim_tables import ClaimTables
 from features.codes import code_tables
 from serving.explain import Factor, explain_batch
+from training.history_store import HistoryAsOf
 from training.model import Prediction, predict, top_columns
 
 Progress = Callable[[int, int], None]
@@ -88,9 +89,17 @@ class ScoringService:
     into dictionaries: per-claim lookups in the pandas tables cost more than the model itself.
     """
 
-    def __init__(self, pipeline: Pipeline, info: ModelInfo, bands: RiskBands | None = None):
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        info: ModelInfo,
+        bands: RiskBands | None = None,
+        history: HistoryAsOf | None = None,
+    ):
         self.pipeline = pipeline
         self.info = info
+        self.history = history
+        """How recent the history the claims are scored with is (``None``: not known)."""
         self.bands = bands or RiskBands()
         self._codes = code_tables()
         categories = self._codes.reason_categories

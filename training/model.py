@@ -18,6 +18,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from features.claim_tables import ClaimTables
+from features.history import HistoryFeatures
 from features.pipeline import (
     MATRIX_DTYPE,
     ClaimFeatureTransformer,
@@ -96,12 +97,33 @@ def with_history(pipeline: Pipeline, tables: ClaimTables, outcomes: pd.DataFrame
     Used to score claims point-in-time over a period after the training cutoff (evaluation, or a
     practice that has ingested newer remittances), without refitting anything.
     """
+    view = with_history_state(pipeline, copy.copy(pipeline.named_steps["features"].history_))
+    view.named_steps["features"].refresh_history(tables, outcomes)
+    return view
+
+
+def with_history_state(pipeline: Pipeline, state: HistoryFeatures) -> Pipeline:
+    """A copy of the pipeline that looks history up in ``state`` (a history store's, see
+    :mod:`training.history_store`); the pipeline given is left as it was."""
+    features = pipeline.named_steps["features"]
+    if (state.smoothing, state.prior_rate) != (features.smoothing, features.prior_rate):
+        raise ValueError(
+            f"the history was built with smoothing {state.smoothing} and prior rate "
+            f"{state.prior_rate}, the model expects {features.smoothing} and "
+            f"{features.prior_rate}"
+        )
     view = copy.copy(pipeline)
-    features = copy.copy(pipeline.named_steps["features"])
-    features.history_ = copy.copy(features.history_)
-    features.refresh_history(tables, outcomes)
+    features = copy.copy(features)
+    features.history_ = state
     view.steps = [("features", features), ("model", pipeline.named_steps["model"])]
     return view
+
+
+def without_history(pipeline: Pipeline) -> Pipeline:
+    """A copy of the pipeline holding no history (what is registered: the model's learned
+    parts only); it scores once given a history (:func:`with_history_state`)."""
+    features = pipeline.named_steps["features"]
+    return with_history_state(pipeline, HistoryFeatures(features.smoothing, features.prior_rate))
 
 
 @dataclass

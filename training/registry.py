@@ -9,7 +9,6 @@ The alias it replaces is remembered in a ``previous_champion`` alias for rollbac
 from __future__ import annotations
 
 import os
-import pickle
 import socket
 import tempfile
 from dataclasses import dataclass
@@ -20,17 +19,18 @@ from typing import Any
 import joblib
 import mlflow
 import pandas as pd
-import pyarrow as pa
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature, infer_signature
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc import PyFuncModel, PythonModel
 from mlflow.types.schema import ColSpec, Schema
 from sklearn.pipeline import Pipeline
 
+from features.atomic import read_pickle, write_pickle
 from features.claim_tables import ClaimTables
-from training.model import predict_frame
+from training.history_store import load_history
+from training.model import predict_frame, with_history_state, without_history
 
 PREVIOUS_ALIAS = "previous_champion"
 PIPELINE_FILE = "pipeline.pkl.zst"
@@ -60,14 +60,8 @@ def configure(tracking_uri: str, create: bool = False) -> MlflowClient:
 
 
 def save_pipeline_file(pipeline: Pipeline, path: Path) -> Path:
-    """Write the fitted pipeline as a zstd-compressed pickle (protocol 5).
-
-    Streams through pyarrow's zstd codec (pyarrow is already a dependency of the model): at 200k
-    claims ~5x faster to write and ~3x faster to read than joblib with zlib level 3, and smaller.
-    """
-    with pa.OSFile(str(path), "wb") as raw, pa.CompressedOutputStream(raw, "zstd") as out:
-        pickle.dump(pipeline, out, protocol=5)
-    return path
+    """Write the fitted pipeline as a zstd-compressed pickle (see ``write_pickle``)."""
+    return write_pickle(pipeline, path)
 
 
 def load_pipeline_file(path: str | Path) -> Pipeline:
@@ -77,9 +71,7 @@ def load_pipeline_file(path: str | Path) -> Pipeline:
     Like any pickle (and MLflow's own model loading), the file runs code as it loads: it must
     come from this project's training, through a registry or a folder it exported."""
     if str(path).endswith(".zst"):
-        with pa.OSFile(str(path), "rb") as raw, pa.CompressedInputStream(raw, "zstd") as source:
-            # Deliberate: the fitted pipeline is ours; scikit-learn estimators persist as pickles
-            pipeline: Pipeline = pickle.load(source)  # noqa: S301
+        pipeline: Pipeline = read_pickle(path)
         return pipeline
     legacy: Pipeline = joblib.load(path)
     return legacy
@@ -90,12 +82,27 @@ class DenialRiskPyfunc(PythonModel):
 
     def load_context(self, context: Any) -> None:
         self.pipeline: Pipeline = load_pipeline_file(context.artifacts["pipeline"])
+        self.history_dataset: str | None = (context.model_config or {}).get(HISTORY_DATASET)
+        self._scoring: Pipeline | None = None
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
         tables, rejects = ClaimTables.from_flat_lines(model_input)
         if len(tables) == 0:
             raise ValueError(f"no valid claim in the input: {rejects['reason'].head(3).tolist()}")
-        return predict_frame(self.pipeline, tables)
+        return predict_frame(self._with_history(), tables)
+
+    def _with_history(self) -> Pipeline:
+        """The pipeline with the history of the data set it names, built on the first call
+        (the project's own loading, :mod:`serving.loading`, picks the data set itself)."""
+        if self._scoring is None:
+            if not self.history_dataset:
+                raise ValueError("this model names no history data set to score with")
+            features = self.pipeline.named_steps["features"]
+            stored = load_history(
+                Path(self.history_dataset), features.smoothing, features.prior_rate
+            )
+            self._scoring = with_history_state(self.pipeline, stored.state)
+        return self._scoring
 
 
 def pip_requirements() -> list[str]:
@@ -180,12 +187,14 @@ def _placeholders(values: pd.Series, prefix: str) -> dict[Any, str]:
     return {value: f"{prefix}{i}" for i, value in enumerate(pd.unique(values.dropna()), 1)}
 
 
-def log_pipeline(pipeline: Pipeline, example: ClaimTables) -> str:
+def log_pipeline(pipeline: Pipeline, example: ClaimTables, history_dataset: Path) -> str:
     """Log the fitted pipeline as an MLflow pyfunc model; return its model URI.
 
     Must run inside an active MLflow run. It is not registered here: see
     :func:`register_version`. ``example`` (a few claims) is logged as the model's input
-    example once de-identified (:func:`deidentified_example`).
+    example once de-identified (:func:`deidentified_example`). What is logged holds no
+    history: scoring builds it from a data set (:mod:`training.history_store`), by default
+    ``history_dataset``, the one the model was trained on (:func:`history_dataset_of`).
     """
     # The registry's artifact store is read by whoever can read the models, and an input
     # example is shown in MLflow's UI: real claims would put member IDs and birth dates there.
@@ -196,7 +205,7 @@ def log_pipeline(pipeline: Pipeline, example: ClaimTables) -> str:
     example_output = predict_frame(pipeline, example)
     signature = serving_signature(example_input, example_output)
     with tempfile.TemporaryDirectory() as tmp:
-        path = save_pipeline_file(pipeline, Path(tmp) / PIPELINE_FILE)
+        path = save_pipeline_file(without_history(pipeline), Path(tmp) / PIPELINE_FILE)
         # Exactly what mlflow.pyfunc.log_model does, minus its check of the input example: that
         # check unpickles the model just written and scores the example again (seconds at a
         # million claims) and can only log a warning. The example was scored above already.
@@ -209,9 +218,22 @@ def log_pipeline(pipeline: Pipeline, example: ClaimTables) -> str:
             signature=signature,
             input_example=example_input,
             pip_requirements=pip_requirements(),
+            model_config={HISTORY_DATASET: str(Path(history_dataset).resolve())},
             validate_serving_input=False,
         )
     return info.model_uri
+
+
+HISTORY_DATASET = "history_dataset"
+"""The model's configuration entry naming the data set it was trained on: where its history is
+built from unless the settings name another (the practice's data set, kept current)."""
+
+
+def history_dataset_of(model: PyFuncModel) -> Path | None:
+    """The data set a logged model names as its default history (``None`` for a model logged
+    before the history was kept apart from it)."""
+    value = (model.model_config or {}).get(HISTORY_DATASET)
+    return Path(value) if value else None
 
 
 def register_version(client: MlflowClient, name: str, model_uri: str, description: str) -> str:
@@ -269,10 +291,17 @@ def json_safe(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_pipeline(model_uri: str) -> Pipeline:
-    """The fitted scikit-learn pipeline behind a registered model URI or a local model path."""
+    """The fitted scikit-learn pipeline behind a registered model URI or a local model path
+    (without a history: see :func:`load_model`)."""
+    return load_model(model_uri)[0]
+
+
+def load_model(model_uri: str) -> tuple[Pipeline, Path | None]:
+    """The fitted pipeline behind a model URI or folder, and the data set it names as its
+    default history (:func:`history_dataset_of`)."""
     model = mlflow.pyfunc.load_model(model_uri)
     wrapper = model.unwrap_python_model()
-    return wrapper.pipeline
+    return wrapper.pipeline, history_dataset_of(model)
 
 
 LOWER_IS_BETTER = frozenset({"brier", "log_loss", "ece"})

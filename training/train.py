@@ -289,10 +289,11 @@ def model_card(
         "## Known limits",
         "- Bayes-optimal figures exist only for simulated data (the simulator's ground truth).",
         "- History: the boosters learned from claims sent before "
-        f"{data.split.train_until:%Y-%m-%d}; the registered model's history (rates and counts) "
-        "holds every claim and remittance of "
-        f"the data set, through the last remittance ({_last_remittance(data)}). It is refreshed, "
-        "not refit; refresh it again (`denial-risk score --history`) as new remittances arrive.",
+        f"{data.split.train_until:%Y-%m-%d}; it was evaluated with the history of every claim "
+        f"and remittance of the data set, through the last remittance ({_last_remittance(data)}). "
+        "The registered model holds no history: scoring builds it from the data set it was "
+        "trained on, or the one `--history` names, so remittances ingested into it later "
+        "(`denial-risk ingest --into`) count without a retrain.",
         "- After evaluation, the registered model takes in the test period: its probabilities "
         "are recalibrated (isotonic) on the calibration slice and the test period together, "
         "every labelled claim the evaluated denial booster did not learn from, and its reason "
@@ -482,7 +483,7 @@ def run_training(
         for path in artifacts.values():
             mlflow.log_artifact(str(path), artifact_path="plots")
         example = data.test_tables.subset(data.test_tables.claims["claim_id"].head(3))
-        model_uri = registry.log_pipeline(pipeline, example)
+        model_uri = registry.log_pipeline(pipeline, example, settings.dataset)
         card = model_card(settings, data, metrics, bayes)
         mlflow.log_text(card, "model_card.md")
 

@@ -50,6 +50,10 @@ class CountingScorer:
 def scorer(monkeypatch: pytest.MonkeyPatch) -> CountingScorer:
     counting = CountingScorer()
     monkeypatch.setattr(registry, "predict_frame", counting)
+    # The small pipeline has no history to keep apart from it (test_history_store.py tests
+    # that with the real one).
+    monkeypatch.setattr(registry, "without_history", lambda pipeline: pipeline)
+    monkeypatch.setattr(registry.DenialRiskPyfunc, "_with_history", lambda self: self.pipeline)
     return counting
 
 
@@ -101,7 +105,7 @@ def test_signature_requires_only_the_fields_every_claim_has() -> None:
 
 
 def test_logged_version_scores_its_example_once_and_loads_back(
-    scorer: CountingScorer, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+    scorer: CountingScorer, tracking_uri: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     loads: list[str] = []
     load_context = registry.DenialRiskPyfunc.load_context
@@ -114,7 +118,7 @@ def test_logged_version_scores_its_example_once_and_loads_back(
     pipeline = small_fitted_pipeline()
 
     with mlflow.start_run() as run:
-        model_uri = registry.log_pipeline(pipeline, example_tables())
+        model_uri = registry.log_pipeline(pipeline, example_tables(), tmp_path)
     client = mlflow.MlflowClient()
     version = registry.register_version(client, MODEL_NAME, model_uri, "card")
 
@@ -201,7 +205,7 @@ def test_the_logged_input_example_names_no_patient_and_still_scores(
     assert {"QZMEMBER0417", "1931-04-17", "given in clinic", "2025-03-03"} <= identifying
 
     with mlflow.start_run():
-        model_uri = registry.log_pipeline(small_fitted_pipeline(), tables)
+        model_uri = registry.log_pipeline(small_fitted_pipeline(), tables, tmp_path)
     files = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(tmp_path / "dl")))
     for name in ("input_example.json", "serving_input_example.json"):
         text = (files / name).read_text()

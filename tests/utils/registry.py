@@ -14,6 +14,8 @@ class SmallRegistry:
     version: str
     files: Path
     """The champion's files in the artifact store (``MLmodel``, ``artifacts/pipeline.pkl.zst``)."""
+    dataset: Path
+    """The data set it was trained on: its history by default."""
 
     @property
     def pipeline_file(self) -> Path:
@@ -47,9 +49,11 @@ def register_small_champion(work: Path, claims: int = 800) -> SmallRegistry:
     client = registry.configure(tracking_uri, create=True)
     experiment = mlflow.create_experiment("small", artifact_location=(work / "a").as_uri())
     example = tables.subset(tables.claims["claim_id"].head(3))
+    history = work / "dataset"  # what its history is built from
+    dataset.write(history)
     with mlflow.start_run(experiment_id=experiment):
-        model_uri = registry.log_pipeline(pipeline, example)
+        model_uri = registry.log_pipeline(pipeline, example, history)
     version = registry.register_version(client, "denial-risk", model_uri, "a small test model")
     registry.promote(client, "denial-risk", version)
     files = Path(urlparse(client.get_model_version_download_uri("denial-risk", version)).path)
-    return SmallRegistry(tracking_uri, "models:/denial-risk@champion", version, files)
+    return SmallRegistry(tracking_uri, "models:/denial-risk@champion", version, files, history)

@@ -16,7 +16,15 @@ from serving.api.deps import (
     SettingsDep,
     require_api_key,
 )
-from serving.schemas import ErrorResponse, HealthOut, ModelOut, ReadyOut, ReloadOut
+from serving.schemas import (
+    ErrorResponse,
+    HealthOut,
+    HistoryOut,
+    ModelOut,
+    ReadyOut,
+    ReloadOut,
+)
+from training.history_store import HistoryAsOf
 
 open_router = APIRouter(tags=["operations"])
 """Routes without an API key: orchestrators probe them."""
@@ -96,18 +104,25 @@ def model(loaded: LoadedModelDep, holder: HolderDep, settings: SettingsDep) -> M
         loaded_at=loaded.loaded_at,
         local_copy_saved_at=info.local_copy_saved_at,
         warning=withheld_locations(holder.warning()) if loaded.from_local_copy else None,
+        history=_history(loaded.service.history),
     )
+
+
+def _history(history: HistoryAsOf | None) -> HistoryOut | None:
+    # Its fields by name; the data set's folder stays out of the answer.
+    return None if history is None else HistoryOut.model_validate(history, from_attributes=True)
 
 
 @router.post(
     "/v1/admin/reload",
     response_model=ReloadOut,
     responses={503: {"model": ErrorResponse, "description": "Reload failed; old model kept."}},
-    summary="Load the current champion and swap it in",
+    summary="Load the current champion and the latest history, and swap them in",
 )
 async def reload(holder: HolderDep, metrics: MetricsDep) -> ReloadOut:
-    """Load the model the settings name (by default the `@champion` alias, resolved now) and
-    make it current once fully loaded. Requests in flight finish on the model they started
+    """Load the model the settings name (by default the `@champion` alias, resolved now) with
+    the history data set as it stands now (newly ingested remittances included), and make them
+    current once fully loaded. Requests in flight finish on the model they started
     with; if loading fails the previous model stays in use.
     """
     try:
@@ -127,4 +142,9 @@ async def reload(holder: HolderDep, metrics: MetricsDep) -> ReloadOut:
     info = fresh.service.info
     metrics.set_model(info.name, info.version)
     old = previous.service.info.version if previous else None
-    return ReloadOut(previous_version=old, version=info.version, changed=old != info.version)
+    return ReloadOut(
+        previous_version=old,
+        version=info.version,
+        changed=old != info.version,
+        history=_history(fresh.service.history),
+    )
