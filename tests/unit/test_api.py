@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -397,7 +398,12 @@ def test_reload_resolves_the_champion_again(client: TestClient, trained: Any) ->
     answer = client.post("/v1/admin/reload", headers=AUTH)
     assert answer.status_code == 200
     version = str(trained.outcome.version)
-    assert answer.json() == {"previous_version": version, "version": version, "changed": False}
+    body = answer.json()
+    history = body.pop("history")
+    assert body == {"previous_version": version, "version": version, "changed": False}
+    # With the history of the data set the model was trained on, through its last remittance.
+    remits = pd.read_parquet(trained.sim_dir / "remittances.parquet", columns=["remit_date"])
+    assert history["last_remittance"] == f"{remits['remit_date'].max():%Y-%m-%d}"
     assert _score(client, [make_claim()]).status_code == 200
 
 
