@@ -34,6 +34,10 @@ the claim a payer's edits can turn on (line-level authorizations, NDC and CLIA n
 attachments, accident and delay codes, other-payer loops, 835 dates and corrected member IDs);
 ARCHITECTURE.md has the table of which 837/835 elements are kept.
 
+A data set written by ``ingest`` has a manifest beside its tables, ``dataset.json``
+(:class:`DatasetManifest`, :func:`read_manifest`, :func:`write_manifest`): rows per table, the
+latest payment and submission dates, and a fingerprint and version that change with the tables.
+
 Money is in dollars, rounded to cents; dates are calendar days (midnight timestamps).
 The simulator's ground truth (``truth.parquet``) is *not* part of the contract: no model reads it.
 """
@@ -41,11 +45,13 @@ The simulator's ground truth (``truth.parquet``) is *not* part of the contract: 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import operator
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from functools import cache, lru_cache, reduce
 from pathlib import Path
 from typing import Any
@@ -1341,3 +1347,95 @@ def ids_in(ids: pd.Series, wanted: pd.Series | set[str]) -> np.ndarray:
         found = pc.is_in(id_array, value_set=value_set.cast(id_array.type))
         return np.asarray(found.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
     return np.asarray(pd.Index(pd.unique(values.dropna())).get_indexer(ids) >= 0)
+
+
+# -- the data set's manifest ---------------------------------------------------------------------
+MANIFEST_FILE = "dataset.json"
+"""Beside a data set's tables: what they hold and how recent they are (:class:`DatasetManifest`)."""
+
+
+@dataclass(frozen=True)
+class DatasetManifest:
+    """What a data set folder holds, readable without reading its tables.
+
+    Attributes
+    ----------
+    fingerprint
+        SHA-256 over every table file's bytes: changes whenever a table changes, stays when a
+        run added nothing.
+    version
+        1 for a new data set, one more each time its fingerprint changed.
+    updated_at
+        When a table last changed (ISO 8601, UTC).
+    rows
+        Rows per table.
+    latest_remit_date, latest_submission_date
+        The last payment (835) date and the last claim submission date (``YYYY-MM-DD``), or
+        None when the table is empty: how far the data set's history reaches.
+    """
+
+    fingerprint: str
+    version: int
+    updated_at: str
+    rows: dict[str, int]
+    latest_remit_date: str | None
+    latest_submission_date: str | None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def read_manifest(directory: str | Path) -> DatasetManifest | None:
+    """The manifest of the data set in ``directory``; None when it has none (a data set written
+    by ``simulate`` or before manifests existed)."""
+    path = Path(directory) / MANIFEST_FILE
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return DatasetManifest(
+        fingerprint=str(data["fingerprint"]),
+        version=int(data["version"]),
+        updated_at=str(data["updated_at"]),
+        rows={str(k): int(v) for k, v in data["rows"].items()},
+        latest_remit_date=data.get("latest_remit_date"),
+        latest_submission_date=data.get("latest_submission_date"),
+    )
+
+
+def write_manifest(
+    directory: str | Path, dataset: ClaimsDataset, previous: DatasetManifest | None = None
+) -> DatasetManifest:
+    """Write ``dataset.json`` for the tables ``dataset`` wrote into ``directory``.
+
+    ``previous`` is the manifest of the data set being replaced, if any: the version goes up
+    (and ``updated_at`` moves) only when the fingerprint changed.
+    """
+    from features.atomic import write_text
+
+    folder = Path(directory)
+    digest = hashlib.sha256()
+    for name in ClaimsDataset.table_names():
+        path = folder / f"{name}.parquet"
+        digest.update(name.encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest() if path.exists() else b"")
+    fingerprint = digest.hexdigest()
+    version, updated_at = 1, dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    if previous is not None:
+        unchanged = previous.fingerprint == fingerprint
+        version = previous.version if unchanged else previous.version + 1
+        updated_at = previous.updated_at if unchanged else updated_at
+    manifest = DatasetManifest(
+        fingerprint=fingerprint,
+        version=version,
+        updated_at=updated_at,
+        rows={name: len(getattr(dataset, name)) for name in ClaimsDataset.table_names()},
+        latest_remit_date=_latest_day(dataset.remittances["remit_date"]),
+        latest_submission_date=_latest_day(dataset.claims["submission_date"]),
+    )
+    write_text(folder / MANIFEST_FILE, manifest.to_json())
+    return manifest
+
+
+def _latest_day(dates: pd.Series) -> str | None:
+    latest = pd.to_datetime(dates).max() if len(dates) else pd.NaT
+    return None if pd.isna(latest) else pd.Timestamp(latest).strftime("%Y-%m-%d")
