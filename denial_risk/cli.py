@@ -7,7 +7,6 @@ saying what to do.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -162,9 +161,19 @@ def _check_writable(out: Path, overwrite: bool) -> None:
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="837P/837I/835 files or folders of them.")],
-    out: Annotated[Path, typer.Option("--out", help="Data set folder to write.")] = Path(
-        "work/ingested"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Data set folder to write (default work/ingested)."),
+    ] = None,
+    into: Annotated[
+        Path | None,
+        typer.Option(
+            "--into",
+            help="Data set folder to add the files to (created when absent). Files read before "
+            "add nothing; remittances link to earlier claims; a replacement claim (CLM05-3 = "
+            "7) replaces the earlier claim with its CLM01, a void (8) removes it.",
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, max=16, help="Files read in parallel.")] = 2,
     validation: Annotated[
         str,
@@ -178,39 +187,50 @@ def ingest(
     ),
 ) -> None:
     """Read 837 claim files and 835 remittances into a data set; quarantine what can't be used."""
-    from features.x12.ingest import expand_paths, ingest_paths
+    from features.x12.ingest import expand_paths, ingest_into, ingest_paths
 
     if validation not in {"full", "envelope"}:
         raise fail(f"--validation must be 'full' or 'envelope', got '{validation}'")
+    if out is not None and into is not None:
+        raise fail("give --out (a new data set) or --into (add to one), not both")
+    if into is not None and overwrite:
+        raise fail("--overwrite goes with --out; --into adds to the data set already there")
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise fail(f"not found: {', '.join(missing)}")
-    _check_writable(out, overwrite)
+    target = into if into is not None else (out or Path("work/ingested"))
+    if into is not None:
+        if into.exists() and not into.is_dir():
+            raise fail(f"--into {into} is a file, not a folder")
+        _check_writable(into, overwrite=True)
+    else:
+        _check_writable(target, overwrite)
     files = expand_paths(paths)
     if not files:
         raise fail("no files to read under the paths given")
     with progress_bar(f"reading {len(files)} files") as update:
-        result = ingest_paths(
-            files,
-            workers=workers,
-            validation=validation,  # type: ignore[arg-type]
-            progress=lambda done, total: update(f"{done}/{total} files", done / total),
-        )
-        _write_ingested(result, out)
-    _print_ingest(result, out)
+        options = {
+            "workers": workers,
+            "validation": validation,
+            "progress": lambda done, total: update(f"{done}/{total} files", done / total),
+        }
+        if into is not None:
+            try:
+                result = ingest_into(files, into, **options)  # type: ignore[arg-type]
+            except ValueError as error:
+                raise fail(str(error)) from None
+        else:
+            result = ingest_paths(files, **options)  # type: ignore[arg-type]
+        _write_ingested(result, target)
+    _print_ingest(result, target)
 
 
 def _write_ingested(result, out: Path) -> None:  # type: ignore[no-untyped-def]
-    """The data set, ``ingest-report.json`` and ``quarantine.csv``, put in place together: a
-    data set folder missing a table would still read, as a practice without those rows."""
-    from features.atomic import atomic_folder
+    """The data set with its manifest, ingest state, ``ingest-report.json`` and
+    ``quarantine.csv``, put in place together (``features.x12.ingest.write_ingest``)."""
+    from features.x12.ingest import write_ingest
 
-    with atomic_folder(out) as staging:
-        result.dataset.write(staging)
-        (staging / "ingest-report.json").write_text(
-            json.dumps(result.report, indent=2, default=str)
-        )
-        result.quarantine.to_csv(staging / "quarantine.csv", index=False)
+    write_ingest(result, out)
 
 
 def _print_ingest(result, out: Path) -> None:  # type: ignore[no-untyped-def]
@@ -239,11 +259,26 @@ def _print_ingest(result, out: Path) -> None:  # type: ignore[no-untyped-def]
             "the same file): read once, the copies counted as duplicates ('duplicate_of' in "
             "the per-file report)"
         )
+    summary = result.summary
+    if summary.get("run", 1) > 1:
+        console.print(
+            f"Run {summary['run']} added {summary['claims_added']:,} claims "
+            f"({summary['claims_replaced']:,} replaced an earlier version, "
+            f"{summary['claims_voided']:,} earlier claims voided), "
+            f"{summary['remittances_added']:,} remittances "
+            f"({summary['remittances_for_earlier_claims']:,} for claims ingested earlier); "
+            f"{summary['transaction_sets_duplicate']:,} transaction sets were read before "
+            f"({summary['files_not_parsed_again']:,} files byte-identical, not parsed again); "
+            f"{summary['outcomes_changed']:,} earlier claims' outcomes changed "
+            f"(reversals, corrected payments), {summary['outcomes_new_for_earlier_claims']:,} "
+            "earlier claims got their first"
+        )
     dataset = result.dataset
+    runs = f" (runs: {out / 'ingest-runs'})" if summary.get("run", 1) > 1 else ""
     console.print(
         f"Data set: {len(dataset.claims):,} claims, {len(dataset.remittances):,} remittances, "
         f"{len(dataset.rejections):,} front-end rejections -> [bold]{out}[/]\n"
-        f"Per-file report: {out / 'ingest-report.json'}; "
+        f"Per-file report: {out / 'ingest-report.json'}{runs}; "
         f"{len(result.quarantine):,} quarantined items with reasons: {out / 'quarantine.csv'}"
     )
 
