@@ -458,7 +458,9 @@ def assemble(
 
     folded = _fold_versions(versions, earlier, quarantine)
     dataset = _union(earlier, folded, valid, relinked_earlier)
-    if len(dataset.remittances):
+    if earlier is not None and _same_claims_and_remittances(earlier, dataset):
+        dataset.followups = earlier.followups  # derived from the same rows: nothing to redo
+    elif len(dataset.remittances):
         dataset.followups = validate_table("followups", derive_followups(dataset))[0]
 
     for row in quarantine:
@@ -469,6 +471,14 @@ def assemble(
     summary = _summary(report, folded, earlier, dataset, qframe, relinked_earlier, state.runs)
     return IngestResult(
         dataset=dataset, quarantine=qframe, report=report, state=state, summary=summary
+    )
+
+
+def _same_claims_and_remittances(earlier: ClaimsDataset, union: ClaimsDataset) -> bool:
+    """Whether a run left every table follow-ups are derived from as it was (same rows)."""
+    return all(
+        getattr(union, name).equals(getattr(earlier, name))
+        for name in ("claims", "remittances", "adjustments")
     )
 
 
@@ -556,6 +566,9 @@ def _versions(claims: pd.DataFrame) -> list[set[str]]:
     return [set(order.loc[rank == n, "_key"]) for n in range(int(rank.max()) + 1)]
 
 
+_EARLIER_RUN = "an earlier run"
+
+
 @dataclass
 class _Folded:
     """The claims of this run after replacements and voids (see :func:`_fold_versions`)."""
@@ -583,7 +596,7 @@ def _fold_versions(
     known: dict[str, str] = {}  # claim_id -> where it was read
     owner: dict[str, int] = {}  # claim_id -> the version holding it (-1: the earlier data set)
     if earlier is not None:
-        known = dict.fromkeys(earlier.claims["claim_id"], "an earlier run")
+        known = dict.fromkeys(earlier.claims["claim_id"], _EARLIER_RUN)
         owner = dict.fromkeys(known, -1)
     read = [
         {
@@ -808,33 +821,37 @@ def _link_remittances(
     claim_sets = [frame for frame in claim_sets if len(frame)]
     known = set().union(*(set(frame["claim_id"]) for frame in claim_sets))
     index: dict[tuple[Any, ...], dict[str, None]] = {}
-    for frame in claim_sets:
-        for cid, payer, start, charge in zip(
-            frame["claim_id"],
-            frame["payer_id"],
-            frame["service_date_from"],
-            frame["total_charge"],
-            strict=True,
-        ):
-            index.setdefault((payer, _day(start), charge), {})[cid] = None
 
     def relink(rows: pd.DataFrame, service_dates: Iterable[Any]) -> dict[str, str]:
+        if not index:  # built on first need: most runs' remittances all name a known claim
+            for frame in claim_sets:
+                for cid, payer, start, charge in zip(
+                    frame["claim_id"], frame["payer_id"], frame["service_date_from"],
+                    frame["total_charge"], strict=True,
+                ):  # fmt: skip
+                    index.setdefault((payer, _day(start), charge), {})[cid] = None
         found: dict[str, str] = {}
-        for rid, cid, payer, sdate, charge in zip(
-            rows["remit_id"], rows["claim_id"], rows["payer_id"], service_dates,
-            rows["total_charge"], strict=True,
-        ):  # fmt: skip
-            if cid in known and not is_placeholder_claim_id(cid):
-                continue
+        for rid, payer, sdate, charge in zip(
+            rows["remit_id"], rows["payer_id"], service_dates, rows["total_charge"], strict=True
+        ):
             candidates = index.get((payer, _day(sdate), charge), {})
             if len(candidates) == 1:
                 found[rid] = next(iter(candidates))
         return found
 
+    def unlinked(rows: pd.DataFrame) -> pd.Series:
+        return pd.Series(
+            [cid not in known or is_placeholder_claim_id(cid) for cid in rows["claim_id"]],
+            index=rows.index,
+            dtype=bool,
+        )
+
     relinked: dict[str, str] = {}
     relinked_earlier: dict[str, str] = {}
-    if len(remits) and index:
-        relinked = relink(remits, remits["_service_date"])
+    if len(remits) and known:
+        loose = unlinked(remits)
+        if loose.any():
+            relinked = relink(remits[loose], remits.loc[loose, "_service_date"])
         if relinked:
             remits["claim_id"] = remits["remit_id"].map(relinked).fillna(remits["claim_id"])
             for child in _REMIT_CHILDREN:
@@ -843,10 +860,7 @@ def _link_remittances(
                     frame["claim_id"] = frame["remit_id"].map(relinked).fillna(frame["claim_id"])
     if earlier is not None and len(claims) and len(earlier.remittances):
         old = earlier.remittances
-        orphans = old[~ids_in(old["claim_id"], set(earlier.claims["claim_id"]))]
-        orphans = pd.concat(
-            [orphans, old[old["claim_id"].map(is_placeholder_claim_id).astype(bool)]]
-        ).drop_duplicates("remit_id")
+        orphans = old[unlinked(old)]
         if len(orphans):
             relinked_earlier = relink(orphans, _remit_service_dates(orphans, earlier.remit_lines))
     remit_ids = set(remits["claim_id"]) if len(remits) else set()
@@ -935,9 +949,13 @@ def _summary(
     new_remits = dataset.remittances.iloc[before.get("remittances", 0) :]
     changed, new_outcomes = _outcome_changes(earlier, dataset, new_remits, relinked_earlier)
     replaced = [c for c in folded.changes if c["action"] == "replaced"]
+    voided_earlier = sum(
+        c["action"] == "voided" and c["earlier"] == _EARLIER_RUN for c in folded.changes
+    )
     return {
         "run": run,
-        "claims_added": int((~ids_in(dataset.claims["claim_id"], earlier_claims)).sum()),
+        # A replaced earlier claim keeps its row; a voided one lost it.
+        "claims_added": after["claims"] - before.get("claims", 0) + voided_earlier,
         "claims_replaced": len(replaced),
         "claims_voided": len(folded.changes) - len(replaced),
         "claim_changes": folded.changes[:1000],
