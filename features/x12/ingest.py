@@ -133,9 +133,11 @@ class IngestResult:
         number, or ``file``), ``claim_id`` (patient control number, may be empty), ``reason``.
     report
         Per input file: transaction type, versions seen, normalisation notes, claims (or
-        remittance claims) read / ingested / quarantined / duplicate / voids (read = the
-        other four; ``claims_replacing`` of the ingested replaced an earlier version), the
-        transaction sets that repeat one read before (``duplicate_of``), quarantine reasons,
+        remittance claims) read / ingested / quarantined / duplicate (read = the other three;
+        ``claims_replacing``: of the ingested, those that replaced an earlier version;
+        ``claims_voids``: of the quarantined, the voids applied; a version replaced later in
+        the same run is quarantined with that reason), the transaction sets that repeat one
+        read before (``duplicate_of``), quarantine reasons,
         pyx12 warning count and the first redacted pyx12 messages. The key ``"_linking"``
         holds the claim/remittance linking summary (unmatched counts and ids).
     state
@@ -632,24 +634,41 @@ def _fold_versions(
                 drop[n].add(cid)
                 continue
             before = owner.pop(cid)
+            action = "replaced" if frequency == "7" else "voided"
+            how = "a corrected claim (CLM05-3 = 7)" if frequency == "7" else "a void (8)"
+            earlier_file, earlier_pos = None, ""
             if before < 0:
                 folded.removed_earlier.add(cid)
             else:
                 drop[before].add(cid)
-                earlier_key = read[before][cid][0]
+                earlier_key, earlier_file, earlier_pos, _ = read[before][cid]
                 folded.accepted_keys.discard(earlier_key)
                 folded.replacing_keys.discard(earlier_key)
-            folded.changes.append(
+            # The version set aside is accounted for where it was read, with what happened.
+            quarantine.append(
                 {
+                    "file": earlier_file,
+                    "position": earlier_pos,
                     "claim_id": cid,
-                    "action": "replaced" if frequency == "7" else "voided",
-                    "by": where,
-                    "earlier": known.pop(cid),
+                    "reason": f"claim {cid!r} read from {known[cid]} was {action} by {how} "
+                    f"in {where}",
                 }
+            )
+            folded.changes.append(
+                {"claim_id": cid, "action": action, "by": where, "earlier": known.pop(cid)}
             )
             if frequency == "8":
                 drop[n].add(cid)
                 folded.void_keys.add(key)
+                quarantine.append(
+                    {
+                        "file": file,
+                        "position": pos,
+                        "claim_id": cid,
+                        "reason": f"{where}: claim {cid!r} is a void (CLM05-3 = 8): the claim "
+                        "it voids was removed from the data set",
+                    }
+                )
             else:
                 folded.replacing_keys.add(key)
         for cid in ids:
@@ -916,15 +935,10 @@ def _fill_report(
         entry["claims_replacing"] = sum(1 for k in keys if k in folded.replacing_keys)
         entry["claims_voids"] = sum(1 for k in keys if k in folded.void_keys)
         entry["remittances_ingested"] = sum(1 for r in rids if r in kept_remits)
-        entry["remittances_voids"] = 0
         for unit in ("claims", "remittances"):
             entry[f"{unit}_quarantined"] = (
-                entry[f"{unit}_read"]
-                - entry[f"{unit}_ingested"]
-                - entry[f"{unit}_duplicate"]
-                - entry[f"{unit}_voids"]
+                entry[f"{unit}_read"] - entry[f"{unit}_ingested"] - entry[f"{unit}_duplicate"]
             )
-        del entry["remittances_voids"]
         entry["quarantine_reasons"] = reasons_by_file.get(path, [])
 
 
