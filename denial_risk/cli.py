@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -753,7 +753,6 @@ def demo(
     """The whole path on simulated data: simulate, ingest X12, train, evaluate, score 837s."""
     import shutil
 
-    from features.x12.ingest import expand_paths, ingest_paths
     from serving.loading import load_service
     from simulator import SimulationConfig, format_summary, write_simulation
     from simulator import simulate as run
@@ -774,17 +773,23 @@ def demo(
     console.print(format_summary(result.summary))
 
     console.rule("[bold]2. Ingest the 837/835 files (pyx12), as with a practice's own files")
+    # The newest 837s are the claims about to be sent; the 835s paid in the month before them
+    # arrive after training (step 4). The rest is the practice's data set so far.
     ingested_dir = work / "ingested"
-    files = expand_paths([sim_dir / "x12"])
-    with progress_bar(f"reading {len(files)} files") as update:
-        ingested = ingest_paths(
-            files,
-            workers=2,
-            validation="envelope",
-            progress=lambda done, total: update(f"{done}/{total} files", done / total),
-        )
-        _write_ingested(ingested, ingested_dir)
-    _print_ingest(ingested, ingested_dir)
+    claim_files = sorted((sim_dir / "x12" / "837").iterdir())
+    recent: list[Path] = []
+    while claim_files and sum(p.stat().st_size for p in recent) <= 400_000:
+        recent.insert(0, claim_files.pop())  # a few hundred claims
+    today = min(_x12_day(path) for path in recent)
+    month_ago = today - timedelta(days=30)
+    paid = {path: _x12_day(path) for path in sorted((sim_dir / "x12" / "835").iterdir())}
+    later_835s = [path for path, day in paid.items() if month_ago <= day < today]
+    first = claim_files + [path for path, day in paid.items() if day < month_ago]
+    console.print(
+        f"Today is {today:%Y-%m-%d}: the 837s from today on are scored in step 5, the 835s paid "
+        f"from {month_ago:%Y-%m-%d} arrive in step 4."
+    )
+    _demo_ingest(first, ingested_dir)
 
     console.rule("[bold]3. Train, evaluate on a later period, register in MLflow")
     settings = TrainSettings(
@@ -794,18 +799,18 @@ def demo(
         outcome = run_training(settings, tracking_uri, update)
     _print_training(outcome)
 
-    console.rule("[bold]4. Score the latest 837 file before submission")
+    console.rule("[bold]4. A month of remittances later: add the new 835s to the data set")
+    _demo_ingest(later_835s, ingested_dir)
+
+    console.rule("[bold]5. Score today's 837 files before submission, with today's history")
+    # No retrain: the model's history is the data set as it stands now (training.history_store).
     service = load_service(f"models:/{settings.registered_model_name}@champion", tracking_uri)
-    recent: list[Path] = []
-    for path in sorted((sim_dir / "x12" / "837").iterdir(), reverse=True):
-        recent.append(path)
-        if sum(p.stat().st_size for p in recent) > 400_000:  # a few hundred claims
-            break
-    console.print(f"Reading the {len(recent)} most recent 837 files.")
+    history = service.history.describe() if service.history else "model's history"
+    console.print(f"Reading the {len(recent)} most recent 837 files; scoring with the {history}.")
     tables, _ = _read_837(recent)
     _show_examples(service, tables)
 
-    console.rule("[bold]5. Denials already received: a worklist from the 835s")
+    console.rule("[bold]6. Denials already received: a worklist from the 835s")
     from serving.worklist import load_worklist_service, run_worklist
     from training.recovery import RecoveryTrainSettings, run_recovery_training
 
@@ -831,6 +836,34 @@ def demo(
         "then open http://127.0.0.1:5000\n"
         f"- Score your own claims: .venv/bin/denial-risk score CLAIMS --tracking-uri {tracking_uri}"
     )
+
+
+def _demo_ingest(files: list[Path], dataset: Path) -> None:
+    from features.x12.ingest import ingest_into
+
+    with progress_bar(f"reading {len(files)} files") as update:
+        result = ingest_into(
+            files,
+            dataset,
+            workers=2,
+            validation="envelope",
+            progress=lambda done, total: update(f"{done}/{total} files", done / total),
+        )
+        _write_ingested(result, dataset)
+    _print_ingest(result, dataset)
+
+
+def _x12_day(path: Path) -> date:
+    """The day a simulated X12 file was sent (837 BHT04) or paid (835 BPR16)."""
+    text = path.read_text(errors="replace")
+    element, terminator = text[3], text[105]  # fixed places in the ISA
+    for segment in text.split(terminator):
+        fields = segment.strip().split(element)
+        if fields[0] == "BHT" and len(fields) > 4:
+            return datetime.strptime(fields[4], "%Y%m%d").date()
+        if fields[0] == "BPR" and len(fields) > 16:
+            return datetime.strptime(fields[16], "%Y%m%d").date()
+    raise ValueError(f"{path.name}: no BHT04 or BPR16 date")
 
 
 def _read_837(paths: list[Path]):  # type: ignore[no-untyped-def]
