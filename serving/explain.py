@@ -57,6 +57,19 @@ class FieldRule:
     problem_counts: frozenset[str] = frozenset()
     """History counts that are the field's problem itself, the number a payer's rule counts
     (earlier submissions of the same service, visits this year); other counts are context."""
+    present: str | None = None
+    """A matrix column that is set when what the fix would add is already on the claim (an
+    authorization number): the claim's own columns are then no fix by themselves; only history
+    of a reason the fix addresses, or the claim's likely reason, makes one ("check that the
+    authorization covers these codes")."""
+
+
+FIX_ON_CLAIM = "fix_on_claim"
+"""The group of fields the biller can change on the claim (:attr:`Factor.actionable`)."""
+CONTEXT = "context"
+"""The group of everything else: the payer, history, counts."""
+FACTOR_GROUPS = {FIX_ON_CLAIM: "Fix on this claim", CONTEXT: "Context"}
+"""Each factor group with its label."""
 
 
 @dataclass
@@ -68,6 +81,11 @@ class Factor:
     actionable: bool
     fix: str | None
     line_number: int | None
+
+    @property
+    def group(self) -> str:
+        """:data:`FIX_ON_CLAIM` for a field to fix on the claim, else :data:`CONTEXT`."""
+        return FIX_ON_CLAIM if self.actionable else CONTEXT
 
 
 @dataclass(frozen=True)
@@ -212,7 +230,10 @@ def _auth(m: Values, c: Values) -> str:
 
 def _auth_fix(m: Values, c: Values) -> str | None:
     if _flag(m, "prior_auth_present"):
-        return "Check the authorization covers these codes, units and dates of service"
+        return (
+            f"Check that the authorization covers {_codes(c, joiner='and')}, their units and "
+            "the dates of service"
+        )
     return f"Obtain the payer's prior authorization and put its number on the claim (REF*G1) for {_procedures(c)}"  # noqa: E501
 
 
@@ -266,7 +287,9 @@ _DUPLICATE_COUNT = "hist_same_service_prior_submissions"
 
 
 RULES: dict[str, FieldRule] = {
-    "prior authorization": FieldRule(True, _auth, _auth_fix, frozenset({"authorization"})),
+    "prior authorization": FieldRule(
+        True, _auth, _auth_fix, frozenset({"authorization"}), present="prior_auth_present"
+    ),
     "days from service to submission": FieldRule(
         True, _timeliness, _timeliness_fix, frozenset({"timely_filing"})
     ),
@@ -414,8 +437,13 @@ RULES: dict[str, FieldRule] = {
     ),
     "units": FieldRule(
         True,
-        lambda m, c: f"{_num(m, 'total_units'):.0f} units in total",
-        lambda m, c: "Check units against the payer's limits (MUE) and the authorization",
+        lambda m, c: f"{_plural(_num(m, 'total_units'), 'unit')} in total",
+        lambda m, c: (
+            # One unit per line is no number to check against a unit limit.
+            "Check units against the payer's limits (MUE) and the authorization"
+            if _num(m, "max_units") > 1
+            else None
+        ),
         frozenset({"medical_necessity", "non_covered"}),
     ),
     "procedure combination and modifiers": FieldRule(
@@ -424,7 +452,11 @@ RULES: dict[str, FieldRule] = {
             f"this combination of procedures and modifiers ({_procedures(c, modifiers=True)})"
         ),
         lambda m, c: (
-            "Check NCCI edits for these codes: add 59/XE/XS/XP/XU where distinct, or bundle"
+            # An E/M visit with a procedure and no modifier 25 is the pair's usual edit.
+            "Add modifier 25 to the E/M line if the visit was significant and separately "
+            "identifiable"
+            if _flag(m, "em_with_procedure_no_mod25")
+            else "Check NCCI edits for these codes: add 59/XE/XS/XP/XU where distinct, or bundle"
         ),
         frozenset({"coding"}),
     ),
@@ -789,12 +821,16 @@ def word_factor(
     m: Values,
     c: Values,
     info: HistoryColumn | None = None,
+    by_reason: bool = False,
 ) -> tuple[str, str | None]:
     """A factor's description and fix, from the column that carries most of it (``lead``;
     ``info``: :func:`history_column` of it, when known).
 
     ``fixable``: the factor is something to fix on the claim (see :func:`column_fixable`);
-    only then does it carry its field's fix, and only when it raises the risk.
+    only then does it carry its field's fix, and only when it raises the risk. ``by_reason``:
+    it is fixable because the claim's likely denial reason is one its fix addresses (see
+    :func:`explain`), whatever its lead column: the claim's field is said first, then what the
+    lead column measures (a count as a count).
     """
     rule = RULES.get(field)
     info = info or history_column(lead)
@@ -804,11 +840,11 @@ def word_factor(
         return (rule.describe(m, c) if info is None else history_text(lead, m, c, info)), None
     if info is None:
         text = rule.describe(m, c)
-    elif info.kind == "count":  # a count the payer's rule counts: what it counts
+    elif info.kind == "count" and not by_reason:  # a count the payer's rule counts
         text = history_text(lead, m, c, info)
     elif info.kind == "measure" and lead not in _MEASURES:  # days the field's words give
         text = rule.describe(m, c) or history_text(lead, m, c, info)
-    else:  # a rate or a delay says what it is beside the claim's field
+    else:  # a rate, a delay (or, by reason, a count) says what it is beside the claim's field
         parts = (rule.describe(m, c), history_text(lead, m, c, info))
         text = "; ".join(part for part in parts if part)
     fix = rule.fix(m, c) if rule.fix is not None and value > 0 else None
@@ -945,8 +981,26 @@ class _Layout:
     floored: np.ndarray  # the fixable columns that have a floor
     floored_floors: np.ndarray  # their floors
     floored_mapping: np.ndarray  # their rows of ``mapping``
+    floored_slot: np.ndarray  # per column: its position in ``floored`` (-1: none)
     members: np.ndarray  # (field, width): each field's columns, padded with its first
     has_line_fields: bool
+    present: tuple[tuple[str, np.ndarray], ...]
+    """Per field with :attr:`FieldRule.present`: that matrix column and the field's own claim
+    columns (fixable only while what the fix adds is absent)."""
+    addresses: np.ndarray
+    """(denial category, field): the field's fix addresses the category; a last row of False
+    for a claim without a likely reason."""
+    not_by_reason: np.ndarray
+    """Per column: no lead for a field fixable by the likely reason, as it measures something
+    else: a rate of a reason the field's fix does not address, or a count that is context."""
+
+
+_CATEGORY_INDEX = {category: i for i, category in enumerate(DENIAL_CATEGORIES)}
+
+BY_REASON_SHARE = 0.25
+"""A field made fixable by the claim's likely reason (see :func:`explain`) raises the risk by at
+least this share of the claim's largest risk-raising field: the field that carries the reason,
+not one that happens to have a fix for it and a few hundredths of the log-odds."""
 
 
 @functools.lru_cache(maxsize=8)
@@ -963,6 +1017,7 @@ def _layout(columns: tuple[str, ...]) -> _Layout:
     mapping = np.zeros((len(columns), len(fields)))
     fixable = np.zeros((len(columns), len(fields)))
     floors = np.full(len(columns), np.nan)
+    not_by_reason = np.zeros(len(columns), dtype=bool)
     by_field: list[list[int]] = [[] for _ in fields]
     for i, (column, source) in enumerate(zip(columns, sources, strict=True)):
         j = index[source]
@@ -970,6 +1025,11 @@ def _layout(columns: tuple[str, ...]) -> _Layout:
         fixable[i, j] = column_fixable(column, rules[j])
         floor = evidence_floor(column, rules[j]) if fixable[i, j] else None
         floors[i] = np.nan if floor is None else floor
+        info = history_column(column)
+        not_by_reason[i] = info is not None and (
+            (info.reason is not None and info.reason not in rules[j].reasons)
+            or (info.kind == "count" and column not in rules[j].problem_counts)
+        )
         by_field[j].append(i)
     width = max(len(found) for found in by_field)
     # Padded with the field's first column again: a repeat changes no maximum.
@@ -978,7 +1038,33 @@ def _layout(columns: tuple[str, ...]) -> _Layout:
     fixable_columns = np.asarray(fixable.any(axis=1))
     has_fixable = np.asarray(fixable.any(axis=0))
     floored = np.flatnonzero(~np.isnan(floors))
-    for array in (mapping, both, members, fixable_columns, has_fixable, floors, floored):
+    floored_slot = np.full(len(columns), -1, dtype=np.intp)
+    floored_slot[floored] = np.arange(len(floored))
+    present = tuple(
+        (
+            rule.present,
+            np.array([i for i in by_field[j] if history_column(columns[i]) is None], dtype=np.intp),
+        )
+        for j, rule in enumerate(rules)
+        if rule.present is not None and rule.present in columns
+    )
+    addresses = np.zeros((len(DENIAL_CATEGORIES) + 1, len(fields)), dtype=bool)
+    for j, rule in enumerate(rules):
+        if rule.actionable and rule.fix is not None:
+            for reason in rule.reasons:
+                addresses[_CATEGORY_INDEX[reason], j] = True
+    for array in (
+        mapping,
+        both,
+        members,
+        fixable_columns,
+        has_fixable,
+        floors,
+        floored,
+        floored_slot,
+        addresses,
+        not_by_reason,
+    ):
         array.flags.writeable = False
     return _Layout(
         columns=columns,
@@ -993,8 +1079,12 @@ def _layout(columns: tuple[str, ...]) -> _Layout:
         floored=floored,
         floored_floors=floors[floored],
         floored_mapping=mapping[floored],
+        floored_slot=floored_slot,
         members=members.astype(np.intp),
         has_line_fields=any(f in _LINE_FIELDS for f in fields),
+        present=present,
+        addresses=addresses,
+        not_by_reason=not_by_reason,
     )
 
 
@@ -1008,25 +1098,47 @@ def _take_cells(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
     return flat.take(rows * values.shape[1] + columns)
 
 
-def explain_batch(
+@dataclass
+class Explanations:
+    """A batch's factors, and per claim the log-odds of each factor group over all of its
+    fields (shown or not): :data:`FIX_ON_CLAIM` (``fix_contribution``) and :data:`CONTEXT`
+    (``context_contribution``). With the model's base value they add up to the claim's
+    log-odds."""
+
+    factors: list[list[Factor]]
+    fix_contribution: np.ndarray
+    context_contribution: np.ndarray
+
+
+def explain(
     contributions: pd.DataFrame,
     matrix: pd.DataFrame,
     context: Context,
     top_k: int = 5,
     min_abs: float = 0.02,
-) -> list[list[Factor]]:
+    likely_reasons: np.ndarray | None = None,
+) -> Explanations:
     """Top factors per claim: fixable risk-raising fields first, then other risks, then the rest.
 
     Contributions are summed per claim field (and per field over the columns fixable on the
     claim, see :func:`column_fixable`) with one matrix product and ranked for the whole batch
     with one sort. A field is fixable on a claim when its fixable columns carry at least half
-    of its contribution. Only the ``top_k`` fields chosen per claim are worded, each after its
-    column of largest contribution in its direction among the part that carries it, so a batch
-    of thousands of claims costs a few words per factor.
+    of its contribution. A field whose rule names what the fix adds (:attr:`FieldRule.present`)
+    and finds it on the claim is no fix by its own columns.
+
+    ``likely_reasons``: each claim's most likely denial category (``None``: unknown). A field
+    that raises the risk and whose fix addresses that reason is fixable too (the reason model
+    and the field agree on what to fix), unless its lead column is history of another reason or
+    a count that is context, or a count or rate below the evidence that would show the reason
+    (see :func:`evidence_floor`).
+
+    Only the ``top_k`` fields chosen per claim are worded, each after its column of largest
+    contribution in its direction among the part that carries it (all of its columns when it
+    is fixable by reason), so a batch of thousands of claims costs a few words per factor.
     """
     n = len(contributions)
     if n == 0:
-        return []
+        return Explanations([], np.zeros(0), np.zeros(0))
     columns = [str(c) for c in contributions.columns.tolist()]
     layout = _layout(tuple(columns))
     values = contributions.to_numpy(dtype=np.float64, copy=False)
@@ -1041,6 +1153,7 @@ def explain_batch(
     # Per claim and column: fixable on the claim (history only from its evidence floor).
     fixable_cells = np.broadcast_to(layout.fixable, values.shape)
     floored = layout.floored
+    weak = None
     if len(floored):
         floored_in_matrix = (
             floored
@@ -1051,9 +1164,26 @@ def explain_batch(
         fixable_part = fixable_part - (values[:, floored] * weak) @ layout.floored_mapping
         fixable_cells = fixable_cells.copy()
         fixable_cells[:, floored] &= ~weak
+    for present_column, own in layout.present:
+        # What the fix adds is on the claim already: its own columns are no fix by themselves.
+        present = m_values[:, m_positions[present_column]] > 0
+        if len(own) and present.any():
+            fixable_part = fixable_part - (values[:, own] * present[:, None]) @ layout.mapping[own]
+            if not fixable_cells.flags.writeable:
+                fixable_cells = fixable_cells.copy()
+            fixable_cells[:, own] &= ~present[:, None]
     magnitude = np.abs(grouped)
     raises = grouped > 0
     fixable = layout.has_fixable & (2.0 * np.sign(grouped) * fixable_part >= magnitude)
+    # A field the likely reason makes fixable carries a share of the claim's largest risk.
+    carries = grouped >= np.maximum(min_abs, BY_REASON_SHARE * grouped.max(axis=1, keepdims=True))
+    by_reason = _fixable_by_reason(
+        layout, likely_reasons, values, grouped, carries & ~fixable, weak
+    )
+    if by_reason is not None:
+        fixable = fixable | by_reason
+    fix_contribution = (grouped * fixable).sum(axis=1)
+    context_contribution = grouped.sum(axis=1) - fix_contribution
     # Sort keys: fixable risks (0), other risks (1), risk-lowering fields (2), below min_abs
     # (3, never shown); larger contributions first within a group.
     group = np.where(raises & fixable, 0, np.where(raises, 1, 2))
@@ -1062,10 +1192,15 @@ def explain_batch(
     rows = np.arange(n)[:, None]
     chosen_values = grouped[rows, order]
     chosen_fixable = fixable[rows, order]
+    chosen_by_reason = (
+        by_reason[rows, order] if by_reason is not None else np.zeros(order.shape, dtype=bool)
+    )
     # Each chosen field's lead column: its largest contribution in the field's direction
     # among the part (fixable on the claim or not) that carries the field.
     candidates = layout.members[order]
-    in_part = _take_cells(fixable_cells, candidates) == chosen_fixable[..., None]
+    in_part = (_take_cells(fixable_cells, candidates) == chosen_fixable[..., None]) | (
+        chosen_by_reason[..., None]
+    )
     signed = _take_cells(values, candidates) * np.sign(chosen_values)[..., None]
     signed = np.where(in_part, signed, -np.inf)
     lead = candidates[rows, np.arange(order.shape[1]), signed.argmax(axis=2)]
@@ -1074,6 +1209,7 @@ def explain_batch(
     chosen_shown = (group[rows, order] != 3).tolist()
     chosen_leads = lead.tolist()
     chosen_fix = chosen_fixable.tolist()
+    chosen_reason = chosen_by_reason.tolist()
     chosen_list = chosen_values.tolist()
     lines = (
         _dominant_lines(_Columns(values, layout.positions), context, n)
@@ -1085,20 +1221,39 @@ def explain_batch(
     for row in range(n):
         m_row, c_row = _MatrixRow(m_values, m_positions, row), _Row(context, row)
         factors = []
-        for j, shown, value, lead_column, fix_here in zip(
+        demoted = False
+        for j, shown, value, lead_column, fix_here, reason_here in zip(
             chosen_fields[row],
             chosen_shown[row],
             chosen_list[row],
             chosen_leads[row],
             chosen_fix[row],
+            chosen_reason[row],
             strict=True,
         ):
             if not shown:
                 break
             field = fields[j]
             description, fix = word_factor(
-                field, names[lead_column], fix_here, value, m_row, c_row, infos[lead_column]
+                field,
+                names[lead_column],
+                fix_here,
+                value,
+                m_row,
+                c_row,
+                infos[lead_column],
+                by_reason=reason_here,
             )
+            if reason_here and fix is None:
+                # The field's fix says nothing on this claim (no units to check): context,
+                # worded after its lead column as context is.
+                fix_here = reason_here = False
+                description, fix = word_factor(
+                    field, names[lead_column], False, value, m_row, c_row, infos[lead_column]
+                )
+                fix_contribution[row] -= value
+                context_contribution[row] += value
+                demoted = True
             factors.append(
                 Factor(
                     field=field,
@@ -1110,8 +1265,51 @@ def explain_batch(
                     line_number=lines[row] if field in _LINE_FIELDS else None,
                 )
             )
+        if demoted:  # fixable risks first again (a stable sort keeps the rest in order)
+            factors.sort(key=lambda f: 0 if f.actionable and f.contribution > 0 else 1)
         results.append(factors)
-    return results
+    return Explanations(results, fix_contribution, context_contribution)
+
+
+def _fixable_by_reason(
+    layout: _Layout,
+    reasons: np.ndarray | None,
+    values: np.ndarray,
+    grouped: np.ndarray,
+    open_fields: np.ndarray,
+    weak: np.ndarray | None,
+) -> np.ndarray | None:
+    """(claim, field): fixable because the claim's likely reason is one the field's fix
+    addresses (see :func:`explain`); only among ``open_fields`` (risks not fixable already).
+
+    The lead column is found for those pairs alone: a rate of another reason, a count that is
+    context, or a floored column below its floor, leaves the field context."""
+    if reasons is None:
+        return None
+    unknown = len(DENIAL_CATEGORIES)  # the row of False
+    codes = np.array(
+        [_CATEGORY_INDEX.get(r, unknown) if isinstance(r, str) else unknown for r in reasons],
+        dtype=np.intp,
+    )
+    by_reason = layout.addresses[codes] & open_fields
+    claims, fields = np.nonzero(by_reason)
+    if len(claims) == 0:
+        return by_reason
+    members = layout.members[fields]
+    signed = values[claims[:, None], members] * np.sign(grouped[claims, fields])[:, None]
+    lead = members[np.arange(len(claims)), signed.argmax(axis=1)]
+    refused = layout.not_by_reason[lead]
+    if weak is not None:
+        slot = layout.floored_slot[lead]
+        refused |= (slot >= 0) & weak[claims, np.maximum(slot, 0)]
+    by_reason[claims[refused], fields[refused]] = False
+    return by_reason
 
 
 _UNKNOWN = FieldRule(False, lambda m, c: "")
+
+
+def fix_reasons(field: str) -> frozenset[str]:
+    """The denial categories the fix of a claim field's factor addresses."""
+    rule = RULES.get(field)
+    return rule.reasons if rule is not None else frozenset()

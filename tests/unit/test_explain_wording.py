@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.codes import DENIAL_CATEGORIES
 from features.history import COUNT_FEATURES, HISTORY_FEATURES
 from features.pipeline import ClaimFeatureTransformer, Context
-from serving.explain import Factor, explain_batch
+from serving.explain import Factor, explain
 from tests.utils.factories import make_claim, tables_from
 
 PAYER_ID, PAYER_NAME = "60054", "Example Health Plan"
@@ -69,12 +70,19 @@ def explained() -> tuple[pd.DataFrame, Context]:
     return matrix, context
 
 
-def _factor(explained: tuple[pd.DataFrame, Context], column: str, value: float = 1.0) -> Factor:
-    """The factor a contribution of ``value`` on ``column`` alone makes."""
+def _factor(
+    explained: tuple[pd.DataFrame, Context],
+    column: str,
+    value: float = 1.0,
+    likely_reason: str | None = None,
+) -> Factor:
+    """The factor a contribution of ``value`` on ``column`` alone makes (for a claim whose
+    most likely denial reason is ``likely_reason``)."""
     matrix, context = explained
     contributions = pd.DataFrame(np.zeros(matrix.shape), columns=matrix.columns)
     contributions[column] = value
-    (factor,) = explain_batch(contributions, matrix, context, top_k=5)[0]
+    reasons = None if likely_reason is None else np.array([likely_reason] * len(matrix))
+    (factor,) = explain(contributions, matrix, context, top_k=5, likely_reasons=reasons).factors[0]
     return factor
 
 
@@ -167,11 +175,13 @@ PROBLEM_WORDS = (
 def test_a_count_is_context_never_a_problem_with_a_fix(
     explained: tuple[pd.DataFrame, Context], column: str
 ) -> None:
-    factor = _factor(explained, column)
-    assert factor.fix is None, factor
-    assert not factor.actionable, factor
-    text = factor.description.lower()
-    assert not any(word in text for word in PROBLEM_WORDS), factor
+    # Whatever reason the claim is likely denied for: a count is no evidence of it.
+    for likely_reason in (None, *DENIAL_CATEGORIES):
+        factor = _factor(explained, column, likely_reason=likely_reason)
+        assert factor.fix is None, (likely_reason, factor)
+        assert not factor.actionable, (likely_reason, factor)
+        text = factor.description.lower()
+        assert not any(word in text for word in PROBLEM_WORDS), (likely_reason, factor)
 
 
 @pytest.mark.parametrize(
@@ -230,3 +240,50 @@ def test_a_duplicate_count_is_worded_as_the_number_of_earlier_submissions(
     assert explained[0].loc[0, "hist_same_service_prior_submissions"] == 0
     assert "no earlier submission" in factor.description
     assert factor.fix is None
+
+
+def test_a_rate_of_the_likely_reason_makes_its_field_a_fix(
+    explained: tuple[pd.DataFrame, Context],
+) -> None:
+    # Every earlier line was denied for any reason: history of no reason in particular is
+    # context, unless the claim's likely reason is one the field's fix addresses.
+    column = "hist_payer_procedure_auth_rate"
+    assert not _factor(explained, column).actionable
+    factor = _factor(explained, column, likely_reason="authorization")
+    assert factor.actionable and factor.fix is not None and "authorization" in factor.fix
+    assert factor.description.startswith("no prior authorization number"), factor
+    assert factor.group == "fix_on_claim"
+    # Another reason: still context.
+    other = _factor(explained, column, likely_reason="coding")
+    assert not other.actionable and other.fix is None and other.group == "context"
+
+
+@pytest.fixture(scope="module")
+def authorized() -> tuple[pd.DataFrame, Context]:
+    """The new claim with an authorization number, after one earlier claim paid."""
+    earlier = make_claim(claim_id="OLD", payer_id=PAYER_ID, submission_date="2025-01-06")
+    outcomes = pd.DataFrame(
+        {
+            "claim_id": ["OLD"],
+            "remit_date": pd.to_datetime(["2025-02-01"]),
+            "denied": [0],
+            "category": [None],
+        }
+    )
+    features = ClaimFeatureTransformer(min_level_count=1).fit(tables_from([earlier]), outcomes)
+    claim = {**NEW_CLAIM, "prior_auth_number": "AUTH1"}
+    return features.transform_with_context(tables_from([claim]))
+
+
+def test_an_authorization_present_asks_for_its_coverage_only_where_the_data_shows_it(
+    authorized: tuple[pd.DataFrame, Context],
+) -> None:
+    assert authorized[0].loc[0, "prior_auth_present"] == 1
+    # Nothing says the authorization falls short: the number there is no fix to make.
+    factor = _factor(authorized, "prior_auth_present")
+    assert "authorization number present" in factor.description
+    assert factor.fix is None and not factor.actionable
+    # The claim's likely reason is authorization: check what the authorization covers.
+    factor = _factor(authorized, "prior_auth_present", likely_reason="authorization")
+    assert factor.actionable and factor.fix is not None, factor
+    assert "covers 70553 and 99213" in factor.fix and "dates of service" in factor.fix
