@@ -84,6 +84,13 @@ class Direction(StrEnum):
     lowers = "lowers risk"
 
 
+class FactorGroup(StrEnum):
+    """Where a factor belongs: a field the biller can change on the claim, or context."""
+
+    fix_on_claim = "fix_on_claim"
+    context = "context"
+
+
 # -- code fields -------------------------------------------------------------------------------
 def _upper(value: Any) -> Any:
     return value.strip().upper() if isinstance(value, str) else value
@@ -775,6 +782,43 @@ class FactorOut(BaseModel):
         default=None, description="What to change on the claim; only for a fixable risk."
     )
     line_number: int | None = None
+    group: FactorGroup = Field(
+        description="`fix_on_claim` for an actionable factor (a field the biller can change), "
+        "else `context` (the payer, history, counts)."
+    )
+
+
+class FactorGroupOut(BaseModel):
+    """A group of the claim's factors and the log-odds of all of the claim's fields in it."""
+
+    group: FactorGroup
+    label: str = Field(examples=["Fix on this claim"])
+    contribution: float = Field(
+        description="Log-odds the group's fields add to the denial risk: every field of the "
+        "claim in the group, listed among the factors or not. With the model's base value, the "
+        "groups add up to the claim's log-odds."
+    )
+
+
+class WhatIfOut(BaseModel):
+    """A fix made on the claim and the claim scored again by the same model: "add the prior
+    authorization number (REF*G1): 91% -> 14%"."""
+
+    field: str = Field(
+        description="The claim field of the factor the fix is for.",
+        examples=["prior authorization"],
+    )
+    change: str = Field(
+        description="What was changed on the claim.",
+        examples=[
+            "add the prior authorization number (REF*G1)",
+            "add modifier 25 to 99214 (line 1)",
+        ],
+    )
+    probability: float = Field(ge=0, le=1, description="P(denied) with the change made.")
+    risk_removed: float = Field(
+        description="The denial probability the change removes (negative: it adds risk)."
+    )
 
 
 class ClaimScoreOut(BaseModel):
@@ -785,8 +829,33 @@ class ClaimScoreOut(BaseModel):
     risk_band_threshold: str = Field(examples=[">= 0.35"])
     likely_reasons: list[ReasonOut]
     likely_carcs: list[CarcOut]
-    factors: list[FactorOut] = Field(description="Empty when explain=false.")
-    suggested_fix: str | None
+    factors: list[FactorOut] = Field(
+        description="Empty when explain=false. Fixes (actionable factors that raise the risk) "
+        "first, ordered by the risk they remove (measured by `what_if` where the fix was made, "
+        "else the factor's own log-odds), then the other factors."
+    )
+    factor_groups: list[FactorGroupOut] = Field(
+        default_factory=list,
+        description="The factors' two groups (fix on this claim, context) with their "
+        "contributions. Empty when explain=false.",
+    )
+    what_if: list[WhatIfOut] = Field(
+        default_factory=list,
+        description="For the claim's first three fixes that can be made on its fields (an "
+        "authorization or referral number, a referring NPI, modifier 25 or 59, a diagnosis "
+        "pointer, submitting today): the claim scored again with the fix made, most risk "
+        "removed first. Empty when explain=false.",
+    )
+    suggested_fix: str | None = Field(
+        description="For a medium or high risk: the fix of the claim's likely reason, from the "
+        "first factor whose fix addresses it, else that reason's usual fix."
+    )
+    suggested_fix_reason: str | None = Field(
+        default=None,
+        description="The denial reason category the suggested fix addresses (the claim's most "
+        "likely reason).",
+        examples=["authorization"],
+    )
     model_version: str
 
 

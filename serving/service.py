@@ -7,9 +7,9 @@ number for the same claim.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from functools import lru_cache
 
 import numpy as np
@@ -19,7 +19,16 @@ from sklearn.pipeline import Pipeline
 
 from features.claim_tables import ClaimTables
 from features.codes import code_tables
-from serving.explain import Factor, explain_batch
+from serving.explain import (
+    CONTEXT,
+    FACTOR_GROUPS,
+    FIX_ON_CLAIM,
+    Explanations,
+    Factor,
+    explain,
+    fix_reasons,
+)
+from serving.what_if import TOP_FIXES, WhatIf, fixes_first, what_ifs
 from training.history_store import HistoryAsOf
 from training.model import Prediction, predict, top_columns
 
@@ -61,7 +70,7 @@ class ModelInfo:
     uri: str
     training_period: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
-    local_copy_saved_at: datetime | None = None
+    local_copy_saved_at: dt.datetime | None = None
     """When the model was read from the last good local copy the API keeps (the registry could
     not be reached), the time that copy was saved; ``None`` for a model read from its URI."""
 
@@ -77,6 +86,13 @@ class ClaimScore:
     factors: list[Factor]
     suggested_fix: str | None
     model_version: str
+    suggested_fix_reason: str | None = None
+    """The denial category the suggested fix addresses: the claim's likely reason."""
+    factor_groups: list[dict[str, object]] = field(default_factory=list)
+    """Each factor group (fix on this claim, context) with its label and the log-odds of all
+    of the claim's fields in it; empty when not explained."""
+    what_if: list[WhatIf] = field(default_factory=list)
+    """The claim's fixes made and the claim scored again, most risk removed first."""
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -125,18 +141,38 @@ class ScoringService:
             return
         model.contributions(pd.DataFrame(np.zeros((0, len(names))), columns=list(names)))
 
-    def score(self, tables: ClaimTables, explain: bool = True, top_k: int = 5) -> list[ClaimScore]:
-        """Score every claim in ``tables`` (row order kept)."""
+    def score(
+        self,
+        tables: ClaimTables,
+        explain: bool = True,
+        top_k: int = 5,
+        what_if: bool = True,
+        today: dt.date | None = None,
+    ) -> list[ClaimScore]:
+        """Score every claim in ``tables`` (row order kept).
+
+        ``explain``: factors (in their groups) and, with ``what_if``, each claim's first
+        :data:`~serving.what_if.TOP_FIXES` fixes made on it and the claim scored again
+        (:func:`~serving.what_if.what_ifs`; ``today``, by default the date now, is the day a
+        "submit today" fix would send it).
+        """
         if len(tables) == 0:
             return []
         prediction = predict(self.pipeline, tables, keep_matrix=explain, compiled=True)
         view = self._view(prediction)
-        factors = self._factors(prediction, top_k) if explain else None
+        explained = self._factors(prediction, view, top_k) if explain else None
+        changes = (
+            self._what_ifs(tables, explained, view, today)
+            if explained is not None and what_if
+            else None
+        )
         reasons, carcs = view.reasons(), view.carcs()
         probabilities, bands = view.probabilities.tolist(), view.bands()
+        groups = _group_lists(explained) if explained is not None else None
         scores = []
         for i, claim_id in enumerate(view.claim_ids):
-            claim_factors = factors[i] if factors is not None else []
+            claim_factors = explained.factors[i] if explained is not None else []
+            fix, fix_reason = self._suggested_fix(claim_factors, reasons[i], bands[i])
             scores.append(
                 ClaimScore(
                     claim_id=claim_id,
@@ -152,8 +188,11 @@ class ScoringService:
                         for c, p in carcs[i]
                     ],
                     factors=claim_factors,
-                    suggested_fix=self._suggested_fix(claim_factors, reasons[i], bands[i]),
+                    suggested_fix=fix,
                     model_version=self.info.version,
+                    suggested_fix_reason=fix_reason,
+                    factor_groups=groups[i] if groups is not None else [],
+                    what_if=changes[i] if changes is not None else [],
                 )
             )
         return scores
@@ -164,6 +203,8 @@ class ScoringService:
         explain: bool = False,
         top_k: int = 5,
         progress: Progress | None = None,
+        what_if: bool = True,
+        today: dt.date | None = None,
     ) -> pd.DataFrame:
         """Scores as a flat table (batch output): one row per claim.
 
@@ -171,12 +212,19 @@ class ScoringService:
         objects), because batch scoring runs over hundreds of thousands of claims. Text columns
         are built from their few distinct values (:func:`_text_column`). Explaining takes most
         of an explained batch's time: ``progress(claims explained, claims)`` reports it.
+        Explained, the table has each factor's group, the two groups' contributions and (with
+        ``what_if``) ``what_if_1`` .. ``what_if_3``: a fix made and the probability after it.
         """
         if len(tables) == 0:
             return pd.DataFrame(columns=["claim_id", "denial_probability", "risk_band"])
         prediction = predict(self.pipeline, tables, keep_matrix=explain, compiled=True)
         view = self._view(prediction)
-        factors = self._factors(prediction, top_k, progress) if explain else None
+        explained = self._factors(prediction, view, top_k, progress) if explain else None
+        changes = (
+            self._what_ifs(tables, explained, view, today)
+            if explained is not None and what_if
+            else None
+        )
         columns: dict[str, object] = {
             "claim_id": _id_column(tables.claims["claim_id"]),
             "denial_probability": view.probabilities,
@@ -192,19 +240,32 @@ class ScoringService:
             for i in range(order.shape[1]):
                 columns[f"{name}_{i + 1}"] = _text_column(classes, order[:, i])
                 columns[f"{name}_{i + 1}_probability"] = probs[:, i]
-        if factors is not None:
+        fixes, fix_reasons_ = self._suggested_fixes(
+            view, explained.factors if explained is not None else None
+        )
+        if explained is not None:
+            factors = explained.factors
             for i in range(max((len(f) for f in factors), default=0)):
                 picked = [f[i] if len(f) > i else None for f in factors]
                 columns[f"factor_{i + 1}"] = [
                     f"{f.field}: {f.description}" if f else None for f in picked
                 ]
+                columns[f"factor_{i + 1}_group"] = [f.group if f else None for f in picked]
                 columns[f"factor_{i + 1}_contribution"] = [
                     f.contribution if f else None for f in picked
                 ]
                 columns[f"factor_{i + 1}_fix"] = [f.fix if f else None for f in picked]
-            columns["suggested_fix"] = self._suggested_fixes(view, factors)
-        else:
-            columns["suggested_fix"] = _text_column(*self._fixes_by_reason(view))
+            columns[f"{FIX_ON_CLAIM}_contribution"] = np.round(explained.fix_contribution, 4)
+            columns[f"{CONTEXT}_contribution"] = np.round(explained.context_contribution, 4)
+            if changes is not None:
+                for k in range(TOP_FIXES):
+                    picked_changes = [c[k] if len(c) > k else None for c in changes]
+                    columns[f"what_if_{k + 1}"] = [c.change if c else None for c in picked_changes]
+                    columns[f"what_if_{k + 1}_probability"] = [
+                        c.probability if c else None for c in picked_changes
+                    ]
+        columns["suggested_fix"] = fixes
+        columns["suggested_fix_reason"] = fix_reasons_
         columns["model_version"] = _text_column(
             np.array([self.info.version], dtype=object), np.zeros(len(tables), dtype=np.intp)
         )
@@ -233,23 +294,62 @@ class ScoringService:
         )
 
     def _factors(
-        self, prediction: Prediction, top_k: int, progress: Progress | None = None
-    ) -> list[list[Factor]]:
-        """Each claim's top factors, in blocks of :data:`EXPLAIN_BLOCK` claims (each claim's
-        are its own, whatever the block); ``progress(done, total)`` after each block."""
+        self,
+        prediction: Prediction,
+        view: _PredictionView,
+        top_k: int,
+        progress: Progress | None = None,
+    ) -> Explanations:
+        """Each claim's top factors and group contributions, in blocks of
+        :data:`EXPLAIN_BLOCK` claims (each claim's are its own, whatever the block), with its
+        likely reason (fields whose fix addresses it are fixable, see
+        :func:`serving.explain.explain`); ``progress(done, total)`` after each block."""
         model = self.pipeline.named_steps["model"]
         whole = prediction.model_matrix()
         n = len(whole)
+        likely = view.likely_reasons()
         factors: list[list[Factor]] = []
+        fix_parts, context_parts = [], []
         for start in range(0, n, EXPLAIN_BLOCK):
             stop = min(n, start + EXPLAIN_BLOCK)
             matrix = whole.iloc[start:stop] if stop - start < n else whole
             context = {name: values[start:stop] for name, values in prediction.context.items()}
             contributions = model.contributions(matrix)
-            factors += explain_batch(contributions, matrix, context, top_k)
+            block = explain(
+                contributions, matrix, context, top_k, likely_reasons=likely[start:stop]
+            )
+            factors += block.factors
+            fix_parts.append(block.fix_contribution)
+            context_parts.append(block.context_contribution)
             if progress is not None:
                 progress(stop, n)
-        return factors
+        return Explanations(factors, np.concatenate(fix_parts), np.concatenate(context_parts))
+
+    def _what_ifs(
+        self,
+        tables: ClaimTables,
+        explained: Explanations,
+        view: _PredictionView,
+        today: dt.date | None,
+    ) -> list[list[WhatIf]]:
+        """Each claim's fixes made on it and the claim scored again by the same predict path
+        (see :mod:`serving.what_if`); the claims' factors are put in the order of the risk
+        their fixes remove (:func:`~serving.what_if.fixes_first`)."""
+
+        def score(changed: ClaimTables) -> np.ndarray:
+            prediction = predict(self.pipeline, changed, keep_matrix=False, compiled=True)
+            return np.round(prediction.denial_probability.astype(np.float64), 4)
+
+        changes = what_ifs(
+            tables, explained.factors, view.probabilities, score, today or dt.date.today()
+        )
+        explained.factors = [
+            fixes_first(factors, claim_changes, probability)
+            for factors, claim_changes, probability in zip(
+                explained.factors, changes, view.probabilities.tolist(), strict=True
+            )
+        ]
+        return changes
 
     def _fixes_by_reason(self, view: _PredictionView) -> tuple[np.ndarray, np.ndarray]:
         """Each claim's fix from its top reason alone (none for a low risk), as the distinct
@@ -265,29 +365,39 @@ class ScoringService:
 
     def _suggested_fixes(
         self, view: _PredictionView, factors: list[list[Factor]] | None
-    ) -> np.ndarray:
-        """:meth:`_suggested_fix` for a whole batch: the top reason's fix unless a factor has
-        one of its own; none for a low-risk claim."""
-        fixes = _values(*self._fixes_by_reason(view))
-        if factors is not None:
-            for i, claim_factors in enumerate(factors):
-                fix = next((f.fix for f in claim_factors if f.fix), None)
-                if fix is not None and view.band_codes[i] != 0:
-                    fixes[i] = fix
-        return fixes
+    ) -> tuple[object, object]:
+        """:meth:`_suggested_fix` for a whole batch, as the two columns (fix, reason)."""
+        fix_labels, fix_codes = self._fixes_by_reason(view)
+        reason_labels = np.array([*view.reason_classes, None], dtype=object)
+        no_reason = len(reason_labels) - 1
+        reason_codes = (
+            np.where(view.band_codes == 0, no_reason, view.reason_order[:, 0])
+            if view.top
+            else np.full(len(view.probabilities), no_reason, dtype=np.intp)
+        )
+        reasons = _text_column(reason_labels, reason_codes)
+        if factors is None:
+            return _text_column(fix_labels, fix_codes), reasons
+        fixes = _values(fix_labels, fix_codes)
+        likely = _values(reason_labels, reason_codes)
+        for i, claim_factors in enumerate(factors):
+            fix = _reason_fix(claim_factors, likely[i]) if likely[i] is not None else None
+            if fix is not None:
+                fixes[i] = fix
+        return fixes, reasons
 
     def _suggested_fix(
         self, factors: list[Factor], reasons: list[tuple[str, float]], band: str
-    ) -> str | None:
-        """For a medium or high risk, the first factor's fix, else the top reason's usual fix.
-        A low-risk claim gets none: it is sent as it is (its factors still say what raises its
+    ) -> tuple[str | None, str | None]:
+        """For a medium or high risk, the fix of the claim's likely reason and that reason: the
+        fix of the first factor whose fix addresses it, else that reason's usual fix. A
+        low-risk claim gets none: it is sent as it is (its factors still say what raises its
         risk, with their fixes)."""
-        if band == "low":
-            return None
-        fix = next((f.fix for f in factors if f.fix), None)
-        if fix is None and reasons:
-            fix = self._category_fixes.get(reasons[0][0]) or None
-        return fix
+        if band == "low" or not reasons:
+            return None, None
+        reason = reasons[0][0]
+        fix = _reason_fix(factors, reason) or self._category_fixes.get(reason) or None
+        return fix, reason
 
     def _label(self, category: str) -> str:
         label = self._labels.get(category)
@@ -301,6 +411,25 @@ class ScoringService:
 
 _BAND_NAMES = np.array(["low", "medium", "high"], dtype=object)
 """Risk bands by their code in :attr:`_PredictionView.band_codes`."""
+
+
+def _reason_fix(factors: list[Factor], reason: str) -> str | None:
+    """The fix of the claim's first factor (in the explanation's order) whose fix addresses
+    ``reason``: the field that carries the claim's likely reason."""
+    return next((f.fix for f in factors if f.fix and reason in fix_reasons(f.field)), None)
+
+
+def _group_lists(explained: Explanations) -> list[list[dict[str, object]]]:
+    """Each claim's factor groups with their labels and contributions (log-odds)."""
+    fix = np.round(explained.fix_contribution, 4).tolist()
+    context = np.round(explained.context_contribution, 4).tolist()
+    return [
+        [
+            {"group": FIX_ON_CLAIM, "label": FACTOR_GROUPS[FIX_ON_CLAIM], "contribution": f},
+            {"group": CONTEXT, "label": FACTOR_GROUPS[CONTEXT], "contribution": c},
+        ]
+        for f, c in zip(fix, context, strict=True)
+    ]
 
 
 @dataclass
@@ -328,6 +457,12 @@ class _PredictionView:
 
     def bands(self) -> list[str]:
         return _values(_BAND_NAMES, self.band_codes).tolist()
+
+    def likely_reasons(self) -> np.ndarray:
+        """Each claim's most likely denial category (``None`` when there are none)."""
+        if not self.top:
+            return np.full(len(self.probabilities), None, dtype=object)
+        return _values(self.reason_classes, self.reason_order[:, 0])
 
     def reasons(self) -> list[list[tuple[str, float]]]:
         return _pairs(_values(self.reason_classes, self.reason_order), self.reason_probs)

@@ -482,7 +482,12 @@ def _outcome(
     # One validation of the whole response from the dataclasses' own attribute dicts: a model
     # per claim from ``asdict`` (which deep-copies) cost four times as much. Same JSON.
     results = [
-        {**vars(score), "index": index, "factors": [vars(factor) for factor in score.factors]}
+        {
+            **vars(score),
+            "index": index,
+            "factors": [{**vars(factor), "group": factor.group} for factor in score.factors],
+            "what_if": [vars(change) for change in score.what_if],
+        }
         for index, score in scored
     ]
     response = ScoreResponse.model_validate(

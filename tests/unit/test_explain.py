@@ -10,9 +10,19 @@ import pandas as pd
 import pytest
 
 from features.claim_tables import ClaimTables
+from features.codes import DENIAL_CATEGORIES
 from features.pipeline import feature_source
 from features.schema import ClaimsDataset
-from serving.explain import RULES, Factor, column_fixable, explain_batch, word_factor
+from serving.explain import (
+    BY_REASON_SHARE,
+    RULES,
+    Factor,
+    column_fixable,
+    evidence_floor,
+    explain,
+    history_column,
+    word_factor,
+)
 from training.estimator import DenialRiskEstimator
 from training.treeshap import TreeShapTables
 
@@ -219,18 +229,36 @@ def _reference_factors(
     context: dict[str, Any],
     top_k: int,
     min_abs: float = 0.02,
+    likely_reasons: list[str | None] | None = None,
+    fix_totals: list[float] | None = None,
 ) -> list[list[Factor]]:
-    """The plain per-claim algorithm explain_batch must reproduce: group, rank, word."""
+    """The plain per-claim algorithm explain must reproduce: group, rank, word; the log-odds
+    of each claim's fields to fix on the claim appended to ``fix_totals``."""
     columns = [str(c) for c in contributions.columns]
     sources = [feature_source(c) for c in columns]
     rules = [RULES.get(source) for source in sources]
     results = []
     for row in range(len(contributions)):
+        m_row = {c: matrix[c].to_numpy()[row] for c in matrix.columns}
+        c_row = {c: np.asarray(v)[row] for c, v in context.items()}
+        row_values = contributions.to_numpy()[row]
         # Fixable on this claim: history only from the value that shows the problem.
         fixable_column = [
             rule is not None and column_fixable(c, rule, float(matrix[c].to_numpy()[row]))
             for c, rule in zip(columns, rules, strict=True)
         ]
+        # Below its evidence floor: a column that would be fixable at a higher value.
+        weak_column = [
+            rule is not None
+            and column_fixable(c, rule)
+            and evidence_floor(c, rule) is not None
+            and not fixable
+            for c, rule, fixable in zip(columns, rules, fixable_column, strict=True)
+        ]
+        for i, (c, rule) in enumerate(zip(columns, rules, strict=True)):
+            # What the fix adds is on the claim: its own columns are no fix by themselves.
+            if rule is not None and rule.present and m_row.get(rule.present, 0) > 0:
+                fixable_column[i] = fixable_column[i] and history_column(c) is not None
         by_field: dict[str, float] = {}
         fixable_sum: dict[str, float] = {}
         for source, value, fixable in zip(
@@ -239,19 +267,59 @@ def _reference_factors(
             by_field[source] = by_field.get(source, 0.0) + float(value)
             if fixable:
                 fixable_sum[source] = fixable_sum.get(source, 0.0) + float(value)
+
+        def lead_of(
+            field: str,
+            value: float,
+            part: bool | None,
+            row_values: np.ndarray = row_values,
+            fixable_column: list[bool] = fixable_column,
+        ) -> str:
+            # Its column of largest contribution in its direction among those (fixable or not,
+            # or all when ``part`` is None) that carry it; the first such column on ties.
+            found = [
+                (float(row_values[i]) * np.sign(value), -i, c)
+                for i, (c, source, fixable) in enumerate(
+                    zip(columns, sources, fixable_column, strict=True)
+                )
+                if source == field and (part is None or fixable == part)
+            ]
+            return max(found)[2]
+
+        largest = max(by_field.values())
+        reason = likely_reasons[row] if likely_reasons is not None else None
         ranked = []
         fixable_field: dict[str, bool] = {}
+        by_reason: dict[str, bool] = {}
         for field, value in by_field.items():
             # Fixable when its fixable columns carry at least half of it.
             fixable_field[field] = field in fixable_sum and (
                 2.0 * np.sign(value) * fixable_sum[field] >= abs(value)
             )
+            rule = RULES.get(field)
+            by_reason[field] = (
+                not fixable_field[field]
+                and rule is not None
+                and rule.actionable
+                and rule.fix is not None
+                and reason in rule.reasons
+                and value >= max(min_abs, BY_REASON_SHARE * largest)
+            )
+            if by_reason[field]:
+                lead = lead_of(field, value, None)
+                # Not when it leads with history of another reason, a count that is context,
+                # or evidence below its floor.
+                info = history_column(lead)
+                other = info is not None and (
+                    (info.reason is not None and info.reason not in rule.reasons)  # type: ignore[union-attr]
+                    or (info.kind == "count" and lead not in rule.problem_counts)  # type: ignore[union-attr]
+                )
+                by_reason[field] = not other and not weak_column[columns.index(lead)]
+            fixable_field[field] = fixable_field[field] or by_reason[field]
             if abs(value) < min_abs:
                 continue
             group = 0 if value > 0 and fixable_field[field] else (1 if value > 0 else 2)
             ranked.append((group, -abs(value), field, value))
-        m_row = {c: matrix[c].to_numpy()[row] for c in matrix.columns}
-        c_row = {c: np.asarray(v)[row] for c, v in context.items()}
         strongest_line = None
         best = 0.0
         for slot in range(1, 4):
@@ -270,39 +338,65 @@ def _reference_factors(
                 "prior authorization",
                 "diagnosis supports procedure",
             }
-            # Worded after its column of largest contribution in its direction, among those
-            # (fixable or not) that carry it; the first such column on ties.
-            part = [
-                (float(contributions[c].to_numpy()[row]) * np.sign(value), -i, c)
-                for i, (c, source, fixable) in enumerate(
-                    zip(columns, sources, fixable_column, strict=True)
-                )
-                if source == field and fixable == fixable_field[field]
-            ]
-            lead = max(part)[2]
-            description, fix = word_factor(field, lead, fixable_field[field], value, m_row, c_row)
+            lead = lead_of(field, value, None if by_reason[field] else fixable_field[field])
+            fixable = fixable_field[field]
+            description, fix = word_factor(
+                field, lead, fixable, value, m_row, c_row, by_reason=by_reason[field]
+            )
+            if by_reason[field] and fix is None:  # no fix on this claim: context
+                fixable = fixable_field[field] = False
+                description, fix = word_factor(field, lead, False, value, m_row, c_row)
             factors.append(
                 Factor(
                     field=field,
                     description=description,
                     contribution=round(value, 4),
                     direction="raises risk" if value > 0 else "lowers risk",
-                    actionable=fixable_field[field],
+                    actionable=fixable,
                     fix=fix,
                     line_number=strongest_line if line_field else None,
                 )
             )
+        factors.sort(key=lambda f: 0 if f.actionable and f.contribution > 0 else 1)
         results.append(factors)
+        if fix_totals is not None:
+            fix_totals.append(sum(v for f, v in by_field.items() if fixable_field[f]))
     return results
 
 
 @pytest.mark.parametrize(("n", "top_k"), [(1, 5), (7, 3), (300, 5)])
-def test_explain_batch_equals_the_per_claim_reference(n: int, top_k: int) -> None:
+@pytest.mark.parametrize("with_reasons", [False, True])
+def test_explain_equals_the_per_claim_reference(n: int, top_k: int, with_reasons: bool) -> None:
     contributions, matrix, context = _generated_batch(n, seed=n)
-    got = explain_batch(contributions, matrix, context, top_k)
-    want = _reference_factors(contributions, matrix, context, top_k)
-    assert got == want
-    assert any(f.fix for factors in got for f in factors)  # the batch exercises the fixes
+    reasons = (
+        np.random.default_rng(n).choice(np.array([*DENIAL_CATEGORIES, None], dtype=object), n)
+        if with_reasons
+        else None
+    )
+    explained = explain(contributions, matrix, context, top_k, likely_reasons=reasons)
+    fix_totals: list[float] = []
+    want = _reference_factors(
+        contributions,
+        matrix,
+        context,
+        top_k,
+        likely_reasons=None if reasons is None else list(reasons),
+        fix_totals=fix_totals,
+    )
+    assert explained.factors == want
+    assert any(f.fix for factors in want for f in factors)  # the batch exercises the fixes
+    if with_reasons and n == 300:  # the likely reason makes some fields fixable
+        plain = _reference_factors(contributions, matrix, context, top_k)
+        assert sum(f.actionable for fs in want for f in fs) > sum(
+            f.actionable for fs in plain for f in fs
+        )
+    # The groups' contributions: every field's (shown or not), adding up to the claim's.
+    np.testing.assert_allclose(explained.fix_contribution, fix_totals, atol=1e-9)
+    np.testing.assert_allclose(
+        explained.fix_contribution + explained.context_contribution,
+        contributions.sum(axis=1).to_numpy(),
+        atol=1e-9,
+    )
 
 
 def test_explanations_from_the_tables_equal_those_from_pred_contrib(trained: Any) -> None:
@@ -323,7 +417,13 @@ def test_explanations_from_the_tables_equal_those_from_pred_contrib(trained: Any
     )
     fast = model.contributions(prediction.matrix)
     np.testing.assert_allclose(fast.to_numpy(), slow.to_numpy(), rtol=0, atol=1e-12)
-    want = _reference_factors(slow, prediction.matrix, prediction.context, 5)
-    assert explain_batch(fast, prediction.matrix, prediction.context, 5) == want
-    scored = service.score(tables, explain=True, top_k=5)
+    # As the service explains: with each claim's likely reason (before its what-ifs reorder
+    # its fixes by the risk they remove).
+    likely = [reasons[0][0] for reasons in prediction.top_reasons(1)]
+    want = _reference_factors(slow, prediction.matrix, prediction.context, 5, likely_reasons=likely)
+    assert (
+        explain(fast, prediction.matrix, prediction.context, 5, likely_reasons=likely).factors
+        == want
+    )
+    scored = service.score(tables, explain=True, top_k=5, what_if=False)
     assert [s.factors for s in scored] == want
