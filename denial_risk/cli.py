@@ -885,10 +885,12 @@ def _show_examples(service, tables) -> None:  # type: ignore[no-untyped-def]
         )
     )
     ordered = sorted(scores, key=lambda s: -s.denial_probability)
-    # One claim with a fixable top factor, and one medium-risk claim, when there are such.
+    # One claim with a fixable top factor (its fix measured, if one is), and one medium-risk
+    # claim, when there are such.
     fixable = [s for s in ordered if s.factors and s.factors[0].fix and s.risk_band == "high"]
+    measured = [s for s in fixable if s.what_if]
     medium = [s for s in ordered if s.risk_band == "medium"]
-    picks = [(fixable or ordered)[0]]
+    picks = [(measured or fixable or ordered)[0]]
     second = next((s for s in medium + ordered if s is not picks[0]), None)
     if second is not None:
         picks.append(second)
@@ -905,14 +907,31 @@ def _print_score(score) -> None:  # type: ignore[no-untyped-def]
     reasons = ", ".join(f"{r['label']} {r['probability']:.0%}" for r in score.likely_reasons)
     carcs = ", ".join(f"CARC {c['code']} {c['probability']:.0%}" for c in score.likely_carcs)
     console.print(f"  likely reasons: {reasons}\n  likely CARCs: {carcs}")
-    for factor in score.factors:
-        line = f" (line {factor.line_number})" if factor.line_number else ""
-        sign = "+" if factor.contribution > 0 else ""
-        console.print(
-            f"  • {factor.field}{line}: {factor.description} "
-            f"[dim]({sign}{factor.contribution:.2f} log-odds, {factor.direction})[/]"
-        )
-        if factor.fix:
-            console.print(f"    [green]fix:[/] {factor.fix}")
+    totals = {group["group"]: group for group in score.factor_groups}
+    for group in ("fix_on_claim", "context"):
+        factors = [f for f in score.factors if f.group == group]
+        if not factors:
+            continue
+        heading = totals.get(group)
+        total = f" ({heading['contribution']:+.2f} log-odds in all)" if heading else ""
+        label = heading["label"] if heading else group
+        console.print(f"  [bold]{label}[/]{total}")
+        for factor in factors:
+            line = f" (line {factor.line_number})" if factor.line_number else ""
+            sign = "+" if factor.contribution > 0 else ""
+            console.print(
+                f"    • {factor.field}{line}: {factor.description} "
+                f"[dim]({sign}{factor.contribution:.2f} log-odds, {factor.direction})[/]"
+            )
+            if factor.fix:
+                console.print(f"      [green]fix:[/] {factor.fix}")
+    if score.what_if:
+        console.print("  [bold]What if[/] (the claim scored again with the fix made)")
+        for change in score.what_if:
+            console.print(
+                f"    • {change.change}: {score.denial_probability:.0%} -> "
+                f"[bold]{change.probability:.0%}[/]"
+            )
     if score.suggested_fix:
-        console.print(f"  [bold green]suggested fix:[/] {score.suggested_fix}")
+        reason = f" ({score.suggested_fix_reason})" if score.suggested_fix_reason else ""
+        console.print(f"  [bold green]suggested fix{reason}:[/] {score.suggested_fix}")
