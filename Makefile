@@ -13,7 +13,7 @@ BUILD_TOOLS := pip\nsetuptools>=77\nwheel\n
 LOCK_FLAGS := --extra dev --python-version 3.11 --python-platform linux --generate-hashes \
 	--custom-compile-command 'make lock'
 
-.PHONY: demo test lint install lock lock-upgrade clean
+.PHONY: demo test lint install lock lock-upgrade clean chromium
 
 # Every pinned package, pip, setuptools and wheel included, as wheels only (nothing is built
 # with tools the lock does not pin).
@@ -36,14 +36,23 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/denial-risk demo
 
-## Lint, type-check and run every test.
-test: $(STAMP) lint
+## Lint, type-check and run every test (the report's page is opened in a real Chromium).
+test: $(STAMP) lint chromium
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+## Debian's headless Chromium and its ChromeDriver for the report's browser test, from the
+## distribution's packages (never a browser download of a test tool's own); skipped when present.
+chromium:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; else \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    chromium chromium-driver >/dev/null; fi
 
 ## Re-resolve constraints.txt after pyproject.toml's dependencies change; other pins stay.
 lock: $(LOCKED)
