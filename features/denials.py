@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from features.codes import PAYER_TYPES, code_tables
-from features.schema import ClaimsDataset
+from features.schema import ClaimsDataset, ids_in
 from features.x12.outcomes import derive_followups, first_adjudication_outcomes
 
 UNKNOWN_CATEGORY = "unknown"
@@ -226,15 +226,21 @@ def _joined(values: pd.Series) -> str:
     return ";".join(sorted({str(v) for v in values if isinstance(v, str) and v}))
 
 
-def denials_from_dataset(dataset: ClaimsDataset, include_rejections: bool = True) -> pd.DataFrame:
+def denials_from_dataset(
+    dataset: ClaimsDataset,
+    include_rejections: bool = True,
+    outcomes: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """One row per denied first adjudication (and per open front-end rejection).
 
     Works with a full data set or with 835 remittances alone (claims may be empty: the payer
     and amounts then come from the remittance, the service date stays unknown). Follow-ups come
     from ``dataset.followups``, or are derived from later remittances when that table is empty.
-    Columns: :data:`DENIAL_FRAME_COLUMNS`.
+    Columns: :data:`DENIAL_FRAME_COLUMNS`. ``outcomes``: the data set's
+    :func:`~features.x12.outcomes.first_adjudication_outcomes`, when the caller has them already.
     """
-    outcomes = first_adjudication_outcomes(dataset)
+    if outcomes is None:
+        outcomes = first_adjudication_outcomes(dataset)
     denied = outcomes[outcomes["denied"].astype(bool)]
     remits = dataset.remittances.set_index("remit_id")
     frame = pd.DataFrame(
@@ -267,10 +273,7 @@ def denials_from_dataset(dataset: ClaimsDataset, include_rejections: bool = True
 
     adj = dataset.adjustments[dataset.adjustments["remit_id"].isin(rid)]
     tables = code_tables()
-    is_denial = [
-        tables.is_denial_carc(str(c), str(g))
-        for c, g in zip(adj["carc"], adj["group_code"], strict=True)
-    ]
+    is_denial = tables.denial_mask(adj["carc"], adj["group_code"])
     frame["denial_carcs"] = rid.map(adj[is_denial].groupby("remit_id")["carc"].agg(_joined))
     remarks = dataset.remarks[dataset.remarks["remit_id"].isin(rid)]
     frame["rarc"] = rid.map(remarks.groupby("remit_id")["rarc"].agg(_joined))
@@ -281,7 +284,7 @@ def denials_from_dataset(dataset: ClaimsDataset, include_rejections: bool = True
     frame["rejection_reason"] = None
     frame = frame.drop(columns="remit_id")
     if include_rejections and len(dataset.rejections):
-        frame = pd.concat([frame, _open_rejections(dataset, set(outcomes["claim_id"]))])
+        frame = pd.concat([frame, _open_rejections(dataset, outcomes["claim_id"])])
     return normalise_denial_frame(frame)
 
 
@@ -312,9 +315,9 @@ def _prior_attempts(dataset: ClaimsDataset, frame: pd.DataFrame) -> pd.Series:
     return frame["claim_id"].map(depth).fillna(0).astype(int)
 
 
-def _open_rejections(dataset: ClaimsDataset, adjudicated: set[str]) -> pd.DataFrame:
+def _open_rejections(dataset: ClaimsDataset, adjudicated: pd.Series) -> pd.DataFrame:
     """Rejections of claims that never reached adjudication (latest rejection per claim)."""
-    rej = dataset.rejections[~dataset.rejections["claim_id"].isin(adjudicated)]
+    rej = dataset.rejections[~ids_in(dataset.rejections["claim_id"], adjudicated)]
     rej = rej.sort_values("rejection_date").drop_duplicates("claim_id", keep="last")
     claims = dataset.claims.set_index("claim_id")
     cid = rej["claim_id"].astype(str)

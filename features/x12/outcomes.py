@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from features.codes import code_tables
@@ -100,16 +101,7 @@ def first_adjudication_outcomes(dataset: ClaimsDataset) -> pd.DataFrame:
     tables = code_tables()
     first_ids = pd.Index(first["remit_id"])
     adj = dataset.adjustments[first_ids.get_indexer(dataset.adjustments["remit_id"]) >= 0].copy()
-    pairs = adj[["carc", "group_code"]].drop_duplicates()
-    denial_lookup = {
-        (c, g): tables.is_denial_carc(str(c), str(g))
-        for c, g in zip(pairs["carc"], pairs["group_code"], strict=True)
-    }
-    adj["is_denial"] = pd.Series(
-        [denial_lookup[(c, g)] for c, g in zip(adj["carc"], adj["group_code"], strict=True)],
-        index=adj.index,
-        dtype=bool,
-    )
+    adj["is_denial"] = tables.denial_mask(adj["carc"], adj["group_code"])
     adj["abs_amount"] = adj["amount"].abs()
     denial_amount = adj[adj["is_denial"]].groupby("remit_id")["amount"].sum()
     has_denial = adj[adj["is_denial"]].groupby("remit_id").size() > 0
@@ -143,10 +135,9 @@ def first_adjudication_outcomes(dataset: ClaimsDataset) -> pd.DataFrame:
             "status": status.to_numpy(),
         }
     )
-    out["denial_category"] = [
-        tables.carc_category(str(c)) if d and isinstance(c, str) else (None if not d else "other")
-        for c, d in zip(out["primary_carc"], out["denied"], strict=True)
-    ]
+    categories = {c: tables.carc_category(c) for c in out["primary_carc"].dropna().unique()}
+    category = out["primary_carc"].map(categories).fillna("other")
+    out["denial_category"] = np.where(out["denied"], category.to_numpy(dtype=object), None)
     return out[OUTCOME_COLUMNS].reset_index(drop=True)
 
 
