@@ -635,6 +635,68 @@ def _print_worklist(result, written: dict) -> None:  # type: ignore[no-untyped-d
 
 
 @app.command()
+def report(
+    dataset: Annotated[Path, typer.Argument(help="Data set folder (from `ingest` or `simulate`).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="The HTML page; report.json goes beside it.")
+    ] = (Path("work/report.html")),
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from", help="First day (default: first of the month 11 months before --to)."
+        ),
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="Last day (default: the data's latest date).")
+    ] = None,
+    model: ModelOption = None,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Denial analytics: rates against the benchmarks, where denials start, what is open, what
+    changed at each payer, and (with --model) the model's health. One page that opens offline."""
+    import pandas as pd
+
+    from serving.report import run_report
+
+    settings = _settings(tracking_uri)
+    first, last = _parse_date(start, "--from"), _parse_date(end, "--to")
+    try:
+        with progress_bar("building the report") as update:
+            update("reading the data set and computing the figures", 0.1)
+            written = run_report(
+                dataset,
+                out,
+                None if first is None else pd.Timestamp(first),
+                None if last is None else pd.Timestamp(last),
+                model_uri=model,
+                tracking_uri=settings.resolved_tracking_uri() if model else None,
+            )
+            update("done", 1.0)
+    except (FileNotFoundError, ValueError) as error:
+        raise fail(str(error)) from None
+    _print_report(written)
+
+
+def _print_report(written: list[Path]) -> None:
+    figures = json.loads(written[1].read_text())
+    head = figures["headline"]["period"]
+    rate = head["denial_rate"]
+    console.print(
+        f"{head['from']} to {head['to']}: denial rate "
+        f"{'n/a' if rate is None else f'{rate:.1%}'} of claims ({head['benchmark']}), "
+        f"${head['denied_dollars']:,.0f} denied; {head['rejections']:,} front-end rejections; "
+        f"{len(figures['payer_change_alerts']['alerts'])} payer-change alerts. "
+        + figures["point_of_origin"]["sentence"]
+    )
+    health = figures.get("model_health")
+    if health:
+        console.print(
+            ("[bold red]" if health["retrain"] else "") + health["advice"], highlight=False
+        )
+    console.print(f"Report: {written[0]} (figures: {written[1]})")
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
@@ -826,12 +888,27 @@ def demo(
     result_wl, written = run_worklist(ingested_dir, work / "worklist.csv", service_wl)
     _print_worklist(result_wl, written)
 
+    console.rule("[bold]6. Denial analytics: rates, root causes, payer changes, model health")
+    from serving.report import run_report
+
+    with progress_bar("building the report") as update:
+        update("computing the figures and scoring a sample of each month", 0.1)
+        report_paths = run_report(
+            ingested_dir,
+            work / "report.html",
+            model_uri=f"models:/{settings.registered_model_name}@champion",
+            tracking_uri=tracking_uri,
+        )
+        update("done", 1.0)
+    _print_report(report_paths)
+
     console.rule("[bold]Where to look next")
     console.print(
         f"- Model card and plots: {work / 'train'} (calibration.png, precision_recall.png, "
         "shap_summary.png, model_card.md)\n"
         f"- What ingest read and quarantined: {work / 'ingested' / 'ingest-report.json'}\n"
         f"- The worklist in a browser: {work / 'worklist.html'}\n"
+        f"- The denial analytics report in a browser: {work / 'report.html'}\n"
         f"- MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking_uri} "
         "then open http://127.0.0.1:5000\n"
         f"- Score your own claims: .venv/bin/denial-risk score CLAIMS --tracking-uri {tracking_uri}"

@@ -108,6 +108,11 @@ class Settings(BaseSettings):
         "model URI (models:/denial-risk@champion -> denial-risk@champion). When the registry "
         "cannot be reached at start-up the API serves the last copy meanwhile, and says so.",
     )
+    analytics_dataset: Path | None = Field(
+        default=None,
+        description="Data set folder GET /v1/analytics/summary reads (written by `denial-risk "
+        "ingest`); default: work_dir/ingested.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Level of the API's JSON request log."
     )
@@ -161,6 +166,10 @@ class Settings(BaseSettings):
         if os.environ.get("MLFLOW_TRACKING_URI"):
             return os.environ["MLFLOW_TRACKING_URI"]
         return f"sqlite:///{(self.work_dir / 'mlflow.db').resolve()}"
+
+    def resolved_analytics_dataset(self) -> Path:
+        """The data set the analytics route reads: the setting, else ``work_dir/ingested``."""
+        return self.analytics_dataset or self.work_dir / "ingested"
 
     def resolved_model_uri(self) -> str:
         return self.model_uri or f"models:/{self.model_name}@{self.champion_alias}"

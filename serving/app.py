@@ -48,7 +48,7 @@ from serving.api.deps import (
 )
 from serving.api.metrics import ApiMetrics
 from serving.api.middleware import RequestMiddleware
-from serving.api.routes import claims, ops
+from serving.api.routes import analytics, claims, ops
 from serving.service import RiskBands, ScoringService
 from serving.worklist import load_worklist_service
 
@@ -214,4 +214,5 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader | None = 
     app.include_router(ops.router)
     app.include_router(claims.router)
     app.include_router(worklist_routes.router)
+    app.include_router(analytics.router)
     return app
