@@ -65,6 +65,8 @@ AGE_BUCKETS: tuple[tuple[str, int, int], ...] = (
     ("90+", 91, 10**6),
 )
 DEADLINE_HORIZONS = (7, 14, 30)
+MAX_PERIOD_DAYS = 3653
+"""The longest period a report covers (ten years)."""
 TOP_ROWS = 25
 """Rows kept per breakdown (by denied dollars); the rest are counted in ``rows_omitted``."""
 
@@ -184,6 +186,11 @@ def resolve_period(
         raise ValueError(
             f"the period starts ({start:%Y-%m-%d}) after it ends ({end:%Y-%m-%d}): "
             "give --from before --to"
+        )
+    if (end - start).days > MAX_PERIOD_DAYS:
+        raise ValueError(
+            f"the period {start:%Y-%m-%d} to {end:%Y-%m-%d} is longer than ten years: "
+            "give a shorter one (it is compared with the period of the same length before it)"
         )
     return Period(start, end)
 

@@ -22,11 +22,16 @@ REQUESTS_IN_CI = 2_000
 def test_generated_requests_to_every_route_get_documented_answers(
     small_registry: SmallRegistry, tmp_path: Path
 ) -> None:
+    from simulator import SimulationConfig, simulate, write_simulation
+
+    practice = tmp_path / "practice"  # a small data set for the analytics route
+    write_simulation(simulate(SimulationConfig(n_claims=400, seed=3)), practice)
     settings = Settings(
         tracking_uri=small_registry.tracking_uri,
         model_uri=small_registry.model_uri,
         api_keys=[API_KEY],
         local_copy_dir=tmp_path / "last-good",
+        analytics_dataset=practice,
     )
     findings = fuzz_api(
         create_app(settings),
@@ -34,14 +39,17 @@ def test_generated_requests_to_every_route_get_documented_answers(
         examples=230,
         seed=20,
         # A reload loads the model again from the registry (about a second each).
-        examples_for=lambda name: 8 if name == "POST /v1/admin/reload" else 230,
+        # A summary recomputes a period's figures (a fraction of a second here).
+        examples_for=lambda name: {"POST /v1/admin/reload": 8, "GET /v1/analytics/summary": 30}.get(
+            name, 230
+        ),
     )
     print(findings.summary())
     assert findings.requests >= REQUESTS_IN_CI
     assert not findings.failures, findings.summary()
     # The requests reached every route and its answers: not only refusals.
     routes = {route for route, _ in findings.statuses}
-    assert len(routes) == 8, routes
+    assert len(routes) == 9, routes
     answered = {route for (route, status), n in findings.statuses.items() if status == 200}
     assert answered == routes, f"never answered 200: {routes - answered}"
     refused = {status for (_, status) in findings.statuses}

@@ -64,7 +64,7 @@ router = APIRouter(
     response_model=AnalyticsSummaryOut,
     responses={
         **KEY_REFUSALS,
-        422: {"model": ErrorResponse, "description": "Invalid dates."},
+        422: {"model": ErrorResponse, "description": "Invalid dates, or a period over ten years."},
         503: {"model": ErrorResponse, "description": "No data set configured or found."},
     },
     summary="Denial rates, breakdowns, open denials and payer-change alerts for a period",
@@ -102,3 +102,5 @@ def analytics_summary(
         )
     except FileNotFoundError as error:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(error)) from None
+    except ValueError as error:  # a period too long to compare with the one before it
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
