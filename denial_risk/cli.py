@@ -888,7 +888,7 @@ def demo(
     result_wl, written = run_worklist(ingested_dir, work / "worklist.csv", service_wl)
     _print_worklist(result_wl, written)
 
-    console.rule("[bold]6. Denial analytics: rates, root causes, payer changes, model health")
+    console.rule("[bold]7. Denial analytics: rates, root causes, payer changes, model health")
     from serving.report import run_report
 
     with progress_bar("building the report") as update:
