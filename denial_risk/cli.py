@@ -7,6 +7,7 @@ saying what to do.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
