@@ -110,6 +110,11 @@ def evaluate(sim: Path, scores: pd.DataFrame) -> dict[str, float]:
     ]
     top1 = float((frame.loc[denied, "likely_reason"].astype(str).to_numpy() == causes).mean())
     bayes_top1 = float((bayes_cause == causes).mean())
+    # Issue 18: of the denied claims in the high band, how often the suggested fix addresses
+    # the true cause, out of time (the model never saw these claims' period).
+    high = frame.loc[denied, "risk_band"].astype(str).to_numpy() == "high"
+    fix_reason = frame.loc[denied, "suggested_fix_reason"].astype(str).to_numpy()[high]
+    likely = frame.loc[denied, "likely_reason"].astype(str).to_numpy()[high]
     from sklearn.metrics import roc_auc_score
 
     auc, bayes_auc = float(roc_auc_score(y, p)), float(roc_auc_score(y, bayes))
@@ -125,21 +130,26 @@ def evaluate(sim: Path, scores: pd.DataFrame) -> dict[str, float]:
         "bayes_reason_top1": bayes_top1,
         "top1_ratio": top1 / bayes_top1 if bayes_top1 else float("nan"),
         "ece": expected_calibration_error(y, p),
+        "high_band_denied": float(high.sum()),
+        "fix_match": float((fix_reason == causes[high]).mean()),
+        "likely_reason_match": float((likely == causes[high]).mean()),
     }
 
 
 def _table(results: dict[str, dict[str, float]]) -> str:
     rows = [
         "| world | claims scored | denial rate | ROC-AUC (Bayes) | AUC / Bayes | reason top-1 "
-        "(Bayes) | top-1 / Bayes | ECE | minutes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "(Bayes) | top-1 / Bayes | ECE | high-band denials: fix addresses the true cause "
+        "(likely reason does) | minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         rows.append(
             f"| {name} | {int(r['evaluated']):,} | {r['denial_rate']:.3f} | "
             f"{r['roc_auc']:.3f} ({r['bayes_roc_auc']:.3f}) | **{r['auc_ratio']:.3f}** | "
             f"{r['reason_top1']:.3f} ({r['bayes_reason_top1']:.3f}) | **{r['top1_ratio']:.3f}** | "
-            f"{r['ece']:.4f} | {r['seconds'] / 60:.1f} |"
+            f"{r['ece']:.4f} | {r['fix_match']:.3f} ({r['likely_reason_match']:.3f}) of "
+            f"{int(r['high_band_denied']):,} | {r['seconds'] / 60:.1f} |"
         )
     worlds = [r for name, r in results.items() if name != "default"]
     if worlds:
@@ -147,7 +157,8 @@ def _table(results: dict[str, dict[str, float]]) -> str:
             ece = (statistics.median if label == "median" else max)(r["ece"] for r in worlds)
             rows.append(
                 f"| **{label}** | | | | **{pick(r['auc_ratio'] for r in worlds):.3f}** | | "
-                f"**{pick(r['top1_ratio'] for r in worlds):.3f}** | **{ece:.4f}** | |"
+                f"**{pick(r['top1_ratio'] for r in worlds):.3f}** | **{ece:.4f}** | "
+                f"{pick(r['fix_match'] for r in worlds):.3f} | |"
             )
     return "\n".join(rows)
 
