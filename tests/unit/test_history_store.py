@@ -67,6 +67,7 @@ def earlier(whole: ClaimsDataset, cutoff: pd.Timestamp, tmp_path: Path) -> Path:
 def test_a_registered_model_holds_no_history_and_scores_with_its_data_sets(
     small_registry: SmallRegistry, whole: ClaimsDataset
 ) -> None:
+    registry.configure(small_registry.tracking_uri)  # models:/ URIs resolve in this registry
     pipeline, named = registry.load_model(small_registry.model_uri)
     assert "rate_indexes_" not in pipeline.named_steps["features"].history_.__dict__
     assert named == small_registry.dataset.resolve()

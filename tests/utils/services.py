@@ -15,6 +15,7 @@ class FakeService:
     def __init__(self, version: str, gate: threading.Event | None = None) -> None:
         self.info = ModelInfo("denial-risk", version, "champion", "models:/denial-risk@champion")
         self.bands = RiskBands()
+        self.history = None  # no history data set behind it
         self.gate = gate
         self.entered = threading.Event()
 
