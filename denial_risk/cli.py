@@ -272,7 +272,7 @@ def _print_ingest(result, out: Path) -> None:  # type: ignore[no-untyped-def]
             f"({summary['files_not_parsed_again']:,} files byte-identical, not parsed again); "
             f"{summary['outcomes_changed']:,} earlier claims' outcomes changed "
             f"(reversals, corrected payments), {summary['outcomes_new_for_earlier_claims']:,} "
-            "earlier claims got their first"
+            "earlier claims got their first outcome."
         )
     dataset = result.dataset
     runs = f" (runs: {out / 'ingest-runs'})" if summary.get("run", 1) > 1 else ""
