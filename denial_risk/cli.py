@@ -1006,9 +1006,12 @@ def _print_score(score) -> None:  # type: ignore[no-untyped-def]
     if score.what_if:
         console.print("  [bold]What if[/] (the claim scored again with the fix made)")
         for change in score.what_if:
+            # The calibration is a step function: a fix can lower the model's raw risk and
+            # leave the probability where it was; the model may also see a fix raise it.
+            note = "" if change.risk_removed >= 0.005 else " [dim](does not lower the risk)[/]"
             console.print(
                 f"    • {change.change}: {score.denial_probability:.0%} -> "
-                f"[bold]{change.probability:.0%}[/]"
+                f"[bold]{change.probability:.0%}[/]{note}"
             )
     if score.suggested_fix:
         reason = f" ({score.suggested_fix_reason})" if score.suggested_fix_reason else ""
