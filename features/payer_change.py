@@ -250,6 +250,42 @@ def alert_events(facts: DenialFacts) -> pd.DataFrame:
     ]
 
 
+def combination_weeks(
+    events: pd.DataFrame, payer_id: str, reason: str, procedure: str | None = None
+) -> pd.DataFrame:
+    """Week by week (weeks start on Monday, as the detector's), the claims and denials of one
+    combination the detector watches: with ``procedure``, the payer's claims of that main
+    procedure and their denials of category ``reason``; without, all of the payer's claims and
+    their denials with CARC ``reason``. ``events`` as :func:`weekly_alerts` takes them.
+
+    Returns ``week, claims, denials, rate`` for every week from the first to the last
+    remittance of ``events`` (weeks without a claim of the combination count 0, rate NaN).
+    """
+    dates = pd.to_datetime(events["remit_date"]).dt.normalize()
+    week = (dates - pd.to_timedelta(dates.dt.weekday, unit="D")).to_numpy()
+    in_group = (events["payer_id"].astype(str) == payer_id).to_numpy(dtype=bool)
+    column = "carc"
+    if procedure is not None:
+        in_group = in_group & (events["procedure_code"].astype(str) == procedure).to_numpy(
+            dtype=bool
+        )
+        column = "category"
+    denied = (
+        in_group
+        & events["denied"].to_numpy(dtype=bool)
+        & (events[column].astype(str) == reason).to_numpy(dtype=bool)
+    )
+    weeks = pd.date_range(week.min(), week.max(), freq="7D") if len(week) else []
+    frame = pd.DataFrame(
+        {
+            "claims": pd.Series(in_group.astype(int)).groupby(week).sum(),
+            "denials": pd.Series(denied.astype(int)).groupby(week).sum(),
+        }
+    ).reindex(weeks, fill_value=0)
+    frame["rate"] = frame["denials"] / frame["claims"].where(frame["claims"] > 0)
+    return frame.rename_axis("week").reset_index()
+
+
 def payer_change_alerts(
     facts: DenialFacts, period: Period, settings: DetectorSettings | None = None
 ) -> dict[str, Any]:

@@ -1287,6 +1287,40 @@ class ClaimsDataset:
         rejects = pd.concat(quarantined, ignore_index=True) if quarantined else empty_rejects()
         return dataset.drop_incomplete_claims(rejects)
 
+    def known_before(self, day: dt.date | pd.Timestamp) -> ClaimsDataset:
+        """The data set as the practice had it on ``day``: claims submitted before it,
+        remittances paid before it (with their lines, adjustments and remarks), rejections
+        received before it, and follow-ups taken before it, unanswered if the payer answered on
+        or after it. A model trained on it has seen nothing from ``day`` on (a champion of the
+        past, to compare with a newer model on what came later)."""
+        cut = pd.Timestamp(day)
+        claims = self.claims[self.claims["submission_date"] < cut]
+        kept = claims["claim_id"]
+        remittances = self.remittances[self.remittances["remit_date"] < cut]
+        paid = remittances["remit_id"]
+        followups = self.followups[self.followups["action_date"] < cut].copy()
+        later = followups["resolved_date"].notna() & (followups["resolved_date"] >= cut)
+        followups.loc[later, "resolved_date"] = pd.NaT
+        followups.loc[later, "recovered"] = False
+        followups.loc[later, "recovered_amount"] = 0.0
+
+        def of(frame: pd.DataFrame, key: str, values: pd.Series) -> pd.DataFrame:
+            return frame[frame[key].isin(values)].reset_index(drop=True)
+
+        return ClaimsDataset(
+            claims=claims.reset_index(drop=True),
+            lines=of(self.lines, "claim_id", kept),
+            diagnoses=of(self.diagnoses, "claim_id", kept),
+            remittances=remittances.reset_index(drop=True),
+            remit_lines=of(self.remit_lines, "remit_id", paid),
+            adjustments=of(self.adjustments, "remit_id", paid),
+            remarks=of(self.remarks, "remit_id", paid),
+            followups=followups.reset_index(drop=True),
+            rejections=self.rejections[self.rejections["rejection_date"] < cut].reset_index(
+                drop=True
+            ),
+        )
+
     def drop_incomplete_claims(self, rejects: pd.DataFrame) -> tuple[ClaimsDataset, pd.DataFrame]:
         """Quarantine claims with a rejected child row or with no service line at all."""
         self.claims, self.lines, self.diagnoses, all_rejects = quarantine_incomplete_claims(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 from sklearn.metrics import (
@@ -98,3 +100,31 @@ def evaluate(
         for name, value in binary_metrics(np.asarray(y)[rows], np.asarray(p)[rows]).items():
             metrics[f"payer_type.{group}.{name}"] = value
     return metrics
+
+
+def compare_by_group(
+    y: np.ndarray,
+    scores: Mapping[str, np.ndarray],
+    groups: pd.Series | np.ndarray,
+    metric: str = "roc_auc",
+) -> pd.DataFrame:
+    """Several models' ``metric`` (a key of :func:`binary_metrics`) on the same claims, per
+    group (a payer, a payer type): one row per group, most claims first, with ``claims``,
+    ``denials`` and one column per model (NaN where the group's claims are all denied or all
+    paid)."""
+    y = np.asarray(y, dtype=int)
+    keys = pd.Series(np.asarray(groups, dtype=object)).fillna("(none)").astype(str)
+    rows = []
+    for group, index in keys.groupby(keys).groups.items():
+        positions = np.asarray(index)
+        row: dict[str, object] = {
+            "group": group,
+            "claims": len(positions),
+            "denials": int(y[positions].sum()),
+        }
+        for name, p in scores.items():
+            figures = binary_metrics(y[positions], np.asarray(p)[positions])
+            row[name] = figures.get(metric, float("nan"))
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=["group", "claims", "denials", *scores])
+    return frame.sort_values(["claims", "group"], ascending=[False, True], ignore_index=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -18,32 +20,48 @@ from sklearn.metrics import precision_recall_curve  # noqa: E402
 from features.atomic import atomic_file  # noqa: E402
 from features.pipeline import feature_source  # noqa: E402
 
+if TYPE_CHECKING:
+    from training.estimator import DenialRiskEstimator
+
 
 def calibration_plot(
     y: np.ndarray, p: np.ndarray, path: Path, bayes: np.ndarray | None = None, bins: int = 15
 ) -> Path:
     """Reliability diagram with equal-mass bins; the Bayes-optimal scorer alongside if known."""
+    curves = {"model": p}
+    if bayes is not None:
+        curves["Bayes-optimal (simulator)"] = bayes
+    return _save(calibration_figure(y, curves, bins), path)
+
+
+def calibration_figure(
+    y: np.ndarray,
+    scores: Mapping[str, np.ndarray],
+    bins: int = 15,
+    title: str = "Calibration on the test period",
+) -> Figure:
+    """Reliability diagram of several scorers of the same claims (equal-mass bins, the
+    binning of :func:`training.metrics.expected_calibration_error`)."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    for label, scores, style in (("model", p, "o-"), ("Bayes-optimal (simulator)", bayes, "s--")):
-        if scores is None:
-            continue
-        order = np.argsort(scores)
+    styles = ["o-", "s--", "^-.", "d:"]
+    for i, (label, values) in enumerate(scores.items()):
+        order = np.argsort(values)
         chunks = np.array_split(order, bins)
         ax.plot(
-            [scores[c].mean() for c in chunks],
+            [values[c].mean() for c in chunks],
             [y[c].mean() for c in chunks],
-            style,
+            styles[i % len(styles)],
             label=label,
             markersize=4,
         )
-    top = float(max(p.max(), y.mean() * 2, 0.05))
+    top = float(max(*(np.max(v) for v in scores.values()), y.mean() * 2, 0.05))
     ax.plot([0, top], [0, top], color="grey", lw=1, label="perfect calibration")
     ax.set_xlabel("predicted denial probability")
     ax.set_ylabel("observed denial rate")
-    ax.set_title("Calibration on the test period")
+    ax.set_title(title)
     ax.legend(loc="upper left")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def precision_recall_plot(
@@ -68,6 +86,26 @@ def by_source_field(contributions: pd.DataFrame) -> pd.DataFrame:
     """SHAP contributions summed per claim field a person recognises."""
     sources = [feature_source(c) for c in contributions.columns]
     return contributions.T.groupby(sources).sum().T
+
+
+def field_explanation(model: DenialRiskEstimator, matrix: pd.DataFrame) -> shap.Explanation:
+    """SHAP values of each claim's denial log-odds summed per claim field
+    (:func:`by_source_field`), with the booster's base value, for ``shap.plots.waterfall``.
+
+    ``base_values + values.sum(axis=1)`` is each claim's log-odds before calibration: the
+    booster's raw score, whose probability :meth:`DenialRiskEstimator.predict_raw` gives (the
+    served probability is that, calibrated).
+    """
+    grouped = by_source_field(model.contributions(matrix))
+    booster = model.denial_booster_
+    # LightGBM's bias column: the same for every row, so one row of zeros gives it.
+    row = np.zeros((1, booster.num_feature()))
+    bias = float(np.asarray(booster.predict(row, pred_contrib=True))[0, -1])
+    return shap.Explanation(
+        values=grouped.to_numpy(),
+        base_values=np.full(len(grouped), bias),
+        feature_names=list(grouped.columns),
+    )
 
 
 def shap_summary_plot(contributions: pd.DataFrame, path: Path, top: int = 15) -> Path:

@@ -156,6 +156,32 @@ def test_estimator_contributions_are_the_booster_pred_contrib() -> None:
     assert estimator.contributions(matrix.iloc[:0]).shape == (0, x.shape[1])
 
 
+def test_field_explanation_sums_columns_per_claim_field_and_adds_up_to_the_raw_score() -> None:
+    from training.plots import field_explanation
+
+    rng = np.random.default_rng(6)
+    booster, x = _booster(rng)
+    estimator = DenialRiskEstimator()
+    estimator.denial_booster_ = booster
+    # Two columns of one field (payer), two of another (number of service lines), two alone.
+    names = ["payer_id", "n_lines", "payer_type", "n_distinct_procedures", "total_units", "x"]
+    estimator.feature_names_in_ = names
+    matrix = pd.DataFrame(_awkward_rows(rng, x), columns=names)
+    explanation = field_explanation(estimator, matrix)
+    fields = list(explanation.feature_names)
+    assert sorted(fields) == sorted({feature_source(n) for n in names})
+    columns = estimator.contributions(matrix)
+    for field in fields:
+        members = [n for n in names if feature_source(n) == field]
+        np.testing.assert_allclose(
+            explanation.values[:, fields.index(field)], columns[members].sum(axis=1), atol=1e-12
+        )
+    raw = booster.predict(matrix.to_numpy(), raw_score=True)
+    np.testing.assert_allclose(
+        explanation.base_values + explanation.values.sum(axis=1), raw, atol=1e-9
+    )
+
+
 _GENERATED_COLUMNS = [
     "prior_auth_present",
     "hist_payer_procedure_auth_rate",

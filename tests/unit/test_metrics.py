@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
-from training.metrics import expected_calibration_error, recall_at_precision, top_k_accuracy
+from training.metrics import (
+    compare_by_group,
+    expected_calibration_error,
+    recall_at_precision,
+    top_k_accuracy,
+)
 from training.tune import time_ordered_folds
 
 
@@ -44,3 +50,25 @@ def test_time_ordered_folds_always_validate_on_later_claims():
     for fit_idx, val_idx in folds:
         assert dates.iloc[fit_idx].max() < dates.iloc[val_idx].min()
     assert len(folds[0][0]) < len(folds[2][0])  # expanding window
+
+
+def test_compare_by_group_gives_each_models_metric_per_group():
+    rng = np.random.default_rng(3)
+    n = 4_000
+    groups = rng.choice(["A", "B", "C"], n)
+    y = (rng.random(n) < 0.2).astype(int)
+    good = np.clip(0.2 + 0.5 * (y - 0.2) + rng.normal(0, 0.15, n), 0, 1)
+    noise = rng.random(n)
+    y[groups == "C"] = 0  # one class only: no ROC-AUC
+    table = compare_by_group(y, {"good": good, "noise": noise}, pd.Series(groups))
+    assert list(table.columns) == ["group", "claims", "denials", "good", "noise"]
+    assert table["claims"].is_monotonic_decreasing and table["claims"].sum() == n
+    for row in table.itertuples(index=False):
+        rows = groups == row.group
+        assert row.denials == y[rows].sum()
+        if row.group == "C":
+            assert np.isnan(row.good) and np.isnan(row.noise)
+        else:
+            assert row.good == pytest.approx(roc_auc_score(y[rows], good[rows]))
+            assert row.noise == pytest.approx(roc_auc_score(y[rows], noise[rows]))
+            assert row.good > row.noise
