@@ -79,6 +79,8 @@ ModelOption = Annotated[
     typer.Option("--model", help="Registry URI (models:/denial-risk@champion) or model folder."),
 ]
 
+TopKOption = Annotated[int, typer.Option("--top-k", min=1, max=20, help="Factors per claim.")]
+
 
 HistoryOption = Annotated[
     Path | None,
@@ -361,13 +363,19 @@ def _print_training(outcome) -> None:  # type: ignore[no-untyped-def]
 
     table = Table(title=f"Test period ({outcome.split})")
     table.add_column("metric")
-    table.add_column("model", justify="right")
+    table.add_column("model, daily refresh", justify="right")
+    served, days = outcome.served_metrics, outcome.served_refresh_days
+    if served:
+        table.add_column(f"as served ({days}-day refresh)", justify="right")
     table.add_column("Bayes-optimal", justify="right")
     for name in REPORTED_METRICS:
         if name in outcome.metrics:
             bayes = outcome.bayes_metrics.get(name)
             table.add_row(
-                name, f"{outcome.metrics[name]:.4f}", "—" if bayes is None else f"{bayes:.4f}"
+                name,
+                f"{outcome.metrics[name]:.4f}",
+                *([f"{served[name]:.4f}" if name in served else "—"] if served else []),
+                "—" if bayes is None else f"{bayes:.4f}",
             )
     console.print(table)
     counts = outcome.counts
@@ -378,6 +386,246 @@ def _print_training(outcome) -> None:  # type: ignore[no-untyped-def]
     verdict = "[green]promoted to champion[/]" if outcome.promoted else "[yellow]not promoted[/]"
     console.print(f"Registered version {outcome.version}: {verdict} ({outcome.gate_reason}).")
     console.print(f"Plots and model card: [bold]{outcome.out_dir}[/]")
+
+
+@app.command()
+def backtest(
+    dataset: Annotated[
+        Path, typer.Argument(help="Data set folder whose later claims are replayed.")
+    ],
+    start: Annotated[
+        str, typer.Option("--from", help="Replay the claims sent from this day (YYYY-MM-DD).")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Predictions file (.csv or .parquet); the summary goes beside it "
+            "(NAME-summary.json).",
+        ),
+    ] = Path("work/backtest.csv"),
+    until: Annotated[
+        str | None, typer.Option(help="Only claims sent before this day (default: all).")
+    ] = None,
+    refresh_days: Annotated[
+        int,
+        typer.Option(
+            "--refresh-days", min=1, help="Days between history refreshes (1 = every day)."
+        ),
+    ] = 7,
+    retrain_days: Annotated[
+        int,
+        typer.Option(
+            "--retrain-days",
+            min=0,
+            help="Fit a model on what was known at the first step and every N days after "
+            "instead of using --model (much slower; 0 = never).",
+        ),
+    ] = 0,
+    model: ModelOption = None,
+    explain: Annotated[
+        bool, typer.Option("--explain/--no-explain", help="Add SHAP factors and fixes (slower).")
+    ] = False,
+    top_k: TopKOption = 5,
+    truth: Annotated[
+        Path | None,
+        typer.Option(
+            help="Simulator's truth.parquet for Bayes-optimal ratios (default: the data set's "
+            "own, if it has one)."
+        ),
+    ] = None,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Replay a later period as it would have been scored, and measure it against what happened.
+
+    Every --refresh-days the model's history takes in the claims sent and remittances dated
+    before that day; the claims sent until the next refresh are then scored as on their own
+    submission day. Writes every claim's scores (as `score` does) with its step and known
+    outcome, and a summary: ROC-AUC, ECE, calibration by month, reason accuracy.
+    """
+    import pandas as pd
+
+    from features.atomic import write_text
+    from features.claim_tables import ClaimTables
+    from features.schema import ClaimsDataset, rejects_report
+    from serving.loading import load_service
+    from serving.service import ModelInfo, ScoringService
+    from training.backtest import BacktestPlan, fit_known_at, replay, summarise
+    from training.dataset import outcome_labels
+    from training.estimator import EstimatorConfig
+    from training.metrics import read_truth
+    from training.train import TrainSettings
+
+    settings = _settings(tracking_uri)
+    if out.suffix.lower() not in {".csv", ".parquet"}:
+        raise fail(f"--out {out}: use a .csv or .parquet file name")
+    if not dataset.is_dir():
+        raise fail(f"data set folder {dataset} not found")
+    if retrain_days and model:
+        raise fail("--model and --retrain-days exclude each other: retraining fits its own models")
+    truth_path = truth or dataset / "truth.parquet"
+    if truth is not None and not truth.is_file():
+        raise fail(f"--truth {truth} not found")
+    first = _parse_date(start, "--from")
+    last = _parse_date(until, "--until")
+    try:
+        plan = BacktestPlan(
+            pd.Timestamp(first),
+            pd.Timestamp(last) if last else None,
+            refresh_days=refresh_days,
+            retrain_days=retrain_days,
+        )
+    except ValueError as error:
+        raise fail(str(error)) from None
+    summary_path = out.with_name(out.stem + "-summary.json")
+    rejects_path = out.with_name(out.stem + "-rejects.csv")
+    warnings: list[str] = []
+    try:
+        with progress_bar("backtest") as update:
+            update("reading the data set", 0.02)
+            data, rejects = ClaimsDataset.read(dataset)
+            tables, outcomes = ClaimTables.from_dataset(data), outcome_labels(data)
+            rejected = set(data.rejections["claim_id"].astype(str))
+            retrain = None
+            if retrain_days:
+                defaults = TrainSettings(dataset=dataset)
+                info = ModelInfo(name=settings.model_name, version="retrained", alias=None, uri="")
+                pipeline = None
+
+                def retrain(day: pd.Timestamp):  # type: ignore[no-untyped-def]
+                    return fit_known_at(
+                        tables,
+                        outcomes,
+                        day,
+                        EstimatorConfig(booster=defaults.booster),
+                        defaults.min_training_claims,
+                        defaults.max_training_claims,
+                    )
+            else:
+                update("loading model", 0.05)
+                service = load_service(
+                    model or settings.resolved_model_uri(), settings.resolved_tracking_uri()
+                )
+                info, pipeline = service.info, service.pipeline
+                warnings += _learned_period_warning(info, settings, plan.start)
+
+            def scorer(step_pipeline, step_tables):  # type: ignore[no-untyped-def]
+                step = ScoringService(step_pipeline, info)
+                return step.score_frame(step_tables, explain=explain, top_k=top_k)
+
+            result = replay(
+                pipeline,
+                tables,
+                outcomes,
+                plan,
+                scorer,
+                retrain,
+                rejected,
+                lambda stage, f: update(stage, 0.1 + 0.8 * f),
+            )
+            update("measuring", 0.9)
+            truth_frame = (
+                read_truth(truth_path, result.predictions["claim_id"])
+                if truth_path.is_file()
+                else None
+            )
+            summary = summarise(result, truth_frame)
+            summary = {
+                "data_set": str(dataset),
+                "model": f"{info.name} v{info.version}",
+                "from": f"{plan.start:%Y-%m-%d}",
+                "until": f"{plan.until:%Y-%m-%d}" if plan.until is not None else None,
+                "refresh_days": refresh_days,
+                "retrain_days": retrain_days,
+                "schema_rejected_rows": len(rejects),
+                **summary,
+                "warnings": warnings,
+                "step_log": result.step_table().to_dict(orient="records"),
+            }
+            update("writing", 0.95)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if len(rejects):
+                _write_table(rejects_report(rejects), rejects_path)
+            _write_table(result.predictions, out)
+            write_text(summary_path, json.dumps(summary, indent=2, default=str))
+            update("done", 1.0)
+    except (RuntimeError, FileNotFoundError, ValueError) as error:
+        # TrainingDataError and ModelLoadError are among these.
+        raise fail(str(error)) from None
+    _print_backtest(summary, out, summary_path, rejects_path if len(rejects) else None)
+
+
+def _learned_period_warning(info, settings, start) -> list[str]:  # type: ignore[no-untyped-def]
+    """A warning when a registered model learned from claims of the period replayed."""
+    from mlflow.exceptions import MlflowException
+
+    from training import registry
+    from training.backtest import learned_until
+
+    if not info.uri.startswith("models:/"):
+        return []
+    try:
+        last = learned_until(
+            registry.configure(settings.resolved_tracking_uri()), info.name, info.version
+        )
+    except MlflowException:
+        return []
+    if last is None or last < start:
+        return []
+    return [
+        f"model {info.name} v{info.version} learned from claims sent up to {last:%Y-%m-%d}, "
+        f"after --from {start:%Y-%m-%d}: it is measured on claims it learned from, so the "
+        "figures are optimistic. Backtest a model trained before --from (or use "
+        "--retrain-days) for an honest replay."
+    ]
+
+
+def _print_backtest(summary, out: Path, summary_path: Path, rejects) -> None:  # type: ignore[no-untyped-def]
+    from training.metrics import REPORTED_METRICS
+
+    metrics, bayes = summary["metrics"], summary.get("bayes", {})
+    table = Table(
+        title=f"Backtest {summary['period']}: {summary['steps']} steps, history refreshed "
+        f"every {summary['refresh_days']} day(s)"
+    )
+    for column in ("metric", "model", "Bayes-optimal", "model / Bayes"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name in (n for n in REPORTED_METRICS if n in metrics):
+        b = bayes.get(name)
+        table.add_row(
+            name,
+            f"{metrics[name]:.4f}",
+            "—" if b is None else f"{b:.4f}",
+            f"{metrics[name] / b:.3f}" if b else "—",
+        )
+    console.print(table)
+    months = Table(title="Calibration by month of submission")
+    for column in ("month", "claims", "denial rate", "mean prediction", "ROC-AUC", "ECE"):
+        months.add_column(column, justify="left" if column == "month" else "right")
+    for row in summary["by_month"]:
+        months.add_row(
+            row["month"],
+            f"{row['claims']:,}",
+            *(f"{row[k]:.3f}" for k in ("denial_rate", "mean_prediction", "roc_auc", "ece")),
+        )
+    console.print(months)
+    seconds = summary["seconds"]
+    outcomes = ", ".join(f"{n:,} {name}" for name, n in summary["outcomes"].items())
+    console.print(
+        f"Scored {summary['claims']:,} claims ({outcomes}) with {summary['model']}; "
+        f"measured on the {summary['claims_with_outcome']:,} with an outcome. History refresh "
+        f"{seconds['refresh_per_step']:.1f}s per step"
+        + (f", retraining {seconds['retrain']:.0f}s in all" if seconds["retrain"] else "")
+        + "."
+    )
+    for warning in summary["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")
+    if rejects is not None:
+        console.print(
+            f"{summary['schema_rejected_rows']:,} data set rows failed validation and were not "
+            f"replayed, with reasons: [bold]{rejects}[/]"
+        )
+    console.print(f"Predictions: [bold]{out}[/]; summary: [bold]{summary_path}[/]")
 
 
 # --------------------------------------------------------------------------------------------
@@ -736,7 +984,7 @@ def score(
     explain: Annotated[
         bool, typer.Option("--explain/--no-explain", help="Add SHAP factors and fixes.")
     ] = True,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, max=20, help="Factors per claim.")] = 5,
+    top_k: TopKOption = 5,
     history: HistoryOption = None,
     tracking_uri: TrackingOption = None,
 ) -> None:

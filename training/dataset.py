@@ -75,12 +75,39 @@ class TrainingData:
         self.train_tables = self.train_tables.subset([])
 
     def history_before(self, day: pd.Timestamp) -> tuple[ClaimTables, pd.DataFrame]:
-        """What a practice knew on ``day``: every claim sent before it (rejected and unanswered
-        ones included) and the outcomes whose remittance had arrived by then."""
-        claims = self.all_tables.claims
-        sent = claims.loc[claims["submission_date"] < day, "claim_id"]
-        outcomes = self.all_outcomes[pd.to_datetime(self.all_outcomes["remit_date"]) < day]
-        return self.all_tables.subset(sent), outcomes.reset_index(drop=True)
+        """:func:`history_before` of the whole data set."""
+        return history_before(self.all_tables, self.all_outcomes, day)
+
+
+def history_before(
+    tables: ClaimTables, outcomes: pd.DataFrame, day: pd.Timestamp
+) -> tuple[ClaimTables, pd.DataFrame]:
+    """What a practice knew on ``day``: every claim sent before it (rejected and unanswered
+    ones included) and the outcomes whose remittance had arrived by then (dated before it)."""
+    claims = tables.claims
+    sent = claims.loc[claims["submission_date"] < day, "claim_id"]
+    known = outcomes[pd.to_datetime(outcomes["remit_date"]) < day]
+    return tables.subset(sent), known.reset_index(drop=True)
+
+
+def training_claims(
+    claims: pd.DataFrame, labels: pd.DataFrame, until: pd.Timestamp, max_claims: int | None
+) -> tuple[pd.Series, int]:
+    """The training rows a fit at ``until`` may learn from: claims sent before it whose outcome
+    had arrived before it, the latest ``max_claims`` of them at most; with how many more were
+    left to history only. ``labels`` is :func:`outcome_labels`."""
+    dated = claims[["claim_id", "submission_date"]].merge(
+        labels[["claim_id", "remit_date"]], on="claim_id", how="left"
+    )
+    submitted = dated["submission_date"]
+    mask = dated["remit_date"].notna() & (submitted < until) & (dated["remit_date"] < until)
+    history_only = 0
+    if max_claims is not None and int(mask.sum()) > max_claims:
+        latest = submitted[mask].sort_values(kind="stable").index[-max_claims:]
+        history_only = int(mask.sum()) - max_claims
+        mask = pd.Series(False, index=dated.index)
+        mask[latest] = True
+    return dated.loc[mask, "claim_id"], history_only
 
 
 def outcome_labels(dataset: ClaimsDataset) -> pd.DataFrame:
@@ -125,20 +152,11 @@ def make_training_data(
     rejected_ids = set(dataset.rejections["claim_id"]) - set(labels["claim_id"])
     claims = tables.claims.merge(labels[["claim_id", "remit_date"]], on="claim_id", how="left")
     known = claims["remit_date"].notna()
-    submitted = claims["submission_date"]
-    train_mask = (
-        known & (submitted < split.train_until) & (claims["remit_date"] < split.train_until)
+    train_ids, history_only = training_claims(
+        tables.claims, labels, split.train_until, max_training_claims
     )
-    if max_training_claims is not None and int(train_mask.sum()) > max_training_claims:
-        latest = submitted[train_mask].sort_values(kind="stable").index[-max_training_claims:]
-        capped = pd.Series(False, index=claims.index)
-        capped[latest] = True
-        history_only = int(train_mask.sum()) - max_training_claims
-        train_mask &= capped
-    else:
-        history_only = 0
-    test_mask = known & (submitted >= split.test_from)
-    train_tables = tables.subset(claims.loc[train_mask, "claim_id"])
+    test_mask = known & (claims["submission_date"] >= split.test_from)
+    train_tables = tables.subset(train_ids)
     test_tables = tables.subset(claims.loc[test_mask, "claim_id"])
     train_labels = labels_for(train_tables, labels)
     test_labels = labels_for(test_tables, labels)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
@@ -13,6 +17,8 @@ from sklearn.metrics import (
     precision_recall_curve,
     roc_auc_score,
 )
+
+from features.codes import DENIAL_CATEGORIES
 
 REPORTED_METRICS: tuple[str, ...] = (
     "roc_auc",
@@ -128,3 +134,49 @@ def compare_by_group(
         rows.append(row)
     frame = pd.DataFrame(rows, columns=["group", "claims", "denials", *scores])
     return frame.sort_values(["claims", "group"], ascending=[False, True], ignore_index=True)
+
+
+RATIO_METRICS: tuple[str, ...] = ("roc_auc", "pr_auc", "reason_top1_accuracy")
+"""The metrics reported as a ratio to the Bayes-optimal scorer's (``ratio_to_bayes.<name>``)."""
+
+
+def read_truth(path: Path, claim_ids: pd.Series) -> pd.DataFrame:
+    """The simulator's ground truth that the Bayes-optimal figures need, for these claims only.
+
+    Its exact denial and cause probabilities; not its causes, reasons or recovery. Read as a
+    whole, a million claims' truth cost ~0.3 GB at training's memory peak (evaluation).
+    """
+    wanted = ["claim_id", "true_denial_probability", *[f"p_{c}" for c in DENIAL_CATEGORIES]]
+    present = set(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[c for c in wanted if c in present])
+    ids = pa.array(claim_ids.astype(str).tolist(), type=table.schema.field("claim_id").type)
+    return table.filter(pc.is_in(table["claim_id"], value_set=ids)).to_pandas()
+
+
+def bayes_metrics(labels: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
+    """The same metrics for the simulator's exact denial and cause probabilities, on the claims
+    of ``labels`` (``claim_id``, ``denied``, ``payer_type``, ``category``, ``carc``)."""
+    aligned = labels[["claim_id"]].merge(truth, on="claim_id", how="left")
+    causes = [c for c in DENIAL_CATEGORIES if f"p_{c}" in aligned.columns]
+    cause_probs = aligned[[f"p_{c}" for c in causes]].fillna(0.0)
+    cause_probs.columns = causes
+    metrics = evaluate(
+        labels["denied"].astype(int).to_numpy(),
+        aligned["true_denial_probability"].fillna(0.0).to_numpy(),
+        labels["payer_type"].reset_index(drop=True),
+        labels["category"].astype(str).to_numpy(),
+        cause_probs,
+        labels["carc"].astype(str).to_numpy(),
+        pd.DataFrame(index=cause_probs.index),
+    )
+    metrics.pop("carc_top3_accuracy", None)
+    return metrics
+
+
+def ratios_to_bayes(metrics: dict[str, float], bayes: dict[str, float]) -> dict[str, float]:
+    """``ratio_to_bayes.<name>``: the model's :data:`RATIO_METRICS` over the Bayes-optimal's."""
+    return {
+        f"ratio_to_bayes.{k}": metrics[k] / bayes[k]
+        for k in RATIO_METRICS
+        if k in metrics and bayes.get(k)
+    }

@@ -16,24 +16,35 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import cast
 
 import mlflow
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.pipeline import Pipeline
 
 from features.atomic import atomic_file, write_text
-from features.codes import DENIAL_CATEGORIES
 from features.schema import ClaimsDataset, rejects_report
 from training import plots, registry
+from training.backtest import BacktestPlan, replay, summarise
 from training.dataset import TrainingData, default_split, make_training_data
 from training.estimator import BoosterParams, EstimatorConfig
-from training.metrics import REPORTED_METRICS, evaluate
-from training.model import Prediction, build_pipeline, fit_features, fit_model, predict
+from training.metrics import (
+    REPORTED_METRICS,
+    bayes_metrics,
+    evaluate,
+    ratios_to_bayes,
+    read_truth,
+)
+from training.model import (
+    Prediction,
+    build_pipeline,
+    fit_features,
+    fit_model,
+    predict,
+    predict_frame,
+)
 from training.spill import SpilledMatrix
 from training.tune import tune_booster
 
@@ -79,6 +90,15 @@ class TrainSettings(BaseModel):
     booster: BoosterParams = Field(default_factory=BoosterParams)
     shap_sample: int = 5000
     tune_trials: int = Field(default=0, ge=0, description="Optuna trials; 0 = no tuning.")
+    served_refresh_days: int = Field(
+        default=7,
+        ge=0,
+        description=(
+            "The test period is also evaluated as served: replayed with the model's history "
+            "refreshed every this many days (training.backtest), beside the daily refresh of "
+            "the headline figures. 0 = only the daily refresh."
+        ),
+    )
     refit_denials: bool = Field(
         default=True,
         description=(
@@ -103,6 +123,9 @@ class TrainOutcome:
     out_dir: Path
     seconds: float
     artifacts: dict[str, Path] = field(default_factory=dict)
+    served_metrics: dict[str, float] = field(default_factory=dict)
+    """The test period as served (:func:`evaluate_as_served`), with its ratios to Bayes."""
+    served_refresh_days: int = 0
 
 
 def _noop(stage: str, fraction: float) -> None:
@@ -147,6 +170,23 @@ def evaluate_pipeline(
         prediction.carc_probs,
     )
     return metrics, prediction
+
+
+def evaluate_as_served(
+    pipeline: Pipeline, data: TrainingData, refresh_days: int
+) -> dict[str, float]:
+    """Later-period metrics with the model served as a practice serves it: the test period
+    replayed with the history refreshed every ``refresh_days`` (:mod:`training.backtest`), so a
+    claim sees only the remittances dated before its step began, not every one dated before its
+    own day as in :func:`evaluate_pipeline`. The pipeline itself is left as it is."""
+    plan = BacktestPlan(data.split.test_from, refresh_days=refresh_days)
+    backtest = replay(pipeline, data.all_tables, data.all_outcomes, plan, predict_frame)
+    return cast(dict[str, float], summarise(backtest)["metrics"])
+
+
+def served_prefix(refresh_days: int) -> str:
+    """The MLflow metric prefix of :func:`evaluate_as_served`'s figures."""
+    return f"as_served.refresh_{refresh_days}d."
 
 
 def training_denial_rows(pipeline: Pipeline, data: TrainingData) -> pd.DataFrame:
@@ -196,39 +236,6 @@ def refit_reasons_with_later_period(
     pipeline.named_steps["model"].refit_reasons(matrix, labels)
 
 
-def read_truth(path: Path, claim_ids: pd.Series) -> pd.DataFrame:
-    """The simulator's ground truth that the Bayes-optimal figures need, for these claims only.
-
-    Its exact denial and cause probabilities; not its causes, reasons or recovery. Read as a
-    whole, a million claims' truth cost ~0.3 GB at training's memory peak (evaluation).
-    """
-    wanted = ["claim_id", "true_denial_probability", *[f"p_{c}" for c in DENIAL_CATEGORIES]]
-    present = set(pq.read_schema(path).names)
-    table = pq.read_table(path, columns=[c for c in wanted if c in present])
-    ids = pa.array(claim_ids.astype(str).tolist(), type=table.schema.field("claim_id").type)
-    return table.filter(pc.is_in(table["claim_id"], value_set=ids)).to_pandas()
-
-
-def bayes_metrics(data: TrainingData, truth: pd.DataFrame) -> dict[str, float]:
-    """The same metrics for the simulator's exact denial and cause probabilities."""
-    labels = data.test_labels
-    aligned = labels[["claim_id"]].merge(truth, on="claim_id", how="left")
-    causes = [c for c in DENIAL_CATEGORIES if f"p_{c}" in aligned.columns]
-    cause_probs = aligned[[f"p_{c}" for c in causes]].fillna(0.0)
-    cause_probs.columns = causes
-    metrics = evaluate(
-        labels["denied"].astype(int).to_numpy(),
-        aligned["true_denial_probability"].fillna(0.0).to_numpy(),
-        labels["payer_type"].reset_index(drop=True),
-        labels["category"].astype(str).to_numpy(),
-        cause_probs,
-        labels["carc"].astype(str).to_numpy(),
-        pd.DataFrame(index=cause_probs.index),
-    )
-    metrics.pop("carc_top3_accuracy", None)
-    return metrics
-
-
 def _refit_claims(data: TrainingData) -> str:
     refit = data.counts.get("denial_model_refit_claims")
     return f"{refit:,} " if refit else ""
@@ -240,7 +247,9 @@ def model_card(
     metrics: dict[str, float],
     bayes: dict[str, float],
     version: str | None = None,
+    served: dict[str, float] | None = None,
 ) -> str:
+    """The model card; ``served``: :func:`evaluate_as_served`'s figures, if measured."""
     lines = [
         f"# Model card: {settings.registered_model_name}" + (f" v{version}" if version else ""),
         "",
@@ -255,19 +264,8 @@ def model_card(
         *[f"- {k.replace('_', ' ')}: {v:,}" for k, v in data.counts.items()],
         "",
         "## Test-period metrics",
-        "| metric | model | Bayes-optimal | model / Bayes |",
-        "|---|---|---|---|",
+        *_metrics_table(metrics, bayes, served or {}, settings.served_refresh_days),
     ]
-    for name in REPORTED_METRICS:
-        if name not in metrics:
-            continue
-        b = bayes.get(name)
-        ratio = f"{metrics[name] / b:.3f}" if b else "—"
-        lines.append(
-            f"| {name} | {metrics[name]:.4f} | {b:.4f} | {ratio} |"
-            if b is not None
-            else f"| {name} | {metrics[name]:.4f} | — | — |"
-        )
     payer_rows = sorted({k.split(".")[1] for k in metrics if k.startswith("payer_type.")})
     if payer_rows:
         lines += [
@@ -314,6 +312,45 @@ def model_card(
         "- Calibration drifts when payers change rules: watch the calibration plot each retrain.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _metrics_table(
+    metrics: dict[str, float], bayes: dict[str, float], served: dict[str, float], days: int
+) -> list[str]:
+    """The card's metrics: history refreshed daily, and as served if measured."""
+
+    def value(figures: dict[str, float], name: str) -> str:
+        return f"{figures[name]:.4f}" if name in figures else "—"
+
+    def ratio(figures: dict[str, float], name: str) -> str:
+        b = bayes.get(name)
+        return f"{figures[name] / b:.3f}" if b and name in figures else "—"
+
+    if not served:
+        lines = ["| metric | model | Bayes-optimal | model / Bayes |", "|---|---|---|---|"]
+        for name in (n for n in REPORTED_METRICS if n in metrics):
+            lines.append(
+                f"| {name} | {value(metrics, name)} | {value(bayes, name)} | "
+                f"{ratio(metrics, name)} |"
+            )
+        return lines
+    every = "every day" if days == 1 else f"every {days} days"
+    lines = [
+        "The same model two ways. *Daily*: a claim's history holds every remittance dated "
+        "before its own day (the figures the gate compares). *As served*: the test period "
+        f"replayed with the history refreshed {every} (`denial-risk backtest --refresh-days "
+        f"{days}`), so a claim sees only the remittances dated before its step began.",
+        "",
+        "| metric | model, daily refresh | model, as served | Bayes-optimal | daily / Bayes "
+        "| as served / Bayes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in (n for n in REPORTED_METRICS if n in metrics):
+        lines.append(
+            f"| {name} | {value(metrics, name)} | {value(served, name)} | {value(bayes, name)} "
+            f"| {ratio(metrics, name)} | {ratio(served, name)} |"
+        )
+    return lines
 
 
 def _last_remittance(data: TrainingData) -> str:
@@ -392,6 +429,16 @@ def run_training(
     spilled = SpilledMatrix(matrix, out) if settings.refit_denials else None
     del matrix
 
+    served: dict[str, float] = {}
+    if settings.served_refresh_days:
+        # Before evaluate_pipeline: the model's own history is released now, so the replay's
+        # step by step histories are the only one held.
+        progress(
+            f"evaluating as served (history refreshed every {settings.served_refresh_days} days)",
+            0.45,
+        )
+        served = evaluate_as_served(pipeline, data, settings.served_refresh_days)
+
     progress("evaluating on the later period", 0.6)
     # What is evaluated, registered and served: the fitted model with its history brought up to
     # the last remittance of the data set, not stopped at the training cutoff months earlier.
@@ -401,7 +448,7 @@ def run_training(
     truth_p = None
     if truth_path.exists():
         truth = read_truth(truth_path, data.test_labels["claim_id"])
-        bayes = bayes_metrics(data, truth)
+        bayes = bayes_metrics(data.test_labels, truth)
         truth_p = (
             data.test_labels[["claim_id"]]
             .merge(truth[["claim_id", "true_denial_probability"]], on="claim_id", how="left")[
@@ -410,11 +457,9 @@ def run_training(
             .fillna(0.0)
             .to_numpy()
         )
-    ratios = {
-        f"ratio_to_bayes.{k}": metrics[k] / bayes[k]
-        for k in ("roc_auc", "pr_auc", "reason_top1_accuracy")
-        if k in metrics and bayes.get(k)
-    }
+    ratios = ratios_to_bayes(metrics, bayes)
+    served = {**served, **ratios_to_bayes(served, bayes)} if served else {}
+    prefix = served_prefix(settings.served_refresh_days)
 
     progress("drawing plots", 0.7)
     y = data.test_labels["denied"].astype(int).to_numpy()
@@ -465,17 +510,19 @@ def run_training(
                 "train_until": f"{split.train_until:%Y-%m-%d}",
                 "test_from": f"{split.test_from:%Y-%m-%d}",
                 "gate_metric": settings.gate_metric,
+                "as_served.refresh_days": settings.served_refresh_days,
                 **{f"booster.{k}": v for k, v in asdict(settings.booster).items()},
             }
         )
         mlflow.set_tags({**fingerprint(data), "dataset": str(settings.dataset)})
         # One call, one database transaction: the names never overlap (bayes., ratio_to_bayes.,
-        # tuned. prefixes).
+        # as_served.refresh_<n>d., tuned. prefixes).
         mlflow.log_metrics(
             {
                 **{k: float(v) for k, v in metrics.items() if np.isfinite(v)},
                 **{f"bayes.{k}": float(v) for k, v in bayes.items() if np.isfinite(v)},
                 **ratios,
+                **{prefix + k: float(v) for k, v in served.items() if np.isfinite(v)},
                 **tuned,
             }
         )
@@ -484,7 +531,7 @@ def run_training(
             mlflow.log_artifact(str(path), artifact_path="plots")
         example = data.test_tables.subset(data.test_tables.claims["claim_id"].head(3))
         model_uri = registry.log_pipeline(pipeline, example, settings.dataset)
-        card = model_card(settings, data, metrics, bayes)
+        card = model_card(settings, data, metrics, bayes, served=served)
         mlflow.log_text(card, "model_card.md")
 
         progress("comparing with the champion", 0.9)
@@ -505,12 +552,21 @@ def run_training(
     # Registered, then promoted, only once the run has closed with everything logged: a
     # training killed earlier leaves no version, and never a champion (issue 20).
     version = registry.register_version(client, settings.registered_model_name, model_uri, card)
-    write_text(out / "model_card.md", model_card(settings, data, metrics, bayes, version))
+    write_text(out / "model_card.md", model_card(settings, data, metrics, bayes, version, served))
     if promoted:
         registry.promote(client, settings.registered_model_name, version, settings.champion_alias)
     write_text(
         out / "metrics.json",
-        json.dumps({"model": metrics, "bayes": bayes, "ratios": ratios}, indent=2),
+        json.dumps(
+            {
+                "model": metrics,
+                "bayes": bayes,
+                "ratios": ratios,
+                **({"as_served": served} if served else {}),
+                "as_served_refresh_days": settings.served_refresh_days,
+            },
+            indent=2,
+        ),
     )
     progress("done", 1.0)
     return TrainOutcome(
@@ -526,4 +582,6 @@ def run_training(
         out_dir=out,
         seconds=time.perf_counter() - started,
         artifacts={**artifacts, "model_card": out / "model_card.md"},
+        served_metrics=served,
+        served_refresh_days=settings.served_refresh_days if served else 0,
     )
