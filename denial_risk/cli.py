@@ -325,6 +325,14 @@ def train(
             help="After evaluation, re-learn the denial model on every labelled claim.",
         ),
     ] = True,
+    served_refresh_days: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Also evaluate the test period as served, its history refreshed every N days "
+            "(one history refresh per step; 0 = only the daily figures).",
+        ),
+    ] = 7,
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Train denial, reason and CARC models; evaluate on a later period; register in MLflow."""
@@ -345,6 +353,7 @@ def train(
         champion_alias=settings.champion_alias,
         tune_trials=tune,
         refit_denials=refit,
+        served_refresh_days=served_refresh_days,
     )
     if max_training_claims is not None:
         train_settings = train_settings.model_copy(
@@ -436,13 +445,8 @@ def backtest(
     ] = None,
     tracking_uri: TrackingOption = None,
 ) -> None:
-    """Replay a later period as it would have been scored, and measure it against what happened.
-
-    Every --refresh-days the model's history takes in the claims sent and remittances dated
-    before that day; the claims sent until the next refresh are then scored as on their own
-    submission day. Writes every claim's scores (as `score` does) with its step and known
-    outcome, and a summary: ROC-AUC, ECE, calibration by month, reason accuracy.
-    """
+    """Replay claims sent from a day as they would have been scored, history refreshed in steps;
+    measure them against what happened (ROC-AUC, ECE, calibration by month, reasons)."""
     import pandas as pd
 
     from features.atomic import write_text
