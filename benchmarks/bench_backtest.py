@@ -22,29 +22,20 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-SPLIT_TOOL = Path(__file__).resolve().parents[2] / "shared" / "tools" / "split_x12.py"
-CUT = "2025-07-01"
-"""18 months of history from the simulator's 2024-01-01 start; the last six months replayed."""
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_generalise import CUT, SPLIT_TOOL  # noqa: E402
+from bench_generalise import _run as run_logged  # noqa: E402
 
 
 def _run(command: list[str], log: Path) -> float:
-    """Run one of our commands, its output appended to ``log``; its wall time in seconds."""
+    """:func:`bench_generalise._run`, timed: its wall time in seconds."""
     started = time.perf_counter()
-    with open(log, "a", encoding="utf-8") as out:
-        out.write(f"$ {' '.join(command)}\n")
-        out.flush()
-        # Deliberate: our own commands (the venv's denial-risk and python, the shared split tool)
-        done = subprocess.run(  # noqa: S603
-            command, stdout=out, stderr=subprocess.STDOUT, check=False
-        )
-    if done.returncode != 0:
-        raise SystemExit(f"failed ({done.returncode}): {' '.join(command)}; see {log}")
+    run_logged(command, log)
     return time.perf_counter() - started
 
 
