@@ -86,6 +86,41 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
     return {"train": trained, "backtests": backtests, "seconds": seconds}
 
 
+def refresh_cost(dataset: Path, tracking: str, days: list[str]) -> list[str]:
+    """Process CPU time of one step's history refresh on ``dataset`` at each day, by part."""
+    import copy
+
+    import pandas as pd
+
+    from features.claim_arrays import ClaimArrays
+    from features.claim_tables import ClaimTables
+    from features.pipeline import claim_feature_columns
+    from features.schema import ClaimsDataset
+    from serving.loading import load_service
+    from training.dataset import history_before, outcome_labels
+
+    data, _ = ClaimsDataset.read(dataset)
+    tables, outcomes = ClaimTables.from_dataset(data), outcome_labels(data)
+    features = load_service("models:/denial-risk@champion", tracking).pipeline["features"]
+    lines = []
+    for day in days:
+        started = time.process_time()
+        held, known = history_before(tables, outcomes, pd.Timestamp(day))
+        selected = time.process_time()
+        arrays = ClaimArrays.from_tables(held)
+        columns = claim_feature_columns(arrays)
+        converted = time.process_time()
+        copy.copy(features.history_).refresh(arrays, columns, known)
+        done = time.process_time()
+        lines.append(
+            f"- refresh on {day}: {len(held):,} claims and {len(known):,} remittances held; "
+            f"CPU {done - started:.2f} s ({(done - started) / len(held) * 1e6:.1f} µs per "
+            f"claim): history_before {selected - started:.2f} s, claim arrays and features "
+            f"{converted - selected:.2f} s, history fit {done - converted:.2f} s"
+        )
+    return lines
+
+
 def _row(name: str, metrics: dict, bayes: dict) -> str:
     def ratio(key: str) -> str:
         return f"{metrics[key] / bayes[key]:.3f}" if bayes.get(key) else "—"
@@ -163,7 +198,18 @@ def main() -> None:
     parser.add_argument("--validation", default="envelope", choices=["full", "envelope"])
     parser.add_argument("--work", type=Path, default=None, help="Keep the files here.")
     parser.add_argument("--out", type=Path, default=None, help="Write the results as JSON.")
+    parser.add_argument(
+        "--refresh-cost",
+        default=None,
+        help="Only measure one history refresh's CPU time by part, on --work's data set and "
+        "champion (a run's), at these days (comma-separated)",
+    )
     args = parser.parse_args()
+    if args.refresh_cost:
+        work = args.work or Path(".")
+        tracking = f"sqlite:///{work / 'mlflow.db'}"
+        print("\n".join(refresh_cost(work / "all", tracking, args.refresh_cost.split(","))))
+        return
     if not SPLIT_TOOL.exists():
         raise SystemExit(f"{SPLIT_TOOL} is missing: the benchmark splits files with it")
     work = args.work or Path(tempfile.mkdtemp(prefix="backtest-"))
