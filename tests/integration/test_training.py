@@ -102,6 +102,7 @@ def test_weaker_model_is_registered_but_not_promoted_and_rollback_works(trained,
         out_dir=tmp_path / "weak",
         booster=BoosterParams(max_rounds=2, num_leaves=2, early_stopping_rounds=1),
         shap_sample=200,
+        served_refresh_days=0,  # the gate compares the daily figures only
     )
     outcome = run_training(weak, trained.tracking_uri)
     assert not outcome.promoted and "does not beat" in outcome.gate_reason
@@ -161,6 +162,7 @@ def test_schema_failures_are_reported_next_to_the_output(trained, tmp_path):
         booster=BoosterParams(max_rounds=20),
         shap_sample=100,
         force_promote=False,
+        served_refresh_days=0,
     )
     run_training(settings, f"sqlite:///{tmp_path / 'other.db'}")
     report = pd.read_csv(tmp_path / "out" / "schema-rejects.csv")
@@ -240,7 +242,7 @@ def test_train_command_caps_the_boosters_rows(trained, tmp_path):
     result = CliRunner().invoke(
         app,
         ["train", str(trained.sim_dir), "--out", str(out), "--max-training-claims", "1500",
-         "--tracking-uri", f"sqlite:///{tmp_path / 'capped.db'}"],
+         "--served-refresh-days", "0", "--tracking-uri", f"sqlite:///{tmp_path / 'capped.db'}"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "Trained on 1,500 claims" in " ".join(result.output.split())
