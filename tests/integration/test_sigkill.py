@@ -240,7 +240,14 @@ def assert_train_outputs_complete_or_absent(out: Path) -> None:
         if name.endswith(".png"):
             assert data.startswith(b"\x89PNG") and data.endswith(b"IEND\xaeB`\x82"), name
         elif name == "metrics.json":
-            assert set(json.loads(data)) == {"model", "bayes", "ratios"}
+            # (the as-served evaluation too: train's default weekly refresh)
+            assert set(json.loads(data)) == {
+                "model",
+                "bayes",
+                "ratios",
+                "as_served",
+                "as_served_refresh_days",
+            }
         else:
             assert data.rstrip().endswith(b"watch the calibration plot each retrain."), name
 
